@@ -1,0 +1,50 @@
+import ArgumentParser
+import Hummingbird
+import Logging
+import PostgresNIO
+import Shared
+
+@main
+struct APICommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "handoff-api",
+        abstract: "Accepts OpenAI chat completion requests, queues them in Postgres and redirects to the SSE server.",
+        subcommands: [Serve.self, MigrateCommand.self],
+        defaultSubcommand: Serve.self)
+
+    struct Serve: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Run the API server (default).")
+
+        @Option(help: "Port to bind (\(ConfigKey.apiPort.rawValue)).")
+        var port: Int?
+
+        func run() async throws {
+            let settings = Settings()
+            let logger = ProcessRuntime.bootstrapLogging(label: "handoff.api", settings: settings)
+            let database = try DatabaseSettings(settings: settings)
+            try await ProcessRuntime.migrate(database: database, logger: logger)
+
+            let client = PostgresClient(configuration: database.clientConfiguration(applicationName: "handoff-api"))
+            let controller = CompletionsController(
+                queue: TaskQueue(client: client, logger: logger),
+                validation: try RequestValidation(settings: settings),
+                secret: try StreamSecret.load(settings: settings),
+                tokenTTL: try settings.seconds(.tokenTTLSeconds),
+                maxBodyBytes: try settings.int(.maxBodyBytes),
+                databaseTimeout: database.timeout)
+
+            let router = Router()
+            router.add(middleware: OpenAIErrorMiddleware())
+            router.get("/healthz") { _, _ in "ok" }
+            controller.addRoutes(to: router)
+
+            let app = Application(
+                router: router,
+                configuration: .init(
+                    address: .hostname(settings.string(.apiHost) ?? "127.0.0.1", port: try settings.int(.apiPort, override: port)),
+                    serverName: "handoff-api"),
+                logger: logger)
+            try await ProcessRuntime.run([client, app], logger: logger)
+        }
+    }
+}

@@ -1,0 +1,56 @@
+import Foundation
+import Hummingbird
+import Shared
+
+/// `POST /chat/completions` under `/api` and `/v1`: validate, enqueue, hand off.
+///
+/// The API server never streams. It stores the task (insert and NOTIFY in one statement) and answers
+/// `302 Found` with a signed same-origin URL on the SSE servers; clients that follow redirects turn the POST
+/// into a GET there.
+struct CompletionsController: Sendable {
+    let queue: TaskQueue
+    let validation: RequestValidation
+    let secret: StreamSecret
+    let tokenTTL: Duration
+    let maxBodyBytes: Int
+    let databaseTimeout: Duration
+
+    func addRoutes(to router: Router<BasicRequestContext>) {
+        for prefix in ["/api", "/v1"] {
+            router.post("\(prefix)/chat/completions") { request, context in
+                try await create(request: request, context: context)
+            }
+        }
+    }
+
+    func create(request: Request, context: BasicRequestContext) async throws -> Response {
+        guard let contentType = request.headers[.contentType], contentType.lowercased().hasPrefix("application/json") else {
+            throw OpenAIError.unsupportedMediaType
+        }
+        let body: ByteBuffer
+        do {
+            body = try await request.body.collect(upTo: maxBodyBytes)
+        } catch let error as any HTTPResponseError where error.status == .contentTooLarge {
+            throw OpenAIError.bodyTooLarge(limit: maxBodyBytes)
+        }
+        let completion = try validation.decode(Data(buffer: body))
+
+        let task = UUID()
+        try await withDeadline(databaseTimeout) { [queue] in
+            try await queue.enqueue(id: task, request: completion)
+        }
+        let expiresAt = Int64(Date().timeIntervalSince1970) + Int64(tokenTTL.components.seconds)
+        let token = StreamToken(taskID: task, expiresAt: expiresAt).encoded(secret: secret)
+        let location = StreamRoute.location(task: task, token: token)
+        context.logger.debug("queued", metadata: ["task": "\(task)"])
+
+        // A small body for clients that do not follow redirects.
+        let handoff = JSONValue.object([
+            ("id", .string(ClaimedTask.completionID(for: task))), ("task_id", .string(task.uuidString.lowercased())),
+            ("stream_url", .string(location)),
+        ])
+        return Response(
+            status: .found, headers: [.location: location, .contentType: "application/json"],
+            body: .init(byteBuffer: ByteBuffer(string: handoff.text)))
+    }
+}

@@ -1,0 +1,53 @@
+import ArgumentParser
+import Hummingbird
+import Logging
+import PostgresNIO
+import Shared
+
+@main
+struct SSECommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "handoff-sse",
+        abstract: "Streams completion tasks from Postgres to clients as OpenAI server-sent events.",
+        subcommands: [Serve.self, MigrateCommand.self],
+        defaultSubcommand: Serve.self)
+
+    struct Serve: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Run an SSE server replica (default).")
+
+        @Option(help: "Port to bind (\(ConfigKey.ssePort.rawValue)).")
+        var port: Int?
+
+        func run() async throws {
+            let settings = Settings()
+            let logger = ProcessRuntime.bootstrapLogging(label: "handoff.sse", settings: settings)
+            let database = try DatabaseSettings(settings: settings)
+            try await ProcessRuntime.migrate(database: database, logger: logger)
+
+            let client = PostgresClient(configuration: database.clientConfiguration(applicationName: "handoff-sse"))
+            let log = StreamLog(client: client, logger: logger)
+            let keepalive = try settings.seconds(.keepaliveSeconds)
+            let notifier = StreamNotifier(
+                configuration: .init(pollInterval: try settings.milliseconds(.ssePollMilliseconds), keepaliveInterval: keepalive),
+                log: log, listenerConfiguration: database.connectionConfiguration(applicationName: "handoff-sse-listener"),
+                logger: logger)
+            let controller = StreamController(
+                queue: TaskQueue(client: client, logger: logger), log: log, notifier: notifier,
+                secret: try StreamSecret.load(settings: settings), keepaliveInterval: keepalive,
+                databaseTimeout: database.timeout)
+
+            let router = Router()
+            router.add(middleware: OpenAIErrorMiddleware())
+            router.get("/healthz") { _, _ in "ok" }
+            controller.addRoutes(to: router)
+
+            let app = Application(
+                router: router,
+                configuration: .init(
+                    address: .hostname(settings.string(.sseHost) ?? "127.0.0.1", port: try settings.int(.ssePort, override: port)),
+                    serverName: "handoff-sse"),
+                logger: logger)
+            try await ProcessRuntime.run([client, notifier, app], logger: logger)
+        }
+    }
+}

@@ -1,0 +1,69 @@
+import Foundation
+import HTTPTypes
+import Hummingbird
+import Logging
+import Shared
+
+/// `GET /sse/chat/completions/<task>?token=…`: checks the token and the task, then streams.
+struct StreamController: Sendable {
+    let queue: TaskQueue
+    let log: StreamLog
+    let notifier: StreamNotifier
+    let secret: StreamSecret
+    let keepaliveInterval: Duration
+    let databaseTimeout: Duration
+
+    func addRoutes(to router: Router<BasicRequestContext>) {
+        router.get("\(StreamRoute.pathPrefix)/:task") { request, context in
+            try await stream(request: request, context: context)
+        }
+    }
+
+    func stream(request: Request, context: BasicRequestContext) async throws -> Response {
+        guard let task = context.parameters.get("task", as: UUID.self) else {
+            throw OpenAIError.notFound("No such completion stream.")
+        }
+        try authorize(request, task: task)
+        let start = try startCursor(request)
+        let status = try await withDeadline(databaseTimeout) { [queue] in try await queue.status(of: task) }
+        guard status != nil else { throw OpenAIError.notFound("No such completion stream.") }
+
+        let session = StreamSession(
+            task: task, start: start, notifier: notifier, log: log, keepaliveInterval: keepaliveInterval, logger: context.logger)
+        return Response(
+            status: .ok,
+            headers: [
+                .contentType: ServerSentEvents.contentType, .cacheControl: "no-cache",
+                HTTPField.Name("X-Accel-Buffering")!: "no",
+            ],
+            body: ResponseBody { writer in
+                // Cancels the session the moment the client hangs up, instead of at its next write.
+                try await request.body.consumeWithCancellationOnInboundClose { _ in
+                    try await session.run(writer: &writer)
+                }
+                try await writer.finish(nil)
+            })
+    }
+
+    private func authorize(_ request: Request, task: UUID) throws(OpenAIError) {
+        do {
+            _ = try StreamToken.verify(request.uri.queryParameters.get(StreamRoute.tokenParameter), taskID: task, secret: secret)
+        } catch .missing {
+            throw .unauthorized("A stream token is required: follow the Location of POST /v1/chat/completions.")
+        } catch .expired {
+            throw .unauthorized("The stream token has expired.")
+        } catch {
+            throw .forbidden("The stream token is not valid for this completion.")
+        }
+    }
+
+    /// Where to start: `Last-Event-ID` (a reconnecting EventSource) or `last_event_id` (a first connect).
+    private func startCursor(_ request: Request) throws(OpenAIError) -> StreamCursor {
+        let header = request.headers[HTTPField.Name(StreamRoute.lastEventIDHeader)!]
+        guard let text = header ?? request.uri.queryParameters.get(StreamRoute.lastEventIDParameter) else { return .start }
+        guard let cursor = StreamCursor(eventID: text) else {
+            throw .invalidRequest("'\(text)' is not an event id of this stream.", param: StreamRoute.lastEventIDParameter)
+        }
+        return cursor
+    }
+}

@@ -1,0 +1,147 @@
+import Foundation
+import Logging
+import PostgresNIO
+import ServiceLifecycle
+import Shared
+import Synchronization
+
+/// Fans stream appends out to the clients of this process.
+///
+/// One LISTEN connection per process (the `PostgresListener` it runs) — never one per client. It keeps the
+/// newest known sequence number of every task somebody watches and wakes that task's subscribers when it
+/// advances. Two timers cover what NOTIFY cannot: a poll that reads the heads of all watched tasks in one
+/// statement, so a lost notification costs latency and never data; and a keepalive tick that lets each silent
+/// stream write its ping.
+final class StreamNotifier: Service {
+    struct Configuration: Sendable {
+        var pollInterval: Duration
+        var keepaliveInterval: Duration
+    }
+
+    /// A client's registration. Its signals mean "look again": `head(of:)` says whether there is news.
+    struct Subscription: Sendable {
+        let id: Int
+        let task: UUID
+        let signals: AsyncStream<Void>
+    }
+
+    private struct Watch {
+        var head = 0
+        var subscribers: [Int: AsyncStream<Void>.Continuation] = [:]
+    }
+
+    private struct State {
+        var watches: [UUID: Watch] = [:]
+        var nextID = 0
+    }
+
+    private let configuration: Configuration
+    private let log: StreamLog
+    private let logger: Logger
+    private let state = Mutex(State())
+    private let listenerConfiguration: PostgresConnection.Configuration?
+
+    /// `listenerConfiguration` is nil only in tests that drive `advance` by hand.
+    init(configuration: Configuration, log: StreamLog, listenerConfiguration: PostgresConnection.Configuration?, logger: Logger) {
+        self.configuration = configuration
+        self.log = log
+        self.listenerConfiguration = listenerConfiguration
+        self.logger = logger
+    }
+
+    func subscribe(to task: UUID) -> Subscription {
+        // One pending signal is enough: a signal means "look again", and looking once sees everything.
+        let (signals, continuation) = AsyncStream.makeStream(of: Void.self, bufferingPolicy: .bufferingNewest(1))
+        let id = state.withLock { state in
+            state.nextID += 1
+            state.watches[task, default: Watch()].subscribers[state.nextID] = continuation
+            return state.nextID
+        }
+        return Subscription(id: id, task: task, signals: signals)
+    }
+
+    func unsubscribe(_ subscription: Subscription) {
+        let continuation = state.withLock { state -> AsyncStream<Void>.Continuation? in
+            let continuation = state.watches[subscription.task]?.subscribers.removeValue(forKey: subscription.id)
+            if state.watches[subscription.task]?.subscribers.isEmpty == true {
+                state.watches.removeValue(forKey: subscription.task)
+            }
+            return continuation
+        }
+        continuation?.finish()
+    }
+
+    /// The newest sequence number known for `task` (0 when none is known).
+    func head(of task: UUID) -> Int {
+        state.withLock { $0.watches[task]?.head ?? 0 }
+    }
+
+    var subscriberCount: Int {
+        state.withLock { $0.watches.values.reduce(0) { $0 + $1.subscribers.count } }
+    }
+
+    /// Records that `task` has events up to `sequence` and wakes its subscribers if that is news.
+    func advance(_ task: UUID, to sequence: Int) {
+        let wake = state.withLock { state -> [AsyncStream<Void>.Continuation] in
+            guard var watch = state.watches[task], sequence > watch.head else { return [] }
+            watch.head = sequence
+            state.watches[task] = watch
+            return Array(watch.subscribers.values)
+        }
+        for continuation in wake { continuation.yield() }
+    }
+
+    /// Wakes every subscriber: after a reconnect (notifications may be lost) and on each keepalive tick.
+    func wakeAll() {
+        let all = state.withLock { state in state.watches.values.flatMap { $0.subscribers.values } }
+        for continuation in all { continuation.yield() }
+    }
+
+    private func receive(_ payload: String) {
+        for (task, sequence) in StreamAppendPayload.decode(payload) {
+            advance(task, to: sequence)
+        }
+    }
+
+    /// One statement for all watched tasks; a failure is logged and retried on the next round.
+    func poll() async {
+        let tasks = state.withLock { Array($0.watches.keys) }
+        guard !tasks.isEmpty else { return }
+        do {
+            for (task, head) in try await log.heads(of: tasks) {
+                advance(task, to: head)
+            }
+        } catch {
+            logger.warning("stream poll failed", metadata: ["error": "\(String(reflecting: error))"])
+        }
+    }
+
+    func run() async throws {
+        await withDiscardingTaskGroup { group in
+            if let listenerConfiguration {
+                let listener = PostgresListener(
+                    configuration: listenerConfiguration, channels: [NotifyChannel.streamAppended], logger: logger,
+                    onListening: { self.wakeAll() },
+                    onNotification: { _, payload in self.receive(payload) })
+                group.addTask { try? await listener.run() }
+            }
+            group.addTask {
+                await self.every(self.configuration.pollInterval) { await self.poll() }
+            }
+            group.addTask {
+                // Ticks at half the interval, and a stream pings when it was silent for half of it, so no stream
+                // is silent longer than the interval.
+                await self.every(self.configuration.keepaliveInterval / 2) { self.wakeAll() }
+            }
+        }
+    }
+
+    private func every(_ interval: Duration, _ body: @escaping @Sendable () async -> Void) async {
+        await cancelWhenGracefulShutdown {
+            while !Task.isCancelled {
+                try? await Task.sleep(for: interval)
+                await body()
+            }
+        }
+    }
+}

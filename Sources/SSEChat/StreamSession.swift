@@ -1,0 +1,66 @@
+import Foundation
+import Hummingbird
+import Logging
+import Shared
+
+/// One client's stream: everything after its cursor from the table, then the live tail, then `[DONE]`.
+///
+/// It subscribes before its first read, so an append committed in between still wakes it. It reads only
+/// when the notifier knows of news, and otherwise answers keepalive ticks with a ping once it has been
+/// silent for half the keepalive interval. A failed read is not the end of the stream: the next wake-up
+/// (a notification, the poll, a reconnect, a tick) tries again.
+struct StreamSession: Sendable {
+    let task: UUID
+    let start: StreamCursor
+    let notifier: StreamNotifier
+    let log: StreamLog
+    let keepaliveInterval: Duration
+    let logger: Logger
+
+    func run(writer: inout any ResponseBodyWriter) async throws {
+        let subscription = notifier.subscribe(to: task)
+        defer { notifier.unsubscribe(subscription) }
+        let clock = ContinuousClock()
+        var cursor = start
+        var lastWrite = clock.now
+        if try await deliver(after: &cursor, to: &writer) { return }
+        for await _ in subscription.signals {
+            if notifier.head(of: task) > cursor.sequence {
+                let before = cursor
+                if try await deliver(after: &cursor, to: &writer) { return }
+                if cursor != before { lastWrite = clock.now }
+            }
+            if clock.now - lastWrite >= keepaliveInterval / 2 {
+                try await writer.write(ByteBuffer(string: ServerSentEvents.keepalive))
+                lastWrite = clock.now
+            }
+        }
+    }
+
+    /// Writes every committed event after `cursor` and moves it; `true` once the stream's end was written.
+    private func deliver(after cursor: inout StreamCursor, to writer: inout any ResponseBodyWriter) async throws -> Bool {
+        let pageSize = 500
+        while true {
+            let batches: [StreamBatch]
+            do {
+                batches = try await log.read(task: task, after: cursor, limit: pageSize)
+            } catch {
+                logger.warning("stream read failed; will retry", metadata: ["task": "\(task)", "error": "\(String(reflecting: error))"])
+                return false
+            }
+            guard !batches.isEmpty else { return false }
+            var buffer = ByteBuffer()
+            var ended = false
+            for batch in batches where !ended {
+                for event in batch.events(after: cursor) {
+                    buffer.writeString(ServerSentEvents.event(id: event.cursor, data: event.data))
+                    cursor = event.cursor
+                }
+                ended = batch.final
+            }
+            if ended { buffer.writeString(ServerSentEvents.done) }
+            try await writer.write(buffer)
+            if ended || batches.count < pageSize { return ended }
+        }
+    }
+}

@@ -1,0 +1,51 @@
+import Foundation
+import PostgresNIO
+
+/// Where Postgres is and how a process talks to it, parsed once from `DATABASE_URL`.
+public struct DatabaseSettings: Sendable {
+    public var host: String
+    public var port: Int
+    public var username: String
+    public var password: String?
+    public var database: String
+    public var poolSize: Int
+    /// Deadline for a request-path database call; past it the caller answers 503 instead of hanging.
+    public var timeout: Duration
+
+    public init(settings: Settings = Settings()) throws {
+        let text = settings.string(.databaseURL) ?? ""
+        guard let url = URLComponents(string: text), ["postgres", "postgresql"].contains(url.scheme ?? ""),
+            let host = url.host, !host.isEmpty
+        else { throw SettingsError.invalid(.databaseURL, text) }
+        self.host = host
+        self.port = url.port ?? 5432
+        self.username = url.user ?? "postgres"
+        self.password = url.password
+        let path = url.path.hasPrefix("/") ? String(url.path.dropFirst()) : url.path
+        self.database = path.isEmpty ? self.username : path
+        self.poolSize = max(1, try settings.int(.databasePoolSize))
+        self.timeout = try settings.milliseconds(.databaseTimeoutMilliseconds)
+    }
+
+    /// A pool for queries. `applicationName` shows in `pg_stat_activity`, which is how tests and operators
+    /// count a process's connections.
+    public func clientConfiguration(applicationName: String) -> PostgresClient.Configuration {
+        var configuration = PostgresClient.Configuration(
+            host: host, port: port, username: username, password: password, database: database, tls: .disable
+        )
+        configuration.options.maximumConnections = poolSize
+        configuration.options.connectTimeout = .seconds(2)
+        configuration.options.additionalStartupParameters = [("application_name", applicationName)]
+        return configuration
+    }
+
+    /// A single connection outside the pool: the LISTEN connection and the migrator use it.
+    public func connectionConfiguration(applicationName: String) -> PostgresConnection.Configuration {
+        var configuration = PostgresConnection.Configuration(
+            host: host, port: port, username: username, password: password, database: database, tls: .disable
+        )
+        configuration.options.connectTimeout = .seconds(2)
+        configuration.options.additionalStartupParameters = [("application_name", applicationName)]
+        return configuration
+    }
+}

@@ -1,0 +1,40 @@
+import Logging
+import PostgresNIO
+import ServiceLifecycle
+
+/// What every Handoff executable does before serving: logging, settings, the schema.
+public enum ProcessRuntime {
+    /// Bootstraps swift-log once for the process at `HANDOFF_LOG_LEVEL`.
+    public static func bootstrapLogging(label: String, settings: Settings) -> Logger {
+        let level = settings.string(.logLevel).flatMap(Logger.Level.init(rawValue:)) ?? .info
+        LoggingSystem.bootstrap { label in
+            var handler = StreamLogHandler.standardError(label: label)
+            handler.logLevel = level
+            return handler
+        }
+        return Logger(label: label)
+    }
+
+    /// Applies pending migrations, retrying while Postgres is not up yet (processes start together with it
+    /// under honcho), for at most `patience`.
+    public static func migrate(database: DatabaseSettings, logger: Logger, patience: Duration = .seconds(60)) async throws {
+        let deadline = ContinuousClock.now + patience
+        while true {
+            do {
+                try await Migrator().migrate(database: database, logger: logger)
+                return
+            } catch {
+                guard ContinuousClock.now < deadline else { throw error }
+                logger.notice("waiting for Postgres", metadata: ["error": "\(String(reflecting: error))"])
+                try await Task.sleep(for: .milliseconds(500))
+            }
+        }
+    }
+
+    /// Runs `services` until SIGTERM or SIGINT, then shuts them down gracefully in reverse order.
+    public static func run(_ services: [any Service], logger: Logger) async throws {
+        let group = ServiceGroup(
+            configuration: .init(services: services, gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
+        try await group.run()
+    }
+}

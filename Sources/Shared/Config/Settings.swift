@@ -1,0 +1,48 @@
+import Foundation
+
+/// Typed access to the process environment by `ConfigKey`.
+///
+/// A value that is set but unparseable is an error at start-up, never silently replaced by the default.
+public struct Settings: Sendable {
+    public let environment: [String: String]
+
+    public init(environment: [String: String] = ProcessInfo.processInfo.environment) {
+        self.environment = environment
+    }
+
+    public func string(_ key: ConfigKey) -> String? {
+        if let value = environment[key.rawValue], !value.isEmpty { return value }
+        return key.defaultValue
+    }
+
+    public func int(_ key: ConfigKey, override: Int? = nil) throws(SettingsError) -> Int {
+        if let override { return override }
+        guard let text = string(key) else { throw .missing(key) }
+        guard let value = Int(text), value >= 0 else { throw .invalid(key, text) }
+        return value
+    }
+
+    public func milliseconds(_ key: ConfigKey) throws(SettingsError) -> Duration {
+        .milliseconds(try int(key))
+    }
+
+    public func seconds(_ key: ConfigKey) throws(SettingsError) -> Duration {
+        .seconds(try int(key))
+    }
+
+    public func list(_ key: ConfigKey) -> [String] {
+        (string(key) ?? "").split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }
+    }
+}
+
+public enum SettingsError: Error, CustomStringConvertible {
+    case missing(ConfigKey)
+    case invalid(ConfigKey, String)
+
+    public var description: String {
+        switch self {
+        case .missing(let key): "\(key.rawValue) is not set"
+        case .invalid(let key, let value): "\(key.rawValue)=\(value) is not a valid value"
+        }
+    }
+}

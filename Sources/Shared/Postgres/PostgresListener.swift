@@ -1,0 +1,116 @@
+import Logging
+import PostgresNIO
+import ServiceLifecycle
+import Synchronization
+
+/// The one LISTEN connection of a process.
+///
+/// It lives outside the query pool (a pooled connection pinned for LISTEN would starve queries) and is
+/// reconnected with capped exponential backoff whenever it drops, because PostgresNIO does not do that for
+/// us. Every time the channels are listened on afresh, `onListening` runs: notifications may have been lost
+/// while we were away, so consumers re-read the tables.
+public struct PostgresListener: Service {
+    public struct Backoff: Sendable {
+        public var initial: Duration
+        public var maximum: Duration
+
+        public init(initial: Duration = .milliseconds(100), maximum: Duration = .seconds(5)) {
+            self.initial = initial
+            self.maximum = maximum
+        }
+    }
+
+    let configuration: PostgresConnection.Configuration
+    let channels: [String]
+    let backoff: Backoff
+    let logger: Logger
+    let onListening: @Sendable () -> Void
+    let onNotification: @Sendable (_ channel: String, _ payload: String) -> Void
+
+    public init(
+        configuration: PostgresConnection.Configuration,
+        channels: [String],
+        backoff: Backoff = Backoff(),
+        logger: Logger,
+        onListening: @escaping @Sendable () -> Void,
+        onNotification: @escaping @Sendable (_ channel: String, _ payload: String) -> Void
+    ) {
+        self.configuration = configuration
+        self.channels = channels
+        self.backoff = backoff
+        self.logger = logger
+        self.onListening = onListening
+        self.onNotification = onNotification
+    }
+
+    public func run() async throws {
+        try await cancelWhenGracefulShutdown {
+            var delay = backoff.initial
+            while !Task.isCancelled {
+                do {
+                    try await listenOnce { delay = backoff.initial }
+                } catch is CancellationError {
+                    return
+                } catch {
+                    guard !Task.isCancelled else { return }
+                    logger.warning(
+                        "listener connection lost; reconnecting",
+                        metadata: ["error": "\(String(reflecting: error))", "retry_in": "\(delay)"])
+                }
+                try? await Task.sleep(for: delay)
+                delay = min(delay * 2, backoff.maximum)
+            }
+        }
+    }
+
+    /// Connects, listens on every channel and consumes until the connection fails or the task is cancelled.
+    private func listenOnce(connected: () -> Void) async throws {
+        let connection = try await PostgresConnection.connect(configuration: configuration, id: 1, logger: logger)
+        connected()
+        let listening = ListeningCount(total: channels.count)
+        do {
+            try await consume(connection: connection, listening: listening)
+        } catch {
+            try? await connection.close()
+            throw error
+        }
+    }
+
+    private func consume(connection: PostgresConnection, listening: ListeningCount) async throws {
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            for channel in channels {
+                group.addTask {
+                    try await connection.listen(on: channel) { notifications in
+                        if listening.arrive() { onListening() }
+                        for try await notification in notifications {
+                            onNotification(channel, notification.payload)
+                        }
+                    }
+                    throw PostgresListenerError.notificationsEnded(channel: channel)
+                }
+            }
+            // Any channel ending means the connection is gone; tear down the rest and reconnect.
+            try await group.next()
+        }
+    }
+}
+
+public enum PostgresListenerError: Error {
+    case notificationsEnded(channel: String)
+}
+
+/// Fires once, when the last channel of a connection is listening.
+private final class ListeningCount: Sendable {
+    private let remaining: Mutex<Int>
+
+    init(total: Int) {
+        self.remaining = Mutex(total)
+    }
+
+    func arrive() -> Bool {
+        remaining.withLock { remaining in
+            remaining -= 1
+            return remaining == 0
+        }
+    }
+}

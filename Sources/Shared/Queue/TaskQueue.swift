@@ -1,0 +1,60 @@
+import Foundation
+import Logging
+import PostgresNIO
+
+/// The producer and claimer side of the task table.
+///
+/// `enqueue` inserts and notifies in one statement (so one transaction); `claim` hands each queued task to
+/// exactly one worker through `FOR UPDATE SKIP LOCKED`.
+public struct TaskQueue: Sendable {
+    let client: PostgresClient
+    let logger: Logger
+
+    public init(client: PostgresClient, logger: Logger) {
+        self.client = client
+        self.logger = logger
+    }
+
+    public func enqueue(id: UUID, request: ChatCompletionRequest) async throws {
+        let json = String(decoding: try JSONEncoder().encode(request), as: UTF8.self)
+        try await client.query(
+            """
+            WITH queued AS (
+                INSERT INTO handoff_tasks (id, model, request) VALUES (\(id), \(request.model), \(json)::jsonb)
+                RETURNING id
+            )
+            SELECT pg_notify(\(NotifyChannel.taskQueued), '') FROM queued
+            """, logger: logger)
+    }
+
+    /// Claims up to `limit` queued tasks, oldest first, for `workerID` with a lease of `lease`.
+    public func claim(workerID: String, limit: Int, lease: Duration) async throws -> [ClaimedTask] {
+        guard limit > 0 else { return [] }
+        let rows = try await client.query(
+            """
+            UPDATE handoff_tasks SET status = 'running', worker_id = \(workerID), attempts = attempts + 1,
+                started_at = coalesce(started_at, now()), updated_at = now(),
+                lease_expires_at = now() + \(Int(lease.components.seconds)) * interval '1 second'
+            WHERE id IN (
+                SELECT id FROM handoff_tasks WHERE status = 'queued' ORDER BY created_at LIMIT \(limit)
+                FOR UPDATE SKIP LOCKED
+            )
+            RETURNING id, request::text, attempts, extract(epoch FROM created_at)::bigint
+            """, logger: logger)
+        var claimed: [ClaimedTask] = []
+        for try await (id, json, attempt, created) in rows.decode((UUID, String, Int, Int64).self) {
+            let request = try JSONDecoder().decode(ChatCompletionRequest.self, from: Data(json.utf8))
+            claimed.append(ClaimedTask(id: id, request: request, attempt: attempt, created: created))
+        }
+        return claimed
+    }
+
+    /// The status of a task, or `nil` when there is no such task.
+    public func status(of id: UUID) async throws -> TaskStatus? {
+        let rows = try await client.query("SELECT status FROM handoff_tasks WHERE id = \(id)", logger: logger)
+        for try await status in rows.decode(String.self) {
+            return TaskStatus(rawValue: status)
+        }
+        return nil
+    }
+}

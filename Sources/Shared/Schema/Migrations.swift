@@ -1,0 +1,60 @@
+/// The database schema, as an append-only list of versioned migrations. Never edit a released migration:
+/// add the next version.
+public enum Migrations {
+    public struct Migration: Sendable {
+        public let version: Int
+        public let name: String
+        /// One statement each: the extended query protocol runs one statement per query.
+        public let statements: [String]
+    }
+
+    public static let all: [Migration] = [
+        Migration(
+            version: 1, name: "tasks and minibatch stream",
+            statements: [
+                """
+                CREATE TABLE handoff_tasks (
+                    id               uuid PRIMARY KEY,
+                    status           text NOT NULL DEFAULT 'queued'
+                                     CHECK (status IN ('queued', 'running', 'succeeded', 'failed', 'cancelled')),
+                    model            text NOT NULL,
+                    request          jsonb NOT NULL,
+                    created_at       timestamptz NOT NULL DEFAULT now(),
+                    updated_at       timestamptz NOT NULL DEFAULT now(),
+                    started_at       timestamptz,
+                    finished_at      timestamptz,
+                    attempts         integer NOT NULL DEFAULT 0,
+                    worker_id        text,
+                    lease_expires_at timestamptz,
+                    error            jsonb,
+                    usage            jsonb
+                )
+                """,
+                "CREATE INDEX handoff_tasks_queued ON handoff_tasks (created_at) WHERE status = 'queued'",
+                "CREATE INDEX handoff_tasks_leases ON handoff_tasks (lease_expires_at) WHERE status = 'running'",
+                // One row per minibatch. seq is the per-task sequence number of the batch's LAST event and
+                // event_count how many it holds, so a batch covers events seq-event_count+1 ... seq. Both are
+                // assigned by the task's single writer inside the writing transaction; the primary key makes a
+                // second writer fail instead of interleaving. events is newline-delimited JSON, one event a line.
+                """
+                CREATE TABLE handoff_stream (
+                    task_id     uuid NOT NULL REFERENCES handoff_tasks (id) ON DELETE CASCADE,
+                    seq         integer NOT NULL CHECK (seq > 0),
+                    event_count integer NOT NULL CHECK (event_count > 0 AND event_count <= seq),
+                    events      text NOT NULL,
+                    final       boolean NOT NULL DEFAULT false,
+                    created_at  timestamptz NOT NULL DEFAULT now(),
+                    PRIMARY KEY (task_id, seq)
+                )
+                """,
+            ]),
+    ]
+}
+
+/// The NOTIFY channels. Payloads carry ids only, never content: the tables are the source of truth.
+public enum NotifyChannel {
+    /// A task was queued. No payload: any woken worker claims whatever is queued.
+    public static let taskQueued = "handoff_task_queued"
+    /// Stream rows were committed. Payload: `StreamAppendPayload`.
+    public static let streamAppended = "handoff_stream_appended"
+}

@@ -1,0 +1,54 @@
+import Foundation
+
+/// One row of the minibatch stream: consecutive events of one task, committed together.
+///
+/// Events are stored newline-delimited (compact JSON has no raw newline), so the SSE server splits a row
+/// into events without parsing JSON.
+public struct StreamBatch: Sendable, Equatable {
+    public let task: UUID
+    /// Sequence number of the batch's last event.
+    public let sequence: Int
+    public let events: [String]
+    /// The task's stream ends with this batch.
+    public let final: Bool
+
+    public init(task: UUID, sequence: Int, events: [String], final: Bool) {
+        precondition(!events.isEmpty && events.count <= sequence, "a batch holds 1...sequence events")
+        self.task = task
+        self.sequence = sequence
+        self.events = events
+        self.final = final
+    }
+
+    init(task: UUID, sequence: Int, encodedEvents: String, final: Bool) {
+        self.init(task: task, sequence: sequence, events: encodedEvents.split(separator: "\n").map(String.init), final: final)
+    }
+
+    var encodedEvents: String { events.joined(separator: "\n") }
+
+    public var firstSequence: Int { sequence - events.count + 1 }
+
+    /// The events a client positioned at `cursor` has not seen yet, each with its own cursor.
+    public func events(after cursor: StreamCursor) -> some Sequence<(cursor: StreamCursor, data: String)> {
+        let first = firstSequence
+        return events.enumerated().lazy
+            .map { (cursor: StreamCursor(sequence: first + $0.offset), data: $0.element) }
+            .filter { $0.cursor > cursor }
+    }
+}
+
+/// How a task ended, written in the same statement as its final batch.
+public struct TaskOutcome: Sendable {
+    public let task: UUID
+    public let status: TaskStatus
+    public let usage: Usage?
+    public let error: OpenAIError?
+
+    public init(task: UUID, status: TaskStatus, usage: Usage? = nil, error: OpenAIError? = nil) {
+        precondition(status.isTerminal)
+        self.task = task
+        self.status = status
+        self.usage = usage
+        self.error = error
+    }
+}

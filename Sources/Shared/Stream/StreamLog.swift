@@ -1,0 +1,74 @@
+import Foundation
+import Logging
+import PostgresNIO
+
+/// The minibatch stream table: the worker appends, SSE servers tail.
+public struct StreamLog: Sendable {
+    let client: PostgresClient
+    let logger: Logger
+
+    public init(client: PostgresClient, logger: Logger) {
+        self.client = client
+        self.logger = logger
+    }
+
+    /// Group commit: every batch of every task in one statement — so one transaction and one NOTIFY set —
+    /// together with the outcomes of the tasks that end here. An outcome only applies to a task `workerID`
+    /// still holds.
+    ///
+    /// Retrying after an unknown outcome (the connection died during commit) is safe: a batch's events are
+    /// positional, so a retried batch either collides on its key and is skipped, or covers a superset of the
+    /// same positions with the same events, which readers filter by cursor.
+    public func append(_ batches: [StreamBatch], outcomes: [TaskOutcome], workerID: String) async throws {
+        guard !batches.isEmpty || !outcomes.isEmpty else { return }
+        let usages = outcomes.map { $0.usage?.json.text ?? "" }
+        let errors = outcomes.map { $0.error?.json.text ?? "" }
+        let payloads = StreamAppendPayload.encode(batches.map { ($0.task, $0.sequence) })
+        try await client.query(
+            """
+            WITH appended AS (
+                INSERT INTO handoff_stream (task_id, seq, event_count, events, final)
+                SELECT * FROM unnest(\(batches.map(\.task))::uuid[], \(batches.map(\.sequence))::int[],
+                    \(batches.map(\.events.count))::int[], \(batches.map(\.encodedEvents))::text[],
+                    \(batches.map(\.final))::bool[])
+                ON CONFLICT (task_id, seq) DO NOTHING
+                RETURNING 1
+            ), finished AS (
+                UPDATE handoff_tasks t SET status = o.status, usage = nullif(o.usage, '')::jsonb,
+                    error = nullif(o.error, '')::jsonb, finished_at = now(), updated_at = now(), lease_expires_at = NULL
+                FROM unnest(\(outcomes.map(\.task))::uuid[], \(outcomes.map(\.status.rawValue))::text[],
+                    \(usages)::text[], \(errors)::text[]) AS o (id, status, usage, error)
+                WHERE t.id = o.id AND t.worker_id = \(workerID) AND t.status = 'running'
+                RETURNING 1
+            )
+            SELECT pg_notify(\(NotifyChannel.streamAppended), payload) FROM unnest(\(payloads)::text[]) AS payload
+            """, logger: logger)
+    }
+
+    /// Batches of `task` holding events after `cursor`, in order.
+    public func read(task: UUID, after cursor: StreamCursor, limit: Int = 1000) async throws -> [StreamBatch] {
+        let rows = try await client.query(
+            """
+            SELECT seq, events, final FROM handoff_stream
+            WHERE task_id = \(task) AND seq > \(cursor.sequence) ORDER BY seq LIMIT \(limit)
+            """, logger: logger)
+        var batches: [StreamBatch] = []
+        for try await (sequence, events, final) in rows.decode((Int, String, Bool).self) {
+            batches.append(StreamBatch(task: task, sequence: sequence, encodedEvents: events, final: final))
+        }
+        return batches
+    }
+
+    /// The newest sequence number of each of `tasks` that has any rows; one statement for all of them.
+    public func heads(of tasks: [UUID]) async throws -> [UUID: Int] {
+        guard !tasks.isEmpty else { return [:] }
+        let rows = try await client.query(
+            "SELECT task_id, max(seq) FROM handoff_stream WHERE task_id = ANY(\(tasks)::uuid[]) GROUP BY task_id",
+            logger: logger)
+        var heads: [UUID: Int] = [:]
+        for try await (task, sequence) in rows.decode((UUID, Int).self) {
+            heads[task] = sequence
+        }
+        return heads
+    }
+}

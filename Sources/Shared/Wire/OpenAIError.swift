@@ -1,0 +1,86 @@
+/// OpenAI's error envelope, `{"error":{"message","type","param","code"}}`, with the HTTP status it travels with.
+///
+/// Every error any Handoff process sends — as a response body or as an SSE `data:` event — is one of these.
+public struct OpenAIError: Error, Sendable, Equatable, Decodable {
+    public var status: Int
+    public var message: String
+    public var type: String
+    public var param: String?
+    public var code: String?
+
+    public init(status: Int, message: String, type: String, param: String? = nil, code: String? = nil) {
+        self.status = status
+        self.message = message
+        self.type = type
+        self.param = param
+        self.code = code
+    }
+
+    public static func invalidRequest(_ message: String, param: String?, code: String? = nil) -> OpenAIError {
+        OpenAIError(status: 400, message: message, type: "invalid_request_error", param: param, code: code)
+    }
+
+    public static func modelNotFound(_ model: String) -> OpenAIError {
+        OpenAIError(
+            status: 404, message: "The model `\(model)` does not exist or you do not have access to it.",
+            type: "invalid_request_error", param: "model", code: "model_not_found")
+    }
+
+    public static func notFound(_ message: String) -> OpenAIError {
+        OpenAIError(status: 404, message: message, type: "invalid_request_error", code: "not_found")
+    }
+
+    public static func bodyTooLarge(limit: Int) -> OpenAIError {
+        OpenAIError(
+            status: 413, message: "The request body is larger than \(limit) bytes.", type: "invalid_request_error",
+            code: "request_too_large")
+    }
+
+    public static let unsupportedMediaType = OpenAIError(
+        status: 415, message: "The request body must be JSON: send 'Content-Type: application/json'.",
+        type: "invalid_request_error", code: "unsupported_media_type")
+
+    public static func unauthorized(_ message: String) -> OpenAIError {
+        OpenAIError(status: 401, message: message, type: "authentication_error", code: "invalid_stream_token")
+    }
+
+    public static func forbidden(_ message: String) -> OpenAIError {
+        OpenAIError(status: 403, message: message, type: "permission_error", code: "invalid_stream_token")
+    }
+
+    public static let databaseUnavailable = OpenAIError(
+        status: 503, message: "The service is temporarily unavailable (its database cannot be reached). Retry shortly.",
+        type: "server_error", code: "service_unavailable")
+
+    public static func server(_ message: String) -> OpenAIError {
+        OpenAIError(status: 500, message: message, type: "server_error", code: "internal_error")
+    }
+
+    // MARK: JSON — the status is transport, not part of the body.
+
+    private enum EnvelopeKeys: String, CodingKey { case error }
+    private enum BodyKeys: String, CodingKey { case message, type, param, code }
+
+    public init(from decoder: any Decoder) throws {
+        let body = try decoder.container(keyedBy: EnvelopeKeys.self).nestedContainer(keyedBy: BodyKeys.self, forKey: .error)
+        self.status = 0
+        self.message = try body.decode(String.self, forKey: .message)
+        self.type = try body.decode(String.self, forKey: .type)
+        self.param = try body.decodeIfPresent(String.self, forKey: .param)
+        self.code = try body.decodeIfPresent(String.self, forKey: .code)
+    }
+
+    /// `{"error":{"message","type","param","code"}}`, in that order, nulls included.
+    public var json: JSONValue {
+        .object([
+            ("error", .object([
+                ("message", .string(message)), ("type", .string(type)), ("param", .optional(param)),
+                ("code", .optional(code)),
+            ])),
+        ])
+    }
+
+    public static func == (lhs: OpenAIError, rhs: OpenAIError) -> Bool {
+        lhs.message == rhs.message && lhs.type == rhs.type && lhs.param == rhs.param && lhs.code == rhs.code
+    }
+}

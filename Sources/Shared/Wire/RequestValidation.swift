@@ -1,0 +1,85 @@
+import Foundation
+
+/// Turns a request body into a `ChatCompletionRequest` or an `OpenAIError` whose `param` names the offending
+/// field the way OpenAI does (`messages[1].role`).
+public struct RequestValidation: Sendable {
+    public var models: Set<String>
+    public var maxTokensLimit: Int
+
+    public init(models: Set<String>, maxTokensLimit: Int) {
+        self.models = models
+        self.maxTokensLimit = maxTokensLimit
+    }
+
+    public init(settings: Settings) throws {
+        self.init(models: Set(settings.list(.models)), maxTokensLimit: try settings.int(.maxTokensLimit))
+    }
+
+    public func decode(_ body: Data) throws(OpenAIError) -> ChatCompletionRequest {
+        let request: ChatCompletionRequest
+        do {
+            request = try JSONDecoder().decode(ChatCompletionRequest.self, from: body)
+        } catch let error as DecodingError {
+            throw Self.describe(error)
+        } catch {
+            throw .invalidRequest("The request body is not valid JSON.", param: nil)
+        }
+        try validate(request)
+        return request
+    }
+
+    public func validate(_ request: ChatCompletionRequest) throws(OpenAIError) {
+        if request.messages.isEmpty {
+            throw .invalidRequest("'messages' must contain at least one message.", param: "messages")
+        }
+        for (index, message) in request.messages.enumerated() where !ChatMessage.roles.contains(message.role) {
+            throw .invalidRequest(
+                "'\(message.role)' is not a valid role; expected one of \(ChatMessage.roles.sorted().joined(separator: ", ")).",
+                param: "messages[\(index)].role")
+        }
+        for (field, value) in [("max_tokens", request.maxTokens), ("max_completion_tokens", request.maxCompletionTokens)] {
+            if let value, !(1...maxTokensLimit).contains(value) {
+                throw .invalidRequest("'\(field)' must be between 1 and \(maxTokensLimit); got \(value).", param: field)
+            }
+        }
+        if request.streamOptions != nil, request.stream != true {
+            throw .invalidRequest("'stream_options' is only allowed when 'stream' is true.", param: "stream_options")
+        }
+        // Checked last: a malformed body to an unknown model is a 400, like OpenAI answers it.
+        if !models.contains(request.model) {
+            throw .modelNotFound(request.model)
+        }
+    }
+
+    static func describe(_ error: DecodingError) -> OpenAIError {
+        switch error {
+        case .keyNotFound(let key, let context):
+            let param = path(context.codingPath + [key])
+            return .invalidRequest("Missing required parameter: '\(param)'.", param: param, code: "missing_required_parameter")
+        case .typeMismatch(let type, let context), .valueNotFound(let type, let context):
+            let param = path(context.codingPath)
+            return .invalidRequest("Invalid type for '\(param)': expected \(typeName(type)).", param: param, code: "invalid_type")
+        case .dataCorrupted(let context) where !context.codingPath.isEmpty:
+            let param = path(context.codingPath)
+            return .invalidRequest("Invalid value for '\(param)'.", param: param, code: "invalid_value")
+        default:
+            return .invalidRequest("The request body is not valid JSON.", param: nil)
+        }
+    }
+
+    private static func path(_ keys: [any CodingKey]) -> String {
+        keys.reduce(into: "") { path, key in
+            if let index = key.intValue { path += "[\(index)]" } else { path += path.isEmpty ? key.stringValue : ".\(key.stringValue)" }
+        }
+    }
+
+    private static func typeName(_ type: Any.Type) -> String {
+        switch type {
+        case is String.Type: "a string"
+        case is Int.Type: "an integer"
+        case is Bool.Type: "a boolean"
+        case is [ChatMessage].Type, is [Any].Type: "an array"
+        default: "an object"
+        }
+    }
+}

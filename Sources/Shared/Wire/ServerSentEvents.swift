@@ -1,0 +1,36 @@
+/// The SSE byte format Handoff writes, and the cursor that names each event.
+///
+/// Each event carries `id:` (its cursor, so `Last-Event-ID` can resume) and exactly one `data:` line. The
+/// keepalive is a lone comment line with no blank line after it: openai-python's decoder fails on a
+/// comment-only block once an `id:` has been seen.
+public enum ServerSentEvents {
+    public static let contentType = "text/event-stream"
+    public static let keepalive = ": ping\n"
+    public static let done = "data: [DONE]\n\n"
+
+    public static func event(id: StreamCursor, data: String) -> String {
+        "id: \(id.sequence)\ndata: \(data)\n\n"
+    }
+}
+
+/// A position in one task's stream: the per-task sequence number of the last event a client has.
+/// Sequence numbers start at 1 and are dense; 0 means "before the first event".
+public struct StreamCursor: Sendable, Hashable, Comparable, CustomStringConvertible {
+    public let sequence: Int
+
+    public static let start = StreamCursor(sequence: 0)
+
+    public init(sequence: Int) {
+        self.sequence = sequence
+    }
+
+    /// Parses an SSE event id (`Last-Event-ID`); `nil` for anything that is not one we could have sent.
+    public init?(eventID: String) {
+        guard let value = Int(eventID), value >= 0 else { return nil }
+        self.sequence = value
+    }
+
+    public var description: String { String(sequence) }
+
+    public static func < (lhs: StreamCursor, rhs: StreamCursor) -> Bool { lhs.sequence < rhs.sequence }
+}

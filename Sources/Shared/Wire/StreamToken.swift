@@ -1,0 +1,64 @@
+import Crypto
+import Foundation
+
+/// The capability in a stream URL: `<expiry unix seconds>.<base64url HMAC-SHA256>`.
+///
+/// The MAC covers a version tag, the task id and the expiry, so a token opens exactly one task's stream until
+/// it expires. The task id travels in the path, not in the token.
+public struct StreamToken: Sendable, Equatable {
+    public let taskID: UUID
+    public let expiresAt: Int64
+
+    public init(taskID: UUID, expiresAt: Int64) {
+        self.taskID = taskID
+        self.expiresAt = expiresAt
+    }
+
+    public func encoded(secret: StreamSecret) -> String {
+        "\(expiresAt).\(Self.base64URL(Self.mac(taskID: taskID, expiresAt: expiresAt, secret: secret)))"
+    }
+
+    /// Checks `text` for `taskID`; `now` is injectable so expiry is testable without sleeping.
+    public static func verify(
+        _ text: String?, taskID: UUID, secret: StreamSecret, now: Int64 = Int64(Date().timeIntervalSince1970)
+    ) throws(StreamTokenError) -> StreamToken {
+        guard let text, !text.isEmpty else { throw .missing }
+        let parts = text.split(separator: ".", omittingEmptySubsequences: false)
+        guard parts.count == 2, let expiresAt = Int64(parts[0]), let mac = decodeBase64URL(parts[1]) else {
+            throw .malformed
+        }
+        let expected = Self.mac(taskID: taskID, expiresAt: expiresAt, secret: secret)
+        // Constant-time comparison through CryptoKit's MAC type.
+        guard HMAC<SHA256>.isValidAuthenticationCode(mac, authenticating: message(taskID, expiresAt), using: secret.key),
+            mac.count == expected.count
+        else { throw .forged }
+        guard expiresAt > now else { throw .expired }
+        return StreamToken(taskID: taskID, expiresAt: expiresAt)
+    }
+
+    private static func message(_ taskID: UUID, _ expiresAt: Int64) -> Data {
+        Data("handoff-stream-v1|\(taskID.uuidString.lowercased())|\(expiresAt)".utf8)
+    }
+
+    private static func mac(taskID: UUID, expiresAt: Int64, secret: StreamSecret) -> Data {
+        Data(HMAC<SHA256>.authenticationCode(for: message(taskID, expiresAt), using: secret.key))
+    }
+
+    private static func base64URL(_ data: Data) -> String {
+        data.base64EncodedString().replacingOccurrences(of: "+", with: "-").replacingOccurrences(of: "/", with: "_")
+            .replacingOccurrences(of: "=", with: "")
+    }
+
+    private static func decodeBase64URL(_ text: Substring) -> Data? {
+        var base64 = text.replacingOccurrences(of: "-", with: "+").replacingOccurrences(of: "_", with: "/")
+        base64 += String(repeating: "=", count: (4 - base64.count % 4) % 4)
+        return Data(base64Encoded: base64)
+    }
+}
+
+public enum StreamTokenError: Error, Equatable {
+    case missing
+    case malformed
+    case forged
+    case expired
+}

@@ -1,0 +1,132 @@
+import Shared
+
+/// The built-in `demo` model: no network, no weights, the same reply for the same prompt on every machine.
+///
+/// It tells a short bedtime story whose sentences are picked by a PRNG seeded with a stable hash of the
+/// conversation. Tokens are words (each after the first carries its leading space, as GPT tokens do); the
+/// prompt's token count is its word count. Without a token limit the story is three sentences and ends with
+/// `stop`; with one it runs to exactly that many tokens and ends with `length`.
+struct DemoModel: ChatModel {
+    static let naturalSentences = 3
+
+    let tokenDelay: Duration
+
+    func reply(to request: ChatCompletionRequest) -> any AsyncSequence<ModelDelta, any Error> {
+        DemoReply(request: request, tokenDelay: tokenDelay)
+    }
+
+    static func promptTokens(_ request: ChatCompletionRequest) -> Int {
+        request.messages.reduce(0) { $0 + $1.content.split(whereSeparator: \.isWhitespace).count }
+    }
+
+    /// The whole reply as plain text; what a client reassembles from the deltas.
+    static func text(for request: ChatCompletionRequest) -> String {
+        var words = StoryWords(request: request)
+        var tokens: [String] = []
+        while let token = words.next(limit: request.tokenLimit) { tokens.append(token) }
+        return tokens.joined()
+    }
+}
+
+/// Pulls one token per `next()`, sleeping `tokenDelay` first: nothing is buffered, and cancellation stops it.
+struct DemoReply: AsyncSequence {
+    let request: ChatCompletionRequest
+    let tokenDelay: Duration
+
+    func makeAsyncIterator() -> Iterator {
+        Iterator(request: request, tokenDelay: tokenDelay, words: StoryWords(request: request))
+    }
+
+    struct Iterator: AsyncIteratorProtocol {
+        let request: ChatCompletionRequest
+        let tokenDelay: Duration
+        var words: StoryWords
+        var emitted = 0
+        var done = false
+
+        mutating func next() async throws -> ModelDelta? {
+            guard !done else { return nil }
+            if tokenDelay > .zero { try await Task.sleep(for: tokenDelay) } else { try Task.checkCancellation() }
+            if let token = words.next(limit: request.tokenLimit) {
+                emitted += 1
+                return .content(token)
+            }
+            done = true
+            let reason: FinishReason = request.tokenLimit == emitted ? .length : .stop
+            return .finished(reason: reason, usage: Usage(promptTokens: DemoModel.promptTokens(request), completionTokens: emitted))
+        }
+    }
+}
+
+/// The story's tokens, in order.
+struct StoryWords {
+    private static let openers = [
+        "Once upon a time,", "Every night,", "Far beyond the silver hills,", "In a quiet meadow,",
+        "Under a sky full of stars,", "One misty morning,",
+    ]
+    private static let subjects = [
+        "a gentle unicorn named Luna", "a tiny unicorn with a golden mane", "the oldest unicorn in the valley",
+        "a curious young unicorn", "a sleepy unicorn called Pip",
+    ]
+    private static let actions = [
+        "followed a trail of glowing flowers", "counted the stars until they began to sing",
+        "shared her rainbow with a lonely cloud", "found a lantern that never went out",
+        "learned that kindness makes the brightest light",
+    ]
+    private static let endings = [
+        "and everyone slept soundly.", "and the whole forest smiled.", "until the moon whispered goodnight.",
+        "and dreamed of tomorrow's adventures.", "and the night felt warm and safe.",
+    ]
+
+    private var random: SplitMix64
+    private var pending: [Substring] = []
+    private var sentences = 0
+    private var produced = 0
+
+    init(request: ChatCompletionRequest) {
+        let conversation = request.messages.map { "\($0.role):\($0.content)" }.joined(separator: "\n")
+        self.random = SplitMix64(seed: FNV1a.hash(conversation))
+    }
+
+    mutating func next(limit: Int?) -> String? {
+        if let limit, produced >= limit { return nil }
+        if pending.isEmpty {
+            // Without a limit the story ends after its natural length; with one it goes on until the limit.
+            guard limit != nil || sentences < DemoModel.naturalSentences else { return nil }
+            pending = sentence().split(separator: " ").reversed()
+            sentences += 1
+        }
+        let word = pending.removeLast()
+        produced += 1
+        return produced == 1 ? String(word) : " " + word
+    }
+
+    private mutating func sentence() -> String {
+        [Self.openers, Self.subjects, Self.actions, Self.endings]
+            .map { $0[Int(random.next() % UInt64($0.count))] }
+            .joined(separator: " ")
+    }
+}
+
+/// Hashes that are the same in every process (Swift's `Hasher` is seeded per process).
+enum FNV1a {
+    static func hash(_ text: String) -> UInt64 {
+        text.utf8.reduce(0xcbf2_9ce4_8422_2325) { ($0 ^ UInt64($1)) &* 0x100_0000_01b3 }
+    }
+}
+
+struct SplitMix64 {
+    private var state: UInt64
+
+    init(seed: UInt64) {
+        self.state = seed
+    }
+
+    mutating func next() -> UInt64 {
+        state &+= 0x9e37_79b9_7f4a_7c15
+        var z = state
+        z = (z ^ (z >> 30)) &* 0xbf58_476d_1ce4_e5b9
+        z = (z ^ (z >> 27)) &* 0x94d0_49bb_1331_11eb
+        return z ^ (z >> 31)
+    }
+}

@@ -1,0 +1,141 @@
+import Foundation
+import Logging
+import ServiceLifecycle
+import Shared
+import Synchronization
+
+/// Group commit of every running task's output.
+///
+/// Executors hand events to the writer; once per window (or sooner when `maxPendingEvents` pile up) the writer
+/// commits the pending events of ALL tasks as one statement — one batch row per task, the outcomes of the
+/// tasks that ended, one NOTIFY naming the tasks — because NOTIFY serialises commits database-wide and a
+/// commit per token would not scale. Sequence numbers are assigned when a batch is built and only consumed
+/// once its commit succeeded, so a failed flush is retried with the same numbers and nothing is lost.
+final class StreamWriter: Service {
+    struct Configuration: Sendable {
+        var window: Duration
+        var maxPendingEvents: Int
+        var workerID: String
+        var drainTimeout: Duration = .seconds(10)
+    }
+
+    private struct TaskBuffer {
+        var committedSequence = 0
+        var pending: [String] = []
+        var outcome: TaskOutcome?
+        var finishWaiter: CheckedContinuation<Void, Never>?
+    }
+
+    private struct State {
+        var buffers: [UUID: TaskBuffer] = [:]
+        var pendingEvents = 0
+        /// Executors suspended because too much is pending: the bound on the writer's memory.
+        var backpressured: [CheckedContinuation<Void, Never>] = []
+    }
+
+    private let configuration: Configuration
+    private let log: StreamLog
+    private let logger: Logger
+    private let state = Mutex(State())
+    private let work = Doorbell()
+    private let urgent = Doorbell()
+
+    init(configuration: Configuration, log: StreamLog, logger: Logger) {
+        self.configuration = configuration
+        self.log = log
+        self.logger = logger
+    }
+
+    /// Adds one event to `task`'s stream. Suspends while the writer holds more than it may.
+    func append(_ event: String, to task: UUID) async {
+        let (count, mustWait) = state.withLock { state in
+            state.buffers[task, default: TaskBuffer()].pending.append(event)
+            state.pendingEvents += 1
+            return (state.pendingEvents, state.pendingEvents >= 4 * configuration.maxPendingEvents)
+        }
+        work.ring()
+        if count >= configuration.maxPendingEvents { urgent.ring() }
+        if mustWait {
+            await withCheckedContinuation { continuation in
+                state.withLock { $0.backpressured.append(continuation) }
+            }
+        }
+    }
+
+    /// Ends `task`'s stream with `events` and records `outcome`; returns once both are committed.
+    func finish(_ task: UUID, events: [String], outcome: TaskOutcome) async {
+        precondition(!events.isEmpty, "a stream ends with at least one event")
+        await withCheckedContinuation { continuation in
+            state.withLock { state in
+                state.buffers[task, default: TaskBuffer()].pending += events
+                state.buffers[task]!.outcome = outcome
+                state.buffers[task]!.finishWaiter = continuation
+                state.pendingEvents += events.count
+            }
+            work.ring()
+            urgent.ring()
+        }
+    }
+
+    /// Flushes each window that has work. On graceful shutdown — which reaches the writer after the
+    /// dispatcher has finished its tasks — it commits what is left, giving up after `drainTimeout`.
+    func run() async throws {
+        await withGracefulShutdownHandler {
+            while !Task.isCancelled, !Task.isShuttingDownGracefully {
+                await work.wait()
+                await urgent.wait(timeout: configuration.window)
+                await flush()
+            }
+            let deadline = ContinuousClock.now + configuration.drainTimeout
+            while !Task.isCancelled, !state.withLock({ $0.buffers.isEmpty }), ContinuousClock.now < deadline {
+                await flush()
+            }
+        } onGracefulShutdown: {
+            self.work.ring()
+            self.urgent.ring()
+        }
+    }
+
+    /// Commits everything pending. On failure the events stay pending and are retried on the next round.
+    func flush() async {
+        let (batches, outcomes) = state.withLock { state -> ([StreamBatch], [TaskOutcome]) in
+            var batches: [StreamBatch] = []
+            var outcomes: [TaskOutcome] = []
+            for (task, buffer) in state.buffers where !buffer.pending.isEmpty {
+                let final = buffer.outcome != nil
+                batches.append(StreamBatch(
+                    task: task, sequence: buffer.committedSequence + buffer.pending.count, events: buffer.pending, final: final))
+                if let outcome = buffer.outcome { outcomes.append(outcome) }
+            }
+            return (batches, outcomes)
+        }
+        guard !batches.isEmpty else { return }
+        do {
+            try await log.append(batches, outcomes: outcomes, workerID: configuration.workerID)
+        } catch {
+            logger.error("flush failed; will retry", metadata: ["batches": "\(batches.count)", "error": "\(String(reflecting: error))"])
+            try? await Task.sleep(for: configuration.window)
+            work.ring()
+            return
+        }
+        let resumed = state.withLock { state -> [CheckedContinuation<Void, Never>] in
+            var resumed: [CheckedContinuation<Void, Never>] = []
+            for batch in batches {
+                let count = batch.events.count
+                state.pendingEvents -= count
+                if batch.final {
+                    if let waiter = state.buffers.removeValue(forKey: batch.task)?.finishWaiter { resumed.append(waiter) }
+                } else {
+                    state.buffers[batch.task]!.committedSequence = batch.sequence
+                    state.buffers[batch.task]!.pending.removeFirst(count)
+                }
+            }
+            if state.pendingEvents < 4 * configuration.maxPendingEvents {
+                resumed += state.backpressured
+                state.backpressured.removeAll()
+            }
+            return resumed
+        }
+        for continuation in resumed { continuation.resume() }
+    }
+}

@@ -1,0 +1,55 @@
+import ArgumentParser
+import Foundation
+import Logging
+import PostgresNIO
+import Shared
+
+@main
+struct WorkerCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "handoff-worker",
+        abstract: "Claims completion tasks from Postgres, runs the model and appends its output to the stream table.",
+        subcommands: [Serve.self, MigrateCommand.self],
+        defaultSubcommand: Serve.self)
+
+    struct Serve: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Run the worker (default).")
+
+        @Option(help: "Tasks run at once (\(ConfigKey.workerConcurrency.rawValue)).")
+        var concurrency: Int?
+
+        @Option(help: "Delay between demo tokens in milliseconds (\(ConfigKey.demoTokenDelayMilliseconds.rawValue)).")
+        var tokenDelayMs: Int?
+
+        func run() async throws {
+            let settings = Settings()
+            let logger = ProcessRuntime.bootstrapLogging(label: "handoff.worker", settings: settings)
+            let database = try DatabaseSettings(settings: settings)
+            try await ProcessRuntime.migrate(database: database, logger: logger)
+
+            let workerID = settings.string(.workerID) ?? "\(ProcessInfo.processInfo.hostName)-\(getpid())"
+            let client = PostgresClient(configuration: database.clientConfiguration(applicationName: "handoff-worker"))
+            let log = StreamLog(client: client, logger: logger)
+            let writer = StreamWriter(
+                configuration: .init(
+                    window: try settings.milliseconds(.flushWindowMilliseconds),
+                    maxPendingEvents: max(1, try settings.int(.flushMaxEvents)), workerID: workerID),
+                log: log, logger: logger)
+            let tokenDelay = Duration.milliseconds(try settings.int(.demoTokenDelayMilliseconds, override: tokenDelayMs))
+            let executor = TaskExecutor(models: ModelRegistry(["demo": DemoModel(tokenDelay: tokenDelay)]), writer: writer, logger: logger)
+            let doorbell = Doorbell()
+            let listener = PostgresListener(
+                configuration: database.connectionConfiguration(applicationName: "handoff-worker-listener"),
+                channels: [NotifyChannel.taskQueued], logger: logger,
+                onListening: { doorbell.ring() }, onNotification: { _, _ in doorbell.ring() })
+            let dispatcher = TaskDispatcher(
+                configuration: .init(
+                    workerID: workerID, concurrency: max(1, try settings.int(.workerConcurrency, override: concurrency)),
+                    pollInterval: try settings.milliseconds(.workerPollMilliseconds), lease: try settings.seconds(.leaseSeconds)),
+                queue: TaskQueue(client: client, logger: logger), executor: executor, doorbell: doorbell, logger: logger)
+            logger.info("worker started", metadata: ["worker": "\(workerID)"])
+            // Shut down in reverse: stop claiming and finish tasks, then drain the writer, then close Postgres.
+            try await ProcessRuntime.run([client, listener, writer, dispatcher], logger: logger)
+        }
+    }
+}

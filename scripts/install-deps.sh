@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Installs what Handoff needs and the machine lacks: Postgres and Caddy from Debian, honcho and the test
+# clients from PyPI (into .venv, so the system Python stays untouched). Safe to run again.
+set -euo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+sudo=()
+[ "$(id -u)" = 0 ] || sudo=(sudo)
+
+missing=()
+ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 || missing+=(postgresql)
+command -v caddy >/dev/null || missing+=(caddy)
+command -v curl >/dev/null || missing+=(curl)
+python3 -c 'import venv, ensurepip' 2>/dev/null || missing+=(python3-venv)
+if [ ${#missing[@]} -gt 0 ]; then
+    echo "installing ${missing[*]}"
+    "${sudo[@]}" apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+
+if [ ! -x "$root/.venv/bin/python" ]; then
+    python3 -m venv "$root/.venv"
+fi
+"$root/.venv/bin/pip" install -q --disable-pip-version-check -r "$root/scripts/requirements.txt"
