@@ -24,17 +24,21 @@ struct SSECommand: AsyncParsableCommand {
             let database = try DatabaseSettings(settings: settings)
             try await ProcessRuntime.migrate(database: database, logger: logger)
 
-            let client = PostgresClient(configuration: database.clientConfiguration(applicationName: "handoff-sse"))
+            let host = settings.string(.sseHost) ?? "127.0.0.1"
+            let port = try settings.int(.ssePort, override: port)
+            // Named per replica, so pg_stat_activity shows what each one holds.
+            let replica = "handoff-sse-\(port)"
+            let client = PostgresClient(configuration: database.clientConfiguration(applicationName: replica))
             let log = StreamLog(client: client, logger: logger)
             let keepalive = try settings.seconds(.keepaliveSeconds)
             let notifier = StreamNotifier(
                 configuration: .init(pollInterval: try settings.milliseconds(.ssePollMilliseconds), keepaliveInterval: keepalive),
-                log: log, listenerConfiguration: database.connectionConfiguration(applicationName: "handoff-sse-listener"),
+                log: log, listenerConfiguration: database.connectionConfiguration(applicationName: "\(replica)-listener"),
                 logger: logger)
             let controller = StreamController(
                 queue: TaskQueue(client: client, logger: logger), log: log, notifier: notifier,
                 secret: try StreamSecret.load(settings: settings), keepaliveInterval: keepalive,
-                databaseTimeout: database.timeout)
+                databaseTimeout: database.timeout, replica: "\(host):\(port)")
 
             let router = Router()
             router.add(middleware: OpenAIErrorMiddleware())
@@ -44,7 +48,7 @@ struct SSECommand: AsyncParsableCommand {
             let app = Application(
                 router: router,
                 configuration: .init(
-                    address: .hostname(settings.string(.sseHost) ?? "127.0.0.1", port: try settings.int(.ssePort, override: port)),
+                    address: .hostname(host, port: port),
                     serverName: "handoff-sse"),
                 logger: logger)
             try await ProcessRuntime.run([client, notifier, app], logger: logger)

@@ -12,6 +12,8 @@ struct StreamController: Sendable {
     let secret: StreamSecret
     let keepaliveInterval: Duration
     let databaseTimeout: Duration
+    /// Sent as `X-Handoff-Replica`, so an operator (or a test) behind the load balancer sees who streams.
+    let replica: String
 
     func addRoutes(to router: Router<BasicRequestContext>) {
         router.get("\(StreamRoute.pathPrefix)/:task") { request, context in
@@ -34,7 +36,7 @@ struct StreamController: Sendable {
             status: .ok,
             headers: [
                 .contentType: ServerSentEvents.contentType, .cacheControl: "no-cache",
-                HTTPField.Name("X-Accel-Buffering")!: "no",
+                HTTPField.Name("X-Accel-Buffering")!: "no", HTTPField.Name("X-Handoff-Replica")!: replica,
             ],
             body: ResponseBody { writer in
                 // Cancels the session the moment the client hangs up, instead of at its next write.

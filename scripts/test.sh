@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# `make test` after the build: the Swift unit and integration tests, then the end-to-end suite, on a fresh
+# Postgres cluster of their own (port HANDOFF_TEST_PG_PORT, default 55439), so a running `make run` is untouched.
+set -euo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+cd "$root"
+
+export HANDOFF_PG_PORT=${HANDOFF_TEST_PG_PORT:-55439}
+unset HANDOFF_PGDATA
+scripts/postgres.sh reset
+scripts/postgres.sh start
+trap 'scripts/postgres.sh stop' EXIT
+# Each suite creates and drops its own database through this admin URL.
+export HANDOFF_TEST_DATABASE_URL="postgres://postgres@127.0.0.1:$HANDOFF_PG_PORT/postgres"
+export HANDOFF_BIN_DIR=${HANDOFF_BIN_DIR:-$(swift build --show-bin-path)}
+
+swift test --skip-build
+.venv/bin/pytest -q Tests/e2e
