@@ -58,8 +58,8 @@ let package = Package(
         .testTarget(
             name: "IntegrationTests",
             dependencies: [
-                "Shared", "SSEChat", "Worker", "APIServer",
-                .product(name: "HummingbirdTesting", package: "hummingbird"),
+                "Shared", "SSEChat", "Worker",
+                .product(name: "PostgresNIO", package: "postgres-nio"),
             ]
         ),
     ]

@@ -27,19 +27,22 @@ public struct TaskQueue: Sendable {
             """, logger: logger)
     }
 
-    /// Claims up to `limit` queued tasks, oldest first, for `workerID` with a lease of `lease`.
+    /// Claims up to `limit` queued tasks, oldest first (and returned in that order), for `workerID` with a lease of `lease`.
     public func claim(workerID: String, limit: Int, lease: Duration) async throws -> [ClaimedTask] {
         guard limit > 0 else { return [] }
         let rows = try await client.query(
             """
-            UPDATE handoff_tasks SET status = 'running', worker_id = \(workerID), attempts = attempts + 1,
-                started_at = coalesce(started_at, now()), updated_at = now(),
-                lease_expires_at = now() + \(Int(lease.components.seconds)) * interval '1 second'
-            WHERE id IN (
-                SELECT id FROM handoff_tasks WHERE status = 'queued' ORDER BY created_at LIMIT \(limit)
-                FOR UPDATE SKIP LOCKED
+            WITH claimed AS (
+                UPDATE handoff_tasks SET status = 'running', worker_id = \(workerID), attempts = attempts + 1,
+                    started_at = coalesce(started_at, now()), updated_at = now(),
+                    lease_expires_at = now() + \(Int(lease.components.seconds)) * interval '1 second'
+                WHERE id IN (
+                    SELECT id FROM handoff_tasks WHERE status = 'queued' ORDER BY created_at LIMIT \(limit)
+                    FOR UPDATE SKIP LOCKED
+                )
+                RETURNING id, request::text, attempts, created_at
             )
-            RETURNING id, request::text, attempts, extract(epoch FROM created_at)::bigint
+            SELECT id, request, attempts, extract(epoch FROM created_at)::bigint FROM claimed ORDER BY created_at
             """, logger: logger)
         var claimed: [ClaimedTask] = []
         for try await (id, json, attempt, created) in rows.decode((UUID, String, Int, Int64).self) {

@@ -24,7 +24,7 @@ public struct StreamToken: Sendable, Equatable {
     ) throws(StreamTokenError) -> StreamToken {
         guard let text, !text.isEmpty else { throw .missing }
         let parts = text.split(separator: ".", omittingEmptySubsequences: false)
-        guard parts.count == 2, let expiresAt = Int64(parts[0]), let mac = decodeBase64URL(parts[1]) else {
+        guard parts.count == 2, let expiresAt = Int64(parts[0]), !parts[1].isEmpty, let mac = decodeBase64URL(parts[1]) else {
             throw .malformed
         }
         let expected = Self.mac(taskID: taskID, expiresAt: expiresAt, secret: secret)

@@ -1,0 +1,134 @@
+import Foundation
+import Logging
+import PostgresNIO
+import Shared
+import Testing
+
+@testable import SSEChat
+
+/// The SSE server's fan-out, on a real LISTEN connection.
+struct StreamNotifierTests {
+    func makeNotifier(_ database: TestDatabase, listener: String?, poll: Duration = .seconds(600)) -> StreamNotifier {
+        StreamNotifier(
+            configuration: .init(pollInterval: poll, keepaliveInterval: .seconds(600)),
+            log: StreamLog(client: database.client, logger: database.logger),
+            listenerConfiguration: listener.map { database.settings.connectionConfiguration(applicationName: $0) },
+            logger: database.logger)
+    }
+
+    /// Runs `notifier` for the duration of `body`.
+    func running<R: Sendable>(_ notifier: StreamNotifier, _ body: @Sendable () async throws -> R) async throws -> R {
+        try await withThrowingTaskGroup(of: R?.self) { group in
+            group.addTask { try await notifier.run(); return nil }
+            defer { group.cancelAll() }
+            return try await body()
+        }
+    }
+
+    /// The pid of the listener's backend once it is listening (and is not `previous`).
+    func listeningBackend(_ database: TestDatabase, _ name: String, replacing previous: Int? = nil) async throws -> Int {
+        let deadline = ContinuousClock.now + .seconds(10)
+        while ContinuousClock.now < deadline {
+            let rows = try await database.client.query(
+                "SELECT pid FROM pg_stat_activity WHERE application_name = \(name) AND query LIKE 'LISTEN%'", logger: database.logger)
+            for try await pid in rows.decode(Int.self) where pid != previous { return pid }
+            try await Task.sleep(for: .milliseconds(20))
+        }
+        throw TestSetupError("listener \(name) never listened")
+    }
+
+    func insertTasks(_ database: TestDatabase, count: Int) async throws -> [UUID] {
+        let rows = try await database.client.query(
+            "INSERT INTO handoff_tasks (id, model, request) SELECT gen_random_uuid(), 'demo', '{}' FROM generate_series(1, \(count)) RETURNING id",
+            logger: database.logger)
+        var ids: [UUID] = []
+        for try await id in rows.decode(UUID.self) { ids.append(id) }
+        return ids
+    }
+
+    @Test func oneNotifierWakesAThousandWaitersOnDifferentTasks() async throws {
+        try await TestDatabase.with { database in
+            let notifier = makeNotifier(database, listener: "fanout-listener")
+            let tasks = try await insertTasks(database, count: 1000)
+            try await running(notifier) {
+                _ = try await listeningBackend(database, "fanout-listener")
+                let subscriptions = tasks.map { notifier.subscribe(to: $0) }
+                defer { subscriptions.forEach(notifier.unsubscribe) }
+                // Drain the wake-up every subscriber may get when the listener (re)connects.
+                try await Task.sleep(for: .milliseconds(200))
+
+                let log = StreamLog(client: database.client, logger: database.logger)
+                let woken = try await withDeadline(.seconds(20)) {
+                    try await withThrowingTaskGroup(of: Bool.self) { group in
+                        for subscription in subscriptions {
+                            group.addTask {
+                                for await _ in subscription.signals where notifier.head(of: subscription.task) == 1 { return true }
+                                return false
+                            }
+                        }
+                        // One group commit for all thousand tasks: several NOTIFY payloads, one transaction.
+                        try await log.append(
+                            tasks.map { StreamBatch(task: $0, sequence: 1, events: ["x"], final: false) }, outcomes: [], workerID: "w")
+                        return try await group.reduce(0) { $0 + ($1 ? 1 : 0) }
+                    }
+                }
+                #expect(woken == 1000)
+            }
+        }
+    }
+
+    @Test func aNotifyThatNeverArrivesIsRecoveredByThePoll() async throws {
+        try await TestDatabase.with { database in
+            let notifier = makeNotifier(database, listener: "poll-listener", poll: .milliseconds(200))
+            let task = try await insertTasks(database, count: 1)[0]
+            try await running(notifier) {
+                _ = try await listeningBackend(database, "poll-listener")
+                let subscription = notifier.subscribe(to: task)
+                defer { notifier.unsubscribe(subscription) }
+                // Written behind the notifier's back: no NOTIFY at all.
+                try await database.client.query(
+                    "INSERT INTO handoff_stream (task_id, seq, event_count, events) VALUES (\(task), 3, 3, 'a\nb\nc')",
+                    logger: database.logger)
+                let recovered = try await eventually(timeout: .seconds(5)) { notifier.head(of: task) == 3 }
+                #expect(recovered)
+            }
+        }
+    }
+
+    @Test func theListenerSurvivesTerminationOfItsBackend() async throws {
+        try await TestDatabase.with { database in
+            let notifier = makeNotifier(database, listener: "doomed-listener")
+            let task = try await insertTasks(database, count: 1)[0]
+            try await running(notifier) {
+                let first = try await listeningBackend(database, "doomed-listener")
+                let subscription = notifier.subscribe(to: task)
+                defer { notifier.unsubscribe(subscription) }
+                try await database.client.query("SELECT pg_terminate_backend(\(first)::int)", logger: database.logger)
+                let second = try await listeningBackend(database, "doomed-listener", replacing: first)
+                #expect(second != first)
+                #expect(notifier.head(of: task) == 0)
+                // The poll is effectively off (10 minutes): only a NOTIFY on the new connection can move the head.
+                try await StreamLog(client: database.client, logger: database.logger).append(
+                    [StreamBatch(task: task, sequence: 1, events: ["x"], final: false)], outcomes: [], workerID: "w")
+                #expect(try await eventually(timeout: .seconds(5)) { notifier.head(of: task) == 1 })
+                #expect(try await database.backends(applicationName: "doomed-listener").count == 1)
+            }
+        }
+    }
+
+    @Test func unsubscribingForgetsTheTask() async throws {
+        try await TestDatabase.with { database in
+            let notifier = makeNotifier(database, listener: nil)
+            let task = UUID()
+            let subscription = notifier.subscribe(to: task)
+            notifier.advance(task, to: 4)
+            #expect(notifier.head(of: task) == 4)
+            notifier.unsubscribe(subscription)
+            #expect(notifier.subscriberCount == 0)
+            #expect(notifier.head(of: task) == 0)
+            var iterator = subscription.signals.makeAsyncIterator()
+            #expect(await iterator.next() != nil, "the pending wake-up is still delivered")
+            #expect(await iterator.next() == nil, "then the stream ends")
+        }
+    }
+}

@@ -1,0 +1,61 @@
+import Foundation
+import PostgresNIO
+import Shared
+import Testing
+
+struct TaskQueueTests {
+    /// Two workers, each with its own connection pool, race for 200 tasks: every task is claimed exactly once.
+    @Test func claimsAreExclusive() async throws {
+        try await TestDatabase.with { database in
+            let tasks = Set(try await database.enqueue(200))
+            let claims = try await withThrowingTaskGroup(of: (String, [UUID]).self) { group in
+                for worker in ["worker-a", "worker-b"] {
+                    group.addTask {
+                        try await database.withSecondClient(applicationName: worker) { client in
+                            let queue = TaskQueue(client: client, logger: database.logger)
+                            var mine: [UUID] = []
+                            while true {
+                                let batch = try await queue.claim(workerID: worker, limit: 7, lease: .seconds(30))
+                                if batch.isEmpty { return (worker, mine) }
+                                mine += batch.map(\.id)
+                            }
+                        }
+                    }
+                }
+                return try await group.reduce(into: [String: [UUID]]()) { $0[$1.0] = $1.1 }
+            }
+            let all = claims.values.flatMap { $0 }
+            #expect(all.count == 200, "no task claimed twice")
+            #expect(Set(all) == tasks, "every task claimed")
+            #expect(claims.values.allSatisfy { !$0.isEmpty }, "both workers got work: \(claims.mapValues(\.count))")
+
+            let rows = try await database.client.query(
+                "SELECT id, worker_id, status, attempts FROM handoff_tasks", logger: database.logger)
+            for try await (id, worker, status, attempts) in rows.decode((UUID, String, String, Int).self) {
+                #expect(claims[worker]?.contains(id) == true)
+                #expect(status == "running")
+                #expect(attempts == 1)
+            }
+        }
+    }
+
+    @Test func claimReturnsTheStoredRequestOldestFirst() async throws {
+        try await TestDatabase.with { database in
+            let ids = try await database.enqueue(3, prompt: "order")
+            let claimed = try await TaskQueue(client: database.client, logger: database.logger)
+                .claim(workerID: "w", limit: 2, lease: .seconds(30))
+            #expect(claimed.map(\.id) == Array(ids.prefix(2)))
+            #expect(claimed[0].request.messages == [ChatMessage(role: "user", content: "order 0")])
+            #expect(claimed[0].completionID == "chatcmpl-" + ids[0].uuidString.lowercased().replacingOccurrences(of: "-", with: ""))
+        }
+    }
+
+    @Test func statusOfUnknownTaskIsNil() async throws {
+        try await TestDatabase.with { database in
+            let queue = TaskQueue(client: database.client, logger: database.logger)
+            #expect(try await queue.status(of: UUID()) == nil)
+            let id = try await database.enqueue(1)[0]
+            #expect(try await queue.status(of: id) == .queued)
+        }
+    }
+}

@@ -1,0 +1,118 @@
+import Foundation
+import Logging
+import PostgresNIO
+import Shared
+
+/// A fresh, migrated database on the test cluster for one test, dropped afterwards.
+///
+/// `make test` exports `HANDOFF_TEST_DATABASE_URL` (an admin URL on a throwaway cluster); without it these
+/// tests fail loudly rather than pass vacuously.
+struct TestDatabase: Sendable {
+    let name: String
+    let settings: DatabaseSettings
+    let client: PostgresClient
+    let logger: Logger
+
+    static func with<Result: Sendable>(
+        poolSize: Int = 4, _ body: @Sendable (TestDatabase) async throws -> Result
+    ) async throws -> Result {
+        guard let adminURL = ProcessInfo.processInfo.environment["HANDOFF_TEST_DATABASE_URL"] else {
+            throw TestSetupError("HANDOFF_TEST_DATABASE_URL is not set: run the integration tests through `make test`.")
+        }
+        var logger = Logger(label: "test")
+        logger.logLevel = .warning
+        let admin = try DatabaseSettings(settings: Settings(environment: ["DATABASE_URL": adminURL]))
+        let name = "handoff_test_\(UUID().uuidString.lowercased().replacingOccurrences(of: "-", with: "").prefix(16))"
+        try await admin.run("CREATE DATABASE \(name)", logger: logger)
+
+        var components = URLComponents(string: adminURL)!
+        components.path = "/\(name)"
+        let settings = try DatabaseSettings(settings: Settings(environment: [
+            "DATABASE_URL": components.string!, "HANDOFF_DB_POOL_SIZE": "\(poolSize)",
+        ]))
+        try await Migrator().migrate(database: settings, logger: logger)
+        let client = PostgresClient(configuration: settings.clientConfiguration(applicationName: "handoff-test"))
+        let database = TestDatabase(name: name, settings: settings, client: client, logger: logger)
+
+        let result = await withTaskGroup(of: Void.self) { group -> Swift.Result<Result, any Error> in
+            group.addTask { await client.run() }
+            defer { group.cancelAll() }
+            do {
+                return .success(try await body(database))
+            } catch {
+                return .failure(error)
+            }
+        }
+        try await admin.run("DROP DATABASE \(name) WITH (FORCE)", logger: logger)
+        return try result.get()
+    }
+
+    /// Another client on the same database, as a second process would have.
+    func withSecondClient<R: Sendable>(applicationName: String, _ body: @Sendable (PostgresClient) async throws -> R) async throws -> R {
+        let other = PostgresClient(configuration: settings.clientConfiguration(applicationName: applicationName))
+        return try await withThrowingTaskGroup(of: R?.self) { group in
+            group.addTask { await other.run(); return nil }
+            defer { group.cancelAll() }
+            return try await body(other)
+        }
+    }
+
+    func enqueue(_ count: Int, prompt: String = "hello") async throws -> [UUID] {
+        let queue = TaskQueue(client: client, logger: logger)
+        var ids: [UUID] = []
+        for index in 0..<count {
+            let id = UUID()
+            try await queue.enqueue(id: id, request: ChatCompletionRequest(
+                model: "demo", messages: [ChatMessage(role: "user", content: "\(prompt) \(index)")]))
+            ids.append(id)
+        }
+        return ids
+    }
+
+    /// Marks tasks as claimed by `worker`, as the stream writer requires of the tasks it finishes.
+    func claimAll(worker: String) async throws -> [ClaimedTask] {
+        try await TaskQueue(client: client, logger: logger).claim(workerID: worker, limit: 100_000, lease: .seconds(60))
+    }
+
+    /// The backend pids of connections whose application_name is `applicationName`.
+    func backends(applicationName: String) async throws -> [Int] {
+        let rows = try await client.query(
+            "SELECT pid FROM pg_stat_activity WHERE application_name = \(applicationName) AND datname = \(name)", logger: logger)
+        var pids: [Int] = []
+        for try await pid in rows.decode(Int.self) { pids.append(pid) }
+        return pids
+    }
+}
+
+struct TestSetupError: Error, CustomStringConvertible {
+    let description: String
+
+    init(_ description: String) {
+        self.description = description
+    }
+}
+
+extension DatabaseSettings {
+    /// One statement on a short-lived connection (CREATE/DROP DATABASE cannot run in a pool's transaction).
+    func run(_ sql: String, logger: Logger) async throws {
+        let connection = try await PostgresConnection.connect(
+            configuration: connectionConfiguration(applicationName: "handoff-test-admin"), id: 0, logger: logger)
+        do {
+            try await connection.query(PostgresQuery(unsafeSQL: sql), logger: logger)
+        } catch {
+            try? await connection.close()
+            throw error
+        }
+        try await connection.close()
+    }
+}
+
+/// Polls `condition` until it holds or `timeout` passes; returns whether it held.
+func eventually(timeout: Duration = .seconds(10), _ condition: @Sendable () async throws -> Bool) async rethrows -> Bool {
+    let deadline = ContinuousClock.now + timeout
+    while ContinuousClock.now < deadline {
+        if try await condition() { return true }
+        try? await Task.sleep(for: .milliseconds(20))
+    }
+    return try await condition()
+}

@@ -1,0 +1,150 @@
+import Foundation
+import Logging
+import Shared
+import Testing
+
+@testable import Worker
+
+struct DemoModelTests {
+    func collect(_ request: ChatCompletionRequest) async throws -> (text: String, tokens: Int, finish: ModelDelta?) {
+        var text = ""
+        var tokens = 0
+        var finish: ModelDelta?
+        for try await delta in DemoModel(tokenDelay: .zero).reply(to: request) {
+            switch delta {
+            case .content(let piece):
+                text += piece
+                tokens += 1
+            case .finished:
+                finish = delta
+            }
+        }
+        return (text, tokens, finish)
+    }
+
+    let seed = ChatCompletionRequest(
+        model: "demo", messages: [ChatMessage(role: "user", content: "Tell me a three sentence bedtime story about a unicorn.")])
+
+    @Test func replyIsDeterministicAndDependsOnThePrompt() async throws {
+        let first = try await collect(seed)
+        #expect(try await collect(seed).text == first.text)
+        var other = seed
+        other.messages[0].content = "Another prompt"
+        #expect(try await collect(other).text != first.text)
+        #expect(first.text.filter { $0 == "." }.count == DemoModel.naturalSentences)
+    }
+
+    @Test func naturalEndIsStopWithRealCounts() async throws {
+        let reply = try await collect(seed)
+        #expect(reply.finish == .finished(reason: .stop, usage: Usage(promptTokens: 10, completionTokens: reply.tokens)))
+        #expect(reply.tokens == reply.text.split(separator: " ").count)
+    }
+
+    @Test(arguments: [1, 16, 100])
+    func tokenLimitIsExactAndEndsWithLength(limit: Int) async throws {
+        var request = seed
+        request.maxTokens = limit
+        let reply = try await collect(request)
+        #expect(reply.tokens == limit)
+        #expect(reply.finish == .finished(reason: .length, usage: Usage(promptTokens: 10, completionTokens: limit)))
+    }
+
+    @Test func cancellationStopsTheReply() async throws {
+        let task = Task {
+            var tokens = 0
+            for try await _ in DemoModel(tokenDelay: .milliseconds(50)).reply(to: seed) { tokens += 1 }
+            return tokens
+        }
+        try await Task.sleep(for: .milliseconds(120))
+        task.cancel()
+        await #expect(throws: CancellationError.self) { try await task.value }
+    }
+}
+
+/// The executor and the group-committing writer against a real database.
+struct ExecutionTests {
+    @Test func tasksStreamTheOpenAIChunkSequenceInFewBatches() async throws {
+        try await TestDatabase.with { database in
+            let ids = try await database.enqueue(20, prompt: "story")
+            let claimed = try await database.claimAll(worker: "w1")
+            #expect(claimed.count == 20)
+            let log = StreamLog(client: database.client, logger: database.logger)
+            let writer = StreamWriter(
+                configuration: .init(window: .milliseconds(10), maxPendingEvents: 256, workerID: "w1"), log: log, logger: database.logger)
+            let executor = TaskExecutor(
+                models: ModelRegistry(["demo": DemoModel(tokenDelay: .milliseconds(1))]), writer: writer, logger: database.logger)
+            try await withThrowingTaskGroup(of: Void.self) { group in
+                group.addTask { try await writer.run() }
+                try await withThrowingTaskGroup(of: Void.self) { tasks in
+                    for task in claimed { tasks.addTask { await executor.run(task) } }
+                    try await tasks.waitForAll()
+                }
+                group.cancelAll()
+            }
+
+            let queue = TaskQueue(client: database.client, logger: database.logger)
+            for task in claimed {
+                #expect(try await queue.status(of: task.id) == .succeeded)
+                let batches = try await log.read(task: task.id, after: .start)
+                let events = batches.flatMap(\.events)
+                #expect(batches.last?.final == true)
+                #expect(batches.dropLast().allSatisfy { !$0.final })
+                #expect(batches.count < events.count / 3, "tokens are batched, not committed one by one")
+                let chunks = try events.map { try JSONDecoder().decode(ChatCompletionChunk.self, from: Data($0.utf8)) }
+                #expect(Set(chunks.map(\.id)) == [task.completionID])
+                #expect(Set(chunks.map(\.created)) == [task.created])
+                #expect(chunks.first?.choices.first?.delta.role == "assistant")
+                #expect(chunks.last?.choices.first?.finishReason == "stop")
+                let text = chunks.compactMap { $0.choices.first?.delta.content }.joined()
+                #expect(text == DemoModel.text(for: task.request))
+            }
+            #expect(Set(claimed.map(\.id)) == Set(ids))
+        }
+    }
+
+    @Test func includeUsageAddsAUsageChunkAndNullUsageEverywhereElse() async throws {
+        try await TestDatabase.with { database in
+            let queue = TaskQueue(client: database.client, logger: database.logger)
+            let id = UUID()
+            try await queue.enqueue(id: id, request: ChatCompletionRequest(
+                model: "demo", messages: [ChatMessage(role: "user", content: "one two three")], maxTokens: 5,
+                stream: true, streamOptions: StreamOptions(includeUsage: true)))
+            let task = try #require(try await database.claimAll(worker: "w").first)
+            let log = StreamLog(client: database.client, logger: database.logger)
+            let writer = StreamWriter(configuration: .init(window: .milliseconds(5), maxPendingEvents: 64, workerID: "w"), log: log, logger: database.logger)
+            let executor = TaskExecutor(models: ModelRegistry(["demo": DemoModel(tokenDelay: .zero)]), writer: writer, logger: database.logger)
+            try await withThrowingTaskGroup(of: Void.self) { group in
+                group.addTask { try await writer.run() }
+                await executor.run(task)
+                group.cancelAll()
+            }
+            let chunks = try await log.read(task: id, after: .start).flatMap(\.events)
+                .map { try JSONDecoder().decode(ChatCompletionChunk.self, from: Data($0.utf8)) }
+            #expect(chunks.count == 8, "role, 5 tokens, finish, usage")
+            #expect(chunks.dropLast().allSatisfy { $0.usage == .null })
+            #expect(chunks[6].choices.first?.finishReason == "length")
+            #expect(chunks.last?.choices == [])
+            #expect(chunks.last?.usage == .value(Usage(promptTokens: 3, completionTokens: 5)))
+        }
+    }
+
+    @Test func aModelWithoutBackendFailsTheTaskVisibly() async throws {
+        try await TestDatabase.with { database in
+            _ = try await database.enqueue(1)
+            let task = try #require(try await database.claimAll(worker: "w").first)
+            let log = StreamLog(client: database.client, logger: database.logger)
+            let writer = StreamWriter(configuration: .init(window: .milliseconds(5), maxPendingEvents: 64, workerID: "w"), log: log, logger: database.logger)
+            let executor = TaskExecutor(models: ModelRegistry([:]), writer: writer, logger: database.logger)
+            try await withThrowingTaskGroup(of: Void.self) { group in
+                group.addTask { try await writer.run() }
+                await executor.run(task)
+                group.cancelAll()
+            }
+            let batches = try await log.read(task: task.id, after: .start)
+            #expect(batches.count == 1 && batches[0].final)
+            let error = try JSONDecoder().decode(OpenAIError.self, from: Data(batches[0].events[0].utf8))
+            #expect(error.code == "model_not_found")
+            #expect(try await TaskQueue(client: database.client, logger: database.logger).status(of: task.id) == .failed)
+        }
+    }
+}

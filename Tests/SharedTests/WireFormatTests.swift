@@ -1,0 +1,114 @@
+import Foundation
+import Shared
+import Testing
+
+struct ServerSentEventsTests {
+    @Test func eventCarriesItsCursorAndOneDataLine() {
+        #expect(ServerSentEvents.event(id: StreamCursor(sequence: 42), data: #"{"a":1}"#) == "id: 42\ndata: {\"a\":1}\n\n")
+    }
+
+    @Test func keepaliveIsALoneCommentLineWithoutBlankLine() {
+        // openai-python fails on a comment-only block once an id was sent: no "\n\n" here.
+        #expect(ServerSentEvents.keepalive == ": ping\n")
+    }
+
+    @Test func streamEndsWithDone() {
+        #expect(ServerSentEvents.done == "data: [DONE]\n\n")
+    }
+
+    @Test(arguments: [("0", 0), ("17", 17)])
+    func cursorParsesEventIDs(text: String, sequence: Int) {
+        #expect(StreamCursor(eventID: text) == StreamCursor(sequence: sequence))
+    }
+
+    @Test(arguments: ["", "-1", "abc", "1.5", " 3"])
+    func cursorRejectsWhatWeNeverSent(text: String) {
+        #expect(StreamCursor(eventID: text) == nil)
+    }
+}
+
+struct ChunkJSONTests {
+    let created: Int64 = 1_758_102_619
+
+    @Test func contentChunkMatchesOpenAIByteForByte() {
+        let chunk = ChatCompletionChunk(
+            id: "chatcmpl-1", created: created, model: "demo", choices: [.init(delta: .init(content: " be"))], usage: .null)
+        #expect(chunk.json.text == #"{"id":"chatcmpl-1","object":"chat.completion.chunk","created":1758102619,"model":"demo","#
+            + #""system_fingerprint":null,"choices":[{"index":0,"delta":{"content":" be"},"logprobs":null,"finish_reason":null}],"usage":null}"#)
+    }
+
+    @Test func roleChunkListsRoleBeforeContent() {
+        let chunk = ChatCompletionChunk(id: "c", created: 1, model: "m", choices: [.init(delta: .init(role: "assistant", content: ""))])
+        #expect(chunk.json.text.contains(#""delta":{"role":"assistant","content":""}"#))
+        #expect(!chunk.json.text.contains("usage"), "usage is absent unless the client asked for it")
+    }
+
+    @Test func finishAndUsageChunks() {
+        let finish = ChatCompletionChunk(id: "c", created: 1, model: "m", choices: [.init(delta: .init(), finishReason: "stop")])
+        #expect(finish.json.text.contains(#""delta":{},"logprobs":null,"finish_reason":"stop""#))
+        let usage = ChatCompletionChunk(id: "c", created: 1, model: "m", choices: [], usage: .value(Usage(promptTokens: 10, completionTokens: 4)))
+        #expect(usage.json.text.hasSuffix(#""choices":[],"usage":{"prompt_tokens":10,"completion_tokens":4,"total_tokens":14}}"#))
+    }
+
+    @Test func decodingReadsWhatEncodingWrote() throws {
+        for chunk in [
+            ChatCompletionChunk(id: "c", created: 1, model: "m", choices: [.init(delta: .init(content: "é \"q\"\n"))], usage: .null),
+            ChatCompletionChunk(id: "c", created: 1, model: "m", choices: [.init(delta: .init(), finishReason: "length")]),
+            ChatCompletionChunk(id: "c", created: 1, model: "m", choices: [], usage: .value(Usage(promptTokens: 1, completionTokens: 2))),
+        ] {
+            #expect(try JSONDecoder().decode(ChatCompletionChunk.self, from: Data(chunk.json.text.utf8)) == chunk)
+        }
+    }
+
+    @Test func stringsAreEscapedAsJSONRequiresAndNoMore() throws {
+        let text = "quote \" backslash \\ newline \n tab \t bell \u{07} unicode é 🦄 slash /"
+        let json = JSONValue.string(text).text
+        #expect(json == #""quote \" backslash \\ newline \n tab \t bell \u0007 unicode é 🦄 slash /""#)
+        #expect(try JSONDecoder().decode(String.self, from: Data(json.utf8)) == text)
+        #expect(!json.contains("\n"), "an event's JSON must stay on one line")
+    }
+
+    @Test func errorEnvelopeHasAllFourKeysInOrder() {
+        let error = OpenAIError.invalidRequest("Bad.", param: "messages[0].role")
+        #expect(error.json.text == #"{"error":{"message":"Bad.","type":"invalid_request_error","param":"messages[0].role","code":null}}"#)
+    }
+}
+
+struct StreamAppendPayloadTests {
+    @Test func roundTrips() {
+        let heads = (1...3).map { (task: UUID(), sequence: $0 * 10) }
+        let payloads = StreamAppendPayload.encode(heads)
+        #expect(payloads.count == 1)
+        let decoded = StreamAppendPayload.decode(payloads[0])
+        #expect(decoded.map(\.task) == heads.map(\.task))
+        #expect(decoded.map(\.sequence) == heads.map(\.sequence))
+    }
+
+    @Test func manyTasksSplitBelowPostgresPayloadLimit() {
+        let heads = (0..<1000).map { (task: UUID(), sequence: $0) }
+        let payloads = StreamAppendPayload.encode(heads)
+        #expect(payloads.count > 1)
+        #expect(payloads.allSatisfy { $0.utf8.count < 8000 })
+        #expect(payloads.flatMap(StreamAppendPayload.decode).map(\.task) == heads.map(\.task))
+    }
+
+    @Test func malformedEntriesAreSkipped() {
+        let task = UUID()
+        #expect(StreamAppendPayload.decode("junk,\(task.uuidString):5,x:y").map(\.sequence) == [5])
+    }
+}
+
+struct StreamBatchTests {
+    let batch = StreamBatch(task: UUID(), sequence: 7, events: ["e5", "e6", "e7"], final: false)
+
+    @Test func eventsArePositionedByTheBatchSequence() {
+        #expect(batch.firstSequence == 5)
+        #expect(batch.events(after: .start).map(\.cursor.sequence) == [5, 6, 7])
+        #expect(batch.events(after: .start).map(\.data) == ["e5", "e6", "e7"])
+    }
+
+    @Test func aCursorInsideTheBatchSkipsWhatTheClientHas() {
+        #expect(batch.events(after: StreamCursor(sequence: 5)).map(\.data) == ["e6", "e7"])
+        #expect(Array(batch.events(after: StreamCursor(sequence: 7))).isEmpty)
+    }
+}
