@@ -1,5 +1,4 @@
 import ArgumentParser
-import Hummingbird
 import Logging
 import PostgresNIO
 import Shared
@@ -33,17 +32,9 @@ struct APICommand: AsyncParsableCommand {
                 maxBodyBytes: try settings.int(.maxBodyBytes),
                 databaseTimeout: database.timeout)
 
-            let router = Router()
-            router.add(middleware: OpenAIErrorMiddleware())
-            router.get("/healthz") { _, _ in "ok" }
-            controller.addRoutes(to: router)
-
-            let app = Application(
-                router: router,
-                configuration: .init(
-                    address: .hostname(settings.string(.apiHost) ?? "127.0.0.1", port: try settings.int(.apiPort, override: port)),
-                    serverName: "handoff-api"),
-                logger: logger)
+            let app = HTTPService.make(
+                name: "handoff-api", host: settings.string(.apiHost) ?? "127.0.0.1",
+                port: try settings.int(.apiPort, override: port), logger: logger, routes: controller.addRoutes)
             try await ProcessRuntime.run([client, app], logger: logger)
         }
     }

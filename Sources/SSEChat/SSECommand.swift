@@ -1,5 +1,4 @@
 import ArgumentParser
-import Hummingbird
 import Logging
 import PostgresNIO
 import Shared
@@ -40,17 +39,7 @@ struct SSECommand: AsyncParsableCommand {
                 secret: try StreamSecret.load(settings: settings), keepaliveInterval: keepalive,
                 databaseTimeout: database.timeout, replica: "\(host):\(port)")
 
-            let router = Router()
-            router.add(middleware: OpenAIErrorMiddleware())
-            router.get("/healthz") { _, _ in "ok" }
-            controller.addRoutes(to: router)
-
-            let app = Application(
-                router: router,
-                configuration: .init(
-                    address: .hostname(host, port: port),
-                    serverName: "handoff-sse"),
-                logger: logger)
+            let app = HTTPService.make(name: "handoff-sse", host: host, port: port, logger: logger, routes: controller.addRoutes)
             try await ProcessRuntime.run([client, notifier, app], logger: logger)
         }
     }
