@@ -58,7 +58,7 @@ let package = Package(
         .testTarget(
             name: "IntegrationTests",
             dependencies: [
-                "Shared", "SSEChat", "Worker",
+                "Shared", "APIServer", "SSEChat", "Worker",
                 .product(name: "PostgresNIO", package: "postgres-nio"),
             ]
         ),

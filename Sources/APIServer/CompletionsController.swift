@@ -8,12 +8,11 @@ import Shared
 /// `302 Found` with a signed same-origin URL on the SSE servers; clients that follow redirects turn the POST
 /// into a GET there.
 struct CompletionsController: Sendable {
-    let queue: TaskQueue
+    let batcher: EnqueueBatcher
     let validation: RequestValidation
     let secret: StreamSecret
     let tokenTTL: Duration
     let maxBodyBytes: Int
-    let databaseTimeout: Duration
 
     func addRoutes(to router: Router<BasicRequestContext>) {
         for prefix in ["/api", "/v1"] {
@@ -36,9 +35,7 @@ struct CompletionsController: Sendable {
         let completion = try validation.decode(Data(buffer: body))
 
         let task = UUID()
-        try await withDeadline(databaseTimeout) { [queue] in
-            try await queue.enqueue(id: task, request: completion)
-        }
+        try await batcher.enqueue(id: task, request: completion)
         let expiresAt = Int64(Date().timeIntervalSince1970) + Int64(tokenTTL.components.seconds)
         let token = StreamToken(taskID: task, expiresAt: expiresAt).encoded(secret: secret)
         let location = StreamRoute.location(task: task, token: token)

@@ -16,14 +16,25 @@ public struct TaskQueue: Sendable {
     }
 
     public func enqueue(id: UUID, request: ChatCompletionRequest) async throws {
-        let json = String(decoding: try JSONEncoder().encode(request), as: UTF8.self)
+        try await enqueue([(id, request)])
+    }
+
+    /// Inserts every task in one statement with a single wake-up NOTIFY: the API group-commits its requests,
+    /// because NOTIFY serialises commits database-wide.
+    public func enqueue(_ tasks: [(id: UUID, request: ChatCompletionRequest)]) async throws {
+        guard !tasks.isEmpty else { return }
+        let encoder = JSONEncoder()
+        let requests = try tasks.map { String(decoding: try encoder.encode($0.request), as: UTF8.self) }
         try await client.query(
             """
             WITH queued AS (
-                INSERT INTO handoff_tasks (id, model, request) VALUES (\(id), \(request.model), \(json)::jsonb)
-                RETURNING id
+                INSERT INTO handoff_tasks (id, model, request)
+                SELECT id, model, request::jsonb
+                FROM unnest(\(tasks.map(\.id))::uuid[], \(tasks.map(\.request.model))::text[], \(requests)::text[])
+                    AS t (id, model, request)
+                RETURNING 1
             )
-            SELECT pg_notify(\(NotifyChannel.taskQueued), '') FROM queued
+            SELECT pg_notify(\(NotifyChannel.taskQueued), '') WHERE EXISTS (SELECT 1 FROM queued)
             """, logger: logger)
     }
 

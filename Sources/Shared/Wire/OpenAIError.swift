@@ -49,7 +49,7 @@ public struct OpenAIError: Error, Sendable, Equatable, Decodable {
     }
 
     public static let databaseUnavailable = OpenAIError(
-        status: 503, message: "The service is temporarily unavailable (its database cannot be reached). Retry shortly.",
+        status: 503, message: "The service is temporarily unavailable: its database did not answer in time. Retry shortly.",
         type: "server_error", code: "service_unavailable")
 
     public static func server(_ message: String) -> OpenAIError {

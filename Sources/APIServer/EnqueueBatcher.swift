@@ -1,0 +1,78 @@
+import Foundation
+import Logging
+import ServiceLifecycle
+import Shared
+import Synchronization
+
+/// Group commit for new tasks.
+///
+/// Requests hand their task to the batcher and wait. When idle it flushes at once, so a lone request pays no
+/// window; while a flush is in flight, newcomers gather and go together in the next one — one statement, one
+/// coalesced NOTIFY. The database deadline bounds one statement, not a queue for pooled connections, so a
+/// burst on a busy but healthy database is not mistaken for an outage. When a flush misses the deadline,
+/// everyone waiting fails with it: Postgres is not answering, and the API says 503 at once.
+final class EnqueueBatcher: Service {
+    private struct Entry {
+        let id: UUID
+        let request: ChatCompletionRequest
+        let continuation: CheckedContinuation<Void, any Error>
+    }
+
+    private let queue: TaskQueue
+    private let timeout: Duration
+    private let maxBatch: Int
+    private let logger: Logger
+    private let pending = Mutex<[Entry]>([])
+    private let doorbell = Doorbell()
+
+    init(queue: TaskQueue, timeout: Duration, maxBatch: Int = 500, logger: Logger) {
+        self.queue = queue
+        self.timeout = timeout
+        self.maxBatch = maxBatch
+        self.logger = logger
+    }
+
+    /// Returns once the task is committed (and workers are notified); throws if it may not be.
+    func enqueue(id: UUID, request: ChatCompletionRequest) async throws {
+        try await withCheckedThrowingContinuation { continuation in
+            pending.withLock { $0.append(Entry(id: id, request: request, continuation: continuation)) }
+            doorbell.ring()
+        }
+    }
+
+    func run() async throws {
+        await withGracefulShutdownHandler {
+            while !Task.isCancelled, !Task.isShuttingDownGracefully {
+                await doorbell.wait()
+                await flush()
+            }
+            // Requests still in flight when the HTTP server stopped get their answer.
+            await flush()
+        } onGracefulShutdown: {
+            self.doorbell.ring()
+        }
+        for entry in pending.withLock({ pending in defer { pending.removeAll() }; return pending }) {
+            entry.continuation.resume(throwing: CancellationError())
+        }
+    }
+
+    private func flush() async {
+        while !Task.isCancelled {
+            let batch = pending.withLock { pending -> [Entry] in
+                let batch = Array(pending.prefix(maxBatch))
+                pending.removeFirst(batch.count)
+                return batch
+            }
+            guard !batch.isEmpty else { return }
+            do {
+                let tasks = batch.map { (id: $0.id, request: $0.request) }
+                try await withDeadline(timeout) { [queue] in try await queue.enqueue(tasks) }
+                for entry in batch { entry.continuation.resume() }
+            } catch {
+                let waiting = pending.withLock { pending in defer { pending.removeAll() }; return pending }
+                logger.error("enqueue failed", metadata: ["tasks": "\(batch.count + waiting.count)", "error": "\(String(reflecting: error))"])
+                for entry in batch + waiting { entry.continuation.resume(throwing: error) }
+            }
+        }
+    }
+}

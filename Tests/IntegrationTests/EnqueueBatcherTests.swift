@@ -1,0 +1,63 @@
+import Foundation
+import Logging
+import PostgresNIO
+import Shared
+import Testing
+
+@testable import APIServer
+
+struct EnqueueBatcherTests {
+    func running<R: Sendable>(_ batcher: EnqueueBatcher, _ body: @Sendable () async throws -> R) async throws -> R {
+        try await withThrowingTaskGroup(of: R?.self) { group in
+            group.addTask { try await batcher.run(); return nil }
+            defer { group.cancelAll() }
+            return try await body()
+        }
+    }
+
+    let request = ChatCompletionRequest(model: "demo", messages: [ChatMessage(role: "user", content: "hi")])
+
+    /// Two hundred requests at once on a pool of two connections: all committed, in a few statements.
+    @Test func aBurstIsCommittedInFewStatements() async throws {
+        try await TestDatabase.with(poolSize: 2) { database in
+            let batcher = EnqueueBatcher(queue: TaskQueue(client: database.client, logger: database.logger), timeout: .seconds(5), logger: database.logger)
+            let ids = (0..<200).map { _ in UUID() }
+            try await running(batcher) {
+                try await withThrowingTaskGroup(of: Void.self) { group in
+                    for id in ids { group.addTask { try await batcher.enqueue(id: id, request: request) } }
+                    try await group.waitForAll()
+                }
+            }
+            // now() is the transaction's start: rows committed by one statement share it.
+            let rows = try await database.client.query(
+                "SELECT count(*), count(DISTINCT created_at) FROM handoff_tasks WHERE status = 'queued'", logger: database.logger)
+            for try await (tasks, transactions) in rows.decode((Int, Int).self) {
+                #expect(tasks == 200)
+                #expect(transactions <= 20, "\(transactions) transactions for 200 tasks")
+            }
+        }
+    }
+
+    /// Postgres that does not answer (here: nothing listens on the port) fails callers within the deadline.
+    @Test func anUnreachableDatabaseFailsFast() async throws {
+        let settings = try DatabaseSettings(settings: Settings(environment: ["DATABASE_URL": "postgres://postgres@127.0.0.1:9/none"]))
+        let client = PostgresClient(configuration: settings.clientConfiguration(applicationName: "unreachable"))
+        let logger = Logger(label: "test")
+        let batcher = EnqueueBatcher(queue: TaskQueue(client: client, logger: logger), timeout: .milliseconds(300), logger: logger)
+        let started = ContinuousClock.now
+        await withTaskGroup(of: Void.self) { group in
+            group.addTask { await client.run() }
+            _ = try? await running(batcher) {
+                await withTaskGroup(of: Void.self) { callers in
+                    for _ in 0..<5 {
+                        callers.addTask {
+                            await #expect(throws: (any Error).self) { try await batcher.enqueue(id: UUID(), request: request) }
+                        }
+                    }
+                }
+            }
+            group.cancelAll()
+        }
+        #expect(ContinuousClock.now - started < .seconds(2))
+    }
+}
