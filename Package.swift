@@ -60,6 +60,8 @@ let package = Package(
             dependencies: [
                 "Shared", "APIServer", "SSEChat", "Worker",
                 .product(name: "PostgresNIO", package: "postgres-nio"),
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "HTTPTypes", package: "swift-http-types"),
             ]
         ),
     ]

@@ -1,0 +1,90 @@
+import Foundation
+import HTTPTypes
+import Hummingbird
+import Shared
+import Synchronization
+import Testing
+
+@testable import SSEChat
+
+/// What a client would receive, recorded instead of sent.
+final class RecordedBody: Sendable {
+    private let text = Mutex("")
+
+    var contents: String { text.withLock { $0 } }
+
+    func append(_ buffer: ByteBuffer) {
+        text.withLock { $0 += String(buffer: buffer) }
+    }
+}
+
+struct RecordingWriter: ResponseBodyWriter {
+    let body: RecordedBody
+
+    mutating func write(_ buffer: ByteBuffer) async throws {
+        body.append(buffer)
+    }
+
+    consuming func finish(_ trailingHeaders: HTTPFields?) async throws {}
+}
+
+struct StreamSessionTests {
+    @Test func silenceIsFilledWithPingsThenEventsThenDone() async throws {
+        try await TestDatabase.with { database in
+            let task = try await database.enqueue(1)[0]
+            let log = StreamLog(client: database.client, logger: database.logger)
+            // No listener, no poll to speak of: the test moves the head by hand, keepalive ticks every 100 ms.
+            let notifier = StreamNotifier(
+                configuration: .init(pollInterval: .seconds(600), keepaliveInterval: .milliseconds(200)),
+                log: log, listenerConfiguration: nil, logger: database.logger)
+            let session = StreamSession(
+                task: task, start: .start, notifier: notifier, log: log, keepaliveInterval: .milliseconds(200), logger: database.logger)
+            let body = RecordedBody()
+
+            try await withThrowingTaskGroup(of: Void.self) { group in
+                group.addTask { try await notifier.run() }
+                defer { group.cancelAll() }
+                try await withDeadline(.seconds(10)) {
+                    try await withThrowingTaskGroup(of: Void.self) { client in
+                        client.addTask {
+                            var writer: any ResponseBodyWriter = RecordingWriter(body: body)
+                            try await session.run(writer: &writer)  // returns by itself after [DONE]
+                        }
+                        try await Task.sleep(for: .milliseconds(700))
+                        #expect(body.contents.hasPrefix(": ping\n"))
+                        #expect(!body.contents.contains("data:"), "nothing but pings yet")
+                        let pings = body.contents.components(separatedBy: ": ping\n").count - 1
+                        #expect((2...7).contains(pings), "\(pings) pings in 700 ms at a 200 ms keepalive")
+
+                        try await log.append([StreamBatch(task: task, sequence: 2, events: ["{\"n\":1}", "{\"n\":2}"], final: false)], outcomes: [], workerID: "w")
+                        notifier.advance(task, to: 2)
+                        try await log.append([StreamBatch(task: task, sequence: 3, events: ["{\"n\":3}"], final: true)], outcomes: [], workerID: "w")
+                        notifier.advance(task, to: 3)
+                        try await client.waitForAll()
+                    }
+                }
+            }
+            let afterPings = body.contents.replacingOccurrences(of: ": ping\n", with: "")
+            #expect(afterPings == "id: 1\ndata: {\"n\":1}\n\nid: 2\ndata: {\"n\":2}\n\nid: 3\ndata: {\"n\":3}\n\ndata: [DONE]\n\n")
+            #expect(notifier.subscriberCount == 0, "a finished session unsubscribes")
+        }
+    }
+
+    @Test func aResumingClientGetsOnlyWhatFollowsItsCursor() async throws {
+        try await TestDatabase.with { database in
+            let task = try await database.enqueue(1)[0]
+            let log = StreamLog(client: database.client, logger: database.logger)
+            try await log.append([StreamBatch(task: task, sequence: 3, events: ["a", "b", "c"], final: true)], outcomes: [], workerID: "w")
+            let notifier = StreamNotifier(
+                configuration: .init(pollInterval: .seconds(600), keepaliveInterval: .seconds(600)), log: log,
+                listenerConfiguration: nil, logger: database.logger)
+            let session = StreamSession(
+                task: task, start: StreamCursor(sequence: 1), notifier: notifier, log: log, keepaliveInterval: .seconds(600),
+                logger: database.logger)
+            let body = RecordedBody()
+            var writer: any ResponseBodyWriter = RecordingWriter(body: body)
+            try await session.run(writer: &writer)
+            #expect(body.contents == "id: 2\ndata: b\n\nid: 3\ndata: c\n\ndata: [DONE]\n\n")
+        }
+    }
+}
