@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # A project-local Postgres cluster for `make run`, the tests and the benchmarks.
 #
-#   scripts/postgres.sh init    create the cluster and the database if missing
+#   scripts/postgres.sh init    create the cluster and its database if missing
 #   scripts/postgres.sh run     run it in the foreground (the Procfile's postgres process)
 #   scripts/postgres.sh start   start it in the background and wait until it accepts connections
 #   scripts/postgres.sh stop    stop a background cluster
@@ -27,19 +27,15 @@ fi
 data=${HANDOFF_PGDATA:-$default_data}
 
 init() {
-    if [ ! -s "$data/PG_VERSION" ]; then
-        mkdir -p "$data"
-        [ "$(id -u)" = 0 ] && chown postgres:postgres "$data" && chmod 700 "$data"
-        "${as_pg[@]}" "$bin/initdb" -D "$data" -U postgres --auth=trust -E UTF8 --no-instructions >/dev/null
-        mkdir -p "$root/.data"
-        [ "$data" = "$root/.data/postgres-$port" ] || ln -sfn "$data" "$root/.data/postgres-$port"
-    fi
-    if ! "${as_pg[@]}" "$bin/pg_ctl" -D "$data" status >/dev/null 2>&1; then
-        start
-        trap stop EXIT
-    fi
-    "$bin/psql" -h 127.0.0.1 -p "$port" -U postgres -tAc "SELECT 1 FROM pg_database WHERE datname = 'handoff'" | grep -q 1 ||
-        "$bin/createdb" -h 127.0.0.1 -p "$port" -U postgres handoff
+    [ -s "$data/PG_VERSION" ] && return
+    mkdir -p "$data"
+    [ "$(id -u)" = 0 ] && chown postgres:postgres "$data" && chmod 700 "$data"
+    "${as_pg[@]}" "$bin/initdb" -D "$data" -U postgres --auth=trust -E UTF8 --no-instructions >/dev/null
+    # Single-user mode: no server listens yet, so nothing can connect to a cluster that is about to restart.
+    echo "CREATE DATABASE handoff;" | "${as_pg[@]}" "$bin/postgres" --single -D "$data" -j postgres >"$data/init.log" 2>&1 ||
+        { cat "$data/init.log" >&2; exit 1; }
+    mkdir -p "$root/.data"
+    [ "$data" = "$root/.data/postgres-$port" ] || ln -sfn "$data" "$root/.data/postgres-$port"
 }
 
 server_options=(-h 127.0.0.1 -p "$port" -k /tmp -c max_connections=300)
@@ -54,8 +50,8 @@ stop() {
 
 case "${1:-}" in
     init) init ;;
-    run) init; trap - EXIT; stop; exec "${as_pg[@]}" "$bin/postgres" -D "$data" "${server_options[@]}" ;;
-    start) init; trap - EXIT ;;
+    run) init; exec "${as_pg[@]}" "$bin/postgres" -D "$data" "${server_options[@]}" ;;
+    start) init; "${as_pg[@]}" "$bin/pg_ctl" -D "$data" status >/dev/null 2>&1 || start ;;
     stop) stop ;;
     reset) stop; rm -rf "$data" "$root/.data/postgres-$port" ;;
     *) echo "usage: $0 init|run|start|stop|reset" >&2; exit 2 ;;
