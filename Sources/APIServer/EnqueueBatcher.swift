@@ -1,5 +1,6 @@
 import Foundation
 import Logging
+import PostgresNIO
 import ServiceLifecycle
 import Shared
 import Synchronization
@@ -10,7 +11,8 @@ import Synchronization
 /// window; while a flush is in flight, newcomers gather and go together in the next one — one statement, one
 /// coalesced NOTIFY. The database deadline bounds one statement, not a queue for pooled connections, so a
 /// burst on a busy but healthy database is not mistaken for an outage. When a flush misses the deadline,
-/// everyone waiting fails with it: Postgres is not answering, and the API says 503 at once.
+/// everyone waiting fails with it: Postgres is not answering, and the API says 503 at once. When Postgres
+/// rejects the batch instead, each task is retried alone, so one bad request cannot fail its neighbours.
 final class EnqueueBatcher: Service {
     private struct Entry {
         let id: UUID
@@ -56,6 +58,19 @@ final class EnqueueBatcher: Service {
         }
     }
 
+    private func insert(_ entries: [Entry]) async throws {
+        let tasks = entries.map { (id: $0.id, request: $0.request) }
+        try await withDeadline(timeout) { [queue] in try await queue.enqueue(tasks) }
+    }
+
+    private static func meansUnavailable(_ error: any Error) -> Bool {
+        switch error {
+        case is DeadlineExceeded, is CancellationError: true
+        case let error as PSQLError: error.meansDatabaseUnavailable
+        default: false
+        }
+    }
+
     private func flush() async {
         while !Task.isCancelled {
             let batch = pending.withLock { pending -> [Entry] in
@@ -65,13 +80,23 @@ final class EnqueueBatcher: Service {
             }
             guard !batch.isEmpty else { return }
             do {
-                let tasks = batch.map { (id: $0.id, request: $0.request) }
-                try await withDeadline(timeout) { [queue] in try await queue.enqueue(tasks) }
+                try await insert(batch)
                 for entry in batch { entry.continuation.resume() }
-            } catch {
+            } catch let error where Self.meansUnavailable(error) {
                 let waiting = pending.withLock { pending in defer { pending.removeAll() }; return pending }
                 logger.error("enqueue failed", metadata: ["tasks": "\(batch.count + waiting.count)", "error": "\(String(reflecting: error))"])
                 for entry in batch + waiting { entry.continuation.resume(throwing: error) }
+            } catch {
+                // Postgres rejected something in this batch: retry each alone, so only the culprit fails.
+                for entry in batch {
+                    do {
+                        try await insert([entry])
+                        entry.continuation.resume()
+                    } catch {
+                        logger.error("enqueue rejected", metadata: ["task": "\(entry.id)", "error": "\(String(reflecting: error))"])
+                        entry.continuation.resume(throwing: error)
+                    }
+                }
             }
         }
     }

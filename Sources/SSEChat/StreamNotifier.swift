@@ -40,6 +40,7 @@ final class StreamNotifier: Service {
     private let logger: Logger
     private let state = Mutex(State())
     private let listenerConfiguration: PostgresConnection.Configuration?
+    private let pollNow = Doorbell()
 
     /// `listenerConfiguration` is nil only in tests that drive `advance` by hand.
     init(configuration: Configuration, log: StreamLog, listenerConfiguration: PostgresConnection.Configuration?, logger: Logger) {
@@ -91,7 +92,7 @@ final class StreamNotifier: Service {
         for continuation in wake { continuation.yield() }
     }
 
-    /// Wakes every subscriber: after a reconnect (notifications may be lost) and on each keepalive tick.
+    /// Wakes every subscriber: on each keepalive tick.
     func wakeAll() {
         let all = state.withLock { state in state.watches.values.flatMap { $0.subscribers.values } }
         for continuation in all { continuation.yield() }
@@ -121,12 +122,18 @@ final class StreamNotifier: Service {
             if let listenerConfiguration {
                 let listener = PostgresListener(
                     configuration: listenerConfiguration, channels: [NotifyChannel.streamAppended], logger: logger,
-                    onListening: { self.wakeAll() },
+                    // Notifications may have been lost while disconnected: look at the table now.
+                    onListening: { self.pollNow.ring() },
                     onNotification: { _, payload in self.receive(payload) })
                 group.addTask { try? await listener.run() }
             }
             group.addTask {
-                await self.every(self.configuration.pollInterval) { await self.poll() }
+                await cancelWhenGracefulShutdown {
+                    while !Task.isCancelled {
+                        await self.pollNow.wait(timeout: self.configuration.pollInterval)
+                        await self.poll()
+                    }
+                }
             }
             group.addTask {
                 // Ticks at half the interval, and a stream pings when it was silent for half of it, so no stream
@@ -136,11 +143,11 @@ final class StreamNotifier: Service {
         }
     }
 
-    private func every(_ interval: Duration, _ body: @escaping @Sendable () async -> Void) async {
+    private func every(_ interval: Duration, _ body: @escaping @Sendable () -> Void) async {
         await cancelWhenGracefulShutdown {
             while !Task.isCancelled {
                 try? await Task.sleep(for: interval)
-                await body()
+                body()
             }
         }
     }

@@ -1,6 +1,7 @@
 import Foundation
 import Hummingbird
 import Logging
+import ServiceLifecycle
 import Shared
 
 /// One client's stream: everything after its cursor from the table, then the live tail, then `[DONE]`.
@@ -24,16 +25,23 @@ struct StreamSession: Sendable {
         var cursor = start
         var lastWrite = clock.now
         if try await deliver(after: &cursor, to: &writer) { return }
-        for await _ in subscription.signals {
-            if notifier.head(of: task) > cursor.sequence {
-                let before = cursor
-                if try await deliver(after: &cursor, to: &writer) { return }
-                if cursor != before { lastWrite = clock.now }
+        try await withGracefulShutdownHandler {
+            for await _ in subscription.signals {
+                if notifier.head(of: task) > cursor.sequence {
+                    let before = cursor
+                    if try await deliver(after: &cursor, to: &writer) { return }
+                    if cursor != before { lastWrite = clock.now }
+                }
+                if clock.now - lastWrite >= keepaliveInterval / 2 {
+                    try await writer.write(ByteBuffer(string: ServerSentEvents.keepalive))
+                    lastWrite = clock.now
+                }
             }
-            if clock.now - lastWrite >= keepaliveInterval / 2 {
-                try await writer.write(ByteBuffer(string: ServerSentEvents.keepalive))
-                lastWrite = clock.now
-            }
+            // The signals end only when the server shuts down. Abort rather than end cleanly: a clean end
+            // without [DONE] looks like a complete reply to clients that do not resume.
+            throw StreamSessionError.serverShuttingDown
+        } onGracefulShutdown: {
+            notifier.unsubscribe(subscription)
         }
     }
 
@@ -63,4 +71,8 @@ struct StreamSession: Sendable {
             if ended || batches.count < pageSize { return ended }
         }
     }
+}
+
+enum StreamSessionError: Error {
+    case serverShuttingDown
 }

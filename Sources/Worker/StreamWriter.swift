@@ -48,17 +48,18 @@ final class StreamWriter: Service {
 
     /// Adds one event to `task`'s stream. Suspends while the writer holds more than it may.
     func append(_ event: String, to task: UUID) async {
-        let (count, mustWait) = state.withLock { state in
-            state.buffers[task, default: TaskBuffer()].pending.append(event)
-            state.pendingEvents += 1
-            return (state.pendingEvents, state.pendingEvents >= 4 * configuration.maxPendingEvents)
-        }
-        work.ring()
-        if count >= configuration.maxPendingEvents { urgent.ring() }
-        if mustWait {
-            await withCheckedContinuation { continuation in
-                state.withLock { $0.backpressured.append(continuation) }
+        await withCheckedContinuation { continuation in
+            // Deciding to wait and registering the waiter happen under one lock, so no flush slips in between.
+            let (count, mustWait) = state.withLock { state in
+                state.buffers[task, default: TaskBuffer()].pending.append(event)
+                state.pendingEvents += 1
+                let mustWait = state.pendingEvents >= 4 * configuration.maxPendingEvents
+                if mustWait { state.backpressured.append(continuation) }
+                return (state.pendingEvents, mustWait)
             }
+            work.ring()
+            if count >= configuration.maxPendingEvents { urgent.ring() }
+            if !mustWait { continuation.resume() }
         }
     }
 
@@ -78,7 +79,8 @@ final class StreamWriter: Service {
     }
 
     /// Flushes each window that has work. On graceful shutdown — which reaches the writer after the
-    /// dispatcher has finished its tasks — it commits what is left, giving up after `drainTimeout`.
+    /// dispatcher has finished its tasks — it commits what is left, giving up after `drainTimeout`. However it
+    /// ends, no executor is left suspended on it.
     func run() async throws {
         await withGracefulShutdownHandler {
             while !Task.isCancelled, !Task.isShuttingDownGracefully {
@@ -87,13 +89,29 @@ final class StreamWriter: Service {
                 await flush()
             }
             let deadline = ContinuousClock.now + configuration.drainTimeout
-            while !Task.isCancelled, !state.withLock({ $0.buffers.isEmpty }), ContinuousClock.now < deadline {
+            while !Task.isCancelled, hasPendingEvents, ContinuousClock.now < deadline {
                 await flush()
+                if hasPendingEvents { try? await Task.sleep(for: configuration.window) }
             }
         } onGracefulShutdown: {
             self.work.ring()
             self.urgent.ring()
         }
+        let abandoned = state.withLock { state in
+            defer {
+                state.buffers.removeAll()
+                state.backpressured.removeAll()
+            }
+            return state.buffers.values.compactMap(\.finishWaiter) + state.backpressured
+        }
+        if !abandoned.isEmpty {
+            logger.error("stream writer stopped with uncommitted events", metadata: ["waiters": "\(abandoned.count)"])
+        }
+        for continuation in abandoned { continuation.resume() }
+    }
+
+    private var hasPendingEvents: Bool {
+        state.withLock { $0.pendingEvents > 0 }
     }
 
     /// Commits everything pending. On failure the events stay pending and are retried on the next round.

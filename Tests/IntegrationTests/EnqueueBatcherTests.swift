@@ -38,6 +38,26 @@ struct EnqueueBatcherTests {
         }
     }
 
+    /// A task Postgres rejects (here: an id that already exists) fails alone; its batch neighbours commit.
+    @Test func oneRejectedTaskDoesNotFailItsBatch() async throws {
+        try await TestDatabase.with(poolSize: 2) { database in
+            let taken = try await database.enqueue(1)[0]
+            let batcher = EnqueueBatcher(queue: TaskQueue(client: database.client, logger: database.logger), timeout: .seconds(5), logger: database.logger)
+            let ids = (0..<40).map { _ in UUID() } + [taken]
+            let failed = try await running(batcher) {
+                await withTaskGroup(of: UUID?.self) { group in
+                    for id in ids.shuffled() {
+                        group.addTask { (try? await batcher.enqueue(id: id, request: request)) == nil ? id : nil }
+                    }
+                    return await group.reduce(into: [UUID]()) { if let id = $1 { $0.append(id) } }
+                }
+            }
+            #expect(failed == [taken])
+            let rows = try await database.client.query("SELECT count(*) FROM handoff_tasks", logger: database.logger)
+            for try await count in rows.decode(Int.self) { #expect(count == 41) }
+        }
+    }
+
     /// Postgres that does not answer (here: nothing listens on the port) fails callers within the deadline.
     @Test func anUnreachableDatabaseFailsFast() async throws {
         let settings = try DatabaseSettings(settings: Settings(environment: ["DATABASE_URL": "postgres://postgres@127.0.0.1:9/none"]))

@@ -1,4 +1,5 @@
 import Foundation
+import PostgresNIO
 import Shared
 import Testing
 
@@ -92,6 +93,29 @@ struct StreamLogTests {
                 outcomes: [], workerID: "w")
             try await log.append([StreamBatch(task: tasks[0], sequence: 5, events: ["c", "d", "e"], final: false)], outcomes: [], workerID: "w")
             #expect(try await log.heads(of: tasks) == [tasks[0]: 5, tasks[1]: 1])
+        }
+    }
+
+    /// A statement Postgres rejects must surface as an error, not be dropped with its unread result.
+    @Test func aRejectedAppendThrows() async throws {
+        try await TestDatabase.with { database in
+            let log = StreamLog(client: database.client, logger: database.logger)
+            await #expect(throws: PSQLError.self) {
+                try await log.append([StreamBatch(task: UUID(), sequence: 1, events: ["x"], final: false)], outcomes: [], workerID: "w")
+            }
+        }
+    }
+
+    @Test func aReaderAtTheEndStillSeesTheFinalBatch() async throws {
+        try await TestDatabase.with { database in
+            let task = try await database.enqueue(1)[0]
+            let log = StreamLog(client: database.client, logger: database.logger)
+            try await log.append([StreamBatch(task: task, sequence: 2, events: ["a", "b"], final: true)], outcomes: [], workerID: "w")
+            for cursor in [2, 99] {
+                let batches = try await log.read(task: task, after: StreamCursor(sequence: cursor))
+                #expect(batches.map(\.final) == [true])
+                #expect(Array(batches[0].events(after: StreamCursor(sequence: cursor))).isEmpty)
+            }
         }
     }
 }

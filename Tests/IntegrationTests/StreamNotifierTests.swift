@@ -86,7 +86,7 @@ struct StreamNotifierTests {
                 let subscription = notifier.subscribe(to: task)
                 defer { notifier.unsubscribe(subscription) }
                 // Written behind the notifier's back: no NOTIFY at all.
-                try await database.client.query(
+                try await database.client.perform(
                     "INSERT INTO handoff_stream (task_id, seq, event_count, events) VALUES (\(task), 3, 3, 'a\nb\nc')",
                     logger: database.logger)
                 let recovered = try await eventually(timeout: .seconds(5)) { notifier.head(of: task) == 3 }
@@ -103,14 +103,19 @@ struct StreamNotifierTests {
                 let first = try await listeningBackend(database, "doomed-listener")
                 let subscription = notifier.subscribe(to: task)
                 defer { notifier.unsubscribe(subscription) }
-                try await database.client.query("SELECT pg_terminate_backend(\(first)::int)", logger: database.logger)
+                try await database.client.perform("SELECT pg_terminate_backend(\(first)::int)", logger: database.logger)
+                // Committed while nobody listens: its NOTIFY is lost for good.
+                try await database.client.perform(
+                    "INSERT INTO handoff_stream (task_id, seq, event_count, events) VALUES (\(task), 1, 1, 'x')",
+                    logger: database.logger)
                 let second = try await listeningBackend(database, "doomed-listener", replacing: first)
                 #expect(second != first)
-                #expect(notifier.head(of: task) == 0)
-                // The poll is effectively off (10 minutes): only a NOTIFY on the new connection can move the head.
-                try await StreamLog(client: database.client, logger: database.logger).append(
-                    [StreamBatch(task: task, sequence: 1, events: ["x"], final: false)], outcomes: [], workerID: "w")
+                // The timed poll is effectively off (10 minutes): the reconnect itself must look at the table.
                 #expect(try await eventually(timeout: .seconds(5)) { notifier.head(of: task) == 1 })
+                // And the new connection carries NOTIFYs again.
+                try await StreamLog(client: database.client, logger: database.logger).append(
+                    [StreamBatch(task: task, sequence: 2, events: ["y"], final: false)], outcomes: [], workerID: "w")
+                #expect(try await eventually(timeout: .seconds(5)) { notifier.head(of: task) == 2 })
                 #expect(try await database.backends(applicationName: "doomed-listener").count == 1)
             }
         }

@@ -58,4 +58,14 @@ struct TaskQueueTests {
             #expect(try await queue.status(of: id) == .queued)
         }
     }
+
+    @Test func aRejectedEnqueueThrows() async throws {
+        try await TestDatabase.with { database in
+            let id = try await database.enqueue(1)[0]
+            await #expect(throws: PSQLError.self) {
+                try await TaskQueue(client: database.client, logger: database.logger)
+                    .enqueue(id: id, request: ChatCompletionRequest(model: "demo", messages: [ChatMessage(role: "user", content: "again")]))
+            }
+        }
+    }
 }

@@ -98,7 +98,7 @@ extension DatabaseSettings {
         let connection = try await PostgresConnection.connect(
             configuration: connectionConfiguration(applicationName: "handoff-test-admin"), id: 0, logger: logger)
         do {
-            try await connection.query(PostgresQuery(unsafeSQL: sql), logger: logger)
+            try await connection.perform(PostgresQuery(unsafeSQL: sql), logger: logger)
         } catch {
             try? await connection.close()
             throw error

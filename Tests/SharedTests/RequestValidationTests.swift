@@ -44,6 +44,8 @@ struct RequestValidationTests {
         (#"{"model":"demo","messages":[{"role":"user","content":"x"},{"content":"y"}]}"#, "messages[1].role", 400),
         (#"{"model":"demo","messages":[{"role":"user","content":5}]}"#, "messages[0].content", 400),
         (#"{"model":"demo","messages":[{"role":"user"}]}"#, "messages[0].content", 400),
+        (#"{"model":"demo","messages":[{"role":"user","content":"a\u0000b"}]}"#, "messages[0].content", 400),
+        (#"{"model":"demo","messages":[{"role":"user","content":"x","name":"\u0000"}]}"#, "messages[0].name", 400),
         (#"{"model":"demo","max_tokens":0,"messages":[{"role":"user","content":"x"}]}"#, "max_tokens", 400),
         (#"{"model":"demo","max_tokens":101,"messages":[{"role":"user","content":"x"}]}"#, "max_tokens", 400),
         (#"{"model":"demo","max_tokens":"ten","messages":[{"role":"user","content":"x"}]}"#, "max_tokens", 400),

@@ -31,10 +31,12 @@ public enum ProcessRuntime {
         }
     }
 
-    /// Runs `services` until SIGTERM or SIGINT, then shuts them down gracefully in reverse order.
+    /// Runs `services` until SIGTERM or SIGINT, then shuts them down gracefully in reverse order, within 15 s.
     public static func run(_ services: [any Service], logger: Logger) async throws {
-        let group = ServiceGroup(
-            configuration: .init(services: services, gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
+        var configuration = ServiceGroupConfiguration(services: services, gracefulShutdownSignals: [.sigterm, .sigint], logger: logger)
+        // A graceful shutdown that cannot finish (Postgres gone while work is in flight) becomes a cancellation.
+        configuration.maximumGracefulShutdownDuration = .seconds(15)
+        let group = ServiceGroup(configuration: configuration)
         try await group.run()
     }
 }

@@ -61,12 +61,3 @@ extension OpenAIError {
             body: .init(byteBuffer: ByteBuffer(string: json.text)))
     }
 }
-
-extension PSQLError {
-    /// No answer from Postgres, or Postgres shutting down / refusing connections — as opposed to a query it
-    /// ran and rejected, which is our bug and a 500.
-    var meansDatabaseUnavailable: Bool {
-        guard let sqlState = serverInfo?[.sqlState] else { return true }
-        return sqlState.hasPrefix("08") || sqlState.hasPrefix("57") || sqlState == "53300"
-    }
-}

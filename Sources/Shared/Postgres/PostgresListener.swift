@@ -48,11 +48,12 @@ public struct PostgresListener: Service {
             var delay = backoff.initial
             while !Task.isCancelled {
                 do {
-                    try await listenOnce { delay = backoff.initial }
+                    try await listenOnce()
                 } catch is CancellationError {
                     return
                 } catch {
                     guard !Task.isCancelled else { return }
+                    if case .listened = error as? ListenerEnded { delay = backoff.initial }
                     logger.warning(
                         "listener connection lost; reconnecting",
                         metadata: ["error": "\(String(reflecting: error))", "retry_in": "\(delay)"])
@@ -64,15 +65,16 @@ public struct PostgresListener: Service {
     }
 
     /// Connects, listens on every channel and consumes until the connection fails or the task is cancelled.
-    private func listenOnce(connected: () -> Void) async throws {
+    /// Throws `ListenerEnded.listened` when the connection failed after listening had begun, so the backoff
+    /// starts over; anything else means we never got that far.
+    private func listenOnce() async throws {
         let connection = try await PostgresConnection.connect(configuration: configuration, id: 1, logger: logger)
-        connected()
         let listening = ListeningCount(total: channels.count)
         do {
             try await consume(connection: connection, listening: listening)
         } catch {
             try? await connection.close()
-            throw error
+            throw listening.reached ? ListenerEnded.listened(underlying: error) : error
         }
     }
 
@@ -99,6 +101,10 @@ public enum PostgresListenerError: Error {
     case notificationsEnded(channel: String)
 }
 
+private enum ListenerEnded: Error {
+    case listened(underlying: any Error)
+}
+
 /// Fires once, when the last channel of a connection is listening.
 private final class ListeningCount: Sendable {
     private let remaining: Mutex<Int>
@@ -112,5 +118,9 @@ private final class ListeningCount: Sendable {
             remaining -= 1
             return remaining == 0
         }
+    }
+
+    var reached: Bool {
+        remaining.withLock { $0 <= 0 }
     }
 }

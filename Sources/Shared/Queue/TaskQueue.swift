@@ -25,7 +25,7 @@ public struct TaskQueue: Sendable {
         guard !tasks.isEmpty else { return }
         let encoder = JSONEncoder()
         let requests = try tasks.map { String(decoding: try encoder.encode($0.request), as: UTF8.self) }
-        try await client.query(
+        try await client.perform(
             """
             WITH queued AS (
                 INSERT INTO handoff_tasks (id, model, request)

@@ -31,8 +31,8 @@ public struct Migrator: Sendable {
 
     public func migrate(connection: PostgresConnection, logger: Logger) async throws -> [Int] {
         try await connection.withTransaction(logger: logger) { connection in
-            try await connection.query("SELECT pg_advisory_xact_lock(\(Self.advisoryLockKey))", logger: logger)
-            try await connection.query(
+            try await connection.perform("SELECT pg_advisory_xact_lock(\(Self.advisoryLockKey))", logger: logger)
+            try await connection.perform(
                 """
                 CREATE TABLE IF NOT EXISTS handoff_schema_migrations (
                     version integer PRIMARY KEY,
@@ -50,9 +50,9 @@ public struct Migrator: Sendable {
             for migration in migrations where !done.contains(migration.version) {
                 logger.info("applying migration", metadata: ["version": "\(migration.version)", "name": "\(migration.name)"])
                 for statement in migration.statements {
-                    try await connection.query(PostgresQuery(unsafeSQL: statement), logger: logger)
+                    try await connection.perform(PostgresQuery(unsafeSQL: statement), logger: logger)
                 }
-                try await connection.query(
+                try await connection.perform(
                     "INSERT INTO handoff_schema_migrations (version, name) VALUES (\(migration.version), \(migration.name))",
                     logger: logger)
                 applied.append(migration.version)

@@ -24,7 +24,7 @@ public struct StreamLog: Sendable {
         let usages = outcomes.map { $0.usage?.json.text ?? "" }
         let errors = outcomes.map { $0.error?.json.text ?? "" }
         let payloads = StreamAppendPayload.encode(batches.map { ($0.task, $0.sequence) })
-        try await client.query(
+        try await client.perform(
             """
             WITH appended AS (
                 INSERT INTO handoff_stream (task_id, seq, event_count, events, final)
@@ -45,12 +45,13 @@ public struct StreamLog: Sendable {
             """, logger: logger)
     }
 
-    /// Batches of `task` holding events after `cursor`, in order.
+    /// Batches of `task` holding events after `cursor`, in order — and always the final batch once there is
+    /// one, so a client whose cursor is already at (or past) the end still learns that the stream is over.
     public func read(task: UUID, after cursor: StreamCursor, limit: Int = 1000) async throws -> [StreamBatch] {
         let rows = try await client.query(
             """
             SELECT seq, events, final FROM handoff_stream
-            WHERE task_id = \(task) AND seq > \(cursor.sequence) ORDER BY seq LIMIT \(limit)
+            WHERE task_id = \(task) AND (seq > \(cursor.sequence) OR final) ORDER BY seq LIMIT \(limit)
             """, logger: logger)
         var batches: [StreamBatch] = []
         for try await (sequence, events, final) in rows.decode((Int, String, Bool).self) {

@@ -37,6 +37,12 @@ public struct RequestValidation: Sendable {
                 "'\(message.role)' is not a valid role; expected one of \(ChatMessage.roles.sorted().joined(separator: ", ")).",
                 param: "messages[\(index)].role")
         }
+        // Postgres text cannot hold NUL; refusing it here keeps one bad request from failing a whole batch.
+        for (index, message) in request.messages.enumerated() {
+            for (field, value) in [("content", message.content), ("name", message.name ?? "")] where value.utf8.contains(0) {
+                throw .invalidRequest("'messages[\(index)].\(field)' must not contain NUL characters.", param: "messages[\(index)].\(field)")
+            }
+        }
         for (field, value) in [("max_tokens", request.maxTokens), ("max_completion_tokens", request.maxCompletionTokens)] {
             if let value, !(1...maxTokensLimit).contains(value) {
                 throw .invalidRequest("'\(field)' must be between 1 and \(maxTokensLimit); got \(value).", param: field)
