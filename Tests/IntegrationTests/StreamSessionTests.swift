@@ -70,27 +70,8 @@ struct StreamSessionTests {
         }
     }
 
-    @Test func aResumingClientGetsOnlyWhatFollowsItsCursor() async throws {
-        try await TestDatabase.with { database in
-            let task = try await database.enqueue(1)[0]
-            let log = StreamLog(client: database.client, logger: database.logger)
-            try await log.append([StreamBatch(task: task, sequence: 3, events: ["a", "b", "c"], final: true)], outcomes: [], workerID: "w")
-            let notifier = StreamNotifier(
-                configuration: .init(pollInterval: .seconds(600), keepaliveInterval: .seconds(600)), log: log,
-                listenerConfiguration: nil, logger: database.logger)
-            let session = StreamSession(
-                task: task, start: StreamCursor(sequence: 1), notifier: notifier, log: log, keepaliveInterval: .seconds(600),
-                logger: database.logger)
-            let body = RecordedBody()
-            var writer: any ResponseBodyWriter = RecordingWriter(body: body)
-            try await session.run(writer: &writer)
-            #expect(body.contents == "id: 2\ndata: b\n\nid: 3\ndata: c\n\ndata: [DONE]\n\n")
-        }
-    }
-
-    /// An EventSource that reconnects after [DONE] (or a cursor past the end) gets [DONE] again, not pings forever.
-    @Test(arguments: [3, 50])
-    func aClientAtOrPastTheEndIsToldTheStreamIsOver(cursor: Int) async throws {
+    /// What a client starting at `cursor` receives from a finished three-event stream `a b c`.
+    func replay(from cursor: Int) async throws -> String {
         try await TestDatabase.with { database in
             let task = try await database.enqueue(1)[0]
             let log = StreamLog(client: database.client, logger: database.logger)
@@ -106,7 +87,17 @@ struct StreamSessionTests {
                 var writer: any ResponseBodyWriter = RecordingWriter(body: body)
                 try await session.run(writer: &writer)
             }
-            #expect(body.contents == "data: [DONE]\n\n")
+            return body.contents
         }
+    }
+
+    @Test func aResumingClientGetsOnlyWhatFollowsItsCursor() async throws {
+        #expect(try await replay(from: 1) == "id: 2\ndata: b\n\nid: 3\ndata: c\n\ndata: [DONE]\n\n")
+    }
+
+    /// An EventSource that reconnects after [DONE] (or a cursor past the end) gets [DONE] again, not pings forever.
+    @Test(arguments: [3, 50])
+    func aClientAtOrPastTheEndIsToldTheStreamIsOver(cursor: Int) async throws {
+        #expect(try await replay(from: cursor) == "data: [DONE]\n\n")
     }
 }
