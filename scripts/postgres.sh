@@ -41,7 +41,11 @@ init() {
 server_options=(-h 127.0.0.1 -p "$port" -k /tmp -c max_connections=300)
 
 start() {
-    "${as_pg[@]}" "$bin/pg_ctl" -D "$data" -l "$data/server.log" -w -t 60 -o "${server_options[*]}" start >/dev/null
+    "${as_pg[@]}" "$bin/pg_ctl" -D "$data" -l "$data/server.log" -w -t 60 -o "${server_options[*]}" start >/dev/null || {
+        echo "postgres did not start on port $port; its log says:" >&2
+        tail -n 5 "$data/server.log" >&2
+        exit 1
+    }
 }
 
 stop() {

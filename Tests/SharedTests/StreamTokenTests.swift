@@ -37,11 +37,15 @@ struct StreamTokenTests {
         }
     }
 
-    @Test func flippedSignatureCharacterIsForged() {
-        var text = StreamToken(taskID: task, expiresAt: now + 60).encoded(secret: secret)
-        let last = text.removeLast()
-        text.append(last == "A" ? "B" : "A")
-        #expect(throws: StreamTokenError.forged) { try StreamToken.verify(text, taskID: task, secret: secret, now: now) }
+    /// Every character of the signature matters, including the last, whose low bits are base64 padding.
+    @Test func anyFlippedSignatureCharacterIsForged() {
+        let text = StreamToken(taskID: task, expiresAt: now + 60).encoded(secret: secret)
+        let signatureStart = text.firstIndex(of: ".")!
+        for index in text.indices where index > signatureStart {
+            var flipped = text
+            flipped.replaceSubrange(index...index, with: text[index] == "A" ? "B" : "A")
+            #expect(throws: StreamTokenError.forged) { try StreamToken.verify(flipped, taskID: task, secret: secret, now: now) }
+        }
     }
 
     @Test(arguments: [nil, ""])

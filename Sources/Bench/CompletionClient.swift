@@ -1,0 +1,51 @@
+import Foundation
+import NIOCore
+import NIOHTTP1
+import Shared
+
+/// A client of the whole stack: POST through Caddy, follow the 302, read the stream to `[DONE]`.
+struct CompletionClient: Sendable {
+    let origin: HTTPExchange
+
+    struct Timing: Sendable {
+        /// From the moment the request was due (open loop) to the stream's response head.
+        var firstByte: Duration
+        /// ... to its first `data:` event.
+        var firstEvent: Duration
+        /// ... to `[DONE]`.
+        var done: Duration
+        var events: Int
+        var replica: String
+    }
+
+    static func body(tokens: Int, prompt: String) -> String {
+        JSONValue.object([
+            ("model", .string("demo")), ("stream", .bool(true)), ("max_tokens", .int(Int64(tokens))),
+            ("messages", .array([.object([("role", .string("user")), ("content", .string(prompt))])])),
+        ]).text
+    }
+
+    func complete(tokens: Int, prompt: String, due: ContinuousClock.Instant) async throws -> Timing {
+        let location = try await origin.handoff(path: "/api/chat/completions", json: Self.body(tokens: tokens, prompt: prompt))
+        return try await origin.run(method: .GET, path: location) { head, parts in
+            guard head.status == 200 else { throw BenchError.unexpectedStatus(head.status) }
+            let firstByte = ContinuousClock.now - due
+            var firstEvent: Duration?
+            var parser = SSEParser()
+            var events = 0
+            while let part = try await parts.next() {
+                guard case .body(let buffer) = part else { break }
+                for event in parser.feed(buffer) {
+                    if firstEvent == nil { firstEvent = ContinuousClock.now - due }
+                    if event.data == "[DONE]" {
+                        return Timing(
+                            firstByte: firstByte, firstEvent: firstEvent!, done: ContinuousClock.now - due, events: events,
+                            replica: head.headers.first(name: "X-Handoff-Replica") ?? "?")
+                    }
+                    events += 1
+                }
+            }
+            throw BenchError.protocolViolation("stream ended without [DONE]")
+        }
+    }
+}

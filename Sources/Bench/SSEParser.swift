@@ -1,0 +1,58 @@
+import NIOCore
+
+/// An incremental parser of `text/event-stream` bytes, fed as they arrive, so latency is measured at the
+/// moment each event is complete. Only what Handoff and OpenAI-style servers send matters here: `id:`,
+/// `data:`, comment lines and the blank line that ends an event.
+struct SSEParser {
+    struct Event: Equatable {
+        var id: String?
+        var data: String
+    }
+
+    private var line: [UInt8] = []
+    private var id: String?
+    private var data: [String] = []
+    private(set) var comments = 0
+
+    /// Feeds `buffer`; returns the events it completed, in order.
+    mutating func feed(_ buffer: ByteBuffer) -> [Event] {
+        var events: [Event] = []
+        buffer.withUnsafeReadableBytes { bytes in
+            for byte in bytes {
+                if byte == UInt8(ascii: "\n") {
+                    if let event = endLine() { events.append(event) }
+                } else if byte != UInt8(ascii: "\r") {
+                    line.append(byte)
+                }
+            }
+        }
+        return events
+    }
+
+    private mutating func endLine() -> Event? {
+        defer { line.removeAll(keepingCapacity: true) }
+        guard !line.isEmpty else {
+            guard !data.isEmpty else { return nil }
+            defer {
+                data.removeAll()
+                id = nil
+            }
+            return Event(id: id, data: data.joined(separator: "\n"))
+        }
+        if line.first == UInt8(ascii: ":") {
+            comments += 1
+            return nil
+        }
+        let text = String(decoding: line, as: UTF8.self)
+        let (field, value) = text.firstIndex(of: ":").map { index -> (Substring, Substring) in
+            let value = text[text.index(after: index)...]
+            return (text[..<index], value.first == " " ? value.dropFirst() : value)
+        } ?? (text[...], "")
+        switch field {
+        case "data": data.append(String(value))
+        case "id": id = String(value)
+        default: break
+        }
+        return nil
+    }
+}
