@@ -1,5 +1,5 @@
-# The two commands of the README: `make run` and `make test`.
-.PHONY: run test deps build release pg-init clean
+# The two commands of the README, `make run` and `make test`, and `make bench`.
+.PHONY: run test bench deps build release pg-init clean
 
 VENV := .venv/bin
 
@@ -8,6 +8,9 @@ run: deps release pg-init
 
 test: deps build
 	scripts/test.sh
+
+bench: deps release
+	$(VENV)/python scripts/bench.py
 
 deps:
 	scripts/install-deps.sh

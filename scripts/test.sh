@@ -15,4 +15,6 @@ export HANDOFF_TEST_DATABASE_URL="postgres://postgres@127.0.0.1:$HANDOFF_PG_PORT
 export HANDOFF_BIN_DIR=${HANDOFF_BIN_DIR:-$(swift build --show-bin-path)}
 
 swift test --skip-build
+# The benchmark at toy sizes, so it cannot rot (speed is judged by `make bench`, never here).
+.venv/bin/python scripts/bench.py --smoke --bin-dir "$HANDOFF_BIN_DIR"
 .venv/bin/pytest -q Tests/e2e

@@ -6,10 +6,10 @@ import Synchronization
 
 /// Group commit of every running task's output.
 ///
-/// Executors hand events to the writer; once per window (or sooner when `maxPendingEvents` pile up) the writer
-/// commits the pending events of ALL tasks as one statement — one batch row per task, the outcomes of the
-/// tasks that ended, one NOTIFY naming the tasks — because NOTIFY serialises commits database-wide and a
-/// commit per token would not scale. Sequence numbers are assigned when a batch is built and only consumed
+/// Executors hand events to the writer; at most once per window (sooner when `maxPendingEvents` pile up, at once
+/// when the last flush is a window ago) the writer commits the pending events of ALL tasks as one statement —
+/// one batch row per task, the outcomes of the tasks that ended, one NOTIFY naming the tasks — because NOTIFY
+/// serialises commits database-wide and a commit per token would not scale. Sequence numbers are assigned when a batch is built and only consumed
 /// once its commit succeeded, so a failed flush is retried with the same numbers and nothing is lost.
 final class StreamWriter: Service {
     struct Configuration: Sendable {
@@ -83,9 +83,14 @@ final class StreamWriter: Service {
     /// ends, no executor is left suspended on it.
     func run() async throws {
         await withGracefulShutdownHandler {
+            var lastFlush = ContinuousClock.now - configuration.window
             while !Task.isCancelled, !Task.isShuttingDownGracefully {
                 await work.wait()
-                await urgent.wait(timeout: configuration.window)
+                // At most one flush per window, but no waiting once a window has passed: an idle worker's first
+                // token commits at once, a busy worker's tokens share one commit per window.
+                let due = lastFlush + configuration.window
+                if ContinuousClock.now < due { await urgent.wait(timeout: due - ContinuousClock.now) }
+                lastFlush = ContinuousClock.now
                 await flush()
             }
             let deadline = ContinuousClock.now + configuration.drainTimeout

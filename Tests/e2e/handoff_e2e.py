@@ -13,7 +13,6 @@ import hashlib
 import hmac
 import http.client
 import json
-import subprocess
 import time
 from typing import Any, Callable, ContextManager, Iterable, Iterator
 
@@ -36,17 +35,6 @@ GOLDEN = (
 )
 
 SOCKET_TIMEOUT = 30  # seconds any single read may wait (the keepalive interval is 15 s)
-
-
-def psql(url: str, sql: str, timeout: float = 20) -> str:
-    """Runs one statement; returns its unaligned, tuples-only output."""
-    done = subprocess.run(
-        ["psql", url, "-v", "ON_ERROR_STOP=1", "-X", "-q", "-tA", "-c", sql],
-        capture_output=True, text=True, timeout=timeout,
-    )
-    if done.returncode != 0:
-        raise RuntimeError(f"psql failed ({done.returncode}) on {sql!r}: {done.stderr.strip()}")
-    return done.stdout.strip()
 
 
 @dataclasses.dataclass

@@ -53,10 +53,14 @@ public struct PostgresListener: Service {
                     return
                 } catch {
                     guard !Task.isCancelled else { return }
-                    if case .listened = error as? ListenerEnded { delay = backoff.initial }
+                    var cause = error
+                    if case .listened(let underlying) = error as? ListenerEnded {
+                        delay = backoff.initial
+                        cause = underlying
+                    }
                     logger.warning(
                         "listener connection lost; reconnecting",
-                        metadata: ["error": "\(String(reflecting: error))", "retry_in": "\(delay)"])
+                        metadata: ["error": "\(String(reflecting: cause))", "retry_in": "\(delay)"])
                 }
                 try? await Task.sleep(for: delay)
                 delay = min(delay * 2, backoff.maximum)

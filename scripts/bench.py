@@ -1,0 +1,194 @@
+#!/usr/bin/env python3
+"""`make bench`: starts the stack as `make run` does (release binaries, its own Postgres cluster and Caddy, on
+ports 28080-28083 and 56439 so a running `make run` is untouched), runs every scenario of `handoff-bench` on a
+fresh stack, and writes BENCHMARKS.md with a table and an SVG plot of latency against request rate.
+
+`--smoke` runs each scenario for a few seconds at toy sizes and writes nothing: CI's guard against rot.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+from handoff_stack import ROOT, Ports, Stack, psql
+
+PG_PORT = 56439
+PORTS = Ports(caddy=28080, api=28081, sse=(28082, 28083))
+ADMIN_URL = f"postgres://postgres@127.0.0.1:{PG_PORT}/postgres"
+
+FULL = {"rates": [25, 50, 100, 200, 400], "latency_seconds": 10, "throughput": [(64, 10)],
+        "idle": {"streams": 19000, "processes": 4, "hold": 30}}
+SMOKE = {"rates": [20], "latency_seconds": 2, "throughput": [(8, 2)],
+         "idle": {"streams": 200, "processes": 2, "hold": 2}}
+
+
+def log(message: str) -> None:
+    print(f"[bench {time.strftime('%H:%M:%S')}] {message}", flush=True)
+
+
+def machine() -> dict:
+    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                if line.startswith("model name")), platform.processor())
+    memory_kib = int(next(line.split()[1] for line in Path("/proc/meminfo").read_text().splitlines()
+                          if line.startswith("MemTotal")))
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+    return {"cores": os.cpu_count(), "cpu": cpu, "memory_gib": round(memory_kib / 1024 / 1024, 1),
+            "kernel": platform.release(), "date": datetime.date.today().isoformat(), "commit": commit or "?"}
+
+
+def bench(bin_dir: Path, *args: str) -> dict:
+    """Runs one scenario of handoff-bench; its progress goes to our terminal, its JSON result comes back."""
+    done = subprocess.run([str(bin_dir / "handoff-bench"), *args], stdout=subprocess.PIPE, text=True, check=True)
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+class Session:
+    """One fresh stack per scenario, so no scenario inherits another's memory or queue."""
+
+    def __init__(self, bin_dir: Path, log_root: Path):
+        self.bin_dir = bin_dir
+        self.log_root = log_root
+        self.count = 0
+
+    def stack(self, worker: bool, **settings: str) -> Stack:
+        self.count += 1
+        log_dir = self.log_root / f"stack-{self.count}"
+        log_dir.mkdir()
+        stack = Stack(ADMIN_URL, PORTS, log_dir, self.bin_dir, prefix="handoff_bench")
+        stack.create_database()
+        stack.start_services(settings={"HANDOFF_LOG_LEVEL": "warning", **settings},
+                             worker_settings={"HANDOFF_DEMO_TOKEN_DELAY_MS": "0"}, worker=worker)
+        stack.wait_healthy(time.monotonic() + 60)
+        time.sleep(2.5)  # Caddy's active health checks (every 2 s) must have seen both replicas
+        return stack
+
+    def run(self, worker: bool, body, **settings: str):
+        stack = self.stack(worker, **settings)
+        try:
+            return body(stack)
+        except Exception:
+            print(stack.log_tails(), file=sys.stderr)
+            raise
+        finally:
+            stack.stop()
+            stack.drop_database()
+
+
+class ConnectionSampler:
+    """Samples pg_stat_activity while a scenario runs: the most connections each process held."""
+
+    def __init__(self, stack: Stack):
+        self.stack = stack
+        self.peak: dict[str, int] = {}
+        self.stopping = threading.Event()
+        self.thread = threading.Thread(target=self.loop, daemon=True)
+
+    def loop(self) -> None:
+        while not self.stopping.wait(0.5):
+            for name, count in self.stack.connection_counts().items():
+                self.peak[name] = max(self.peak.get(name, 0), count)
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stopping.set()
+        self.thread.join()
+
+
+def database_counters(stack: Stack) -> dict:
+    commits = int(psql(ADMIN_URL, f"SELECT xact_commit FROM pg_stat_database WHERE datname = '{stack.database}'"))
+    rows = stack.sql("SELECT count(*), coalesce(sum(event_count), 0) FROM handoff_stream").split("|")
+    return {"commits": commits, "stream_rows": int(rows[0]), "events": int(rows[1])}
+
+
+def run_scenarios(plan: dict, session: Session) -> dict:
+    results: dict = {"machine": machine(), "plan": plan}
+    idle = plan["idle"]
+    log(f"scenario 3: {idle['streams']} idle streams on one replica, straight to it, no worker running")
+    results["idle"] = session.run(False, lambda stack: bench(
+        session.bin_dir, "idle", "--api-port", str(PORTS.api), "--sse-port", str(PORTS.sse[0]),
+        "--sse-pid", str(stack.pid(f"sse-{PORTS.sse[0]}")), "--streams", str(idle["streams"]),
+        "--processes", str(idle["processes"]), "--hold", str(idle["hold"])))
+
+    def latency(stack: Stack) -> list[dict]:
+        rows = []
+        for rate in plan["rates"]:
+            log(f"scenario 1: hand-off latency at {rate} requests/s for {plan['latency_seconds']} s")
+            rows.append(bench(session.bin_dir, "handoff", "--port", str(PORTS.caddy), "--rate", str(rate),
+                              "--duration", str(plan["latency_seconds"])))
+        return rows
+    results["handoff"] = session.run(True, latency)
+
+    def throughput(stack: Stack) -> list[dict]:
+        rows = []
+        for concurrency, seconds in plan["throughput"]:
+            log(f"scenarios 4 and 5: throughput with {concurrency} clients for {seconds} s, sampling Postgres")
+            before = database_counters(stack)
+            with ConnectionSampler(stack) as sampler:
+                row = bench(session.bin_dir, "throughput", "--port", str(PORTS.caddy),
+                            "--concurrency", str(concurrency), "--duration", str(seconds))
+            after = database_counters(stack)
+            delta = {key: after[key] - before[key] for key in before}
+            row["postgres"] = {"peak_connections": sampler.peak, **delta,
+                               "commits_per_minibatch": delta["commits"] / max(1, delta["stream_rows"]),
+                               "events_per_minibatch": delta["events"] / max(1, delta["stream_rows"])}
+            rows.append(row)
+        return rows
+    results["throughput"] = session.run(True, throughput)
+    return results
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--smoke", action="store_true", help="a few seconds per scenario; writes no report")
+    parser.add_argument("--bin-dir", type=Path, default=ROOT / ".build" / "release")
+    parser.add_argument("--out", type=Path, default=ROOT / "BENCHMARKS.md")
+    options = parser.parse_args()
+
+    env = {**os.environ, "HANDOFF_PG_PORT": str(PG_PORT)}
+    env.pop("HANDOFF_PGDATA", None)
+    subprocess.run([str(ROOT / "scripts" / "postgres.sh"), "reset"], env=env, check=True)
+    subprocess.run([str(ROOT / "scripts" / "postgres.sh"), "start"], env=env, check=True)
+    try:
+        with tempfile.TemporaryDirectory(prefix="handoff-bench-") as logs:
+            results = run_scenarios(SMOKE if options.smoke else FULL, Session(options.bin_dir, Path(logs)))
+    finally:
+        subprocess.run([str(ROOT / "scripts" / "postgres.sh"), "stop"], env=env, check=True)
+
+    if options.smoke:
+        check_smoke(results)
+        return
+    (ROOT / "benchmarks").mkdir(exist_ok=True)
+    (ROOT / "benchmarks" / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+    from bench_report import write_report
+    write_report(results, options.out, ROOT / "benchmarks" / "latency.svg")
+    log(f"wrote {options.out.relative_to(ROOT)}, benchmarks/latency.svg and benchmarks/results.json")
+
+
+def check_smoke(results: dict) -> None:
+    """The smoke run proves each scenario still works end to end; it asserts nothing about speed."""
+    idle = results["idle"]
+    assert idle["streamsOpen"] == idle["streamsRequested"], idle
+    for row in results["handoff"]:
+        assert row["errors"] == 0 and row["completed"] > 0, row
+    for row in results["throughput"]:
+        assert row["errors"] == 0 and row["completed"] > 0, row
+    print(f"bench smoke: idle {idle['streamsOpen']} streams at {idle['kibPerStream']:.1f} KiB each; "
+          f"hand-off p50 {results['handoff'][0]['firstEventMilliseconds']['p50']:.1f} ms; "
+          f"{results['throughput'][0]['completionsPerSecond']:.0f} completions/s")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,151 @@
+"""Turns the results of scripts/bench.py into BENCHMARKS.md and an SVG plot of latency against request rate."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+NCHAN_KIB_PER_STREAM = 11.3  # measured on this machine with 19,000 idle SSE streams in one nginx worker
+
+
+def fmt(value: float, digits: int = 1) -> str:
+    return f"{value:.{digits}f}"
+
+
+def verdict(ok: bool) -> str:
+    return "met" if ok else "**not met**"
+
+
+def write_report(results: dict, out: Path, svg: Path) -> None:
+    m = results["machine"]
+    where = (f"{m['cores']} cores ({m['cpu']}), {m['memory_gib']} GiB, Linux {m['kernel']}; "
+             f"commit {m['commit']}, {m['date']}")
+    idle, handoff, throughput = results["idle"], results["handoff"], results["throughput"][0]
+    at100 = next((row for row in handoff if row["rate"] == 100), handoff[-1])
+    pg = throughput["postgres"]
+    sse_pools = {k: v for k, v in pg["peak_connections"].items() if k.startswith("handoff-sse")}
+
+    lines = [
+        "# Benchmarks",
+        "",
+        f"Measured by `make bench` on {where}. Every stack runs from release binaries with its own Postgres 15",
+        "cluster, Caddy 2.6 in front and two SSE replicas; the demo model runs with zero token delay. The figures",
+        "below are one run; `benchmarks/results.json` holds every number.",
+        "",
+        "## Against the targets",
+        "",
+        "| target | measured | |",
+        "| --- | --- | --- |",
+        f"| ≤ 16 KiB RSS per idle stream on one replica | {fmt(idle['kibPerStream'])} KiB "
+        f"({fmt(idle['kibPerStream'] / NCHAN_KIB_PER_STREAM, 2)} × nchan's {NCHAN_KIB_PER_STREAM}) | "
+        f"{verdict(idle['kibPerStream'] <= 16)} |",
+        f"| ≥ 19,000 streams on one replica (open-file hard limit {idle['openFileHardLimit']:,}) | "
+        f"{idle['streamsOpen']:,} of {idle['streamsRequested']:,} open | {verdict(idle['streamsOpen'] >= 19000)} |",
+        f"| hand-off p50 ≤ 5 ms, p99 ≤ 20 ms at 100 requests/s (POST → first byte of the stream) | "
+        f"p50 {fmt(at100['firstByteMilliseconds']['p50'])} ms, p99 {fmt(at100['firstByteMilliseconds']['p99'])} ms | "
+        f"{verdict(at100['firstByteMilliseconds']['p50'] <= 5 and at100['firstByteMilliseconds']['p99'] <= 20)} |",
+        f"| ≥ 500 whole-stack completions/s | {fmt(throughput['completionsPerSecond'], 0)}/s | "
+        f"{verdict(throughput['completionsPerSecond'] >= 500)} |",
+        f"| Postgres connections per SSE replica constant in clients | peak {sse_pools} with "
+        f"{throughput['concurrency']} clients and {idle['streamsOpen']:,} idle streams | "
+        f"{verdict(all(v <= 5 for v in sse_pools.values()))} |",
+        "| commit-to-client p99 ≤ 10 ms with 1,000 active streams | not measured yet (scenario 2 is not built) | — |",
+        "",
+        "## 1. Hand-off latency (open loop)",
+        "",
+        "POST through Caddy → 302 → GET through Caddy, 16-token replies, requests sent at a fixed rate and timed from",
+        "the moment each was due. *First byte* is the stream's response head; *first event* its first `data:` line,",
+        "which waits for the worker to claim the task and commit its first minibatch.",
+        "",
+        "| requests/s | completed | errors | first byte p50 / p90 / p99 / max (ms) | first event p50 / p99 / max (ms) | [DONE] p50 / p99 (ms) |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
+    for row in handoff:
+        b, e, d = row["firstByteMilliseconds"], row["firstEventMilliseconds"], row["doneMilliseconds"]
+        lines.append(f"| {fmt(row['rate'], 0)} | {row['completed']} | {row['errors']} | "
+                     f"{fmt(b['p50'])} / {fmt(b['p90'])} / {fmt(b['p99'])} / {fmt(b['max'])} | "
+                     f"{fmt(e['p50'])} / {fmt(e['p99'])} / {fmt(e['max'])} | {fmt(d['p50'])} / {fmt(d['p99'])} |")
+    lines += [
+        "",
+        f"![Hand-off latency against request rate]({svg.relative_to(out.parent)})",
+        "",
+        "## 3. Idle streams on one replica",
+        "",
+        f"{idle['streamsRequested']:,} tasks queued with no worker running, so every stream stays open and idle;",
+        f"{idle['clientProcesses']} client processes connect straight to one replica (not through Caddy, which would",
+        "spend two descriptors per stream), each from its own source address in 127.0.0.0/8.",
+        "",
+        "| streams open | replica RSS before | with streams | per stream | CPU while idle | keepalive pings received |",
+        "| --- | --- | --- | --- | --- | --- |",
+        f"| {idle['streamsOpen']:,} | {idle['rssBeforeKiB'] / 1024:.1f} MiB | {idle['rssLoadedKiB'] / 1024:.1f} MiB | "
+        f"{fmt(idle['kibPerStream'])} KiB | {fmt(idle['idleCPUPercent'], 2)} % of a core over {fmt(idle['holdSeconds'], 0)} s | "
+        f"{idle['pingsReceived']:,} |",
+        "",
+        "## 4 and 5. Throughput and Postgres footprint",
+        "",
+        f"{throughput['concurrency']} closed-loop clients through Caddy for {fmt(throughput['duration'], 0)} s, "
+        f"{throughput['tokens']}-token replies.",
+        "",
+        "| completions/s | errors | completion p50 / p99 (ms) | SSE events/s by replica |",
+        "| --- | --- | --- | --- |",
+        f"| {fmt(throughput['completionsPerSecond'], 0)} | {throughput['errors']} | "
+        f"{fmt(throughput['completionMilliseconds']['p50'])} / {fmt(throughput['completionMilliseconds']['p99'])} | "
+        + ", ".join(f"{k}: {fmt(v, 0)}" for k, v in sorted(throughput["eventsPerSecondByReplica"].items())) + " |",
+        "",
+        "| Postgres | value |",
+        "| --- | --- |",
+        f"| peak connections by process | {', '.join(f'{k} {v}' for k, v in sorted(pg['peak_connections'].items()))} |",
+        f"| transactions committed | {pg['commits']:,} |",
+        f"| minibatch rows written / events in them | {pg['stream_rows']:,} / {pg['events']:,} "
+        f"({fmt(pg['events_per_minibatch'])} events per row) |",
+        f"| transactions per minibatch row (all processes, reads included) | {fmt(pg['commits_per_minibatch'], 2)} |",
+        "",
+        "Reproduce: `make bench` (about five minutes; the cold release build comes first).",
+        "",
+    ]
+    out.write_text("\n".join(lines))
+    svg.write_text(plot(handoff, where))
+
+
+def plot(rows: list[dict], caption: str) -> str:
+    """p50 and p99 of first byte and first event against request rate, on log-free linear axes."""
+    width, height, left, right, top, bottom = 720, 420, 70, 20, 40, 70
+    rates = [row["rate"] for row in rows]
+    series = [("first byte p50", "firstByteMilliseconds", "p50", "#1f77b4", ""),
+              ("first byte p99", "firstByteMilliseconds", "p99", "#1f77b4", "6 4"),
+              ("first event p50", "firstEventMilliseconds", "p50", "#d62728", ""),
+              ("first event p99", "firstEventMilliseconds", "p99", "#d62728", "6 4")]
+    top_value = max(row[key][stat] for row in rows for _, key, stat, _, _ in series) * 1.1 or 1
+    x_max = max(rates) * 1.05
+
+    def x(rate: float) -> float:
+        return left + (width - left - right) * rate / x_max
+
+    def y(ms: float) -> float:
+        return height - bottom - (height - top - bottom) * ms / top_value
+
+    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" font-family="sans-serif" font-size="12">',
+             '<rect width="100%" height="100%" fill="white"/>',
+             f'<text x="{width / 2}" y="22" text-anchor="middle" font-size="15">Hand-off latency against request rate</text>',
+             f'<line x1="{left}" y1="{height - bottom}" x2="{width - right}" y2="{height - bottom}" stroke="black"/>',
+             f'<line x1="{left}" y1="{top}" x2="{left}" y2="{height - bottom}" stroke="black"/>']
+    for i in range(6):
+        value = top_value * i / 5
+        parts.append(f'<text x="{left - 8}" y="{y(value) + 4}" text-anchor="end">{value:.0f}</text>')
+        parts.append(f'<line x1="{left}" y1="{y(value)}" x2="{width - right}" y2="{y(value)}" stroke="#ddd"/>')
+    for rate in rates:
+        parts.append(f'<text x="{x(rate)}" y="{height - bottom + 18}" text-anchor="middle">{rate:.0f}</text>')
+    parts.append(f'<text x="{(width + left) / 2}" y="{height - bottom + 38}" text-anchor="middle">requests per second (open loop)</text>')
+    parts.append(f'<text x="18" y="{(height + top - bottom) / 2}" transform="rotate(-90 18 {(height + top - bottom) / 2})" '
+                 'text-anchor="middle">milliseconds after the POST was due</text>')
+    for index, (label, key, stat, colour, dash) in enumerate(series):
+        points = " ".join(f"{x(row['rate']):.1f},{y(row[key][stat]):.1f}" for row in rows)
+        parts.append(f'<polyline points="{points}" fill="none" stroke="{colour}" stroke-width="2" stroke-dasharray="{dash}"/>')
+        for row in rows:
+            parts.append(f'<circle cx="{x(row["rate"]):.1f}" cy="{y(row[key][stat]):.1f}" r="3" fill="{colour}"/>')
+        ly = top + 10 + index * 16
+        parts.append(f'<line x1="{width - right - 150}" y1="{ly}" x2="{width - right - 120}" y2="{ly}" stroke="{colour}" '
+                     f'stroke-width="2" stroke-dasharray="{dash}"/>')
+        parts.append(f'<text x="{width - right - 114}" y="{ly + 4}">{label}</text>')
+    parts.append(f'<text x="{width / 2}" y="{height - 12}" text-anchor="middle" font-size="10" fill="#555">{caption}</text>')
+    parts.append("</svg>")
+    return "\n".join(parts) + "\n"

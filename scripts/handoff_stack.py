@@ -1,0 +1,148 @@
+"""Runs a whole Handoff stack from its binaries: API server, worker, SSE replicas and Caddy in front, on a
+database of its own. The end-to-end tests and the benchmark both drive the system through this one module.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import http.client
+import os
+import secrets
+import signal
+import subprocess
+import time
+import urllib.parse
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+STOP_TIMEOUT = 10
+LOG_TAIL_LINES = 40
+
+
+def psql(url: str, sql: str, timeout: float = 20) -> str:
+    """Runs one statement; returns its unaligned, tuples-only output."""
+    done = subprocess.run(["psql", url, "-v", "ON_ERROR_STOP=1", "-X", "-q", "-tA", "-c", sql],
+                          capture_output=True, text=True, timeout=timeout)
+    if done.returncode != 0:
+        raise RuntimeError(f"psql failed ({done.returncode}) on {sql!r}: {done.stderr.strip()}")
+    return done.stdout.strip()
+
+
+@dataclasses.dataclass(frozen=True)
+class Ports:
+    caddy: int
+    api: int
+    sse: tuple[int, ...]
+
+
+class Stack:
+    """The processes of one stack, their logs, and the database they share."""
+
+    def __init__(self, admin_url: str, ports: Ports, log_dir: Path, bin_dir: Path, prefix: str = "handoff"):
+        self.admin_url = admin_url
+        self.ports = ports
+        self.log_dir = log_dir
+        self.bin_dir = bin_dir
+        self.database = f"{prefix}_{secrets.token_hex(6)}"
+        self.database_url = urllib.parse.urlunsplit(urllib.parse.urlsplit(admin_url)._replace(path=f"/{self.database}"))
+        self.secret = secrets.token_hex(32)
+        self.processes: dict[str, subprocess.Popen] = {}
+
+    def create_database(self) -> None:
+        psql(self.admin_url, f"CREATE DATABASE {self.database}")
+
+    def drop_database(self) -> None:
+        psql(self.admin_url, f"DROP DATABASE IF EXISTS {self.database} WITH (FORCE)")
+
+    def sql(self, statement: str) -> str:
+        return psql(self.database_url, statement)
+
+    def connection_counts(self) -> dict[str, int]:
+        """Open Postgres connections of the system, by application_name (psql itself uses the admin database)."""
+        out = psql(self.admin_url, "SELECT application_name, count(*) FROM pg_stat_activity "
+                                   f"WHERE datname = '{self.database}' GROUP BY 1")
+        return {name: int(count) for name, count in (line.rsplit("|", 1) for line in out.splitlines() if line)}
+
+    def start(self, name: str, argv: list[str], env: dict[str, str]) -> None:
+        log = open(self.log_dir / f"{name}.log", "ab")
+        # Settings of a developer's shell (HANDOFF_WORKER_CONCURRENCY, ...) must not change what is measured.
+        inherited = {k: v for k, v in os.environ.items() if not k.startswith("HANDOFF_") and k != "DATABASE_URL"}
+        self.processes[name] = subprocess.Popen(argv, env={**inherited, **env}, cwd=self.log_dir, stdout=log,
+                                                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        log.close()
+
+    def start_services(self, settings: dict[str, str] | None = None, worker_settings: dict[str, str] | None = None,
+                       worker: bool = True) -> None:
+        """Starts the API server, the worker (unless told not to), every SSE replica and Caddy."""
+        common = {"DATABASE_URL": self.database_url, "HANDOFF_SECRET": self.secret,
+                  "HANDOFF_LOG_LEVEL": os.environ.get("HANDOFF_LOG_LEVEL", "info"),
+                  "HANDOFF_SECRET_FILE": str(self.log_dir / "unused-secret"), **(settings or {})}
+        self.start("api", [str(self.bin_dir / "handoff-api")], {**common, "HANDOFF_API_PORT": str(self.ports.api)})
+        if worker:
+            self.start_worker(common, worker_settings or {})
+        for port in self.ports.sse:
+            self.start(f"sse-{port}", [str(self.bin_dir / "handoff-sse")], {**common, "HANDOFF_SSE_PORT": str(port)})
+        self.start("caddy", ["caddy", "run", "--config", str(ROOT / "Caddyfile"), "--adapter", "caddyfile"], {
+            "HANDOFF_CADDY_PORT": str(self.ports.caddy), "HANDOFF_API_UPSTREAM": f"127.0.0.1:{self.ports.api}",
+            "HANDOFF_SSE_UPSTREAMS": " ".join(f"127.0.0.1:{port}" for port in self.ports.sse),
+            "XDG_DATA_HOME": str(self.log_dir / "xdg-data"), "XDG_CONFIG_HOME": str(self.log_dir / "xdg-config")})
+
+    def start_worker(self, common: dict[str, str], worker_settings: dict[str, str]) -> None:
+        self.start("worker", [str(self.bin_dir / "handoff-worker")], {**common, **worker_settings})
+
+    def wait_healthy(self, deadline: float) -> None:
+        for port in (self.ports.api, *self.ports.sse):
+            wait_until(f"/healthz on port {port}", self, deadline, lambda: healthy(port))
+
+    def pid(self, name: str) -> int:
+        return self.processes[name].pid
+
+    def check_alive(self) -> None:
+        dead = {name: p.returncode for name, p in self.processes.items() if p.poll() is not None}
+        if dead:
+            raise RuntimeError(f"processes exited early (name: exit status): {dead}")
+
+    def stop(self) -> None:
+        """SIGTERM to all, then SIGKILL to whoever is still there after STOP_TIMEOUT seconds."""
+        for process in self.processes.values():
+            if process.poll() is None:
+                process.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + STOP_TIMEOUT
+        for name, process in self.processes.items():
+            try:
+                process.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                print(f"{name} ignored SIGTERM for {STOP_TIMEOUT} s: SIGKILL")
+                process.kill()
+                process.wait(timeout=5)
+        self.processes.clear()
+
+    def log_tails(self) -> str:
+        parts = []
+        for path in sorted(self.log_dir.glob("*.log")):
+            lines = path.read_text(errors="replace").splitlines()[-LOG_TAIL_LINES:]
+            parts.append(f"----- {path.stem} (last {len(lines)} lines of {path}) -----\n" + "\n".join(lines))
+        return "\n".join(parts)
+
+
+def wait_until(what: str, stack: Stack, deadline: float, probe) -> None:
+    last: object = None
+    while time.monotonic() < deadline:
+        stack.check_alive()
+        try:
+            if probe():
+                return
+        except Exception as error:  # not up yet
+            last = error
+        time.sleep(0.2)
+    raise RuntimeError(f"{what} not ready in time (last error: {last!r})")
+
+
+def healthy(port: int) -> bool:
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
+    try:
+        connection.request("GET", "/healthz")
+        response = connection.getresponse()
+        return response.status == 200 and response.read().strip() == b"ok"
+    finally:
+        connection.close()
