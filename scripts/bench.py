@@ -113,14 +113,15 @@ def database_counters(stack: Stack) -> dict:
     return {"commits": commits, "stream_rows": int(rows[0]), "events": int(rows[1])}
 
 
-def run_scenarios(plan: dict, session: Session) -> dict:
+def run_scenarios(plan: dict, session: Session, only: set[str]) -> dict:
     results: dict = {"machine": machine(), "plan": plan}
     idle = plan["idle"]
-    log(f"scenario 3: {idle['streams']} idle streams on one replica, straight to it, no worker running")
-    results["idle"] = session.run(False, lambda stack: bench(
+    if "idle" in only:
+        log(f"scenario 3: {idle['streams']} idle streams on one replica, straight to it, no worker running")
+        results["idle"] = session.run(False, lambda stack: bench(
         session.bin_dir, "idle", "--api-port", str(PORTS.api), "--sse-port", str(PORTS.sse[0]),
-        "--sse-pid", str(stack.pid(f"sse-{PORTS.sse[0]}")), "--streams", str(idle["streams"]),
-        "--processes", str(idle["processes"]), "--hold", str(idle["hold"])))
+            "--sse-pid", str(stack.pid(f"sse-{PORTS.sse[0]}")), "--streams", str(idle["streams"]),
+            "--processes", str(idle["processes"]), "--hold", str(idle["hold"])))
 
     def latency(stack: Stack) -> list[dict]:
         rows = []
@@ -129,7 +130,8 @@ def run_scenarios(plan: dict, session: Session) -> dict:
             rows.append(bench(session.bin_dir, "handoff", "--port", str(PORTS.caddy), "--rate", str(rate),
                               "--duration", str(plan["latency_seconds"])))
         return rows
-    results["handoff"] = session.run(True, latency)
+    if "handoff" in only:
+        results["handoff"] = session.run(True, latency)
 
     def throughput(stack: Stack) -> list[dict]:
         rows = []
@@ -146,7 +148,8 @@ def run_scenarios(plan: dict, session: Session) -> dict:
                                "events_per_minibatch": delta["events"] / max(1, delta["stream_rows"])}
             rows.append(row)
         return rows
-    results["throughput"] = session.run(True, throughput)
+    if "throughput" in only:
+        results["throughput"] = session.run(True, throughput)
     return results
 
 
@@ -155,7 +158,14 @@ def main() -> None:
     parser.add_argument("--smoke", action="store_true", help="a few seconds per scenario; writes no report")
     parser.add_argument("--bin-dir", type=Path, default=ROOT / ".build" / "release")
     parser.add_argument("--out", type=Path, default=ROOT / "BENCHMARKS.md")
+    parser.add_argument("--only", default="idle,handoff,throughput",
+                        help="comma-separated scenarios to run; a partial run prints its results and writes no report")
+    parser.add_argument("--idle-streams", type=int, help="streams of the idle scenario (default 19000, smoke 200)")
     options = parser.parse_args()
+    plan = json.loads(json.dumps(SMOKE if options.smoke else FULL))
+    if options.idle_streams:
+        plan["idle"]["streams"] = options.idle_streams
+    only = set(options.only.split(","))
 
     env = {**os.environ, "HANDOFF_PG_PORT": str(PG_PORT)}
     env.pop("HANDOFF_PGDATA", None)
@@ -163,12 +173,15 @@ def main() -> None:
     subprocess.run([str(ROOT / "scripts" / "postgres.sh"), "start"], env=env, check=True)
     try:
         with tempfile.TemporaryDirectory(prefix="handoff-bench-") as logs:
-            results = run_scenarios(SMOKE if options.smoke else FULL, Session(options.bin_dir, Path(logs)))
+            results = run_scenarios(plan, Session(options.bin_dir, Path(logs)), only)
     finally:
         subprocess.run([str(ROOT / "scripts" / "postgres.sh"), "stop"], env=env, check=True)
 
     if options.smoke:
         check_smoke(results)
+        return
+    if only != {"idle", "handoff", "throughput"} or options.idle_streams:
+        print(json.dumps({k: v for k, v in results.items() if k != "plan"}, indent=2))
         return
     (ROOT / "benchmarks").mkdir(exist_ok=True)
     (ROOT / "benchmarks" / "results.json").write_text(json.dumps(results, indent=2) + "\n")

@@ -114,7 +114,9 @@ def plot(rows: list[dict], caption: str) -> str:
               ("first byte p99", "firstByteMilliseconds", "p99", "#1f77b4", "6 4"),
               ("first event p50", "firstEventMilliseconds", "p50", "#d62728", ""),
               ("first event p99", "firstEventMilliseconds", "p99", "#d62728", "6 4")]
-    top_value = max(row[key][stat] for row in rows for _, key, stat, _, _ in series) * 1.1 or 1
+    highest = max(row[key][stat] for row in rows for _, key, stat, _, _ in series) or 1
+    step = next(step for step in (1, 2, 5, 10, 20, 25, 50, 100, 200, 250, 500, 1000, 2000, 5000) if highest / step <= 5)
+    top_value = step * (int(highest // step) + 1)
     x_max = max(rates) * 1.05
 
     def x(rate: float) -> float:
@@ -128,8 +130,8 @@ def plot(rows: list[dict], caption: str) -> str:
              f'<text x="{width / 2}" y="22" text-anchor="middle" font-size="15">Hand-off latency against request rate</text>',
              f'<line x1="{left}" y1="{height - bottom}" x2="{width - right}" y2="{height - bottom}" stroke="black"/>',
              f'<line x1="{left}" y1="{top}" x2="{left}" y2="{height - bottom}" stroke="black"/>']
-    for i in range(6):
-        value = top_value * i / 5
+    for i in range(int(top_value // step) + 1):
+        value = step * i
         parts.append(f'<text x="{left - 8}" y="{y(value) + 4}" text-anchor="end">{value:.0f}</text>')
         parts.append(f'<line x1="{left}" y1="{y(value)}" x2="{width - right}" y2="{y(value)}" stroke="#ddd"/>')
     for rate in rates:
@@ -143,9 +145,9 @@ def plot(rows: list[dict], caption: str) -> str:
         for row in rows:
             parts.append(f'<circle cx="{x(row["rate"]):.1f}" cy="{y(row[key][stat]):.1f}" r="3" fill="{colour}"/>')
         ly = top + 10 + index * 16
-        parts.append(f'<line x1="{width - right - 150}" y1="{ly}" x2="{width - right - 120}" y2="{ly}" stroke="{colour}" '
+        parts.append(f'<line x1="{left + 20}" y1="{ly}" x2="{left + 50}" y2="{ly}" stroke="{colour}" '
                      f'stroke-width="2" stroke-dasharray="{dash}"/>')
-        parts.append(f'<text x="{width - right - 114}" y="{ly + 4}">{label}</text>')
+        parts.append(f'<text x="{left + 56}" y="{ly + 4}">{label}</text>')
     parts.append(f'<text x="{width / 2}" y="{height - 12}" text-anchor="middle" font-size="10" fill="#555">{caption}</text>')
     parts.append("</svg>")
     return "\n".join(parts) + "\n"

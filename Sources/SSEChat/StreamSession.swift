@@ -6,7 +6,7 @@ import Shared
 
 /// One client's stream: everything after its cursor from the table, then the live tail, then `[DONE]`.
 ///
-/// It subscribes before its first read, so an append committed in between still wakes it. It reads only
+/// Its subscription exists before its first read, so an append committed in between still wakes it. It reads only
 /// when the notifier knows of news, and otherwise answers keepalive ticks with a ping once it has been
 /// silent for half the keepalive interval. A failed read is not the end of the stream: the next wake-up
 /// (a notification, the poll, a reconnect, a tick) tries again.
@@ -18,9 +18,9 @@ struct StreamSession: Sendable {
     let keepaliveInterval: Duration
     let logger: Logger
 
-    func run(writer: inout any ResponseBodyWriter) async throws {
-        let subscription = notifier.subscribe(to: task)
-        defer { notifier.unsubscribe(subscription) }
+    /// Streams until `[DONE]`. Ends early, by throwing, when `subscription` is cancelled (the client left) or
+    /// the server shuts down.
+    func run(_ subscription: StreamNotifier.Subscription, writer: inout any ResponseBodyWriter) async throws {
         let clock = ContinuousClock()
         var cursor = start
         var lastWrite = clock.now
@@ -37,9 +37,9 @@ struct StreamSession: Sendable {
                     lastWrite = clock.now
                 }
             }
-            // The signals end only when the server shuts down. Abort rather than end cleanly: a clean end
-            // without [DONE] looks like a complete reply to clients that do not resume.
-            throw StreamSessionError.serverShuttingDown
+            // The signals end when the client left or the server shuts down. Abort rather than end cleanly: a
+            // clean end without [DONE] looks like a complete reply to clients that do not resume.
+            throw StreamSessionError.interrupted
         } onGracefulShutdown: {
             notifier.unsubscribe(subscription)
         }
@@ -74,5 +74,5 @@ struct StreamSession: Sendable {
 }
 
 enum StreamSessionError: Error {
-    case serverShuttingDown
+    case interrupted
 }

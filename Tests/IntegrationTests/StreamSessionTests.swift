@@ -48,7 +48,9 @@ struct StreamSessionTests {
                     try await withThrowingTaskGroup(of: Void.self) { client in
                         client.addTask {
                             var writer: any ResponseBodyWriter = RecordingWriter(body: body)
-                            try await session.run(writer: &writer)  // returns by itself after [DONE]
+                            let subscription = notifier.subscribe(to: task)
+                            defer { notifier.unsubscribe(subscription) }
+                            try await session.run(subscription, writer: &writer)  // returns by itself after [DONE]
                         }
                         try await Task.sleep(for: .milliseconds(700))
                         #expect(body.contents.hasPrefix(": ping\n"))
@@ -66,7 +68,6 @@ struct StreamSessionTests {
             }
             let afterPings = body.contents.replacingOccurrences(of: ": ping\n", with: "")
             #expect(afterPings == "id: 1\ndata: {\"n\":1}\n\nid: 2\ndata: {\"n\":2}\n\nid: 3\ndata: {\"n\":3}\n\ndata: [DONE]\n\n")
-            #expect(notifier.subscriberCount == 0, "a finished session unsubscribes")
         }
     }
 
@@ -85,7 +86,7 @@ struct StreamSessionTests {
             let body = RecordedBody()
             try await withDeadline(.seconds(5)) {
                 var writer: any ResponseBodyWriter = RecordingWriter(body: body)
-                try await session.run(writer: &writer)
+                try await session.run(notifier.subscribe(to: task), writer: &writer)
             }
             return body.contents
         }
@@ -99,5 +100,31 @@ struct StreamSessionTests {
     @Test(arguments: [3, 50])
     func aClientAtOrPastTheEndIsToldTheStreamIsOver(cursor: Int) async throws {
         #expect(try await replay(from: cursor) == "data: [DONE]\n\n")
+    }
+
+    /// A client that leaves cancels its subscription: the session ends at once, by throwing (never a clean end).
+    @Test func aCancelledSubscriptionEndsTheSession() async throws {
+        try await TestDatabase.with { database in
+            let task = try await database.enqueue(1)[0]
+            let log = StreamLog(client: database.client, logger: database.logger)
+            let notifier = StreamNotifier(
+                configuration: .init(pollInterval: .seconds(600), keepaliveInterval: .seconds(600)), log: log,
+                listenerConfiguration: nil, logger: database.logger)
+            let session = StreamSession(
+                task: task, start: .start, notifier: notifier, log: log, keepaliveInterval: .seconds(600), logger: database.logger)
+            let subscription = notifier.subscribe(to: task)
+            try await withDeadline(.seconds(5)) {
+                try await withThrowingTaskGroup(of: Void.self) { group in
+                    group.addTask {
+                        var writer: any ResponseBodyWriter = RecordingWriter(body: RecordedBody())
+                        await #expect(throws: StreamSessionError.self) { try await session.run(subscription, writer: &writer) }
+                    }
+                    try await Task.sleep(for: .milliseconds(100))
+                    notifier.unsubscribe(subscription)
+                    try await group.waitForAll()
+                }
+            }
+            #expect(notifier.subscriberCount == 0)
+        }
     }
 }
