@@ -30,7 +30,8 @@ struct HTTPExchange: Sendable {
     ) async throws -> Result {
         var bootstrap = ClientBootstrap(group: group).connectTimeout(.seconds(10))
         if let source { bootstrap = bootstrap.bind(to: try SocketAddress(ipAddress: source, port: 0)) }
-        let channel = try await bootstrap.connect(host: host, port: port) { channel in
+        // An address, not a host name: NIO would resolve a name on another thread for every connection.
+        let channel = try await bootstrap.connect(to: try SocketAddress(ipAddress: host, port: port)) { channel in
             channel.eventLoop.makeCompletedFuture {
                 try channel.pipeline.syncOperations.addHTTPClientHandlers()
                 return try NIOAsyncChannel<HTTPClientResponsePart, HTTPClientRequestPart>(wrappingChannelSynchronously: channel)
