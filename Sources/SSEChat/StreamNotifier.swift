@@ -138,16 +138,7 @@ final class StreamNotifier: Service {
             group.addTask {
                 // Ticks at half the interval, and a stream pings when it was silent for half of it, so no stream
                 // is silent longer than the interval.
-                await self.every(self.configuration.keepaliveInterval / 2) { self.wakeAll() }
-            }
-        }
-    }
-
-    private func every(_ interval: Duration, _ body: @escaping @Sendable () -> Void) async {
-        await cancelWhenGracefulShutdown {
-            while !Task.isCancelled {
-                try? await Task.sleep(for: interval)
-                body()
+                await repeatEvery(self.configuration.keepaliveInterval / 2) { self.wakeAll() }
             }
         }
     }

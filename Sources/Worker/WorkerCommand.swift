@@ -42,14 +42,19 @@ struct WorkerCommand: AsyncParsableCommand {
                 configuration: database.connectionConfiguration(applicationName: "handoff-worker-listener"),
                 channels: [NotifyChannel.taskQueued], logger: logger,
                 onListening: { doorbell.ring() }, onNotification: { _, _ in doorbell.ring() })
+            let queue = TaskQueue(client: client, logger: logger)
+            let lease = try settings.seconds(.leaseSeconds)
             let dispatcher = TaskDispatcher(
                 configuration: .init(
                     workerID: workerID, concurrency: max(1, try settings.int(.workerConcurrency, override: concurrency)),
-                    pollInterval: try settings.milliseconds(.workerPollMilliseconds), lease: try settings.seconds(.leaseSeconds)),
-                queue: TaskQueue(client: client, logger: logger), executor: executor, doorbell: doorbell, logger: logger)
+                    pollInterval: try settings.milliseconds(.workerPollMilliseconds), lease: lease),
+                queue: queue, executor: executor, doorbell: doorbell, logger: logger)
+            let leaseKeeper = LeaseKeeper(queue: queue, workerID: workerID, lease: lease, logger: logger)
+            let rescuer = TaskRescuer(queue: queue, lease: lease, maxAttempts: max(1, try settings.int(.maxAttempts)), logger: logger)
             logger.info("worker started", metadata: ["worker": "\(workerID)"])
-            // Shut down in reverse: stop claiming and finish tasks, then drain the writer, then close Postgres.
-            try await ProcessRuntime.run([client, listener, writer, dispatcher], logger: logger)
+            // Shut down in reverse: stop claiming and finish tasks (their leases renewed meanwhile), then drain the
+            // writer, then close Postgres.
+            try await ProcessRuntime.run([client, listener, rescuer, leaseKeeper, writer, dispatcher], logger: logger)
         }
     }
 }

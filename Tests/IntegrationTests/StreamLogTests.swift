@@ -8,8 +8,7 @@ struct StreamLogTests {
     /// sees every event once, in order, and the stream's end.
     @Test func appendAndTailKeepOrder() async throws {
         try await TestDatabase.with { database in
-            let task = try await database.enqueue(1)[0]
-            _ = try await database.claimAll(worker: "w")
+            let task = try await database.runningTasks(1)[0]
             let log = StreamLog(client: database.client, logger: database.logger)
             let total = 300
 
@@ -53,7 +52,7 @@ struct StreamLogTests {
     /// A flush retried after an unknown commit outcome re-sends the same positions: readers see no duplicate.
     @Test func retriedAndOverlappingBatchesAreHarmless() async throws {
         try await TestDatabase.with { database in
-            let task = try await database.enqueue(1)[0]
+            let task = try await database.runningTasks(1)[0]
             let log = StreamLog(client: database.client, logger: database.logger)
             let first = StreamBatch(task: task, sequence: 2, events: ["a", "b"], final: false)
             try await log.append([first], outcomes: [], workerID: "w")
@@ -73,8 +72,7 @@ struct StreamLogTests {
 
     @Test func outcomeOnlyAppliesToTheWorkerHoldingTheTask() async throws {
         try await TestDatabase.with { database in
-            let task = try await database.enqueue(1)[0]
-            _ = try await database.claimAll(worker: "holder")
+            let task = try await database.runningTasks(1, worker: "holder")[0]
             let log = StreamLog(client: database.client, logger: database.logger)
             try await log.append(
                 [StreamBatch(task: task, sequence: 1, events: ["x"], final: true)],
@@ -85,7 +83,7 @@ struct StreamLogTests {
 
     @Test func headsReportTheNewestSequencePerTask() async throws {
         try await TestDatabase.with { database in
-            let tasks = try await database.enqueue(3)
+            let tasks = try await database.runningTasks(3)
             let log = StreamLog(client: database.client, logger: database.logger)
             try await log.append(
                 [StreamBatch(task: tasks[0], sequence: 2, events: ["a", "b"], final: false),
@@ -99,22 +97,36 @@ struct StreamLogTests {
     /// A statement Postgres rejects must surface as an error, not be dropped with its unread result.
     @Test func aRejectedAppendThrows() async throws {
         try await TestDatabase.with { database in
+            let task = try await database.runningTasks(1)[0]
             let log = StreamLog(client: database.client, logger: database.logger)
             await #expect(throws: PSQLError.self) {
-                try await log.append([StreamBatch(task: UUID(), sequence: 1, events: ["x"], final: false)], outcomes: [], workerID: "w")
+                // Postgres text cannot hold NUL.
+                try await log.append([StreamBatch(task: task, sequence: 1, events: ["a\u{0}b"], final: false)], outcomes: [], workerID: "w")
             }
+        }
+    }
+
+    /// Rows from a worker that no longer holds the task (its lease was taken back) are not written.
+    @Test func onlyTheHoldingWorkerWritesTheStream() async throws {
+        try await TestDatabase.with { database in
+            let task = try await database.runningTasks(1, worker: "holder")[0]
+            let log = StreamLog(client: database.client, logger: database.logger)
+            try await log.append([StreamBatch(task: task, sequence: 1, events: ["zombie"], final: false)], outcomes: [], workerID: "zombie")
+            #expect(try await log.read(task: task, after: .start).isEmpty)
+            try await log.append([StreamBatch(task: task, sequence: 1, events: ["holder"], final: false)], outcomes: [], workerID: "holder")
+            #expect(try await log.read(task: task, after: .start).flatMap(\.events) == ["holder"])
         }
     }
 
     @Test func aReaderAtTheEndStillSeesTheFinalBatch() async throws {
         try await TestDatabase.with { database in
-            let task = try await database.enqueue(1)[0]
+            let task = try await database.runningTasks(1)[0]
             let log = StreamLog(client: database.client, logger: database.logger)
             try await log.append([StreamBatch(task: task, sequence: 2, events: ["a", "b"], final: true)], outcomes: [], workerID: "w")
             for cursor in [2, 99] {
                 let batches = try await log.read(task: task, after: StreamCursor(sequence: cursor))
                 #expect(batches.map(\.final) == [true])
-                #expect(Array(batches[0].events(after: StreamCursor(sequence: cursor))).isEmpty)
+                #expect(batches.allSatisfy { Array($0.events(after: StreamCursor(sequence: cursor))).isEmpty })
             }
         }
     }

@@ -39,7 +39,10 @@ struct StreamNotifierTests {
 
     func insertTasks(_ database: TestDatabase, count: Int) async throws -> [UUID] {
         let rows = try await database.client.query(
-            "INSERT INTO handoff_tasks (id, model, request) SELECT gen_random_uuid(), 'demo', '{}' FROM generate_series(1, \(count)) RETURNING id",
+            """
+            INSERT INTO handoff_tasks (id, model, request, status, worker_id)
+            SELECT gen_random_uuid(), 'demo', '{}', 'running', 'w' FROM generate_series(1, \(count)) RETURNING id
+            """,
             logger: database.logger)
         var ids: [UUID] = []
         for try await id in rows.decode(UUID.self) { ids.append(id) }

@@ -31,7 +31,7 @@ struct RecordingWriter: ResponseBodyWriter {
 struct StreamSessionTests {
     @Test func silenceIsFilledWithPingsThenEventsThenDone() async throws {
         try await TestDatabase.with { database in
-            let task = try await database.enqueue(1)[0]
+            let task = try await database.runningTasks(1)[0]
             let log = StreamLog(client: database.client, logger: database.logger)
             // No listener, no poll to speak of: the test moves the head by hand, keepalive ticks every 100 ms.
             let notifier = StreamNotifier(
@@ -74,7 +74,7 @@ struct StreamSessionTests {
     /// What a client starting at `cursor` receives from a finished three-event stream `a b c`.
     func replay(from cursor: Int) async throws -> String {
         try await TestDatabase.with { database in
-            let task = try await database.enqueue(1)[0]
+            let task = try await database.runningTasks(1)[0]
             let log = StreamLog(client: database.client, logger: database.logger)
             try await log.append([StreamBatch(task: task, sequence: 3, events: ["a", "b", "c"], final: true)], outcomes: [], workerID: "w")
             let notifier = StreamNotifier(
@@ -105,7 +105,7 @@ struct StreamSessionTests {
     /// A client that leaves cancels its subscription: the session ends at once, by throwing (never a clean end).
     @Test func aCancelledSubscriptionEndsTheSession() async throws {
         try await TestDatabase.with { database in
-            let task = try await database.enqueue(1)[0]
+            let task = try await database.runningTasks(1)[0]
             let log = StreamLog(client: database.client, logger: database.logger)
             let notifier = StreamNotifier(
                 configuration: .init(pollInterval: .seconds(600), keepaliveInterval: .seconds(600)), log: log,

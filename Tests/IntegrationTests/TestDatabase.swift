@@ -69,7 +69,14 @@ struct TestDatabase: Sendable {
         return ids
     }
 
-    /// Marks tasks as claimed by `worker`, as the stream writer requires of the tasks it finishes.
+    /// Tasks claimed by `worker`: only the worker holding a task may write its stream.
+    func runningTasks(_ count: Int, worker: String = "w") async throws -> [UUID] {
+        let ids = try await enqueue(count)
+        _ = try await claimAll(worker: worker)
+        return ids
+    }
+
+    /// Marks every queued task as claimed by `worker`.
     func claimAll(worker: String) async throws -> [ClaimedTask] {
         try await TaskQueue(client: client, logger: logger).claim(workerID: worker, limit: 100_000, lease: .seconds(60))
     }

@@ -24,6 +24,7 @@ public enum ConfigKey: String, CaseIterable, Sendable {
     case flushWindowMilliseconds = "HANDOFF_FLUSH_MS"
     case flushMaxEvents = "HANDOFF_FLUSH_MAX_EVENTS"
     case leaseSeconds = "HANDOFF_LEASE_SECONDS"
+    case maxAttempts = "HANDOFF_MAX_ATTEMPTS"
     case demoTokenDelayMilliseconds = "HANDOFF_DEMO_TOKEN_DELAY_MS"
     case logLevel = "HANDOFF_LOG_LEVEL"
 
@@ -50,7 +51,8 @@ public enum ConfigKey: String, CaseIterable, Sendable {
         case .workerPollMilliseconds: "1000"
         case .flushWindowMilliseconds: "15"
         case .flushMaxEvents: "256"
-        case .leaseSeconds: "30"
+        case .leaseSeconds: "10"
+        case .maxAttempts: "3"
         case .demoTokenDelayMilliseconds: "20"
         case .logLevel: "info"
         }
@@ -78,7 +80,8 @@ public enum ConfigKey: String, CaseIterable, Sendable {
         case .workerPollMilliseconds: "Poll fallback of the worker's claim loop."
         case .flushWindowMilliseconds: "Minibatch window: pending tokens of all tasks are committed together this often."
         case .flushMaxEvents: "Pending events that force a flush before the window ends."
-        case .leaseSeconds: "Lease a worker takes on a claimed task."
+        case .leaseSeconds: "Lease on a running task; renewed every third of it, rescued when it expires."
+        case .maxAttempts: "Claims of one task before an expired lease fails it instead of requeueing it."
         case .demoTokenDelayMilliseconds: "Delay between tokens of the demo model (0 for benchmarks)."
         case .logLevel: "trace, debug, info, notice, warning, error or critical."
         }

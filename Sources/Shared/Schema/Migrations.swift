@@ -34,8 +34,9 @@ public enum Migrations {
                 "CREATE INDEX handoff_tasks_leases ON handoff_tasks (lease_expires_at) WHERE status = 'running'",
                 // One row per minibatch. seq is the per-task sequence number of the batch's LAST event and
                 // event_count how many it holds, so a batch covers events seq-event_count+1 ... seq. Both are
-                // assigned by the task's single writer inside the writing transaction; the primary key makes a
-                // second writer fail instead of interleaving. events is newline-delimited JSON, one event a line.
+                // assigned inside the writing transaction by the task's single writer, the worker holding its
+                // lease (StreamLog.append refuses rows from any other); a retried batch repeats its key and is
+                // skipped. events is newline-delimited JSON, one event a line.
                 """
                 CREATE TABLE handoff_stream (
                     task_id     uuid NOT NULL REFERENCES handoff_tasks (id) ON DELETE CASCADE,

@@ -13,8 +13,8 @@ public struct StreamLog: Sendable {
     }
 
     /// Group commit: every batch of every task in one statement — so one transaction and one NOTIFY set —
-    /// together with the outcomes of the tasks that end here. An outcome only applies to a task `workerID`
-    /// still holds.
+    /// together with the outcomes of the tasks that end here. Batches and outcomes only apply to tasks
+    /// `workerID` still holds: a worker whose lease was taken back cannot write into the task's new life.
     ///
     /// Retrying after an unknown outcome (the connection died during commit) is safe: a batch's events are
     /// positional, so a retried batch either collides on its key and is skipped, or covers a superset of the
@@ -28,9 +28,10 @@ public struct StreamLog: Sendable {
             """
             WITH appended AS (
                 INSERT INTO handoff_stream (task_id, seq, event_count, events, final)
-                SELECT * FROM unnest(\(batches.map(\.task))::uuid[], \(batches.map(\.sequence))::int[],
+                SELECT b.* FROM unnest(\(batches.map(\.task))::uuid[], \(batches.map(\.sequence))::int[],
                     \(batches.map(\.events.count))::int[], \(batches.map(\.encodedEvents))::text[],
-                    \(batches.map(\.final))::bool[])
+                    \(batches.map(\.final))::bool[]) AS b (task_id, seq, event_count, events, final)
+                JOIN handoff_tasks t ON t.id = b.task_id AND t.worker_id = \(workerID) AND t.status = 'running'
                 ON CONFLICT (task_id, seq) DO NOTHING
                 RETURNING 1
             ), finished AS (

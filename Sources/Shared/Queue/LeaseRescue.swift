@@ -1,0 +1,66 @@
+import Foundation
+import Logging
+import PostgresNIO
+
+/// Leases: a running task belongs to its worker only while the worker keeps renewing it. A worker that stops
+/// (crash, kill -9, partition) lets its leases expire, and any worker's rescuer then takes the task back.
+extension TaskQueue {
+    /// Renews the lease of every task `workerID` is running, in one statement.
+    public func renewLeases(workerID: String, lease: Duration) async throws {
+        try await client.perform(
+            """
+            UPDATE handoff_tasks SET lease_expires_at = now() + \(Int(lease.components.seconds)) * interval '1 second'
+            WHERE worker_id = \(workerID) AND status = 'running'
+            """, logger: logger)
+    }
+
+    public struct Rescue: Sendable, Equatable {
+        public var requeued: Int
+        public var failed: Int
+
+        public init(requeued: Int, failed: Int) {
+            self.requeued = requeued
+            self.failed = failed
+        }
+    }
+
+    /// Takes back every task whose lease expired, in one statement that many workers may run at once
+    /// (`SKIP LOCKED` gives each expired task to one of them).
+    ///
+    /// A task that has streamed nothing yet goes back to the queue while it has attempts left — its client is
+    /// still waiting at the start and will get the whole reply. A task that has streamed, or used up its
+    /// attempts, fails: its stream ends with `error` as an event and the final batch, so no client waits
+    /// forever and none mistakes a truncated reply for a complete one.
+    public func rescueExpired(maxAttempts: Int, error: OpenAIError) async throws -> Rescue {
+        let rows = try await client.query(
+            """
+            WITH expired AS (
+                SELECT t.id, t.attempts, EXISTS (SELECT 1 FROM handoff_stream s WHERE s.task_id = t.id) AS streamed
+                FROM handoff_tasks t WHERE t.status = 'running' AND t.lease_expires_at < now()
+                FOR UPDATE SKIP LOCKED
+            ), requeued AS (
+                UPDATE handoff_tasks t SET status = 'queued', worker_id = NULL, lease_expires_at = NULL, updated_at = now()
+                FROM expired e WHERE t.id = e.id AND NOT e.streamed AND e.attempts < \(maxAttempts)
+                RETURNING t.id
+            ), failed AS (
+                UPDATE handoff_tasks t SET status = 'failed', error = \(error.json.text)::jsonb, worker_id = NULL,
+                    lease_expires_at = NULL, finished_at = now(), updated_at = now()
+                FROM expired e WHERE t.id = e.id AND (e.streamed OR e.attempts >= \(maxAttempts))
+                RETURNING t.id
+            ), ended AS (
+                INSERT INTO handoff_stream (task_id, seq, event_count, events, final)
+                SELECT f.id, coalesce((SELECT max(s.seq) FROM handoff_stream s WHERE s.task_id = f.id), 0) + 1, 1,
+                    \(error.json.text), true
+                FROM failed f
+                RETURNING task_id, seq
+            )
+            SELECT (SELECT count(*) FROM requeued), (SELECT count(*) FROM failed),
+                (SELECT count(pg_notify(\(NotifyChannel.streamAppended), task_id::text || ':' || seq)) FROM ended),
+                (SELECT count(pg_notify(\(NotifyChannel.taskQueued), '')) FROM requeued)
+            """, logger: logger)
+        for try await (requeued, failed, _, _) in rows.decode((Int, Int, Int, Int).self) {
+            return Rescue(requeued: requeued, failed: failed)
+        }
+        return Rescue(requeued: 0, failed: 0)
+    }
+}
