@@ -54,7 +54,8 @@ stop() {
 
 case "${1:-}" in
     init) init ;;
-    run) init; exec "${as_pg[@]}" "$bin/postgres" -D "$data" "${server_options[@]}" ;;
+    # A background instance (from `start`) would hold the lock file: the foreground server takes over.
+    run) init; stop; exec "${as_pg[@]}" "$bin/postgres" -D "$data" "${server_options[@]}" ;;
     start) init; "${as_pg[@]}" "$bin/pg_ctl" -D "$data" status >/dev/null 2>&1 || start ;;
     stop) stop ;;
     reset) stop; rm -rf "$data" "$root/.data/postgres-$port" ;;

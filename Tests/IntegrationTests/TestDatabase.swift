@@ -14,7 +14,7 @@ struct TestDatabase: Sendable {
     let logger: Logger
 
     static func with<Result: Sendable>(
-        poolSize: Int = 4, _ body: @Sendable (TestDatabase) async throws -> Result
+        poolSize: Int = 4, migrated: Bool = true, _ body: @Sendable (TestDatabase) async throws -> Result
     ) async throws -> Result {
         guard let adminURL = ProcessInfo.processInfo.environment["HANDOFF_TEST_DATABASE_URL"] else {
             throw TestSetupError("HANDOFF_TEST_DATABASE_URL is not set: run the integration tests through `make test`.")
@@ -30,7 +30,7 @@ struct TestDatabase: Sendable {
         let settings = try DatabaseSettings(settings: Settings(environment: [
             "DATABASE_URL": components.string!, "HANDOFF_DB_POOL_SIZE": "\(poolSize)",
         ]))
-        try await Migrator().migrate(database: settings, logger: logger)
+        if migrated { try await Migrator().migrate(database: settings, logger: logger) }
         let client = PostgresClient(configuration: settings.clientConfiguration(applicationName: "handoff-test"))
         let database = TestDatabase(name: name, settings: settings, client: client, logger: logger)
 

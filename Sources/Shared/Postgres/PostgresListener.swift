@@ -72,7 +72,10 @@ public struct PostgresListener: Service {
     /// Throws `ListenerEnded.listened` when the connection failed after listening had begun, so the backoff
     /// starts over; anything else means we never got that far.
     private func listenOnce() async throws {
-        let connection = try await PostgresConnection.connect(configuration: configuration, id: 1, logger: logger)
+        // Bounded, so a server that accepts but never answers cannot stall the listener.
+        let connection = try await withDeadline(.seconds(10)) { [configuration, logger] in
+            try await PostgresConnection.connect(configuration: configuration, id: 1, logger: logger)
+        }
         let listening = ListeningCount(total: channels.count)
         do {
             try await consume(connection: connection, listening: listening)

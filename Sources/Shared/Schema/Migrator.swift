@@ -1,7 +1,7 @@
 import Logging
 import PostgresNIO
 
-/// Applies `Migrations.all` that the database has not seen yet.
+/// Applies the migrations of `Migrations.all` that the database has not seen yet.
 ///
 /// Runs under a transaction-scoped advisory lock, so processes that start at the same moment apply each
 /// migration exactly once; the others wait, then find nothing left to do.
@@ -14,50 +14,43 @@ public struct Migrator: Sendable {
         self.migrations = migrations
     }
 
-    /// Returns the versions it applied.
-    @discardableResult
-    public func migrate(database: DatabaseSettings, logger: Logger) async throws -> [Int] {
+    public func migrate(database: DatabaseSettings, logger: Logger) async throws {
         let connection = try await PostgresConnection.connect(
             configuration: database.connectionConfiguration(applicationName: "handoff-migrate"), id: 0, logger: logger)
         do {
-            let applied = try await migrate(connection: connection, logger: logger)
+            try await connection.perform(PostgresQuery(unsafeSQL: script), logger: logger)
             try await connection.close()
-            return applied
         } catch {
             try? await connection.close()
             throw error
         }
     }
 
-    public func migrate(connection: PostgresConnection, logger: Logger) async throws -> [Int] {
-        try await connection.withTransaction(logger: logger) { connection in
-            try await connection.perform("SELECT pg_advisory_xact_lock(\(Self.advisoryLockKey))", logger: logger)
-            try await connection.perform(
-                """
+    /// The whole migration as ONE statement, a `DO` block, so it commits or fails as a unit. Several queries
+    /// would leave gaps in which Postgres (restarting while we start) can end the connection; PostgresNIO then
+    /// never completes the next query — seen here as a replica hung at start-up.
+    var script: String {
+        var script = """
+            DO $migrate$
+            BEGIN
+                PERFORM pg_advisory_xact_lock(\(Self.advisoryLockKey));
                 CREATE TABLE IF NOT EXISTS handoff_schema_migrations (
                     version integer PRIMARY KEY,
                     name text NOT NULL,
                     applied_at timestamptz NOT NULL DEFAULT now()
-                )
-                """, logger: logger)
-            var done = Set<Int>()
-            for try await version in try await connection.query(
-                "SELECT version FROM handoff_schema_migrations", logger: logger
-            ).decode(Int.self) {
-                done.insert(version)
+                );
+
+            """
+        for migration in migrations {
+            script += "    IF NOT EXISTS (SELECT 1 FROM handoff_schema_migrations WHERE version = \(migration.version)) THEN\n"
+            for statement in migration.statements {
+                precondition(!statement.contains("$sql$"), "a migration statement must not contain $sql$")
+                script += "        EXECUTE $sql$\(statement)$sql$;\n"
             }
-            var applied: [Int] = []
-            for migration in migrations where !done.contains(migration.version) {
-                logger.info("applying migration", metadata: ["version": "\(migration.version)", "name": "\(migration.name)"])
-                for statement in migration.statements {
-                    try await connection.perform(PostgresQuery(unsafeSQL: statement), logger: logger)
-                }
-                try await connection.perform(
-                    "INSERT INTO handoff_schema_migrations (version, name) VALUES (\(migration.version), \(migration.name))",
-                    logger: logger)
-                applied.append(migration.version)
-            }
-            return applied
+            let name = migration.name.replacingOccurrences(of: "'", with: "''")
+            script += "        INSERT INTO handoff_schema_migrations (version, name) VALUES (\(migration.version), '\(name)');\n"
+            script += "    END IF;\n"
         }
+        return script + "END\n$migrate$"
     }
 }
