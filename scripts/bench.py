@@ -27,9 +27,12 @@ PORTS = Ports(caddy=28080, api=28081, sse=(28082, 28083))
 ADMIN_URL = f"postgres://postgres@127.0.0.1:{PG_PORT}/postgres"
 
 FULL = {"rates": [25, 50, 100, 200, 400], "latency_seconds": 10, "throughput": [(64, 10)],
-        "idle": {"streams": 19000, "processes": 4, "hold": 30}}
+        "idle": {"streams": 19000, "processes": 4, "hold": 30},
+        "commit": {"streams": 1000, "tokens": 250, "token_delay_ms": 20, "warmup": 2}}
 SMOKE = {"rates": [20], "latency_seconds": 2, "throughput": [(8, 2)],
-         "idle": {"streams": 200, "processes": 2, "hold": 2}}
+         "idle": {"streams": 200, "processes": 2, "hold": 2},
+         "commit": {"streams": 20, "tokens": 40, "token_delay_ms": 20, "warmup": 0.2}}
+ALL = ("idle", "handoff", "commit", "throughput")
 
 
 def log(message: str) -> None:
@@ -60,20 +63,20 @@ class Session:
         self.log_root = log_root
         self.count = 0
 
-    def stack(self, worker: bool, **settings: str) -> Stack:
+    def stack(self, worker: bool, worker_settings: dict[str, str], **settings: str) -> Stack:
         self.count += 1
         log_dir = self.log_root / f"stack-{self.count}"
         log_dir.mkdir()
         stack = Stack(ADMIN_URL, PORTS, log_dir, self.bin_dir, prefix="handoff_bench")
         stack.create_database()
         stack.start_services(settings={"HANDOFF_LOG_LEVEL": "warning", **settings},
-                             worker_settings={"HANDOFF_DEMO_TOKEN_DELAY_MS": "0"}, worker=worker)
+                             worker_settings={"HANDOFF_DEMO_TOKEN_DELAY_MS": "0", **worker_settings}, worker=worker)
         stack.wait_healthy(time.monotonic() + 60)
         time.sleep(2.5)  # Caddy's active health checks (every 2 s) must have seen both replicas
         return stack
 
-    def run(self, worker: bool, body, **settings: str):
-        stack = self.stack(worker, **settings)
+    def run(self, worker: bool, body, worker_settings: dict[str, str] | None = None, **settings: str):
+        stack = self.stack(worker, worker_settings or {}, **settings)
         try:
             return body(stack)
         except Exception:
@@ -133,6 +136,17 @@ def run_scenarios(plan: dict, session: Session, only: set[str]) -> dict:
     if "handoff" in only:
         results["handoff"] = session.run(True, latency)
 
+    commit = plan["commit"]
+    if "commit" in only:
+        log(f"scenario 2: commit-to-client latency, {commit['streams']} streams at "
+            f"{1000 // commit['token_delay_ms']} tokens/s each")
+        results["commit"] = session.run(True, lambda stack: bench(
+            session.bin_dir, "commit-latency", "--port", str(PORTS.caddy), "--streams", str(commit["streams"]),
+            "--tokens", str(commit["tokens"]), "--warmup", str(commit["warmup"])),
+            worker_settings={"HANDOFF_DEMO_TOKEN_DELAY_MS": str(commit["token_delay_ms"]),
+                             "HANDOFF_WORKER_CONCURRENCY": str(commit["streams"] + 100)},
+            HANDOFF_BENCH_STAMPS="1")
+
     def throughput(stack: Stack) -> list[dict]:
         rows = []
         for concurrency, seconds in plan["throughput"]:
@@ -158,7 +172,7 @@ def main() -> None:
     parser.add_argument("--smoke", action="store_true", help="a few seconds per scenario; writes no report")
     parser.add_argument("--bin-dir", type=Path, default=ROOT / ".build" / "release")
     parser.add_argument("--out", type=Path, default=ROOT / "BENCHMARKS.md")
-    parser.add_argument("--only", default="idle,handoff,throughput",
+    parser.add_argument("--only", default=",".join(ALL),
                         help="comma-separated scenarios to run; a partial run prints its results and writes no report")
     parser.add_argument("--idle-streams", type=int, help="streams of the idle scenario (default 19000, smoke 200)")
     options = parser.parse_args()
@@ -173,14 +187,14 @@ def main() -> None:
     subprocess.run([str(ROOT / "scripts" / "postgres.sh"), "start"], env=env, check=True)
     try:
         with tempfile.TemporaryDirectory(prefix="handoff-bench-") as logs:
-            results = run_scenarios(plan, Session(options.bin_dir, Path(logs)), only)
+            results = run_scenarios(plan, Session(options.bin_dir.resolve(), Path(logs)), only)
     finally:
         subprocess.run([str(ROOT / "scripts" / "postgres.sh"), "stop"], env=env, check=True)
 
     if options.smoke:
         check_smoke(results)
         return
-    if only != {"idle", "handoff", "throughput"} or options.idle_streams:
+    if only != set(ALL) or options.idle_streams:
         print(json.dumps({k: v for k, v in results.items() if k != "plan"}, indent=2))
         return
     (ROOT / "benchmarks").mkdir(exist_ok=True)
@@ -198,6 +212,8 @@ def check_smoke(results: dict) -> None:
         assert row["errors"] == 0 and row["completed"] > 0, row
     for row in results["throughput"]:
         assert row["errors"] == 0 and row["completed"] > 0, row
+    commit = results["commit"]
+    assert commit["errors"] == 0 and commit["completed"] == commit["streams"] and commit["batches"] > 0, commit
     print(f"bench smoke: idle {idle['streamsOpen']} streams at {idle['kibPerStream']:.1f} KiB each; "
           f"hand-off p50 {results['handoff'][0]['firstEventMilliseconds']['p50']:.1f} ms; "
           f"{results['throughput'][0]['completionsPerSecond']:.0f} completions/s")

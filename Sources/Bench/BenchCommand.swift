@@ -6,5 +6,5 @@ struct BenchCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "handoff-bench",
         abstract: "Measures a running Handoff stack.",
-        subcommands: [HandoffLatency.self, Throughput.self, IdleStreams.self, IdleClient.self])
+        subcommands: [HandoffLatency.self, CommitLatency.self, Throughput.self, IdleStreams.self, IdleClient.self])
 }

@@ -25,27 +25,40 @@ struct CompletionClient: Sendable {
         ]).text
     }
 
-    func complete(tokens: Int, prompt: String, due: ContinuousClock.Instant) async throws -> Timing {
+    /// Runs one completion, handing the stream's response head to `onHead` and every event to `onEvent`;
+    /// returns how many events came before `[DONE]`.
+    func stream(
+        tokens: Int, prompt: String, onHead: (HTTPExchange.Head) -> Void = { _ in }, onEvent: (SSEParser.Event) -> Void
+    ) async throws -> Int {
         let location = try await origin.handoff(path: "/api/chat/completions", json: Self.body(tokens: tokens, prompt: prompt))
         return try await origin.run(method: .GET, path: location) { head, parts in
             guard head.status == 200 else { throw BenchError.unexpectedStatus(head.status) }
-            let firstByte = ContinuousClock.now - due
-            var firstEvent: Duration?
+            onHead(head)
             var parser = SSEParser()
             var events = 0
             while let part = try await parts.next() {
                 guard case .body(let buffer) = part else { break }
                 for event in parser.feed(buffer) {
-                    if firstEvent == nil { firstEvent = ContinuousClock.now - due }
-                    if event.data == "[DONE]" {
-                        return Timing(
-                            firstByte: firstByte, firstEvent: firstEvent!, done: ContinuousClock.now - due, events: events,
-                            replica: head.headers.first(name: "X-Handoff-Replica") ?? "?")
-                    }
+                    if event.data == "[DONE]" { return events }
                     events += 1
+                    onEvent(event)
                 }
             }
             throw BenchError.protocolViolation("stream ended without [DONE]")
         }
+    }
+
+    func complete(tokens: Int, prompt: String, due: ContinuousClock.Instant) async throws -> Timing {
+        var firstByte: Duration = .zero
+        var firstEvent: Duration?
+        var replica = "?"
+        let events = try await stream(tokens: tokens, prompt: prompt) { head in
+            firstByte = ContinuousClock.now - due
+            replica = head.headers.first(name: "X-Handoff-Replica") ?? "?"
+        } onEvent: { _ in
+            if firstEvent == nil { firstEvent = ContinuousClock.now - due }
+        }
+        let done = ContinuousClock.now - due
+        return Timing(firstByte: firstByte, firstEvent: firstEvent ?? done, done: done, events: events, replica: replica)
     }
 }

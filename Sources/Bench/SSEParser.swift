@@ -7,11 +7,14 @@ struct SSEParser {
     struct Event: Equatable {
         var id: String?
         var data: String
+        /// Comment lines inside this event's block (their text after the colon).
+        var comments: [String] = []
     }
 
     private var line: [UInt8] = []
     private var id: String?
     private var data: [String] = []
+    private var blockComments: [String] = []
     private(set) var comments = 0
 
     /// Feeds `buffer`; returns the events it completed, in order.
@@ -35,12 +38,15 @@ struct SSEParser {
             guard !data.isEmpty else { return nil }
             defer {
                 data.removeAll()
+                blockComments.removeAll()
                 id = nil
             }
-            return Event(id: id, data: data.joined(separator: "\n"))
+            return Event(id: id, data: data.joined(separator: "\n"), comments: blockComments)
         }
         if line.first == UInt8(ascii: ":") {
             comments += 1
+            // A lone keepalive line is never part of an event; a comment followed by fields is.
+            blockComments.append(String(decoding: line.dropFirst(), as: UTF8.self))
             return nil
         }
         let text = String(decoding: line, as: UTF8.self)

@@ -38,7 +38,7 @@ struct SSECommand: AsyncParsableCommand {
             let controller = StreamController(
                 queue: TaskQueue(client: client, logger: logger), log: log, notifier: notifier,
                 secret: try StreamSecret.load(settings: settings), keepaliveInterval: keepalive,
-                databaseTimeout: database.timeout, replica: "\(host):\(port)")
+                databaseTimeout: database.timeout, commitStamps: settings.string(.benchStamps) == "1", replica: "\(host):\(port)")
 
             let app = HTTPService.make(name: "handoff-sse", host: host, port: port, logger: logger, routes: controller.addRoutes)
             try await ProcessRuntime.run([client, notifier, app], logger: logger)

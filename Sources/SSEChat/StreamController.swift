@@ -12,6 +12,7 @@ struct StreamController: Sendable {
     let secret: StreamSecret
     let keepaliveInterval: Duration
     let databaseTimeout: Duration
+    let commitStamps: Bool
     /// Sent as `X-Handoff-Replica`, so an operator (or a test) behind the load balancer sees who streams.
     let replica: String
 
@@ -31,7 +32,8 @@ struct StreamController: Sendable {
         guard status != nil else { throw OpenAIError.notFound("No such completion stream.") }
 
         let session = StreamSession(
-            task: task, start: start, notifier: notifier, log: log, keepaliveInterval: keepaliveInterval, logger: context.logger)
+            task: task, start: start, notifier: notifier, log: log, keepaliveInterval: keepaliveInterval,
+            commitStamps: commitStamps, logger: context.logger)
         return Response(
             status: .ok,
             headers: [

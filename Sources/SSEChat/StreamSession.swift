@@ -16,6 +16,8 @@ struct StreamSession: Sendable {
     let notifier: StreamNotifier
     let log: StreamLog
     let keepaliveInterval: Duration
+    /// Benchmarks only: prefix each minibatch with its commit stamp.
+    var commitStamps = false
     let logger: Logger
 
     /// Streams until `[DONE]`. Ends early, by throwing, when `subscription` is cancelled (the client left) or
@@ -60,6 +62,9 @@ struct StreamSession: Sendable {
             var buffer = ByteBuffer()
             var ended = false
             for batch in batches where !ended {
+                if commitStamps, let committed = batch.committedAtMicroseconds, batch.sequence > cursor.sequence {
+                    buffer.writeString(ServerSentEvents.commitStamp(microseconds: committed))
+                }
                 for event in batch.events(after: cursor) {
                     buffer.writeString(ServerSentEvents.event(id: event.cursor, data: event.data))
                     cursor = event.cursor

@@ -26,4 +26,10 @@ struct SSEParserTests {
         #expect(parser.feed(ByteBuffer(string: ": ping\n\n: ping\n")).isEmpty)
         #expect(parser.comments == 2)
     }
+
+    @Test func commentsInsideABlockTravelWithItsEvent() {
+        var parser = SSEParser()
+        let events = parser.feed(ByteBuffer(string: ": committed 42\nid: 1\ndata: x\n\nid: 2\ndata: y\n\n"))
+        #expect(events.map(\.comments) == [[" committed 42"], []])
+    }
 }

@@ -46,7 +46,7 @@ def cluster(request, tmp_path_factory) -> Stack:
                     "HANDOFF_TEST_DATABASE_URL=postgres://postgres@127.0.0.1:55439/postgres", pytrace=False)
     cluster = Stack(admin_url, Ports(caddy=CADDY_PORT, api=API_PORT, sse=SSE_PORTS),
                     log_dir=tmp_path_factory.mktemp("handoff-logs"),
-                    bin_dir=Path(os.environ.get("HANDOFF_BIN_DIR", ROOT / ".build" / "debug")), prefix="handoff_e2e")
+                    bin_dir=Path(os.environ.get("HANDOFF_BIN_DIR", ROOT / ".build" / "debug")).resolve(), prefix="handoff_e2e")
     cluster.create_database()
     request.config.stash[CLUSTER] = cluster
     try:

@@ -27,6 +27,7 @@ public enum ConfigKey: String, CaseIterable, Sendable {
     case maxAttempts = "HANDOFF_MAX_ATTEMPTS"
     case demoTokenDelayMilliseconds = "HANDOFF_DEMO_TOKEN_DELAY_MS"
     case logLevel = "HANDOFF_LOG_LEVEL"
+    case benchStamps = "HANDOFF_BENCH_STAMPS"
 
     /// The value used when the variable is not set; `nil` when there is deliberately none.
     public var defaultValue: String? {
@@ -55,6 +56,7 @@ public enum ConfigKey: String, CaseIterable, Sendable {
         case .maxAttempts: "3"
         case .demoTokenDelayMilliseconds: "20"
         case .logLevel: "info"
+        case .benchStamps: "0"
         }
     }
 
@@ -84,6 +86,7 @@ public enum ConfigKey: String, CaseIterable, Sendable {
         case .maxAttempts: "Claims of one task before an expired lease fails it instead of requeueing it."
         case .demoTokenDelayMilliseconds: "Delay between tokens of the demo model (0 for benchmarks)."
         case .logLevel: "trace, debug, info, notice, warning, error or critical."
+        case .benchStamps: "Benchmarks only: 1 makes the SSE server prefix each minibatch with a ': committed <µs>' comment."
         }
     }
 }

@@ -11,6 +11,9 @@ public struct StreamBatch: Sendable, Equatable {
     public let events: [String]
     /// The task's stream ends with this batch.
     public let final: Bool
+    /// When the batch's transaction began, in Unix microseconds; set on batches read from the table. Only the
+    /// benchmark looks at it (`HANDOFF_BENCH_STAMPS`).
+    public var committedAtMicroseconds: Int64?
 
     public init(task: UUID, sequence: Int, events: [String], final: Bool) {
         precondition(!events.isEmpty && events.count <= sequence, "a batch holds 1...sequence events")
@@ -20,8 +23,9 @@ public struct StreamBatch: Sendable, Equatable {
         self.final = final
     }
 
-    init(task: UUID, sequence: Int, encodedEvents: String, final: Bool) {
+    init(task: UUID, sequence: Int, encodedEvents: String, final: Bool, committedAtMicroseconds: Int64) {
         self.init(task: task, sequence: sequence, events: encodedEvents.split(separator: "\n").map(String.init), final: final)
+        self.committedAtMicroseconds = committedAtMicroseconds
     }
 
     var encodedEvents: String { events.joined(separator: "\n") }

@@ -51,12 +51,12 @@ public struct StreamLog: Sendable {
     public func read(task: UUID, after cursor: StreamCursor, limit: Int = 1000) async throws -> [StreamBatch] {
         let rows = try await client.query(
             """
-            SELECT seq, events, final FROM handoff_stream
+            SELECT seq, events, final, (extract(epoch FROM created_at) * 1000000)::bigint FROM handoff_stream
             WHERE task_id = \(task) AND (seq > \(cursor.sequence) OR final) ORDER BY seq LIMIT \(limit)
             """, logger: logger)
         var batches: [StreamBatch] = []
-        for try await (sequence, events, final) in rows.decode((Int, String, Bool).self) {
-            batches.append(StreamBatch(task: task, sequence: sequence, encodedEvents: events, final: final))
+        for try await (sequence, events, final, committed) in rows.decode((Int, String, Bool, Int64).self) {
+            batches.append(StreamBatch(task: task, sequence: sequence, encodedEvents: events, final: final, committedAtMicroseconds: committed))
         }
         return batches
     }

@@ -11,6 +11,14 @@ public enum ServerSentEvents {
     public static func event(id: StreamCursor, data: String) -> String {
         "id: \(id.sequence)\ndata: \(data)\n\n"
     }
+
+    /// Benchmarks only (`HANDOFF_BENCH_STAMPS`): written before a minibatch's first event, inside its block,
+    /// so no comment-only block is ever sent.
+    public static let commitStampPrefix = ": committed "
+
+    public static func commitStamp(microseconds: Int64) -> String {
+        "\(commitStampPrefix)\(microseconds)\n"
+    }
 }
 
 /// A position in one task's stream: the per-task sequence number of the last event a client has.
