@@ -45,7 +45,7 @@ struct SSEParser {
         }
         if line.first == UInt8(ascii: ":") {
             comments += 1
-            // A lone keepalive line is never part of an event; a comment followed by fields is.
+            // Part of the block it stands in: Handoff's keepalive, sent without a blank line, joins the next event.
             blockComments.append(String(decoding: line.dropFirst(), as: UTF8.self))
             return nil
         }

@@ -9,7 +9,9 @@ import Synchronization
 ///
 /// One LISTEN connection per process (the `PostgresListener` it runs) — never one per client. It keeps the
 /// newest known sequence number of every task somebody watches and wakes that task's subscribers when it
-/// advances. Two timers cover what NOTIFY cannot: a poll that reads the heads of all watched tasks in one
+/// advances. A NOTIFY names the rows a flush committed; the notifier reads them once, by primary key, for all
+/// watched tasks at once, and keeps the last few batches of each, so a thousand woken clients do not run a
+/// thousand queries. Two timers cover what NOTIFY cannot: a poll that reads the heads of all watched tasks in one
 /// statement, so a lost notification costs latency and never data; and a keepalive tick that lets each silent
 /// stream write its ping.
 final class StreamNotifier: Service {
@@ -28,12 +30,18 @@ final class StreamNotifier: Service {
     private struct Watch {
         var head = 0
         var subscribers: [Int: AsyncStream<Void>.Continuation] = [:]
+        /// The latest batches read for this task's subscribers, oldest first; at most `recentLimit`.
+        var recent: [StreamBatch] = []
     }
 
     private struct State {
         var watches: [UUID: Watch] = [:]
         var nextID = 0
+        /// Rows named by notifications and not fetched yet.
+        var toFetch: [(task: UUID, sequence: Int)] = []
     }
+
+    private static let recentLimit = 8
 
     private let configuration: Configuration
     private let log: StreamLog
@@ -41,6 +49,7 @@ final class StreamNotifier: Service {
     private let state = Mutex(State())
     private let listenerConfiguration: PostgresConnection.Configuration?
     private let pollNow = Doorbell()
+    private let fetchNow = Doorbell()
 
     /// `listenerConfiguration` is nil only in tests that drive `advance` by hand.
     init(configuration: Configuration, log: StreamLog, listenerConfiguration: PostgresConnection.Configuration?, logger: Logger) {
@@ -98,8 +107,57 @@ final class StreamNotifier: Service {
         for continuation in all { continuation.yield() }
     }
 
+    /// The cached batches that take a client at `cursor` contiguously up to the head, or nil when the cache does
+    /// not cover that (the client lags, or a batch was not fetched): then the client reads the table itself.
+    func cachedBatches(of task: UUID, after cursor: StreamCursor) -> [StreamBatch]? {
+        state.withLock { state in
+            guard let watch = state.watches[task] else { return nil }
+            let newer = watch.recent.filter { $0.sequence > cursor.sequence }
+            guard let last = newer.last, last.sequence == watch.head else { return nil }
+            var reached = cursor.sequence
+            for batch in newer {
+                guard batch.firstSequence <= reached + 1 else { return nil }
+                reached = batch.sequence
+            }
+            return newer
+        }
+    }
+
     private func receive(_ payload: String) {
-        for (task, sequence) in StreamAppendPayload.decode(payload) {
+        let watched = state.withLock { state in
+            var any = false
+            for (task, sequence) in StreamAppendPayload.decode(payload) where state.watches[task] != nil {
+                state.toFetch.append((task, sequence))
+                any = true
+            }
+            return any
+        }
+        if watched { fetchNow.ring() }
+    }
+
+    /// Reads every notified row in one statement, caches it, then wakes the subscribers. If the read fails they
+    /// are woken anyway and read the table themselves.
+    private func fetch() async {
+        let keys = state.withLock { state in
+            defer { state.toFetch.removeAll() }
+            return state.toFetch
+        }
+        guard !keys.isEmpty else { return }
+        do {
+            let batches = try await log.batches(at: keys).sorted { $0.sequence < $1.sequence }
+            state.withLock { state in
+                for batch in batches where state.watches[batch.task] != nil {
+                    state.watches[batch.task]!.recent.append(batch)
+                    state.watches[batch.task]!.recent.sort { $0.sequence < $1.sequence }
+                    if state.watches[batch.task]!.recent.count > Self.recentLimit {
+                        state.watches[batch.task]!.recent.removeFirst()
+                    }
+                }
+            }
+        } catch {
+            logger.warning("stream fetch failed", metadata: ["error": "\(String(reflecting: error))"])
+        }
+        for (task, sequence) in keys {
             advance(task, to: sequence)
         }
     }
@@ -132,6 +190,14 @@ final class StreamNotifier: Service {
                     while !Task.isCancelled {
                         await self.pollNow.wait(timeout: self.configuration.pollInterval)
                         await self.poll()
+                    }
+                }
+            }
+            group.addTask {
+                await cancelWhenGracefulShutdown {
+                    while !Task.isCancelled {
+                        await self.fetchNow.wait()
+                        await self.fetch()
                     }
                 }
             }

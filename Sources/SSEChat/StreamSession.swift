@@ -48,7 +48,11 @@ struct StreamSession: Sendable {
     }
 
     /// Writes every committed event after `cursor` and moves it; `true` once the stream's end was written.
+    /// The notifier's cache serves the common case (a client keeping up); the table serves the rest.
     private func deliver(after cursor: inout StreamCursor, to writer: inout any ResponseBodyWriter) async throws -> Bool {
+        if let cached = notifier.cachedBatches(of: task, after: cursor) {
+            return try await write(cached, after: &cursor, to: &writer)
+        }
         let pageSize = 500
         while true {
             let batches: [StreamBatch]
@@ -59,22 +63,28 @@ struct StreamSession: Sendable {
                 return false
             }
             guard !batches.isEmpty else { return false }
-            var buffer = ByteBuffer()
-            var ended = false
-            for batch in batches where !ended {
-                if commitStamps, let committed = batch.committedAtMicroseconds, batch.sequence > cursor.sequence {
-                    buffer.writeString(ServerSentEvents.commitStamp(microseconds: committed))
-                }
-                for event in batch.events(after: cursor) {
-                    buffer.writeString(ServerSentEvents.event(id: event.cursor, data: event.data))
-                    cursor = event.cursor
-                }
-                ended = batch.final
-            }
-            if ended { buffer.writeString(ServerSentEvents.done) }
-            try await writer.write(buffer)
+            let ended = try await write(batches, after: &cursor, to: &writer)
             if ended || batches.count < pageSize { return ended }
         }
+    }
+
+    /// Writes the events of `batches` after `cursor` in one buffer; `true` when that included the end.
+    private func write(_ batches: [StreamBatch], after cursor: inout StreamCursor, to writer: inout any ResponseBodyWriter) async throws -> Bool {
+        var buffer = ByteBuffer()
+        var ended = false
+        for batch in batches where !ended {
+            if commitStamps, let committed = batch.committedAtMicroseconds, batch.sequence > cursor.sequence {
+                buffer.writeString(ServerSentEvents.commitStamp(microseconds: committed))
+            }
+            for event in batch.events(after: cursor) {
+                buffer.writeString(ServerSentEvents.event(id: event.cursor, data: event.data))
+                cursor = event.cursor
+            }
+            ended = batch.final
+        }
+        if ended { buffer.writeString(ServerSentEvents.done) }
+        if buffer.readableBytes > 0 { try await writer.write(buffer) }
+        return ended
     }
 }
 

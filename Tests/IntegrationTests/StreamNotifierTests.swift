@@ -124,6 +124,26 @@ struct StreamNotifierTests {
         }
     }
 
+    /// A notified batch is read once, by the notifier, and served to clients from its cache.
+    @Test func notifiedBatchesAreFetchedOnceAndCached() async throws {
+        try await TestDatabase.with { database in
+            let notifier = makeNotifier(database, listener: "cache-listener")
+            let task = try await insertTasks(database, count: 1)[0]
+            try await running(notifier) {
+                _ = try await listeningBackend(database, "cache-listener")
+                let subscription = notifier.subscribe(to: task)
+                defer { notifier.unsubscribe(subscription) }
+                let log = StreamLog(client: database.client, logger: database.logger)
+                try await log.append([StreamBatch(task: task, sequence: 2, events: ["a", "b"], final: false)], outcomes: [], workerID: "w")
+                try await log.append([StreamBatch(task: task, sequence: 3, events: ["c"], final: true)], outcomes: [], workerID: "w")
+                #expect(try await eventually(timeout: .seconds(5)) { notifier.head(of: task) == 3 })
+                let cached = try #require(notifier.cachedBatches(of: task, after: .start))
+                #expect(cached.flatMap(\.events) == ["a", "b", "c"])
+                #expect(notifier.cachedBatches(of: task, after: StreamCursor(sequence: 2))?.flatMap(\.events) == ["c"])
+            }
+        }
+    }
+
     @Test func unsubscribingForgetsTheTask() async throws {
         try await TestDatabase.with { database in
             let notifier = makeNotifier(database, listener: nil)

@@ -61,6 +61,22 @@ public struct StreamLog: Sendable {
         return batches
     }
 
+    /// The batches at exactly these keys — the rows a NOTIFY named — in one primary-key lookup, so a process
+    /// serving many streams reads each new batch once instead of once per client.
+    public func batches(at keys: [(task: UUID, sequence: Int)]) async throws -> [StreamBatch] {
+        guard !keys.isEmpty else { return [] }
+        let rows = try await client.query(
+            """
+            SELECT task_id, seq, events, final, (extract(epoch FROM created_at) * 1000000)::bigint FROM handoff_stream
+            WHERE (task_id, seq) IN (SELECT * FROM unnest(\(keys.map(\.task))::uuid[], \(keys.map(\.sequence))::int[]))
+            """, logger: logger)
+        var batches: [StreamBatch] = []
+        for try await (task, sequence, events, final, committed) in rows.decode((UUID, Int, String, Bool, Int64).self) {
+            batches.append(StreamBatch(task: task, sequence: sequence, encodedEvents: events, final: final, committedAtMicroseconds: committed))
+        }
+        return batches
+    }
+
     /// The newest sequence number of each of `tasks` that has any rows; one statement for all of them.
     public func heads(of tasks: [UUID]) async throws -> [UUID: Int] {
         guard !tasks.isEmpty else { return [:] }
