@@ -15,8 +15,8 @@ struct CompletionsController: Sendable {
     let maxBodyBytes: Int
 
     func addRoutes(to router: Router<BasicRequestContext>) {
-        for prefix in ["/api", "/v1"] {
-            router.post("\(prefix)/chat/completions") { request, context in
+        for prefix in CompletionsRoute.prefixes {
+            router.post("\(prefix)\(CompletionsRoute.path)") { request, context in
                 try await create(request: request, context: context)
             }
         }

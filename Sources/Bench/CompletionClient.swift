@@ -30,7 +30,7 @@ struct CompletionClient: Sendable {
     func stream(
         tokens: Int, prompt: String, onHead: (HTTPExchange.Head) -> Void = { _ in }, onEvent: (SSEParser.Event) -> Void
     ) async throws -> Int {
-        let location = try await origin.handoff(path: "/api/chat/completions", json: Self.body(tokens: tokens, prompt: prompt))
+        let location = try await origin.handoff(path: CompletionsRoute.handoff, json: Self.body(tokens: tokens, prompt: prompt))
         return try await origin.run(method: .GET, path: location) { head, parts in
             guard head.status == 200 else { throw BenchError.unexpectedStatus(head.status) }
             onHead(head)

@@ -78,7 +78,7 @@ struct IdleStreams: AsyncParsableCommand {
                 group.addTask {
                     var mine: [String] = []
                     for _ in stride(from: lane, to: streams, by: lanes) {
-                        mine.append(try await api.handoff(path: "/api/chat/completions", json: body))
+                        mine.append(try await api.handoff(path: CompletionsRoute.handoff, json: body))
                     }
                     return mine
                 }

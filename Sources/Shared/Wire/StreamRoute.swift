@@ -1,5 +1,14 @@
 import Foundation
 
+/// Where clients POST a completion: `/api` is the visible hand-off (302), `/v1` the OpenAI-style base URL.
+public enum CompletionsRoute {
+    public static let prefixes = ["/api", "/v1"]
+    public static let path = "/chat/completions"
+
+    /// The path a client that follows redirects uses, e.g. `curl -L`.
+    public static let handoff = "/api/chat/completions"
+}
+
 /// Where the API server sends a client, and what the SSE server answers: the hand-off URL contract.
 public enum StreamRoute {
     public static let pathPrefix = "/sse/chat/completions"
