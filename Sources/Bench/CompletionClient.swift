@@ -54,7 +54,7 @@ struct CompletionClient: Sendable {
         var replica = "?"
         let events = try await stream(tokens: tokens, prompt: prompt) { head in
             firstByte = ContinuousClock.now - due
-            replica = head.headers.first(name: "X-Handoff-Replica") ?? "?"
+            replica = head.headers.first(name: StreamRoute.replicaHeader) ?? "?"
         } onEvent: { _ in
             if firstEvent == nil { firstEvent = ContinuousClock.now - due }
         }

@@ -13,7 +13,7 @@ struct StreamController: Sendable {
     let keepaliveInterval: Duration
     let databaseTimeout: Duration
     let commitStamps: Bool
-    /// Sent as `X-Handoff-Replica`, so an operator (or a test) behind the load balancer sees who streams.
+    /// Sent as `StreamRoute.replicaHeader`.
     let replica: String
 
     func addRoutes(to router: Router<BasicRequestContext>) {
@@ -38,7 +38,7 @@ struct StreamController: Sendable {
             status: .ok,
             headers: [
                 .contentType: ServerSentEvents.contentType, .cacheControl: "no-cache",
-                HTTPField.Name("X-Accel-Buffering")!: "no", HTTPField.Name("X-Handoff-Replica")!: replica,
+                HTTPField.Name("X-Accel-Buffering")!: "no", HTTPField.Name(StreamRoute.replicaHeader)!: replica,
             ],
             body: ResponseBody { [notifier] writer in
                 let subscription = notifier.subscribe(to: task)

@@ -18,14 +18,6 @@ struct DemoModel: ChatModel {
     static func promptTokens(_ request: ChatCompletionRequest) -> Int {
         request.messages.reduce(0) { $0 + $1.content.split(whereSeparator: \.isWhitespace).count }
     }
-
-    /// The whole reply as plain text; what a client reassembles from the deltas.
-    static func text(for request: ChatCompletionRequest) -> String {
-        var words = StoryWords(request: request)
-        var tokens: [String] = []
-        while let token = words.next(limit: request.tokenLimit) { tokens.append(token) }
-        return tokens.joined()
-    }
 }
 
 /// Pulls one token per `next()`, sleeping `tokenDelay` first: nothing is buffered, and cancellation stops it.

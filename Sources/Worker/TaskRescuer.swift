@@ -6,10 +6,6 @@ import Shared
 /// run at the same time without taking the same task twice. The check is one statement on a partial index, so
 /// it runs every second: a client learns of a dead worker at most a lease and a second after it died.
 struct TaskRescuer: Service {
-    static let workerLost = OpenAIError(
-        status: 500, message: "The worker generating this completion stopped; the reply is incomplete. Retry the request.",
-        type: "server_error", code: "worker_lost")
-
     let queue: TaskQueue
     let lease: Duration
     let maxAttempts: Int
@@ -18,7 +14,7 @@ struct TaskRescuer: Service {
     func run() async throws {
         await repeatEvery(min(lease / 2, .seconds(1))) {
             do {
-                let rescue = try await queue.rescueExpired(maxAttempts: maxAttempts, error: Self.workerLost)
+                let rescue = try await queue.rescueExpired(maxAttempts: maxAttempts)
                 if rescue.requeued + rescue.failed > 0 {
                     logger.notice("rescued tasks with expired leases", metadata: [
                         "requeued": "\(rescue.requeued)", "failed": "\(rescue.failed)",

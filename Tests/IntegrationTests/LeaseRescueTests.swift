@@ -2,7 +2,6 @@ import Foundation
 import Shared
 import Testing
 
-@testable import Worker
 
 /// What happens to the tasks of a worker that stopped renewing its leases.
 struct LeaseRescueTests {
@@ -18,7 +17,7 @@ struct LeaseRescueTests {
 
     func rescue(_ database: TestDatabase, maxAttempts: Int = 3) async throws -> TaskQueue.Rescue {
         try await TaskQueue(client: database.client, logger: database.logger)
-            .rescueExpired(maxAttempts: maxAttempts, error: TaskRescuer.workerLost)
+            .rescueExpired(maxAttempts: maxAttempts)
     }
 
     @Test func aTaskThatStreamedNothingIsRequeuedAndRunsAgain() async throws {

@@ -29,9 +29,10 @@ extension TaskQueue {
     ///
     /// A task that has streamed nothing yet goes back to the queue while it has attempts left — its client is
     /// still waiting at the start and will get the whole reply. A task that has streamed, or used up its
-    /// attempts, fails: its stream ends with `error` as an event and the final batch, so no client waits
-    /// forever and none mistakes a truncated reply for a complete one.
-    public func rescueExpired(maxAttempts: Int, error: OpenAIError) async throws -> Rescue {
+    /// attempts, fails: its stream ends with `OpenAIError.workerLost` as an event and the final batch, so no
+    /// client waits forever and none mistakes a truncated reply for a complete one.
+    public func rescueExpired(maxAttempts: Int) async throws -> Rescue {
+        let error = OpenAIError.workerLost
         let rows = try await client.query(
             """
             WITH expired AS (

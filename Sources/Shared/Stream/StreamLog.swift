@@ -49,29 +49,31 @@ public struct StreamLog: Sendable {
     /// Batches of `task` holding events after `cursor`, in order — and always the final batch once there is
     /// one, so a client whose cursor is already at (or past) the end still learns that the stream is over.
     public func read(task: UUID, after cursor: StreamCursor, limit: Int = 1000) async throws -> [StreamBatch] {
-        let rows = try await client.query(
+        try await batches(
             """
-            SELECT seq, events, final, (extract(epoch FROM created_at) * 1000000)::bigint FROM handoff_stream
+            SELECT \(unescaped: Self.batchColumns) FROM handoff_stream
             WHERE task_id = \(task) AND (seq > \(cursor.sequence) OR final) ORDER BY seq LIMIT \(limit)
-            """, logger: logger)
-        var batches: [StreamBatch] = []
-        for try await (sequence, events, final, committed) in rows.decode((Int, String, Bool, Int64).self) {
-            batches.append(StreamBatch(task: task, sequence: sequence, encodedEvents: events, final: final, committedAtMicroseconds: committed))
-        }
-        return batches
+            """)
     }
 
     /// The batches at exactly these keys — the rows a NOTIFY named — in one primary-key lookup, so a process
     /// serving many streams reads each new batch once instead of once per client.
     public func batches(at keys: [(task: UUID, sequence: Int)]) async throws -> [StreamBatch] {
         guard !keys.isEmpty else { return [] }
-        let rows = try await client.query(
+        return try await batches(
             """
-            SELECT task_id, seq, events, final, (extract(epoch FROM created_at) * 1000000)::bigint FROM handoff_stream
+            SELECT \(unescaped: Self.batchColumns) FROM handoff_stream
             WHERE (task_id, seq) IN (SELECT * FROM unnest(\(keys.map(\.task))::uuid[], \(keys.map(\.sequence))::int[]))
-            """, logger: logger)
+            """)
+    }
+
+    private static let batchColumns = "task_id, seq, events, final, (extract(epoch FROM created_at) * 1000000)::bigint"
+
+    private func batches(_ query: PostgresQuery) async throws -> [StreamBatch] {
         var batches: [StreamBatch] = []
-        for try await (task, sequence, events, final, committed) in rows.decode((UUID, Int, String, Bool, Int64).self) {
+        for try await (task, sequence, events, final, committed) in try await client.query(query, logger: logger)
+            .decode((UUID, Int, String, Bool, Int64).self)
+        {
             batches.append(StreamBatch(task: task, sequence: sequence, encodedEvents: events, final: final, committedAtMicroseconds: committed))
         }
         return batches

@@ -52,6 +52,11 @@ public struct OpenAIError: Error, Sendable, Equatable, Decodable {
         status: 503, message: "The service is temporarily unavailable: its database did not answer in time. Retry shortly.",
         type: "server_error", code: "service_unavailable")
 
+    /// Ends the stream of a task whose worker stopped renewing its lease after streaming part of the reply.
+    public static let workerLost = OpenAIError(
+        status: 500, message: "The worker generating this completion stopped; the reply is incomplete. Retry the request.",
+        type: "server_error", code: "worker_lost")
+
     public static func server(_ message: String) -> OpenAIError {
         OpenAIError(status: 500, message: message, type: "server_error", code: "internal_error")
     }

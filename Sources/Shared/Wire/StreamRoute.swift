@@ -15,6 +15,8 @@ public enum StreamRoute {
     public static let tokenParameter = "token"
     public static let lastEventIDParameter = "last_event_id"
     public static let lastEventIDHeader = "Last-Event-ID"
+    /// Names the SSE replica that serves a stream, so operators and tests behind the load balancer see who it is.
+    public static let replicaHeader = "X-Handoff-Replica"
 
     /// A same-origin relative URL, so the hand-off works behind any host name Caddy answers to.
     public static func location(task: UUID, token: String) -> String {
