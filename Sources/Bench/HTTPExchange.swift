@@ -25,7 +25,7 @@ struct HTTPExchange: Sendable {
 
     /// Sends one request and hands the response to `body` as it arrives: the head first, then each body part.
     func run<Result: Sendable>(
-        method: HTTPMethod, path: String, json: String? = nil,
+        method: HTTPMethod, path: String, json: String? = nil, headers extraHeaders: [(String, String)] = [],
         _ body: (Head, inout NIOAsyncChannelInboundStream<HTTPClientResponsePart>.AsyncIterator) async throws -> Result
     ) async throws -> Result {
         var bootstrap = ClientBootstrap(group: group).connectTimeout(.seconds(10))
@@ -39,6 +39,7 @@ struct HTTPExchange: Sendable {
         }
         return try await channel.executeThenClose { inbound, outbound in
             var headers: HTTPHeaders = ["Host": "\(host):\(port)", "Connection": "close"]
+            headers.add(contentsOf: extraHeaders)
             let payload = json.map { ByteBuffer(string: $0) }
             if let payload {
                 headers.add(name: "Content-Type", value: "application/json")

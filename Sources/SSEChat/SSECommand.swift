@@ -35,13 +35,15 @@ struct SSECommand: AsyncParsableCommand {
                 configuration: .init(pollInterval: try settings.milliseconds(.ssePollMilliseconds), keepaliveInterval: keepalive),
                 log: log, listenerConfiguration: database.connectionConfiguration(applicationName: "\(replica)-listener"),
                 logger: logger)
-            let controller = StreamController(
-                queue: TaskQueue(client: client, logger: logger), log: log, notifier: notifier,
-                secret: try StreamSecret.load(settings: settings), keepaliveInterval: keepalive,
-                databaseTimeout: database.timeout, commitStamps: settings.string(.benchStamps) == "1", replica: "\(host):\(port)")
-
-            let app = HTTPService.make(name: "handoff-sse", host: host, port: port, logger: logger, routes: controller.addRoutes)
-            try await ProcessRuntime.run([client, notifier, app], logger: logger)
+            let reader = StreamReader(log: log, timeout: database.timeout, logger: logger)
+            let environment = StreamEnvironment(
+                notifier: notifier, reader: reader, secret: try StreamSecret.load(settings: settings),
+                keepaliveInterval: .seconds(Int64(try settings.int(.keepaliveSeconds))),
+                commitStamps: settings.string(.benchStamps) == "1", replica: "\(host):\(port)")
+            let server = SSEServer(
+                host: host, port: port, drainTime: try settings.seconds(.sseDrainSeconds), environment: environment, logger: logger)
+            // Shut down in reverse: the server drains first, while the reader and the notifier still serve it.
+            try await ProcessRuntime.run([client, notifier, reader, server], logger: logger)
         }
     }
 }

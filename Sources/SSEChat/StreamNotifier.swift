@@ -5,6 +5,12 @@ import ServiceLifecycle
 import Shared
 import Synchronization
 
+/// Whoever waits for a task's stream to move. `wake` is called on any thread, and means "look again": the
+/// subscriber asks `head(of:)` whether there is news, and a keepalive tick wakes it with none.
+protocol StreamSubscriber: AnyObject, Sendable {
+    func wake()
+}
+
 /// Fans stream appends out to the clients of this process.
 ///
 /// One LISTEN connection per process (the `PostgresListener` it runs) — never one per client. It keeps the
@@ -20,16 +26,9 @@ final class StreamNotifier: Service {
         var keepaliveInterval: Duration
     }
 
-    /// A client's registration. Its signals mean "look again": `head(of:)` says whether there is news.
-    struct Subscription: Sendable {
-        let id: Int
-        let task: UUID
-        let signals: AsyncStream<Void>
-    }
-
     private struct Watch {
         var head = 0
-        var subscribers: [Int: AsyncStream<Void>.Continuation] = [:]
+        var subscribers: [Int: any StreamSubscriber] = [:]
         /// The latest batches read for this task's subscribers, oldest first; at most `recentLimit`.
         var recent: [StreamBatch] = []
     }
@@ -59,26 +58,22 @@ final class StreamNotifier: Service {
         self.logger = logger
     }
 
-    func subscribe(to task: UUID) -> Subscription {
-        // One pending signal is enough: a signal means "look again", and looking once sees everything.
-        let (signals, continuation) = AsyncStream.makeStream(of: Void.self, bufferingPolicy: .bufferingNewest(1))
-        let id = state.withLock { state in
+    /// Registers `subscriber` for wake-ups about `task` until `unsubscribe` with the id returned.
+    func subscribe(_ subscriber: any StreamSubscriber, to task: UUID) -> Int {
+        state.withLock { state in
             state.nextID += 1
-            state.watches[task, default: Watch()].subscribers[state.nextID] = continuation
+            state.watches[task, default: Watch()].subscribers[state.nextID] = subscriber
             return state.nextID
         }
-        return Subscription(id: id, task: task, signals: signals)
     }
 
-    func unsubscribe(_ subscription: Subscription) {
-        let continuation = state.withLock { state -> AsyncStream<Void>.Continuation? in
-            let continuation = state.watches[subscription.task]?.subscribers.removeValue(forKey: subscription.id)
-            if state.watches[subscription.task]?.subscribers.isEmpty == true {
-                state.watches.removeValue(forKey: subscription.task)
+    func unsubscribe(_ id: Int, from task: UUID) {
+        state.withLock { state in
+            state.watches[task]?.subscribers.removeValue(forKey: id)
+            if state.watches[task]?.subscribers.isEmpty == true {
+                state.watches.removeValue(forKey: task)
             }
-            return continuation
         }
-        continuation?.finish()
     }
 
     /// The newest sequence number known for `task` (0 when none is known).
@@ -92,19 +87,19 @@ final class StreamNotifier: Service {
 
     /// Records that `task` has events up to `sequence` and wakes its subscribers if that is news.
     func advance(_ task: UUID, to sequence: Int) {
-        let wake = state.withLock { state -> [AsyncStream<Void>.Continuation] in
+        let wake = state.withLock { state -> [any StreamSubscriber] in
             guard var watch = state.watches[task], sequence > watch.head else { return [] }
             watch.head = sequence
             state.watches[task] = watch
             return Array(watch.subscribers.values)
         }
-        for continuation in wake { continuation.yield() }
+        for subscriber in wake { subscriber.wake() }
     }
 
     /// Wakes every subscriber: on each keepalive tick.
     func wakeAll() {
         let all = state.withLock { state in state.watches.values.flatMap { $0.subscribers.values } }
-        for continuation in all { continuation.yield() }
+        for subscriber in all { subscriber.wake() }
     }
 
     /// The cached batches that take a client at `cursor` contiguously up to the head, or nil when the cache does

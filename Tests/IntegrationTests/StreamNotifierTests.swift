@@ -154,9 +154,47 @@ struct StreamNotifierTests {
             notifier.unsubscribe(subscription)
             #expect(notifier.subscriberCount == 0)
             #expect(notifier.head(of: task) == 0)
-            var iterator = subscription.signals.makeAsyncIterator()
-            #expect(await iterator.next() != nil, "the pending wake-up is still delivered")
-            #expect(await iterator.next() == nil, "then the stream ends")
+            notifier.advance(task, to: 5)
+            subscription.end()
+            var wakes = 0
+            for await _ in subscription.signals { wakes += 1 }
+            #expect(wakes == 1, "only the wake-up from before unsubscribing")
         }
+    }
+}
+
+/// A subscription whose wake-ups come out as an async sequence, for tests that watch the notifier alone.
+struct TestSubscription: Sendable {
+    final class Subscriber: StreamSubscriber {
+        let continuation: AsyncStream<Void>.Continuation
+
+        init(_ continuation: AsyncStream<Void>.Continuation) {
+            self.continuation = continuation
+        }
+
+        func wake() {
+            continuation.yield()
+        }
+    }
+
+    let id: Int
+    let task: UUID
+    let signals: AsyncStream<Void>
+    let subscriber: Subscriber
+
+    func end() {
+        subscriber.continuation.finish()
+    }
+}
+
+extension StreamNotifier {
+    func subscribe(to task: UUID) -> TestSubscription {
+        let (signals, continuation) = AsyncStream.makeStream(of: Void.self)
+        let subscriber = TestSubscription.Subscriber(continuation)
+        return TestSubscription(id: subscribe(subscriber, to: task), task: task, signals: signals, subscriber: subscriber)
+    }
+
+    func unsubscribe(_ subscription: TestSubscription) {
+        unsubscribe(subscription.id, from: subscription.task)
     }
 }

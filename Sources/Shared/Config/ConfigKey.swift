@@ -18,6 +18,7 @@ public enum ConfigKey: String, CaseIterable, Sendable {
     case ssePort = "HANDOFF_SSE_PORT"
     case keepaliveSeconds = "HANDOFF_KEEPALIVE_SECONDS"
     case ssePollMilliseconds = "HANDOFF_SSE_POLL_MS"
+    case sseDrainSeconds = "HANDOFF_SSE_DRAIN_SECONDS"
     case workerID = "HANDOFF_WORKER_ID"
     case workerConcurrency = "HANDOFF_WORKER_CONCURRENCY"
     case workerPollMilliseconds = "HANDOFF_WORKER_POLL_MS"
@@ -47,6 +48,7 @@ public enum ConfigKey: String, CaseIterable, Sendable {
         case .ssePort: "8082"
         case .keepaliveSeconds: "15"
         case .ssePollMilliseconds: "1000"
+        case .sseDrainSeconds: "10"
         case .workerID: nil
         case .workerConcurrency: "16"
         case .workerPollMilliseconds: "1000"
@@ -77,6 +79,7 @@ public enum ConfigKey: String, CaseIterable, Sendable {
         case .ssePort: "Port an SSE server binds (flag --port)."
         case .keepaliveSeconds: "Interval of the ': ping' keepalive line on a silent stream."
         case .ssePollMilliseconds: "Poll fallback of the SSE notifier, so a lost NOTIFY costs latency only."
+        case .sseDrainSeconds: "On SIGTERM, how long an SSE server lets its open streams run before closing them."
         case .workerID: "Name a worker claims tasks under (default: hostname-pid)."
         case .workerConcurrency: "Tasks a worker runs at once (flag --concurrency)."
         case .workerPollMilliseconds: "Poll fallback of the worker's claim loop."

@@ -41,6 +41,18 @@ public struct StreamBatch: Sendable, Equatable {
     }
 }
 
+/// One stream's state as `StreamLog.catchUp` found it.
+public struct StreamCatchUp: Sendable, Equatable {
+    /// Whether the task exists at all: a stream of an unknown task is a 404, not an endless wait.
+    public var exists: Bool
+    public var batches: [StreamBatch]
+
+    public init(exists: Bool, batches: [StreamBatch]) {
+        self.exists = exists
+        self.batches = batches
+    }
+}
+
 /// How a task ended, written in the same statement as its final batch.
 public struct TaskOutcome: Sendable {
     public let task: UUID

@@ -67,6 +67,37 @@ public struct StreamLog: Sendable {
             """)
     }
 
+    /// Where each of several streams stands, in one statement: whether its task exists, and its batches after its
+    /// cursor (at most `pageSize`, with the final batch as in `read`). An SSE server opens every stream and
+    /// catches up every lagging client through this, so a burst of them costs one round trip, not one each.
+    public func catchUp(_ streams: [(task: UUID, cursor: StreamCursor)], pageSize: Int) async throws -> [StreamCatchUp] {
+        guard !streams.isEmpty else { return [] }
+        var results = Array(repeating: StreamCatchUp(exists: false, batches: []), count: streams.count)
+        let rows = try await client.query(
+            """
+            SELECT r.ord::int, t.id IS NOT NULL, s.task_id, s.seq, s.events, s.final,
+                (extract(epoch FROM s.created_at) * 1000000)::bigint
+            FROM unnest(\(streams.map(\.task))::uuid[], \(streams.map(\.cursor.sequence))::int[]) WITH ORDINALITY
+                AS r (task, after, ord)
+            LEFT JOIN handoff_tasks t ON t.id = r.task
+            LEFT JOIN LATERAL (
+                SELECT * FROM handoff_stream s WHERE s.task_id = r.task AND (s.seq > r.after OR s.final)
+                ORDER BY s.seq LIMIT \(pageSize)
+            ) s ON true
+            ORDER BY r.ord, s.seq
+            """, logger: logger)
+        for try await (ordinal, exists, task, sequence, events, final, committed) in rows.decode(
+            (Int, Bool, UUID?, Int?, String?, Bool?, Int64?).self)
+        {
+            results[ordinal - 1].exists = exists
+            if let task, let sequence, let events, let final, let committed {
+                results[ordinal - 1].batches.append(
+                    StreamBatch(task: task, sequence: sequence, encodedEvents: events, final: final, committedAtMicroseconds: committed))
+            }
+        }
+        return results
+    }
+
     private static let batchColumns = "task_id, seq, events, final, (extract(epoch FROM created_at) * 1000000)::bigint"
 
     private func batches(_ query: PostgresQuery) async throws -> [StreamBatch] {

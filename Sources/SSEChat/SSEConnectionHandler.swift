@@ -1,0 +1,128 @@
+import NIOCore
+import NIOHTTP1
+import Shared
+
+/// What every stream of this replica shares.
+struct StreamEnvironment: Sendable {
+    let notifier: StreamNotifier
+    let reader: StreamReader
+    let secret: StreamSecret
+    let keepaliveInterval: TimeAmount
+    /// Benchmarks only: prefix each minibatch with its commit stamp.
+    let commitStamps: Bool
+    /// Sent as `StreamRoute.replicaHeader`.
+    let replica: String
+}
+
+/// Sent down every connection's pipeline when the replica starts draining.
+struct DrainEvent {}
+
+/// One HTTP/1 connection to the SSE server: routes each request to the health probe, an error, or a
+/// `StreamDelivery`, one request at a time.
+///
+/// A plain NIO handler rather than a Hummingbird route: an idle stream then costs its channel and two small
+/// objects instead of a task, an async channel and a body writer (BENCHMARKS.md has the figures). A client that
+/// hangs up closes the channel, which cancels its stream at once.
+final class SSEConnectionHandler: ChannelInboundHandler {
+    typealias InboundIn = HTTPServerRequestPart
+    typealias OutboundOut = HTTPServerResponsePart
+
+    private let environment: StreamEnvironment
+    private var head: HTTPRequestHead?
+    private var stream: StreamDelivery?
+    private var draining = false
+
+    init(environment: StreamEnvironment) {
+        self.environment = environment
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        switch unwrapInboundIn(data) {
+        case .head(let head):
+            guard stream == nil else {
+                // A request pipelined behind a stream that may never end: nothing sensible can answer it.
+                context.close(promise: nil)
+                return
+            }
+            self.head = head
+        case .body:
+            break
+        case .end:
+            guard let head else { return }
+            self.head = nil
+            respond(to: head, context: context)
+        }
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        stream?.cancel()
+        stream = nil
+        context.fireChannelInactive()
+    }
+
+    func channelWritabilityChanged(context: ChannelHandlerContext) {
+        stream?.wake()
+        context.fireChannelWritabilityChanged()
+    }
+
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        guard event is DrainEvent else { return context.fireUserInboundEventTriggered(event) }
+        draining = true
+        // An idle connection goes now; one that streams goes when its stream ends.
+        if stream == nil { context.close(promise: nil) }
+    }
+
+    private func respond(to head: HTTPRequestHead, context: ChannelHandlerContext) {
+        let request: SSERequest
+        do {
+            request = try SSERequest(head, secret: environment.secret)
+        } catch {
+            return send(error, to: head, context: context)
+        }
+        switch request {
+        case .health:
+            if draining {
+                send(OpenAIError(status: 503, message: "This replica is draining.", type: "server_error", code: "draining"), to: head, context: context)
+            } else {
+                send(status: .ok, contentType: "text/plain", body: "ok", to: head, context: context)
+            }
+        case .stream(let task, let start):
+            let stream = StreamDelivery(
+                task: task, start: start, version: head.version, context: context, environment: environment
+            ) { [weak self] outcome in
+                self?.streamFinished(outcome, head: head, context: context)
+            }
+            self.stream = stream
+            stream.start()
+        }
+    }
+
+    private func streamFinished(_ outcome: StreamDelivery.Outcome, head: HTTPRequestHead, context: ChannelHandlerContext) {
+        stream = nil
+        switch outcome {
+        case .completed:
+            if draining || !head.isKeepAlive { context.close(promise: nil) }
+        case .refused(let error):
+            send(error, to: head, context: context)
+        case .cancelled:
+            break
+        }
+    }
+
+    private func send(_ error: OpenAIError, to head: HTTPRequestHead, context: ChannelHandlerContext) {
+        send(status: HTTPResponseStatus(statusCode: error.status), contentType: "application/json", body: error.json.text, to: head, context: context)
+    }
+
+    private func send(status: HTTPResponseStatus, contentType: String, body: String, to head: HTTPRequestHead, context: ChannelHandlerContext) {
+        let keepAlive = head.isKeepAlive && !draining
+        var headers = HTTPHeaders([("Content-Type", contentType), ("Content-Length", String(body.utf8.count))])
+        if !keepAlive { headers.add(name: "Connection", value: "close") }
+        context.write(wrapOutboundOut(.head(HTTPResponseHead(version: head.version, status: status, headers: headers))), promise: nil)
+        context.write(wrapOutboundOut(.body(.byteBuffer(context.channel.allocator.buffer(string: body)))), promise: nil)
+        let done = context.eventLoop.makePromise(of: Void.self)
+        context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: done)
+        if !keepAlive {
+            done.futureResult.whenComplete { [channel = context.channel] _ in channel.close(promise: nil) }
+        }
+    }
+}

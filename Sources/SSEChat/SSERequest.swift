@@ -1,0 +1,65 @@
+import Foundation
+import NIOHTTP1
+import Shared
+
+/// What a request to the SSE server asks for, checked before any I/O: the health probe, or a stream whose
+/// token is valid for the task its path names, with the cursor it resumes from.
+enum SSERequest: Equatable {
+    case health
+    case stream(task: UUID, start: StreamCursor)
+
+    static let healthPath = "/healthz"
+
+    init(_ head: HTTPRequestHead, secret: StreamSecret) throws(OpenAIError) {
+        let (path, query) = Self.split(head.uri)
+        if path == Self.healthPath {
+            self = .health
+            return
+        }
+        let prefix = StreamRoute.pathPrefix + "/"
+        guard path.hasPrefix(prefix), let task = UUID(uuidString: String(path.dropFirst(prefix.count))) else {
+            throw .notFound("Unknown URL. Streams live at the Location of POST /v1/chat/completions.")
+        }
+        guard head.method == .GET else {
+            throw OpenAIError(status: 405, message: "Streams are read with GET.", type: "invalid_request_error", code: "method_not_allowed")
+        }
+        try Self.authorize(query[StreamRoute.tokenParameter], task: task, secret: secret)
+        self = .stream(task: task, start: try Self.startCursor(header: head.headers.first(name: StreamRoute.lastEventIDHeader), query: query))
+    }
+
+    private static func authorize(_ token: String?, task: UUID, secret: StreamSecret) throws(OpenAIError) {
+        do {
+            _ = try StreamToken.verify(token, taskID: task, secret: secret)
+        } catch .missing {
+            throw .unauthorized("A stream token is required: follow the Location of POST /v1/chat/completions.")
+        } catch .expired {
+            throw .unauthorized("The stream token has expired.")
+        } catch {
+            throw .forbidden("The stream token is not valid for this completion.")
+        }
+    }
+
+    /// Where to start: `Last-Event-ID` (a reconnecting EventSource) or `last_event_id` (a first connect).
+    private static func startCursor(header: String?, query: [String: String]) throws(OpenAIError) -> StreamCursor {
+        guard let text = header ?? query[StreamRoute.lastEventIDParameter] else { return .start }
+        guard let cursor = StreamCursor(eventID: text) else {
+            throw .invalidRequest("'\(text)' is not an event id of this stream.", param: StreamRoute.lastEventIDParameter)
+        }
+        return cursor
+    }
+
+    /// The path and the decoded query parameters of a request target (the first value of a repeated name wins).
+    static func split(_ uri: String) -> (path: String, query: [String: String]) {
+        guard let mark = uri.firstIndex(of: "?") else { return (uri, [:]) }
+        var query: [String: String] = [:]
+        for pair in uri[uri.index(after: mark)...].split(separator: "&") {
+            let parts = pair.split(separator: "=", maxSplits: 1, omittingEmptySubsequences: false)
+            let decode = { (text: Substring) in
+                String(text).replacingOccurrences(of: "+", with: " ").removingPercentEncoding ?? String(text)
+            }
+            let name = decode(parts[0])
+            if query[name] == nil { query[name] = parts.count > 1 ? decode(parts[1]) : "" }
+        }
+        return (String(uri[..<mark]), query)
+    }
+}

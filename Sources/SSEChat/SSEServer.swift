@@ -1,0 +1,76 @@
+import Logging
+import NIOCore
+import NIOHTTP1
+import NIOPosix
+import ServiceLifecycle
+import Synchronization
+
+/// The SSE replica's HTTP/1 server, and its graceful drain.
+///
+/// On shutdown it stops accepting at once (so Caddy's health checks fail and new streams go to other replicas),
+/// closes idle connections, lets streams in flight run to their end for up to `drainTime`, then closes the rest.
+/// A stream cut off that way ends without its terminating chunk, which clients see as an aborted transfer — never
+/// as a clean end that looks complete.
+final class SSEServer: Service {
+    private let host: String
+    private let port: Int
+    private let drainTime: Duration
+    private let environment: StreamEnvironment
+    private let logger: Logger
+    private let connections = Mutex<[ObjectIdentifier: any Channel]>([:])
+    private let onBound: @Sendable (Int) -> Void
+
+    /// `onBound` receives the port actually bound (tests bind port 0).
+    init(
+        host: String, port: Int, drainTime: Duration, environment: StreamEnvironment, logger: Logger,
+        onBound: @escaping @Sendable (Int) -> Void = { _ in }
+    ) {
+        self.host = host
+        self.port = port
+        self.drainTime = drainTime
+        self.environment = environment
+        self.logger = logger
+        self.onBound = onBound
+    }
+
+    func run() async throws {
+        let server = try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+            .serverChannelOption(.backlog, value: 4096)
+            .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
+            .childChannelInitializer { [environment] channel in
+                channel.eventLoop.makeCompletedFuture {
+                    try channel.pipeline.syncOperations.configureHTTPServerPipeline(withPipeliningAssistance: false)
+                    try channel.pipeline.syncOperations.addHandler(SSEConnectionHandler(environment: environment))
+                    self.track(channel)
+                }
+            }
+            .bind(host: host, port: port).get()
+        let bound = server.localAddress?.port ?? port
+        logger.info("SSE server listening", metadata: ["address": "\(host):\(bound)"])
+        onBound(bound)
+
+        try? await gracefulShutdown()
+        try? await server.close()
+        await drain()
+    }
+
+    private func track(_ channel: any Channel) {
+        let id = ObjectIdentifier(channel)
+        connections.withLock { $0[id] = channel }
+        channel.closeFuture.whenComplete { _ in self.connections.withLock { _ = $0.removeValue(forKey: id) } }
+    }
+
+    private func drain() async {
+        let clock = ContinuousClock()
+        let deadline = clock.now + drainTime
+        let open = connections.withLock { Array($0.values) }
+        logger.notice("draining", metadata: ["connections": "\(open.count)", "streams": "\(environment.notifier.subscriberCount)"])
+        for channel in open { channel.pipeline.fireUserInboundEventTriggered(DrainEvent()) }
+        while clock.now < deadline, !connections.withLock({ $0.isEmpty }), !Task.isCancelled {
+            try? await Task.sleep(for: .milliseconds(50))
+        }
+        let left = connections.withLock { Array($0.values) }
+        if !left.isEmpty { logger.notice("drain time over; closing streams", metadata: ["connections": "\(left.count)"]) }
+        for channel in left { channel.close(promise: nil) }
+    }
+}

@@ -1,0 +1,181 @@
+import Foundation
+import NIOCore
+import NIOHTTP1
+import Shared
+
+/// One client's stream, confined to its channel's event loop: a first read (which also finds out whether the
+/// task exists), the response head, every event after the client's cursor, the live tail, and `[DONE]`.
+///
+/// It owns no task and no buffer: the notifier's wake-ups hop onto the event loop, and the stream writes what is
+/// new from the notifier's cache or, when that does not cover the gap, asks the `StreamReader` for a table read.
+/// A client that cannot keep up (its channel stops being writable) is passed over until it drains; its cursor
+/// stays where it was and the table catches it up. A silent stream pings once half the keepalive interval
+/// passed without a write, also while a read is stuck (Postgres down): the client still hears from us.
+final class StreamDelivery {
+    enum Outcome {
+        /// `[DONE]` and the end of the response were written: the connection can serve another request.
+        case completed
+        /// Nothing was written: the handler answers with this error instead.
+        case refused(OpenAIError)
+        /// The client left, or the server closes the connection.
+        case cancelled
+    }
+
+    private enum Phase { case opening, streaming, reading, finished }
+
+    private let task: UUID
+    private var cursor: StreamCursor
+    private var phase = Phase.opening
+    private var lastWrite = NIODeadline.now()
+    private let version: HTTPVersion
+    private let context: ChannelHandlerContext
+    private let environment: StreamEnvironment
+    private var subscription: Int?
+    private let onFinish: (Outcome) -> Void
+
+    init(
+        task: UUID, start: StreamCursor, version: HTTPVersion, context: ChannelHandlerContext,
+        environment: StreamEnvironment, onFinish: @escaping (Outcome) -> Void
+    ) {
+        self.task = task
+        self.cursor = start
+        self.version = version
+        self.context = context
+        self.environment = environment
+        self.onFinish = onFinish
+    }
+
+    /// Subscribes before the first read, so an append committed in between still wakes the stream.
+    func start() {
+        let waker = StreamWaker(delivery: NIOLoopBound(self, eventLoop: context.eventLoop))
+        subscription = environment.notifier.subscribe(waker, to: task)
+        requestRead()
+    }
+
+    /// Something may be new, or a keepalive may be due.
+    func wake() {
+        switch phase {
+        case .opening, .finished:
+            return
+        case .reading:
+            pingIfSilent()
+        case .streaming:
+            guard context.channel.isWritable else { return }
+            guard environment.notifier.head(of: task) > cursor.sequence else { return pingIfSilent() }
+            if let cached = environment.notifier.cachedBatches(of: task, after: cursor) {
+                write(cached)
+            } else {
+                requestRead()
+            }
+        }
+    }
+
+    /// Ends the stream without writing anything more.
+    func cancel() {
+        finish(.cancelled)
+    }
+
+    private func requestRead() {
+        if phase == .streaming { phase = .reading }
+        let delivery = NIOLoopBound(self, eventLoop: context.eventLoop)
+        environment.reader.read(.init(task: task, cursor: cursor) { result in
+            delivery.eventLoop.execute { delivery.value.readCompleted(result) }
+        })
+    }
+
+    private func readCompleted(_ result: Result<StreamCatchUp, any Error>) {
+        switch (phase, result) {
+        case (.opening, .failure(let error)):
+            finish(.refused(OpenAIError(error)))
+        case (.opening, .success(let catchUp)) where !catchUp.exists:
+            finish(.refused(.notFound("No such completion stream.")))
+        case (.opening, .success(let catchUp)):
+            writeHead()
+            phase = .streaming
+            write(catchUp.batches)
+            wake()  // news that arrived during the read
+        case (.reading, .failure):
+            phase = .streaming  // the next wake-up (a notification, the poll, a tick) tries again
+        case (.reading, .success(let catchUp)):
+            phase = .streaming
+            let before = cursor
+            write(catchUp.batches)
+            if cursor > before { wake() }  // a full page, or news that arrived during the read
+        case (.streaming, _), (.finished, _):
+            return  // the client left while the read ran
+        }
+    }
+
+    private func writeHead() {
+        var headers = HTTPHeaders([
+            ("Content-Type", ServerSentEvents.contentType), ("Cache-Control", "no-cache"), ("X-Accel-Buffering", "no"),
+            (StreamRoute.replicaHeader, environment.replica),
+        ])
+        if version.major == 1 && version.minor == 0 { headers.add(name: "Connection", value: "close") }
+        context.write(NIOAny(HTTPServerResponsePart.head(HTTPResponseHead(version: version, status: .ok, headers: headers))), promise: nil)
+        lastWrite = .now()
+    }
+
+    private func write(_ batches: [StreamBatch]) {
+        var buffer = context.channel.allocator.buffer(capacity: 0)
+        let ended = buffer.writeEvents(of: batches, after: &cursor, commitStamps: environment.commitStamps)
+        if buffer.readableBytes > 0 {
+            context.write(NIOAny(HTTPServerResponsePart.body(.byteBuffer(buffer))), promise: nil)
+            lastWrite = .now()
+        }
+        if ended {
+            context.write(NIOAny(HTTPServerResponsePart.end(nil)), promise: nil)
+        }
+        context.flush()
+        if ended { finish(.completed) }
+    }
+
+    private func pingIfSilent() {
+        guard phase != .opening, NIODeadline.now() - lastWrite >= .nanoseconds(environment.keepaliveInterval.nanoseconds / 2) else { return }
+        context.writeAndFlush(
+            NIOAny(HTTPServerResponsePart.body(.byteBuffer(ByteBuffer(string: ServerSentEvents.keepalive)))), promise: nil)
+        lastWrite = .now()
+    }
+
+    private func finish(_ outcome: Outcome) {
+        guard phase != .finished else { return }
+        phase = .finished
+        if let subscription { environment.notifier.unsubscribe(subscription, from: task) }
+        subscription = nil
+        onFinish(outcome)
+    }
+}
+
+/// The notifier's handle on a stream: it hops every wake-up onto the stream's event loop.
+private final class StreamWaker: StreamSubscriber {
+    let delivery: NIOLoopBound<StreamDelivery>
+
+    init(delivery: NIOLoopBound<StreamDelivery>) {
+        self.delivery = delivery
+    }
+
+    func wake() {
+        delivery.eventLoop.execute { self.delivery.value.wake() }
+    }
+}
+
+extension ByteBuffer {
+    /// Writes the SSE events of `batches` that follow `cursor`, moving it; `true` when the stream's end was among
+    /// them (then `[DONE]` is written too).
+    mutating func writeEvents(of batches: [StreamBatch], after cursor: inout StreamCursor, commitStamps: Bool) -> Bool {
+        for batch in batches {
+            if commitStamps, let committed = batch.committedAtMicroseconds, batch.sequence > cursor.sequence {
+                writeString(ServerSentEvents.commitStamp(microseconds: committed))
+            }
+            for event in batch.events(after: cursor) {
+                writeString(ServerSentEvents.event(id: event.cursor, data: event.data))
+                cursor = event.cursor
+            }
+            if batch.final {
+                writeString(ServerSentEvents.done)
+                return true
+            }
+        }
+        return false
+    }
+}

@@ -1,0 +1,151 @@
+import Foundation
+import Logging
+import NIOCore
+import NIOHTTP1
+import Shared
+import Synchronization
+import Testing
+
+@testable import Bench
+@testable import SSEChat
+
+/// The SSE server on a real socket and real Postgres: a notifier without a listener (tests move heads by hand),
+/// the reader, and a NIO client.
+struct SSEServerTests {
+    static let secret = StreamSecret(bytes: Array(repeating: 7, count: 32))
+
+    struct Running: Sendable {
+        let port: Int
+        let notifier: StreamNotifier
+        let log: StreamLog
+
+        func path(_ task: UUID, token: String? = nil, query: String = "") -> String {
+            let token = token ?? StreamToken(taskID: task, expiresAt: Int64(Date().timeIntervalSince1970) + 60).encoded(secret: SSEServerTests.secret)
+            return "\(StreamRoute.pathPrefix)/\(task.uuidString.lowercased())?\(StreamRoute.tokenParameter)=\(token)\(query)"
+        }
+
+        /// GETs `path` and returns the status and the whole body, read until the server ends it.
+        func get(_ path: String, headers: [(String, String)] = []) async throws -> (status: Int, body: String) {
+            try await HTTPExchange(host: "127.0.0.1", port: port).run(method: .GET, path: path, headers: headers) { head, parts in
+                var body = ""
+                while case .body(let buffer) = try await parts.next() { body += String(buffer: buffer) }
+                return (head.status, body)
+            }
+        }
+    }
+
+    /// Runs a replica for the duration of `body`.
+    func withServer<R: Sendable>(
+        _ database: TestDatabase, keepalive: Int64 = 600, _ body: @escaping @Sendable (Running) async throws -> R
+    ) async throws -> R {
+        let log = StreamLog(client: database.client, logger: database.logger)
+        let notifier = StreamNotifier(
+            configuration: .init(pollInterval: .seconds(600), keepaliveInterval: .milliseconds(keepalive)),
+            log: log, listenerConfiguration: nil, logger: database.logger)
+        let reader = StreamReader(log: log, timeout: .seconds(5), logger: database.logger)
+        let port = Mutex<Int?>(nil)
+        let server = SSEServer(
+            host: "127.0.0.1", port: 0, drainTime: .seconds(1),
+            environment: StreamEnvironment(
+                notifier: notifier, reader: reader, secret: Self.secret, keepaliveInterval: .milliseconds(keepalive),
+                commitStamps: false, replica: "test"),
+            logger: database.logger, onBound: { bound in port.withLock { $0 = bound } })
+        return try await withThrowingTaskGroup(of: R?.self) { group in
+            group.addTask { try await notifier.run(); return nil }
+            group.addTask { await reader.run(); return nil }
+            group.addTask { try await server.run(); return nil }
+            defer { group.cancelAll() }
+            guard await eventually(timeout: .seconds(10), { port.withLock { $0 } != nil }) else {
+                throw TestSetupError("the SSE server never bound")
+            }
+            return try await withDeadline(.seconds(20)) {
+                try await body(Running(port: port.withLock { $0 }!, notifier: notifier, log: log))
+            }
+        }
+    }
+
+    @Test func silenceIsFilledWithPingsThenEventsThenDone() async throws {
+        try await TestDatabase.with { database in
+            let task = try await database.runningTasks(1)[0]
+            let body = try await withServer(database, keepalive: 200) { server in
+                try await withThrowingTaskGroup(of: String.self) { group in
+                    group.addTask { try await server.get(server.path(task)).body }
+                    try await Task.sleep(for: .milliseconds(700))
+                    try await server.log.append(
+                        [StreamBatch(task: task, sequence: 2, events: ["{\"n\":1}", "{\"n\":2}"], final: false)], outcomes: [], workerID: "w")
+                    server.notifier.advance(task, to: 2)
+                    try await server.log.append([StreamBatch(task: task, sequence: 3, events: ["{\"n\":3}"], final: true)], outcomes: [], workerID: "w")
+                    server.notifier.advance(task, to: 3)
+                    return try await group.next()!
+                }
+            }
+            let pings = body.components(separatedBy: ": ping\n").count - 1
+            #expect(body.hasPrefix(": ping\n"))
+            #expect((2...7).contains(pings), "\(pings) pings in 700 ms at a 200 ms keepalive")
+            #expect(body.replacingOccurrences(of: ": ping\n", with: "")
+                == "id: 1\ndata: {\"n\":1}\n\nid: 2\ndata: {\"n\":2}\n\nid: 3\ndata: {\"n\":3}\n\ndata: [DONE]\n\n")
+        }
+    }
+
+    /// What a client resuming after `cursor` (by header or by query) receives from a finished stream `a b c`.
+    func replay(header: Int? = nil, query: Int? = nil) async throws -> String {
+        try await TestDatabase.with { database in
+            let task = try await database.runningTasks(1)[0]
+            return try await withServer(database) { server in
+                try await server.log.append([StreamBatch(task: task, sequence: 3, events: ["a", "b", "c"], final: true)], outcomes: [], workerID: "w")
+                let response = try await server.get(
+                    server.path(task, query: query.map { "&\(StreamRoute.lastEventIDParameter)=\($0)" } ?? ""),
+                    headers: header.map { [(StreamRoute.lastEventIDHeader, "\($0)")] } ?? [])
+                #expect(response.status == 200)
+                return response.body
+            }
+        }
+    }
+
+    @Test func aResumingClientGetsOnlyWhatFollowsItsCursor() async throws {
+        #expect(try await replay(header: 1) == "id: 2\ndata: b\n\nid: 3\ndata: c\n\ndata: [DONE]\n\n")
+        #expect(try await replay(query: 2) == "id: 3\ndata: c\n\ndata: [DONE]\n\n")
+        #expect(try await replay() == "id: 1\ndata: a\n\nid: 2\ndata: b\n\nid: 3\ndata: c\n\ndata: [DONE]\n\n")
+    }
+
+    /// An EventSource that reconnects after [DONE] (or a cursor past the end) gets [DONE] again, not pings forever.
+    @Test(arguments: [3, 50])
+    func aClientAtOrPastTheEndIsToldTheStreamIsOver(cursor: Int) async throws {
+        #expect(try await replay(header: cursor) == "data: [DONE]\n\n")
+    }
+
+    @Test func refusalsAreOpenAIErrors() async throws {
+        try await TestDatabase.with { database in
+            let task = try await database.runningTasks(1)[0]
+            try await withServer(database) { server in
+                let cases: [(String, [(String, String)], Int, String)] = [
+                    (server.path(UUID()), [], 404, "not_found"),
+                    (server.path(task, token: ""), [], 401, "invalid_stream_token"),
+                    (server.path(task, token: StreamToken(taskID: UUID(), expiresAt: 4_000_000_000).encoded(secret: Self.secret)), [], 403, "invalid_stream_token"),
+                    (server.path(task), [(StreamRoute.lastEventIDHeader, "x")], 400, "invalid_request_error"),
+                    ("/nowhere", [], 404, "not_found"),
+                ]
+                for (path, headers, status, kind) in cases {
+                    let response = try await server.get(path, headers: headers)
+                    #expect(response.status == status, "\(path)")
+                    #expect(response.body.contains("\"error\":{") && response.body.contains(kind), "\(path): \(response.body)")
+                }
+                #expect(try await server.get(SSERequest.healthPath) == (200, "ok"))
+            }
+        }
+    }
+
+    /// A client that hangs up is forgotten at once, not at its next write.
+    @Test func aClientThatLeavesIsUnsubscribed() async throws {
+        try await TestDatabase.with { database in
+            let task = try await database.runningTasks(1)[0]
+            try await withServer(database) { server in
+                try await HTTPExchange(host: "127.0.0.1", port: server.port).run(method: .GET, path: server.path(task)) { head, _ in
+                    #expect(head.status == 200)
+                    #expect(try await eventually { server.notifier.subscriberCount == 1 })
+                }  // closes the connection
+                #expect(try await eventually { server.notifier.subscriberCount == 0 })
+            }
+        }
+    }
+}
