@@ -28,10 +28,10 @@ ADMIN_URL = f"postgres://postgres@127.0.0.1:{PG_PORT}/postgres"
 
 FULL = {"rates": [25, 50, 100, 200, 400], "latency_seconds": 10, "throughput": [(64, 10)],
         "idle": {"streams": 19000, "processes": 4, "hold": 30},
-        "commit": {"streams": 1000, "tokens": 250, "token_delay_ms": 20, "warmup": 2}}
+        "commit": {"streams": 1000, "token_rates": [5, 10, 20, 50], "seconds": 8, "warmup": 2}}
 SMOKE = {"rates": [20], "latency_seconds": 2, "throughput": [(8, 2)],
          "idle": {"streams": 200, "processes": 2, "hold": 2},
-         "commit": {"streams": 20, "tokens": 40, "token_delay_ms": 20, "warmup": 0.2}}
+         "commit": {"streams": 20, "token_rates": [50], "seconds": 0.8, "warmup": 0.2}}
 ALL = ("idle", "handoff", "commit", "throughput")
 
 
@@ -110,6 +110,49 @@ class ConnectionSampler:
         self.thread.join()
 
 
+class CPUSampler:
+    """Where the CPU went while a scenario ran, in % of one core: each stack process, Postgres (all its backends
+    together) and the load generator. On 2 shared cores this is the profile that says what saturates."""
+
+    TICKS = os.sysconf("SC_CLK_TCK")
+
+    def __init__(self, stack: Stack):
+        self.stack = stack
+
+    @staticmethod
+    def ticks(pid: int | str) -> int:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            return 0
+        return int(fields[11]) + int(fields[12])  # utime + stime
+
+    @staticmethod
+    def comm(pid: str) -> str:
+        try:
+            return Path(f"/proc/{pid}/comm").read_text().strip()
+        except OSError:
+            return ""
+
+    def snapshot(self) -> dict[str, int]:
+        shot = {name: self.ticks(process.pid) for name, process in self.stack.processes.items()}
+        shot["postgres"] = sum(self.ticks(pid) for pid in os.listdir("/proc") if pid.isdigit() and self.comm(pid) == "postgres")
+        return shot
+
+    def __enter__(self):
+        self.start, self.before, self.children = time.monotonic(), self.snapshot(), os.times()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        seconds = time.monotonic() - self.start
+        after, children = self.snapshot(), os.times()
+        share = {name: 100 * (after[name] - self.before.get(name, 0)) / self.TICKS / seconds for name in after}
+        # The load generator is the only child reaped meanwhile.
+        share["handoff-bench"] = 100 * ((children.children_user - self.children.children_user)
+                                        + (children.children_system - self.children.children_system)) / seconds
+        self.percent = {name: round(value, 1) for name, value in sorted(share.items(), key=lambda kv: -kv[1])}
+
+
 def database_counters(stack: Stack) -> dict:
     commits = int(psql(ADMIN_URL, f"SELECT xact_commit FROM pg_stat_database WHERE datname = '{stack.database}'"))
     rows = stack.sql("SELECT count(*), coalesce(sum(event_count), 0) FROM handoff_stream").split("|")
@@ -138,23 +181,30 @@ def run_scenarios(plan: dict, session: Session, only: set[str]) -> dict:
 
     commit = plan["commit"]
     if "commit" in only:
-        log(f"scenario 2: commit-to-client latency, {commit['streams']} streams at "
-            f"{1000 // commit['token_delay_ms']} tokens/s each")
-        results["commit"] = session.run(True, lambda stack: bench(
-            session.bin_dir, "commit-latency", "--port", str(PORTS.caddy), "--streams", str(commit["streams"]),
-            "--tokens", str(commit["tokens"]), "--warmup", str(commit["warmup"])),
-            worker_settings={"HANDOFF_DEMO_TOKEN_DELAY_MS": str(commit["token_delay_ms"]),
-                             "HANDOFF_WORKER_CONCURRENCY": str(commit["streams"] + 100)},
-            HANDOFF_BENCH_STAMPS="1")
+        results["commit"] = []
+        for rate in commit["token_rates"]:
+            tokens = int(rate * (commit["seconds"] + commit["warmup"]))
+            log(f"scenario 2: commit-to-client latency, {commit['streams']} streams at {rate} tokens/s each")
+
+            def committed(stack: Stack) -> dict:
+                with CPUSampler(stack) as cpu:
+                    row = bench(session.bin_dir, "commit-latency", "--port", str(PORTS.caddy), "--streams",
+                                str(commit["streams"]), "--tokens", str(tokens), "--warmup", str(commit["warmup"]))
+                return {**row, "tokensPerSecond": rate, "cpuPercent": cpu.percent}
+            results["commit"].append(session.run(
+                True, committed, HANDOFF_BENCH_STAMPS="1",
+                worker_settings={"HANDOFF_DEMO_TOKEN_DELAY_MS": str(1000 // rate),
+                                 "HANDOFF_WORKER_CONCURRENCY": str(commit["streams"] + 100)}))
 
     def throughput(stack: Stack) -> list[dict]:
         rows = []
         for concurrency, seconds in plan["throughput"]:
             log(f"scenarios 4 and 5: throughput with {concurrency} clients for {seconds} s, sampling Postgres")
             before = database_counters(stack)
-            with ConnectionSampler(stack) as sampler:
+            with ConnectionSampler(stack) as sampler, CPUSampler(stack) as cpu:
                 row = bench(session.bin_dir, "throughput", "--port", str(PORTS.caddy),
                             "--concurrency", str(concurrency), "--duration", str(seconds))
+            row["cpuPercent"] = cpu.percent
             after = database_counters(stack)
             delta = {key: after[key] - before[key] for key in before}
             row["postgres"] = {"peak_connections": sampler.peak, **delta,
@@ -212,8 +262,8 @@ def check_smoke(results: dict) -> None:
         assert row["errors"] == 0 and row["completed"] > 0, row
     for row in results["throughput"]:
         assert row["errors"] == 0 and row["completed"] > 0, row
-    commit = results["commit"]
-    assert commit["errors"] == 0 and commit["completed"] == commit["streams"] and commit["batches"] > 0, commit
+    for commit in results["commit"]:
+        assert commit["errors"] == 0 and commit["completed"] == commit["streams"] and commit["batches"] > 0, commit
     print(f"bench smoke: idle {idle['streamsOpen']} streams at {idle['kibPerStream']:.1f} KiB each; "
           f"hand-off p50 {results['handoff'][0]['firstEventMilliseconds']['p50']:.1f} ms; "
           f"{results['throughput'][0]['completionsPerSecond']:.0f} completions/s")

@@ -23,6 +23,8 @@ struct CommitLatency: AsyncParsableCommand {
         let batches: Int
         let eventsPerSecond: Double
         let commitToClientMilliseconds: LatencySummary
+        /// The part of it before the replica wrote the batch: commit, NOTIFY, the replica's fetch and fan-out.
+        let commitToReplicaMilliseconds: LatencySummary
     }
 
     func run() async throws {
@@ -31,17 +33,19 @@ struct CommitLatency: AsyncParsableCommand {
         progress("commit-latency: \(streams) streams of \(tokens) tokens")
         let started = ContinuousClock.now
         let measureFrom = Date().timeIntervalSince1970 + warmup
-        let perStream = await withTaskGroup(of: ([Duration], Int)?.self) { group in
+        let perStream = await withTaskGroup(of: ([Sample], Int)?.self) { group in
             for index in 0..<streams {
                 group.addTask {
                     do {
-                        var samples: [Duration] = []
+                        var samples: [Sample] = []
                         let events = try await client.stream(tokens: tokens, prompt: "commit \(index)") { event in
                             let arrived = Date().timeIntervalSince1970
                             guard arrived >= measureFrom,
                                 let stamp = event.comments.lazy.compactMap(Self.stamp).first
                             else { return }
-                            samples.append(.microseconds(Int64(arrived * 1e6) - stamp))
+                            samples.append(Sample(
+                                toClient: .microseconds(Int64(arrived * 1e6) - stamp.committed),
+                                toReplica: .microseconds(stamp.sent - stamp.committed)))
                         }
                         return (samples, events)
                     } catch {
@@ -50,7 +54,7 @@ struct CommitLatency: AsyncParsableCommand {
                     }
                 }
             }
-            return await group.reduce(into: [([Duration], Int)]()) { if let result = $1 { $0.append(result) } }
+            return await group.reduce(into: [([Sample], Int)]()) { if let result = $1 { $0.append(result) } }
         }
         let elapsed = ContinuousClock.now - started
         let seconds = Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18
@@ -58,12 +62,20 @@ struct CommitLatency: AsyncParsableCommand {
         try emit(Result(
             streams: streams, tokens: tokens, completed: perStream.count, errors: errors["errors"], batches: samples.count,
             eventsPerSecond: Double(perStream.reduce(0) { $0 + $1.1 }) / seconds,
-            commitToClientMilliseconds: LatencySummary(samples)))
+            commitToClientMilliseconds: LatencySummary(samples.map(\.toClient)),
+            commitToReplicaMilliseconds: LatencySummary(samples.map(\.toReplica))))
     }
 
-    private static func stamp(_ comment: String) -> Int64? {
+    struct Sample: Sendable {
+        let toClient: Duration
+        let toReplica: Duration
+    }
+
+    private static func stamp(_ comment: String) -> (committed: Int64, sent: Int64)? {
         let prefix = ServerSentEvents.commitStampPrefix.dropFirst()  // the parser drops the colon
         guard comment.hasPrefix(prefix) else { return nil }
-        return Int64(comment.dropFirst(prefix.count))
+        let fields = comment.dropFirst(prefix.count).split(separator: " ")
+        guard fields.count == 2, let committed = Int64(fields[0]), let sent = Int64(fields[1]) else { return nil }
+        return (committed, sent)
     }
 }

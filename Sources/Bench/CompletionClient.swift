@@ -8,7 +8,9 @@ struct CompletionClient: Sendable {
     let origin: HTTPExchange
 
     struct Timing: Sendable {
-        /// From the moment the request was due (open loop) to the stream's response head.
+        /// From the moment the request was due (open loop) to the API's 302.
+        var redirect: Duration
+        /// ... to the stream's response head.
         var firstByte: Duration
         /// ... to its first `data:` event.
         var firstEvent: Duration
@@ -28,9 +30,11 @@ struct CompletionClient: Sendable {
     /// Runs one completion, handing the stream's response head to `onHead` and every event to `onEvent`;
     /// returns how many events came before `[DONE]`.
     func stream(
-        tokens: Int, prompt: String, onHead: (HTTPExchange.Head) -> Void = { _ in }, onEvent: (SSEParser.Event) -> Void
+        tokens: Int, prompt: String, onRedirect: () -> Void = {}, onHead: (HTTPExchange.Head) -> Void = { _ in },
+        onEvent: (SSEParser.Event) -> Void
     ) async throws -> Int {
         let location = try await origin.handoff(path: CompletionsRoute.handoff, json: Self.body(tokens: tokens, prompt: prompt))
+        onRedirect()
         return try await origin.run(method: .GET, path: location) { head, parts in
             guard head.status == 200 else { throw BenchError.unexpectedStatus(head.status) }
             onHead(head)
@@ -49,16 +53,19 @@ struct CompletionClient: Sendable {
     }
 
     func complete(tokens: Int, prompt: String, due: ContinuousClock.Instant) async throws -> Timing {
+        var redirect: Duration = .zero
         var firstByte: Duration = .zero
         var firstEvent: Duration?
         var replica = "?"
-        let events = try await stream(tokens: tokens, prompt: prompt) { head in
+        let events = try await stream(tokens: tokens, prompt: prompt) {
+            redirect = ContinuousClock.now - due
+        } onHead: { head in
             firstByte = ContinuousClock.now - due
             replica = head.headers.first(name: StreamRoute.replicaHeader) ?? "?"
         } onEvent: { _ in
             if firstEvent == nil { firstEvent = ContinuousClock.now - due }
         }
         let done = ContinuousClock.now - due
-        return Timing(firstByte: firstByte, firstEvent: firstEvent ?? done, done: done, events: events, replica: replica)
+        return Timing(redirect: redirect, firstByte: firstByte, firstEvent: firstEvent ?? done, done: done, events: events, replica: replica)
     }
 }

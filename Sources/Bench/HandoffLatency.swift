@@ -19,6 +19,7 @@ struct HandoffLatency: AsyncParsableCommand {
         let tokens: Int
         let completed: Int
         let errors: Int
+        let redirectMilliseconds: LatencySummary
         let firstByteMilliseconds: LatencySummary
         let firstEventMilliseconds: LatencySummary
         let doneMilliseconds: LatencySummary
@@ -47,6 +48,7 @@ struct HandoffLatency: AsyncParsableCommand {
         }
         try emit(Result(
             rate: rate, duration: duration, tokens: tokens, completed: timings.count, errors: errors["errors"],
+            redirectMilliseconds: LatencySummary(timings.map(\.redirect)),
             firstByteMilliseconds: LatencySummary(timings.map(\.firstByte)),
             firstEventMilliseconds: LatencySummary(timings.map(\.firstEvent)),
             doneMilliseconds: LatencySummary(timings.map(\.done))))

@@ -165,7 +165,8 @@ extension ByteBuffer {
     mutating func writeEvents(of batches: [StreamBatch], after cursor: inout StreamCursor, commitStamps: Bool) -> Bool {
         for batch in batches {
             if commitStamps, let committed = batch.committedAtMicroseconds, batch.sequence > cursor.sequence {
-                writeString(ServerSentEvents.commitStamp(microseconds: committed))
+                let sent = Int64(Date().timeIntervalSince1970 * 1_000_000)
+                writeString(ServerSentEvents.commitStamp(committed: committed, sent: sent))
             }
             for event in batch.events(after: cursor) {
                 writeString(ServerSentEvents.event(id: event.cursor, data: event.data))

@@ -7,12 +7,20 @@ struct CompletionEvents {
     private let created: Int64
     private let model: String
     private let includeUsage: Bool
+    /// A content chunk around its text: content chunks differ in nothing else, so the worker renders one per task
+    /// and fills in each token's escaped text (the profile showed chunk rendering at a quarter of its CPU).
+    private let contentFrame: (prefix: String, suffix: String)
 
     init(task: ClaimedTask) {
         self.id = task.completionID
         self.created = task.created
         self.model = task.request.model
         self.includeUsage = task.request.includeUsage
+        // Rendered by the generic path with a marker text, then split around it: the frame cannot drift from it.
+        let marker = "\u{0}"
+        let template = Self.chunk(id: id, created: created, model: model, includeUsage: includeUsage, [.init(delta: .init(content: marker))])
+        let range = template.range(of: JSONValue.string(marker).text)!
+        self.contentFrame = (String(template[..<range.lowerBound]), String(template[range.upperBound...]))
     }
 
     func role() -> String {
@@ -20,7 +28,10 @@ struct CompletionEvents {
     }
 
     func content(_ text: String) -> String {
-        chunk([.init(delta: .init(content: text))])
+        var chunk = contentFrame.prefix
+        JSONValue.string(text).write(to: &chunk)
+        chunk += contentFrame.suffix
+        return chunk
     }
 
     /// The finish chunk, then the usage chunk if the client asked for usage.
@@ -36,6 +47,10 @@ struct CompletionEvents {
     }
 
     private func chunk(_ choices: [ChatCompletionChunk.Choice]) -> String {
+        Self.chunk(id: id, created: created, model: model, includeUsage: includeUsage, choices)
+    }
+
+    private static func chunk(id: String, created: Int64, model: String, includeUsage: Bool, _ choices: [ChatCompletionChunk.Choice]) -> String {
         ChatCompletionChunk(id: id, created: created, model: model, choices: choices, usage: includeUsage ? .null : .omitted)
             .json.text
     }

@@ -68,6 +68,14 @@ struct ChunkJSONTests {
         #expect(!json.contains("\n"), "an event's JSON must stay on one line")
     }
 
+    /// An escaped byte can sit inside one character: CR LF, or a quote followed by a combining accent.
+    @Test(arguments: ["\r\n", "\"\u{301}", "a\"\u{301}b\r\nc", "\u{1F984}\"\u{1F984}", "", "\\"])
+    func escapesInsideCharactersRoundTrip(text: String) throws {
+        let json = JSONValue.string(text).text
+        #expect(try JSONDecoder().decode(String.self, from: Data(json.utf8)) == text, "\(json)")
+        #expect(!json.contains("\n") && !json.contains("\r"))
+    }
+
     @Test func errorEnvelopeHasAllFourKeysInOrder() {
         let error = OpenAIError.invalidRequest("Bad.", param: "messages[0].role")
         #expect(error.json.text == #"{"error":{"message":"Bad.","type":"invalid_request_error","param":"messages[0].role","code":null}}"#)

@@ -44,24 +44,41 @@ public indirect enum JSONValue: Sendable, Equatable {
     }
 
     /// Escapes what RFC 8259 requires (quote, backslash, control characters) and nothing else, like OpenAI.
+    /// Runs of bytes that need no escape are copied whole: this is the worker's hottest loop (one content chunk
+    /// per token).
     static func writeString(_ value: String, to output: inout String) {
         output += "\""
-        for scalar in value.unicodeScalars {
-            switch scalar {
-            case "\"": output += "\\\""
-            case "\\": output += "\\\\"
-            case "\n": output += "\\n"
-            case "\r": output += "\\r"
-            case "\t": output += "\\t"
-            case "\u{08}": output += "\\b"
-            case "\u{0C}": output += "\\f"
-            case let scalar where scalar.value < 0x20:
-                let hex = String(scalar.value, radix: 16)
-                output += "\\u" + String(repeating: "0", count: 4 - hex.count) + hex
-            default: output.unicodeScalars.append(scalar)
+        let utf8 = value.utf8
+        var run = utf8.startIndex
+        var index = run
+        while index != utf8.endIndex {
+            let byte = utf8[index]
+            // Every byte that needs an escape is ASCII, so `index` is a scalar boundary wherever one is found — but
+            // not always a character boundary (`"` + U+0301 is one character): slice scalars, never characters.
+            if byte == UInt8(ascii: "\"") || byte == UInt8(ascii: "\\") || byte < 0x20 {
+                output += Substring(value.unicodeScalars[run..<index])
+                output += escape(byte)
+                run = utf8.index(after: index)
             }
+            index = utf8.index(after: index)
         }
+        output += Substring(value.unicodeScalars[run...])
         output += "\""
+    }
+
+    private static func escape(_ byte: UInt8) -> String {
+        switch byte {
+        case UInt8(ascii: "\""): return "\\\""
+        case UInt8(ascii: "\\"): return "\\\\"
+        case UInt8(ascii: "\n"): return "\\n"
+        case UInt8(ascii: "\r"): return "\\r"
+        case UInt8(ascii: "\t"): return "\\t"
+        case 0x08: return "\\b"
+        case 0x0C: return "\\f"
+        default:
+            let hex = String(byte, radix: 16)
+            return "\\u" + String(repeating: "0", count: 4 - hex.count) + hex
+        }
     }
 
     public static func == (lhs: JSONValue, rhs: JSONValue) -> Bool {

@@ -13,11 +13,12 @@ public enum ServerSentEvents {
     }
 
     /// Benchmarks only (`HANDOFF_BENCH_STAMPS`): written before a minibatch's first event, inside its block,
-    /// so no comment-only block is ever sent.
+    /// so no comment-only block is ever sent. It carries when the batch's transaction began and when the replica
+    /// wrote it, both in Unix microseconds, so the client can split its latency into before and after the replica.
     public static let commitStampPrefix = ": committed "
 
-    public static func commitStamp(microseconds: Int64) -> String {
-        "\(commitStampPrefix)\(microseconds)\n"
+    public static func commitStamp(committed: Int64, sent: Int64) -> String {
+        "\(commitStampPrefix)\(committed) \(sent)\n"
     }
 }
 
