@@ -24,17 +24,23 @@ struct APICommand: AsyncParsableCommand {
             try await ProcessRuntime.migrate(database: database, logger: logger)
 
             let client = PostgresClient(configuration: database.clientConfiguration(applicationName: "handoff-api"))
-            let batcher = EnqueueBatcher(queue: TaskQueue(client: client, logger: logger), timeout: database.timeout, logger: logger)
+            let queue = TaskQueue(client: client, logger: logger)
+            let secret = try StreamSecret.load(settings: settings)
+            let batcher = EnqueueBatcher(queue: queue, timeout: database.timeout, logger: logger)
             let controller = CompletionsController(
                 batcher: batcher,
                 validation: try RequestValidation(settings: settings),
-                secret: try StreamSecret.load(settings: settings),
+                secret: secret,
                 tokenTTL: try settings.seconds(.tokenTTLSeconds),
                 maxBodyBytes: try settings.int(.maxBodyBytes))
 
             let app = HTTPService.make(
                 name: "handoff-api", host: settings.string(.apiHost) ?? "127.0.0.1",
-                port: try settings.int(.apiPort, override: port), logger: logger, routes: controller.addRoutes)
+                port: try settings.int(.apiPort, override: port), logger: logger,
+                routes: { router in
+                    controller.addRoutes(to: router)
+                    CancellationController(queue: queue, secret: secret, databaseTimeout: database.timeout).addRoutes(to: router)
+                })
             // Shut down in reverse: the HTTP server finishes its requests, then the batcher commits theirs.
             try await ProcessRuntime.run([client, batcher, app], logger: logger)
         }

@@ -23,20 +23,8 @@ enum SSERequest: Equatable {
         guard head.method == .GET else {
             throw OpenAIError(status: 405, message: "Streams are read with GET.", type: "invalid_request_error", code: "method_not_allowed")
         }
-        try Self.authorize(query[StreamRoute.tokenParameter], task: task, secret: secret)
+        try StreamToken.authorize(query[StreamRoute.tokenParameter], taskID: task, secret: secret)
         self = .stream(task: task, start: try Self.startCursor(header: head.headers.first(name: StreamRoute.lastEventIDHeader), query: query))
-    }
-
-    private static func authorize(_ token: String?, task: UUID, secret: StreamSecret) throws(OpenAIError) {
-        do {
-            _ = try StreamToken.verify(token, taskID: task, secret: secret)
-        } catch .missing {
-            throw .unauthorized("A stream token is required: follow the Location of POST /v1/chat/completions.")
-        } catch .expired {
-            throw .unauthorized("The stream token has expired.")
-        } catch {
-            throw .forbidden("The stream token is not valid for this completion.")
-        }
     }
 
     /// Where to start: `Last-Event-ID` (a reconnecting EventSource) or `last_event_id` (a first connect).

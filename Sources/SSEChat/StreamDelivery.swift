@@ -89,6 +89,11 @@ final class StreamDelivery {
             finish(.refused(OpenAIError(error)))
         case (.opening, .success(let catchUp)) where !catchUp.exists:
             finish(.refused(.notFound("No such completion stream.")))
+        case (.opening, .success(let catchUp)) where cursor.sequence > catchUp.head:
+            // We never sent this id for this task: it belongs to another stream (a resume must not restart silently).
+            finish(.refused(.invalidRequest(
+                "Event id \(cursor.sequence) is past the end of this stream (its last event is \(catchUp.head)): it belongs to another stream.",
+                param: StreamRoute.lastEventIDParameter, code: "invalid_event_id")))
         case (.opening, .success(let catchUp)):
             writeHead()
             phase = .streaming

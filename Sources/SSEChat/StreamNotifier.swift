@@ -162,7 +162,7 @@ final class StreamNotifier: Service {
         let tasks = state.withLock { Array($0.watches.keys) }
         guard !tasks.isEmpty else { return }
         do {
-            for (task, head) in try await log.heads(of: tasks) {
+            for (task, head) in try await log.heads(ofWatched: tasks) {
                 advance(task, to: head)
             }
         } catch {

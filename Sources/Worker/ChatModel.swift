@@ -5,6 +5,9 @@ import Shared
 /// writer do not change when a backend (an upstream OpenAI-compatible server, say) is added.
 protocol ChatModel: Sendable {
     func reply(to request: ChatCompletionRequest) -> any AsyncSequence<ModelDelta, any Error>
+
+    /// The prompt's token count, for the usage of a reply stopped before the model reported its own.
+    func promptTokens(for request: ChatCompletionRequest) -> Int
 }
 
 enum ModelDelta: Sendable, Equatable {
@@ -16,6 +19,8 @@ enum ModelDelta: Sendable, Equatable {
 
 enum FinishReason: String, Sendable {
     case stop, length
+    /// Never from a model: the task was cancelled by its owner, or abandoned by every client.
+    case cancelled
 }
 
 /// Model names to backends. The API server accepts exactly the names in `HANDOFF_MODELS`; the worker fails a

@@ -15,6 +15,10 @@ struct DemoModel: ChatModel {
         DemoReply(request: request, tokenDelay: tokenDelay)
     }
 
+    func promptTokens(for request: ChatCompletionRequest) -> Int {
+        Self.promptTokens(request)
+    }
+
     static func promptTokens(_ request: ChatCompletionRequest) -> Int {
         request.messages.reduce(0) { $0 + $1.content.split(whereSeparator: \.isWhitespace).count }
     }

@@ -63,6 +63,13 @@ final class StreamWriter: Service {
         }
     }
 
+    /// Drops what `task` has pending: it was handed back to the queue and belongs to its next run.
+    func discard(_ task: UUID) async {
+        state.withLock { state in
+            state.pendingEvents -= state.buffers.removeValue(forKey: task)?.pending.count ?? 0
+        }
+    }
+
     /// Ends `task`'s stream with `events` and records `outcome`; returns once both are committed.
     func finish(_ task: UUID, events: [String], outcome: TaskOutcome) async {
         precondition(!events.isEmpty, "a stream ends with at least one event")
@@ -143,7 +150,7 @@ final class StreamWriter: Service {
         }
         let resumed = state.withLock { state -> [CheckedContinuation<Void, Never>] in
             var resumed: [CheckedContinuation<Void, Never>] = []
-            for batch in batches {
+            for batch in batches where state.buffers[batch.task] != nil {  // a discarded task is gone already
                 let count = batch.events.count
                 state.pendingEvents -= count
                 if batch.final {

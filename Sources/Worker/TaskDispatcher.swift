@@ -6,27 +6,34 @@ import Synchronization
 /// Claims queued tasks and runs up to `concurrency` of them at once.
 ///
 /// It claims when a NOTIFY rings its doorbell, when a slot frees up, and at least every `pollInterval`, so a
-/// lost notification costs latency, never a task. On graceful shutdown it stops claiming and lets the tasks
-/// it holds finish.
+/// lost notification costs latency, never a task. On graceful shutdown it stops claiming, gives the tasks it
+/// holds `grace` to finish, then stops the rest: each is handed back to the queue if it streamed no content yet,
+/// or failed with an error event its clients see.
 final class TaskDispatcher: Service {
     struct Configuration: Sendable {
         var workerID: String
         var concurrency: Int
         var pollInterval: Duration
         var lease: Duration
+        var grace: Duration
     }
 
     let configuration: Configuration
     let queue: TaskQueue
     let executor: TaskExecutor
+    let cancellations: TaskCancellations
     let doorbell: Doorbell
     let logger: Logger
     private let running = Atomic<Int>(0)
 
-    init(configuration: Configuration, queue: TaskQueue, executor: TaskExecutor, doorbell: Doorbell, logger: Logger) {
+    init(
+        configuration: Configuration, queue: TaskQueue, executor: TaskExecutor, cancellations: TaskCancellations,
+        doorbell: Doorbell, logger: Logger
+    ) {
         self.configuration = configuration
         self.queue = queue
         self.executor = executor
+        self.cancellations = cancellations
         self.doorbell = doorbell
         self.logger = logger
     }
@@ -60,6 +67,15 @@ final class TaskDispatcher: Service {
                 }
             } onGracefulShutdown: {
                 self.doorbell.ring()
+            }
+            let deadline = ContinuousClock.now + configuration.grace
+            while self.running.load(ordering: .relaxed) > 0, ContinuousClock.now < deadline, !Task.isCancelled {
+                try? await Task.sleep(for: .milliseconds(50))
+            }
+            let left = self.running.load(ordering: .relaxed)
+            if left > 0 {
+                logger.notice("grace period over; stopping tasks", metadata: ["tasks": "\(left)"])
+                cancellations.stopAll(because: .shutdown)
             }
         }
     }

@@ -1,40 +1,110 @@
 import Logging
 import Shared
+import Synchronization
 
 /// Runs one claimed task: the model's deltas become chunk events in the stream writer, and the task ends with
-/// exactly one outcome — succeeded, or failed with an error event the client sees before `[DONE]`.
+/// exactly one outcome. It succeeds; or fails with an error event the client sees before `[DONE]`; or stops
+/// early — cancelled (by its owner, or abandoned), ending with `finish_reason: "cancelled"` and the usage so far,
+/// or handed back to the queue at shutdown when its stream has no content yet.
 struct TaskExecutor: Sendable {
     let models: ModelRegistry
     let writer: StreamWriter
+    let queue: TaskQueue
+    let cancellations: TaskCancellations
+    let workerID: String
     let logger: Logger
 
+    private enum Ending: Sendable {
+        case finished(FinishReason, Usage)
+        case failed(any Error)
+        case stopped(StopReason)
+    }
+
     func run(_ task: ClaimedTask) async {
+        cancellations.started(task.id)
+        defer { cancellations.finished(task.id) }
         let events = CompletionEvents(task: task)
         guard let model = models.model(named: task.request.model) else {
             let error = OpenAIError.modelNotFound(task.request.model)
             await writer.finish(task.id, events: [events.error(error)], outcome: TaskOutcome(task: task.id, status: .failed, error: error))
             return
         }
+        let usage = { (completion: Int) in Usage(promptTokens: model.promptTokens(for: task.request), completionTokens: completion) }
+        if task.cancelRequested {
+            return await stop(task, events: events, because: .cancelled, usage: usage(0))
+        }
         await writer.append(events.role(), to: task.id)
-        do {
-            for try await delta in model.reply(to: task.request) {
-                switch delta {
-                case .content(let text):
-                    await writer.append(events.content(text), to: task.id)
-                case .finished(let reason, let usage):
-                    await writer.finish(
-                        task.id, events: events.end(reason: reason.rawValue, usage: usage),
-                        outcome: TaskOutcome(task: task.id, status: .succeeded, usage: usage))
-                    return
-                }
+        let emitted = TokenCount()
+        let ending = await withTaskGroup(of: Ending?.self) { group in
+            group.addTask { await generate(task, model: model, events: events, emitted: emitted) }
+            group.addTask { await cancellations.reason(toStop: task.id).map(Ending.stopped) }
+            defer { group.cancelAll() }
+            while let next = await group.next() {
+                if let next { return next }
             }
-            throw ModelError.endedWithoutFinish
-        } catch {
+            return Ending.failed(ModelError.endedWithoutFinish)
+        }
+        switch ending {
+        case .finished(let reason, let usage):
+            await finish(task, events: events, reason: reason, usage: usage)
+        case .stopped(let reason):
+            await stop(task, events: events, because: reason, usage: usage(emitted.value.load(ordering: .relaxed)))
+        case .failed(let error):
             logger.error("task failed", metadata: ["task": "\(task.id)", "error": "\(String(reflecting: error))"])
             let failure = OpenAIError.server("The model failed while generating this completion.")
             await writer.finish(task.id, events: [events.error(failure)], outcome: TaskOutcome(task: task.id, status: .failed, error: failure))
         }
     }
+
+    private func generate(_ task: ClaimedTask, model: any ChatModel, events: CompletionEvents, emitted: TokenCount) async -> Ending {
+        do {
+            for try await delta in model.reply(to: task.request) {
+                switch delta {
+                case .content(let text):
+                    await writer.append(events.content(text), to: task.id)
+                    emitted.value.add(1, ordering: .relaxed)
+                case .finished(let reason, let usage):
+                    return .finished(reason, usage)
+                }
+            }
+            throw ModelError.endedWithoutFinish
+        } catch {
+            return .failed(error)
+        }
+    }
+
+    private func finish(_ task: ClaimedTask, events: CompletionEvents, reason: FinishReason, usage: Usage) async {
+        await writer.finish(
+            task.id, events: events.end(reason: reason.rawValue, usage: usage),
+            outcome: TaskOutcome(task: task.id, status: .succeeded, usage: usage))
+    }
+
+    private func stop(_ task: ClaimedTask, events: CompletionEvents, because reason: StopReason, usage: Usage) async {
+        switch reason {
+        case .cancelled:
+            logger.info("task cancelled", metadata: ["task": "\(task.id)", "completion_tokens": "\(usage.completionTokens)"])
+            await writer.finish(
+                task.id, events: events.end(reason: FinishReason.cancelled.rawValue, usage: usage),
+                outcome: TaskOutcome(task: task.id, status: .cancelled, usage: usage))
+        case .shutdown:
+            do {
+                if try await queue.release(task.id, workerID: workerID) {
+                    logger.info("task handed back", metadata: ["task": "\(task.id)"])
+                    await writer.discard(task.id)
+                    return
+                }
+            } catch {
+                logger.warning("hand-back failed", metadata: ["task": "\(task.id)", "error": "\(String(reflecting: error))"])
+            }
+            let error = OpenAIError.workerShutdown
+            await writer.finish(task.id, events: [events.error(error)], outcome: TaskOutcome(task: task.id, status: .failed, error: error))
+        }
+    }
+}
+
+/// Content tokens emitted so far, read when a task stops early.
+final class TokenCount: Sendable {
+    let value = Atomic<Int>(0)
 }
 
 enum ModelError: Error {

@@ -36,25 +36,39 @@ struct WorkerCommand: AsyncParsableCommand {
                     maxPendingEvents: max(1, try settings.int(.flushMaxEvents)), workerID: workerID),
                 log: log, logger: logger)
             let tokenDelay = Duration.milliseconds(try settings.int(.demoTokenDelayMilliseconds, override: tokenDelayMs))
-            let executor = TaskExecutor(models: ModelRegistry(["demo": DemoModel(tokenDelay: tokenDelay)]), writer: writer, logger: logger)
+            let queue = TaskQueue(client: client, logger: logger)
+            let cancellations = TaskCancellations()
+            let executor = TaskExecutor(
+                models: ModelRegistry(["demo": DemoModel(tokenDelay: tokenDelay)]), writer: writer, queue: queue,
+                cancellations: cancellations, workerID: workerID, logger: logger)
             let doorbell = Doorbell()
             let listener = PostgresListener(
                 configuration: database.connectionConfiguration(applicationName: "handoff-worker-listener"),
-                channels: [NotifyChannel.taskQueued], logger: logger,
-                onListening: { doorbell.ring() }, onNotification: { _, _ in doorbell.ring() })
-            let queue = TaskQueue(client: client, logger: logger)
+                channels: [NotifyChannel.taskQueued, NotifyChannel.taskCancelled], logger: logger,
+                onListening: { doorbell.ring() },
+                onNotification: { channel, payload in
+                    if channel == NotifyChannel.taskCancelled, let task = UUID(uuidString: payload) {
+                        cancellations.stop(task, because: .cancelled)
+                    } else {
+                        doorbell.ring()
+                    }
+                })
             let lease = try settings.seconds(.leaseSeconds)
             let dispatcher = TaskDispatcher(
                 configuration: .init(
                     workerID: workerID, concurrency: max(1, try settings.int(.workerConcurrency, override: concurrency)),
-                    pollInterval: try settings.milliseconds(.workerPollMilliseconds), lease: lease),
-                queue: queue, executor: executor, doorbell: doorbell, logger: logger)
-            let leaseKeeper = LeaseKeeper(queue: queue, workerID: workerID, lease: lease, logger: logger)
+                    pollInterval: try settings.milliseconds(.workerPollMilliseconds), lease: lease,
+                    grace: try settings.seconds(.workerGraceSeconds)),
+                queue: queue, executor: executor, cancellations: cancellations, doorbell: doorbell, logger: logger)
+            let leaseKeeper = LeaseKeeper(
+                queue: queue, cancellations: cancellations, workerID: workerID, lease: lease,
+                abandonAfter: try settings.seconds(.abandonSeconds), logger: logger)
             let rescuer = TaskRescuer(queue: queue, lease: lease, maxAttempts: max(1, try settings.int(.maxAttempts)), logger: logger)
+            let pruner = TaskPruner(queue: queue, retention: try settings.seconds(.retentionSeconds), logger: logger)
             logger.info("worker started", metadata: ["worker": "\(workerID)"])
             // Shut down in reverse: stop claiming and finish tasks (their leases renewed meanwhile), then drain the
             // writer, then close Postgres.
-            try await ProcessRuntime.run([client, listener, rescuer, leaseKeeper, writer, dispatcher], logger: logger)
+            try await ProcessRuntime.run([client, listener, pruner, rescuer, leaseKeeper, writer, dispatcher], logger: logger)
         }
     }
 }

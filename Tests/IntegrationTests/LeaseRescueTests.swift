@@ -49,7 +49,7 @@ struct LeaseRescueTests {
             #expect(error.code == "worker_lost")
             // The dead worker, should it wake up, can no longer write.
             try await log.append([StreamBatch(task: task, sequence: 5, events: ["late"], final: false)], outcomes: [], workerID: "dead")
-            #expect(try await log.heads(of: [task]) == [task: 4])
+            #expect(try await log.heads(ofWatched: [task]) == [task: 4])
         }
     }
 
@@ -71,7 +71,7 @@ struct LeaseRescueTests {
         try await TestDatabase.with { database in
             _ = try await database.runningTasks(3, worker: "alive")
             try await expireLeases(database)
-            try await TaskQueue(client: database.client, logger: database.logger).renewLeases(workerID: "alive", lease: .seconds(30))
+            try await TaskQueue(client: database.client, logger: database.logger).renewLeases(workerID: "alive", lease: .seconds(30), abandonAfter: .seconds(60))
             #expect(try await rescue(database) == .init(requeued: 0, failed: 0))
         }
     }

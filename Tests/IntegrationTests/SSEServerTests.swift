@@ -88,30 +88,34 @@ struct SSEServerTests {
     }
 
     /// What a client resuming after `cursor` (by header or by query) receives from a finished stream `a b c`.
-    func replay(header: Int? = nil, query: Int? = nil) async throws -> String {
+    func replay(header: Int? = nil, query: Int? = nil) async throws -> (status: Int, body: String) {
         try await TestDatabase.with { database in
             let task = try await database.runningTasks(1)[0]
             return try await withServer(database) { server in
                 try await server.log.append([StreamBatch(task: task, sequence: 3, events: ["a", "b", "c"], final: true)], outcomes: [], workerID: "w")
-                let response = try await server.get(
+                return try await server.get(
                     server.path(task, query: query.map { "&\(StreamRoute.lastEventIDParameter)=\($0)" } ?? ""),
                     headers: header.map { [(StreamRoute.lastEventIDHeader, "\($0)")] } ?? [])
-                #expect(response.status == 200)
-                return response.body
             }
         }
     }
 
     @Test func aResumingClientGetsOnlyWhatFollowsItsCursor() async throws {
-        #expect(try await replay(header: 1) == "id: 2\ndata: b\n\nid: 3\ndata: c\n\ndata: [DONE]\n\n")
-        #expect(try await replay(query: 2) == "id: 3\ndata: c\n\ndata: [DONE]\n\n")
-        #expect(try await replay() == "id: 1\ndata: a\n\nid: 2\ndata: b\n\nid: 3\ndata: c\n\ndata: [DONE]\n\n")
+        #expect(try await replay(header: 1) == (200, "id: 2\ndata: b\n\nid: 3\ndata: c\n\ndata: [DONE]\n\n"))
+        #expect(try await replay(query: 2) == (200, "id: 3\ndata: c\n\ndata: [DONE]\n\n"))
+        #expect(try await replay() == (200, "id: 1\ndata: a\n\nid: 2\ndata: b\n\nid: 3\ndata: c\n\ndata: [DONE]\n\n"))
     }
 
-    /// An EventSource that reconnects after [DONE] (or a cursor past the end) gets [DONE] again, not pings forever.
-    @Test(arguments: [3, 50])
-    func aClientAtOrPastTheEndIsToldTheStreamIsOver(cursor: Int) async throws {
-        #expect(try await replay(header: cursor) == "data: [DONE]\n\n")
+    /// An EventSource that reconnects after [DONE] gets [DONE] again, not pings forever.
+    @Test func aClientAtTheEndIsToldTheStreamIsOver() async throws {
+        #expect(try await replay(header: 3) == (200, "data: [DONE]\n\n"))
+    }
+
+    /// An id this stream never sent (from another stream) is refused before streaming, never a silent restart.
+    @Test func aCursorPastTheEndIsRefused() async throws {
+        let response = try await replay(header: 50)
+        #expect(response.status == 400)
+        #expect(response.body.contains("\"code\":\"invalid_event_id\""), "\(response.body)")
     }
 
     @Test func refusalsAreOpenAIErrors() async throws {

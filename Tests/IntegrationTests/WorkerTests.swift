@@ -71,8 +71,7 @@ struct ExecutionTests {
             let log = StreamLog(client: database.client, logger: database.logger)
             let writer = StreamWriter(
                 configuration: .init(window: .milliseconds(10), maxPendingEvents: 256, workerID: "w1"), log: log, logger: database.logger)
-            let executor = TaskExecutor(
-                models: ModelRegistry(["demo": DemoModel(tokenDelay: .milliseconds(1))]), writer: writer, logger: database.logger)
+            let executor = database.executor(writer: writer, worker: "w1", tokenDelay: .milliseconds(1))
             try await withThrowingTaskGroup(of: Void.self) { group in
                 group.addTask { try await writer.run() }
                 try await withThrowingTaskGroup(of: Void.self) { tasks in
@@ -112,7 +111,7 @@ struct ExecutionTests {
             let task = try #require(try await database.claimAll(worker: "w").first)
             let log = StreamLog(client: database.client, logger: database.logger)
             let writer = StreamWriter(configuration: .init(window: .milliseconds(5), maxPendingEvents: 64, workerID: "w"), log: log, logger: database.logger)
-            let executor = TaskExecutor(models: ModelRegistry(["demo": DemoModel(tokenDelay: .zero)]), writer: writer, logger: database.logger)
+            let executor = database.executor(writer: writer, worker: "w")
             try await withThrowingTaskGroup(of: Void.self) { group in
                 group.addTask { try await writer.run() }
                 await executor.run(task)
@@ -134,7 +133,7 @@ struct ExecutionTests {
             let task = try #require(try await database.claimAll(worker: "w").first)
             let log = StreamLog(client: database.client, logger: database.logger)
             let writer = StreamWriter(configuration: .init(window: .milliseconds(5), maxPendingEvents: 64, workerID: "w"), log: log, logger: database.logger)
-            let executor = TaskExecutor(models: ModelRegistry([:]), writer: writer, logger: database.logger)
+            let executor = database.executor(writer: writer, worker: "w", models: ModelRegistry([:]))
             try await withThrowingTaskGroup(of: Void.self) { group in
                 group.addTask { try await writer.run() }
                 await executor.run(task)
@@ -146,5 +145,22 @@ struct ExecutionTests {
             #expect(error.code == "model_not_found")
             #expect(try await TaskQueue(client: database.client, logger: database.logger).status(of: task.id) == .failed)
         }
+    }
+}
+
+extension TestDatabase {
+    func executor(
+        writer: StreamWriter, worker: String, tokenDelay: Duration = .zero, models: ModelRegistry? = nil,
+        cancellations: TaskCancellations = TaskCancellations()
+    ) -> TaskExecutor {
+        TaskExecutor(
+            models: models ?? ModelRegistry(["demo": DemoModel(tokenDelay: tokenDelay)]), writer: writer,
+            queue: TaskQueue(client: client, logger: logger), cancellations: cancellations, workerID: worker, logger: logger)
+    }
+
+    func writer(worker: String) -> StreamWriter {
+        StreamWriter(
+            configuration: .init(window: .milliseconds(5), maxPendingEvents: 64, workerID: worker),
+            log: StreamLog(client: client, logger: logger), logger: logger)
     }
 }

@@ -5,13 +5,11 @@ import PostgresNIO
 /// Leases: a running task belongs to its worker only while the worker keeps renewing it. A worker that stops
 /// (crash, kill -9, partition) lets its leases expire, and any worker's rescuer then takes the task back.
 extension TaskQueue {
-    /// Renews the lease of every task `workerID` is running, in one statement.
-    public func renewLeases(workerID: String, lease: Duration) async throws {
-        try await client.perform(
-            """
-            UPDATE handoff_tasks SET lease_expires_at = now() + \(Int(lease.components.seconds)) * interval '1 second'
-            WHERE worker_id = \(workerID) AND status = 'running'
-            """, logger: logger)
+    /// Whether the task in `column` has streamed more than its role chunk. The role chunk is the same on every
+    /// attempt (same id, `created` and model), so a task that streamed only that can start over without a client
+    /// seeing two different beginnings; one that streamed content cannot.
+    static func streamedContent(_ column: String) -> String {
+        "EXISTS (SELECT 1 FROM handoff_stream s WHERE s.task_id = \(column) AND s.seq > 1)"
     }
 
     public struct Rescue: Sendable, Equatable {
@@ -36,7 +34,7 @@ extension TaskQueue {
         let rows = try await client.query(
             """
             WITH expired AS (
-                SELECT t.id, t.attempts, EXISTS (SELECT 1 FROM handoff_stream s WHERE s.task_id = t.id) AS streamed
+                SELECT t.id, t.attempts, \(unescaped: Self.streamedContent("t.id")) AS streamed
                 FROM handoff_tasks t WHERE t.status = 'running' AND t.lease_expires_at < now()
                 FOR UPDATE SKIP LOCKED
             ), requeued AS (

@@ -51,14 +51,14 @@ public struct TaskQueue: Sendable {
                     SELECT id FROM handoff_tasks WHERE status = 'queued' ORDER BY created_at LIMIT \(limit)
                     FOR UPDATE SKIP LOCKED
                 )
-                RETURNING id, request::text, attempts, created_at
+                RETURNING id, request::text, attempts, created_at, cancel_requested_at IS NOT NULL AS cancelled
             )
-            SELECT id, request, attempts, extract(epoch FROM created_at)::bigint FROM claimed ORDER BY created_at
+            SELECT id, request, attempts, extract(epoch FROM created_at)::bigint, cancelled FROM claimed ORDER BY created_at
             """, logger: logger)
         var claimed: [ClaimedTask] = []
-        for try await (id, json, attempt, created) in rows.decode((UUID, String, Int, Int64).self) {
+        for try await (id, json, attempt, created, cancelled) in rows.decode((UUID, String, Int, Int64, Bool).self) {
             let request = try JSONDecoder().decode(ChatCompletionRequest.self, from: Data(json.utf8))
-            claimed.append(ClaimedTask(id: id, request: request, attempt: attempt, created: created))
+            claimed.append(ClaimedTask(id: id, request: request, attempt: attempt, created: created, cancelRequested: cancelled))
         }
         return claimed
     }

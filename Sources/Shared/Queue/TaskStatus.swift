@@ -19,12 +19,15 @@ public struct ClaimedTask: Sendable {
     public let attempt: Int
     /// Unix seconds when the task was queued; every chunk's `created`, so it is stable across attempts.
     public let created: Int64
+    /// Cancelled while it was queued: the worker ends its stream at once instead of running the model.
+    public let cancelRequested: Bool
 
-    public init(id: UUID, request: ChatCompletionRequest, attempt: Int, created: Int64) {
+    public init(id: UUID, request: ChatCompletionRequest, attempt: Int, created: Int64, cancelRequested: Bool = false) {
         self.id = id
         self.request = request
         self.attempt = attempt
         self.created = created
+        self.cancelRequested = cancelRequested
     }
 
     /// The OpenAI completion id of this task: derived, so every chunk and every attempt agrees on it.
@@ -32,5 +35,14 @@ public struct ClaimedTask: Sendable {
 
     public static func completionID(for id: UUID) -> String {
         "chatcmpl-" + id.uuidString.lowercased().replacingOccurrences(of: "-", with: "")
+    }
+
+    /// The task a completion id names: `chatcmpl-<32 hex>` as `completionID` makes it, or the task's UUID itself.
+    public static func taskID(fromCompletionID text: String) -> UUID? {
+        if let id = UUID(uuidString: text) { return id }
+        let hex = Array(text.dropFirst("chatcmpl-".count))
+        guard text.hasPrefix("chatcmpl-"), hex.count == 32 else { return nil }
+        let groups = [hex[0..<8], hex[8..<12], hex[12..<16], hex[16..<20], hex[20..<32]].map { String($0) }
+        return UUID(uuidString: groups.joined(separator: "-"))
     }
 }

@@ -49,6 +49,14 @@ public enum Migrations {
                 )
                 """,
             ]),
+        Migration(
+            version: 2, name: "cancellation, abandonment and retention",
+            statements: [
+                // cancel_requested_at: an owner's cancel, or the worker's own verdict that nobody watches any more.
+                // watched_at: refreshed by every SSE replica that has a client on the task (see StreamLog.heads).
+                "ALTER TABLE handoff_tasks ADD COLUMN cancel_requested_at timestamptz, ADD COLUMN watched_at timestamptz",
+                "CREATE INDEX handoff_tasks_finished ON handoff_tasks (finished_at) WHERE finished_at IS NOT NULL",
+            ]),
     ]
 }
 
@@ -58,4 +66,6 @@ public enum NotifyChannel {
     public static let taskQueued = "handoff_task_queued"
     /// Stream rows were committed. Payload: `StreamAppendPayload`.
     public static let streamAppended = "handoff_stream_appended"
+    /// Somebody asked to cancel a task. Payload: the task's id; the worker running it stops.
+    public static let taskCancelled = "handoff_task_cancelled"
 }

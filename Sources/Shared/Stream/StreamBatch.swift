@@ -45,10 +45,13 @@ public struct StreamBatch: Sendable, Equatable {
 public struct StreamCatchUp: Sendable, Equatable {
     /// Whether the task exists at all: a stream of an unknown task is a 404, not an endless wait.
     public var exists: Bool
+    /// The task's newest sequence number when read: no event id a client holds can be larger.
+    public var head: Int
     public var batches: [StreamBatch]
 
-    public init(exists: Bool, batches: [StreamBatch]) {
+    public init(exists: Bool, head: Int, batches: [StreamBatch]) {
         self.exists = exists
+        self.head = head
         self.batches = batches
     }
 }

@@ -72,11 +72,12 @@ public struct StreamLog: Sendable {
     /// catches up every lagging client through this, so a burst of them costs one round trip, not one each.
     public func catchUp(_ streams: [(task: UUID, cursor: StreamCursor)], pageSize: Int) async throws -> [StreamCatchUp] {
         guard !streams.isEmpty else { return [] }
-        var results = Array(repeating: StreamCatchUp(exists: false, batches: []), count: streams.count)
+        var results = Array(repeating: StreamCatchUp(exists: false, head: 0, batches: []), count: streams.count)
         let rows = try await client.query(
             """
-            SELECT r.ord::int, t.id IS NOT NULL, s.task_id, s.seq, s.events, s.final,
-                (extract(epoch FROM s.created_at) * 1000000)::bigint
+            SELECT r.ord::int, t.id IS NOT NULL,
+                (SELECT coalesce(max(h.seq), 0) FROM handoff_stream h WHERE h.task_id = r.task),
+                s.task_id, s.seq, s.events, s.final, (extract(epoch FROM s.created_at) * 1000000)::bigint
             FROM unnest(\(streams.map(\.task))::uuid[], \(streams.map(\.cursor.sequence))::int[]) WITH ORDINALITY
                 AS r (task, after, ord)
             LEFT JOIN handoff_tasks t ON t.id = r.task
@@ -86,10 +87,11 @@ public struct StreamLog: Sendable {
             ) s ON true
             ORDER BY r.ord, s.seq
             """, logger: logger)
-        for try await (ordinal, exists, task, sequence, events, final, committed) in rows.decode(
-            (Int, Bool, UUID?, Int?, String?, Bool?, Int64?).self)
+        for try await (ordinal, exists, head, task, sequence, events, final, committed) in rows.decode(
+            (Int, Bool, Int, UUID?, Int?, String?, Bool?, Int64?).self)
         {
             results[ordinal - 1].exists = exists
+            results[ordinal - 1].head = head
             if let task, let sequence, let events, let final, let committed {
                 results[ordinal - 1].batches.append(
                     StreamBatch(task: task, sequence: sequence, encodedEvents: events, final: final, committedAtMicroseconds: committed))
@@ -110,11 +112,20 @@ public struct StreamLog: Sendable {
         return batches
     }
 
-    /// The newest sequence number of each of `tasks` that has any rows; one statement for all of them.
-    public func heads(of tasks: [UUID]) async throws -> [UUID: Int] {
+    /// The newest sequence number of each of `tasks` that has any rows; one statement for all of them. The SSE
+    /// servers ask this about the tasks their clients watch, so the same statement records that they are watched
+    /// (`watched_at`, at most every 5 s per task): a running task nobody watches is cancelled as abandoned.
+    public func heads(ofWatched tasks: [UUID]) async throws -> [UUID: Int] {
         guard !tasks.isEmpty else { return [:] }
         let rows = try await client.query(
-            "SELECT task_id, max(seq) FROM handoff_stream WHERE task_id = ANY(\(tasks)::uuid[]) GROUP BY task_id",
+            """
+            WITH watched AS (
+                UPDATE handoff_tasks SET watched_at = now()
+                WHERE id = ANY(\(tasks)::uuid[]) AND status IN ('queued', 'running')
+                    AND (watched_at IS NULL OR watched_at < now() - interval '5 seconds')
+            )
+            SELECT task_id, max(seq) FROM handoff_stream WHERE task_id = ANY(\(tasks)::uuid[]) GROUP BY task_id
+            """,
             logger: logger)
         var heads: [UUID: Int] = [:]
         for try await (task, sequence) in rows.decode((UUID, Int).self) {

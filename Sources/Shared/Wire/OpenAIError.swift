@@ -57,6 +57,11 @@ public struct OpenAIError: Error, Sendable, Equatable, Decodable {
         status: 500, message: "The worker generating this completion stopped; the reply is incomplete. Retry the request.",
         type: "server_error", code: "worker_lost")
 
+    /// Ends the stream of a task whose worker shut down before finishing it, after streaming part of the reply.
+    public static let workerShutdown = OpenAIError(
+        status: 503, message: "The worker generating this completion shut down; the reply is incomplete. Retry the request.",
+        type: "server_error", code: "worker_shutdown")
+
     public static func server(_ message: String) -> OpenAIError {
         OpenAIError(status: 500, message: message, type: "server_error", code: "internal_error")
     }

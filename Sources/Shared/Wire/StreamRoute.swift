@@ -7,6 +7,11 @@ public enum CompletionsRoute {
 
     /// The path a client that follows redirects uses, e.g. `curl -L`.
     public static let handoff = "/api/chat/completions"
+
+    /// `POST <prefix>/chat/completions/<id>/cancel`, where `<id>` is the completion's id or its task id and the
+    /// stream token proves ownership (the `token` query parameter, or this header).
+    public static let cancelSuffix = "/cancel"
+    public static let tokenHeader = "X-Handoff-Stream-Token"
 }
 
 /// Where the API server sends a client, and what the SSE server answers: the hand-off URL contract.

@@ -37,6 +37,20 @@ public struct StreamToken: Sendable, Equatable {
         return StreamToken(taskID: taskID, expiresAt: expiresAt)
     }
 
+    /// `verify`, answered as the OpenAI error a request carrying the token gets: 401 when it is missing or
+    /// expired, 403 when it is not valid for `taskID`. The stream and the cancel endpoint both use it.
+    public static func authorize(_ text: String?, taskID: UUID, secret: StreamSecret) throws(OpenAIError) {
+        do {
+            _ = try verify(text, taskID: taskID, secret: secret)
+        } catch .missing {
+            throw .unauthorized("A stream token is required: use the one in the Location of POST /v1/chat/completions.")
+        } catch .expired {
+            throw .unauthorized("The stream token has expired.")
+        } catch {
+            throw .forbidden("The stream token is not valid for this completion.")
+        }
+    }
+
     private static func message(_ taskID: UUID, _ expiresAt: Int64) -> Data {
         Data("handoff-stream-v1|\(taskID.uuidString.lowercased())|\(expiresAt)".utf8)
     }

@@ -1,0 +1,144 @@
+import Foundation
+import Logging
+import PostgresNIO
+import Shared
+import Testing
+
+@testable import Worker
+
+/// Stopping tasks early, against a real database: explicit cancel, abandonment, hand-back at shutdown, pruning.
+struct CancellationTests {
+    func chunks(_ database: TestDatabase, _ task: UUID) async throws -> [String] {
+        try await StreamLog(client: database.client, logger: database.logger).read(task: task, after: .start).flatMap(\.events)
+    }
+
+    func decode(_ event: String) throws -> ChatCompletionChunk {
+        try JSONDecoder().decode(ChatCompletionChunk.self, from: Data(event.utf8))
+    }
+
+    /// Runs `body` with a writer running, like the worker's service group does.
+    func withWriter(_ writer: StreamWriter, _ body: @Sendable () async throws -> Void) async throws {
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            group.addTask { try await writer.run() }
+            try await body()
+            group.cancelAll()
+        }
+    }
+
+    func queue(_ database: TestDatabase) -> TaskQueue {
+        TaskQueue(client: database.client, logger: database.logger)
+    }
+
+    @Test func aCancelledTaskStopsWithinAWindowAndEndsWithItsUsage() async throws {
+        try await TestDatabase.with { database in
+            let id = try await database.enqueue(1)[0]
+            let task = try #require(try await database.claimAll(worker: "w").first)
+            let cancellations = TaskCancellations()
+            let writer = database.writer(worker: "w")
+            let executor = database.executor(writer: writer, worker: "w", tokenDelay: .milliseconds(20), cancellations: cancellations)
+            let clock = ContinuousClock()
+            let stoppedAfter = try await withThrowingTaskGroup(of: Duration?.self) { group in
+                group.addTask { try await writer.run(); return nil }
+                defer { group.cancelAll() }
+                return try await withThrowingTaskGroup(of: Void.self, returning: Duration.self) { run in
+                    run.addTask { await executor.run(task) }
+                    try await Task.sleep(for: .milliseconds(150))
+                    #expect(try await queue(database).requestCancel(id) == .running)
+                    let asked = clock.now
+                    cancellations.stop(id, because: .cancelled)  // what the worker's cancel NOTIFY does
+                    try await run.waitForAll()
+                    return clock.now - asked
+                }
+            }
+            #expect(try #require(stoppedAfter) < .milliseconds(200), "stopped within a window or so, not at the story's end")
+            let events = try await chunks(database, id)
+            let contents = try events.dropFirst().dropLast().map { try decode($0).choices.first?.delta.content }
+            #expect(contents.allSatisfy { $0 != nil } && (2...12).contains(contents.count), "\(contents.count) tokens in 150 ms at 20 ms")
+            let finish = try decode(events.last!)
+            #expect(finish.choices.first?.finishReason == "cancelled")
+            #expect(try await queue(database).status(of: id) == .cancelled)
+            #expect(try await queue(database).requestCancel(id) == .cancelled, "a second cancel finds it over")
+        }
+    }
+
+    @Test func aTaskCancelledWhileQueuedEndsAtOnceWithoutRunningTheModel() async throws {
+        try await TestDatabase.with { database in
+            let id = try await database.enqueue(1)[0]
+            #expect(try await queue(database).requestCancel(id) == .queued)
+            let task = try #require(try await database.claimAll(worker: "w").first)
+            #expect(task.cancelRequested)
+            let writer = database.writer(worker: "w")
+            try await withWriter(writer) { await database.executor(writer: writer, worker: "w", tokenDelay: .seconds(60)).run(task) }
+            let events = try await chunks(database, id)
+            #expect(events.count == 1)
+            #expect(try decode(events[0]).choices.first?.finishReason == "cancelled")
+            #expect(try await queue(database).requestCancel(UUID()) == nil, "an unknown task is nil, not an error")
+        }
+    }
+
+    @Test func leaseRenewalNamesTasksNobodyWatches() async throws {
+        try await TestDatabase.with { database in
+            let ids = try await database.runningTasks(3, worker: "w")
+            let queue = queue(database)
+            // One watched just now, one cancelled explicitly, one nobody looked at since it started a minute ago.
+            try await database.client.perform(
+                """
+                UPDATE handoff_tasks SET started_at = now() - interval '60 seconds',
+                    watched_at = CASE WHEN id = \(ids[0]) THEN now() END,
+                    cancel_requested_at = CASE WHEN id = \(ids[1]) THEN now() END
+                """, logger: database.logger)
+            let stop = try await queue.renewLeases(workerID: "w", lease: .seconds(10), abandonAfter: .seconds(30))
+            #expect(Set(stop) == [ids[1], ids[2]])
+            // The abandoned one stays marked: a later renewal with a longer grace still names it.
+            #expect(Set(try await queue.renewLeases(workerID: "w", lease: .seconds(10), abandonAfter: .seconds(120))) == [ids[1], ids[2]])
+            #expect(try await queue.renewLeases(workerID: "other", lease: .seconds(10), abandonAfter: .zero).isEmpty, "only its own tasks")
+        }
+    }
+
+    /// At shutdown a task that streamed only its role chunk goes back to the queue; one with content fails visibly.
+    @Test func shutdownHandsBackWhatHasNotStreamedAndFailsTheRest() async throws {
+        try await TestDatabase.with { database in
+            let ids = try await database.enqueue(2)
+            let tasks = try await database.claimAll(worker: "w")
+            let cancellations = TaskCancellations()
+            let writer = database.writer(worker: "w")
+            // The first task gets its content committed; the second sleeps before its first token.
+            let fast = database.executor(writer: writer, worker: "w", tokenDelay: .milliseconds(10), cancellations: cancellations)
+            let slow = database.executor(writer: writer, worker: "w", tokenDelay: .seconds(60), cancellations: cancellations)
+            try await withWriter(writer) {
+                try await withThrowingTaskGroup(of: Void.self) { run in
+                    run.addTask { await fast.run(tasks.first { $0.id == ids[0] }!) }
+                    run.addTask { await slow.run(tasks.first { $0.id == ids[1] }!) }
+                    try await Task.sleep(for: .milliseconds(100))
+                    cancellations.stopAll(because: .shutdown)
+                    try await run.waitForAll()
+                }
+            }
+            let queue = queue(database)
+            #expect(try await queue.status(of: ids[0]) == .failed)
+            let last = try await chunks(database, ids[0]).last!
+            #expect(try JSONDecoder().decode(OpenAIError.self, from: Data(last.utf8)).code == "worker_shutdown")
+            #expect(try await queue.status(of: ids[1]) == .queued)
+            let again = try #require(try await database.claimAll(worker: "w2").first)
+            #expect(again.id == ids[1] && again.attempt == 1, "handing back does not use up an attempt")
+        }
+    }
+
+    @Test func pruningDeletesOnlyTasksFinishedBeforeTheRetention() async throws {
+        try await TestDatabase.with { database in
+            let ids = try await database.runningTasks(3, worker: "w")
+            try await StreamLog(client: database.client, logger: database.logger).append(
+                ids.map { StreamBatch(task: $0, sequence: 1, events: ["x"], final: true) },
+                outcomes: ids.map { TaskOutcome(task: $0, status: .succeeded) }, workerID: "w")
+            try await database.client.perform(
+                "UPDATE handoff_tasks SET finished_at = now() - interval '2 hours' WHERE id <> \(ids[2])", logger: database.logger)
+            let queue = queue(database)
+            #expect(try await queue.prune(retention: .seconds(3600)) == 2)
+            #expect(try await queue.status(of: ids[0]) == nil)
+            #expect(try await queue.status(of: ids[2]) == .succeeded)
+            #expect(try await queue.prune(retention: .seconds(3600)) == 0)
+            let rows = try await database.client.query("SELECT count(*) FROM handoff_stream", logger: database.logger)
+            for try await count in rows.decode(Int.self) { #expect(count == 1, "stream rows go with their task") }
+        }
+    }
+}
