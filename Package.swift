@@ -81,6 +81,7 @@ let package = Package(
             dependencies: [
                 "Shared", "APIServer", "SSEChat", "Worker", "Bench",
                 .product(name: "PostgresNIO", package: "postgres-nio"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),
             ]

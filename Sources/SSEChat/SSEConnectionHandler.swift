@@ -14,8 +14,13 @@ struct StreamEnvironment: Sendable {
     let replica: String
 }
 
-/// Sent down every connection's pipeline when the replica starts draining.
-struct DrainEvent {}
+/// Sent down every connection's pipeline when the replica starts draining, and again when its drain time is over.
+enum DrainEvent {
+    /// Idle connections close; streams run on.
+    case started
+    /// Streams still running are interrupted.
+    case timeIsUp
+}
 
 /// One HTTP/1 connection to the SSE server: routes each request to the health probe, an error, or a
 /// `StreamDelivery`, one request at a time.
@@ -66,10 +71,15 @@ final class SSEConnectionHandler: ChannelInboundHandler {
     }
 
     func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
-        guard event is DrainEvent else { return context.fireUserInboundEventTriggered(event) }
+        guard let event = event as? DrainEvent else { return context.fireUserInboundEventTriggered(event) }
         draining = true
-        // An idle connection goes now; one that streams goes when its stream ends.
-        if stream == nil { context.close(promise: nil) }
+        switch event {
+        case .started:
+            // An idle connection goes now; one that streams goes when its stream ends.
+            if stream == nil { context.close(promise: nil) }
+        case .timeIsUp:
+            if let stream { stream.interrupt() } else { context.close(promise: nil) }
+        }
     }
 
     private func respond(to head: HTTPRequestHead, context: ChannelHandlerContext) {
@@ -102,6 +112,8 @@ final class SSEConnectionHandler: ChannelInboundHandler {
         switch outcome {
         case .completed:
             if draining || !head.isKeepAlive { context.close(promise: nil) }
+        case .interrupted:
+            context.close(promise: nil)
         case .refused(let error):
             send(error, to: head, context: context)
         case .cancelled:

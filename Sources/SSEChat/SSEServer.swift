@@ -8,9 +8,8 @@ import Synchronization
 /// The SSE replica's HTTP/1 server, and its graceful drain.
 ///
 /// On shutdown it stops accepting at once (so Caddy's health checks fail and new streams go to other replicas),
-/// closes idle connections, lets streams in flight run to their end for up to `drainTime`, then closes the rest.
-/// A stream cut off that way ends without its terminating chunk, which clients see as an aborted transfer — never
-/// as a clean end that looks complete.
+/// closes idle connections, lets streams in flight run to their end for up to `drainTime`, then interrupts the
+/// rest with an error event (`StreamDelivery.interrupt`) — never a clean end that looks complete.
 final class SSEServer: Service {
     private let host: String
     private let port: Int
@@ -65,12 +64,16 @@ final class SSEServer: Service {
         let deadline = clock.now + drainTime
         let open = connections.withLock { Array($0.values) }
         logger.notice("draining", metadata: ["connections": "\(open.count)", "streams": "\(environment.notifier.subscriberCount)"])
-        for channel in open { channel.pipeline.fireUserInboundEventTriggered(DrainEvent()) }
+        for channel in open { channel.pipeline.fireUserInboundEventTriggered(DrainEvent.started) }
         while clock.now < deadline, !connections.withLock({ $0.isEmpty }), !Task.isCancelled {
             try? await Task.sleep(for: .milliseconds(50))
         }
         let left = connections.withLock { Array($0.values) }
-        if !left.isEmpty { logger.notice("drain time over; closing streams", metadata: ["connections": "\(left.count)"]) }
-        for channel in left { channel.close(promise: nil) }
+        guard !left.isEmpty else { return }
+        logger.notice("drain time over; interrupting streams", metadata: ["connections": "\(left.count)"])
+        for channel in left { channel.pipeline.fireUserInboundEventTriggered(DrainEvent.timeIsUp) }
+        // The interruptions are written and their connections closed; anything that stalls is closed regardless.
+        try? await Task.sleep(for: .milliseconds(200))
+        for channel in connections.withLock({ Array($0.values) }) { channel.close(promise: nil) }
     }
 }

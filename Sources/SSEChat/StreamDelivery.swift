@@ -15,6 +15,8 @@ final class StreamDelivery {
     enum Outcome {
         /// `[DONE]` and the end of the response were written: the connection can serve another request.
         case completed
+        /// The replica stopped the stream early with an error event; the connection closes.
+        case interrupted
         /// Nothing was written: the handler answers with this error instead.
         case refused(OpenAIError)
         /// The client left, or the server closes the connection.
@@ -73,6 +75,19 @@ final class StreamDelivery {
     /// Ends the stream without writing anything more.
     func cancel() {
         finish(.cancelled)
+    }
+
+    /// Ends a stream the replica cannot finish (its drain time is over) with an error event and no `[DONE]`:
+    /// openai-python raises on it, and an EventSource reconnects (the event has no id, so `Last-Event-ID` still
+    /// names the last event it got) and resumes on another replica. Closing without it would look like a clean
+    /// end to clients behind Caddy 2.6, which ends its own response cleanly when an upstream's breaks off.
+    func interrupt() {
+        guard phase == .streaming || phase == .reading else { return finish(.cancelled) }
+        var buffer = context.channel.allocator.buffer(capacity: 256)
+        buffer.writeString(ServerSentEvents.event(data: OpenAIError.streamInterrupted.json.text))
+        context.write(NIOAny(HTTPServerResponsePart.body(.byteBuffer(buffer))), promise: nil)
+        context.writeAndFlush(NIOAny(HTTPServerResponsePart.end(nil)), promise: nil)
+        finish(.interrupted)
     }
 
     private func requestRead() {

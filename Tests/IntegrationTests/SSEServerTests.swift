@@ -2,6 +2,7 @@ import Foundation
 import Logging
 import NIOCore
 import NIOHTTP1
+import ServiceLifecycle
 import Shared
 import Synchronization
 import Testing
@@ -18,6 +19,8 @@ struct SSEServerTests {
         let port: Int
         let notifier: StreamNotifier
         let log: StreamLog
+        /// Runs the server alone, as the replica's service group would.
+        let group: ServiceGroup
 
         func path(_ task: UUID, token: String? = nil, query: String = "") -> String {
             let token = token ?? StreamToken(taskID: task, expiresAt: Int64(Date().timeIntervalSince1970) + 60).encoded(secret: SSEServerTests.secret)
@@ -36,7 +39,8 @@ struct SSEServerTests {
 
     /// Runs a replica for the duration of `body`.
     func withServer<R: Sendable>(
-        _ database: TestDatabase, keepalive: Int64 = 600, _ body: @escaping @Sendable (Running) async throws -> R
+        _ database: TestDatabase, keepalive: Int64 = 600, drainTime: Duration = .seconds(1),
+        _ body: @escaping @Sendable (Running) async throws -> R
     ) async throws -> R {
         let log = StreamLog(client: database.client, logger: database.logger)
         let notifier = StreamNotifier(
@@ -45,21 +49,22 @@ struct SSEServerTests {
         let reader = StreamReader(log: log, timeout: .seconds(5), logger: database.logger)
         let port = Mutex<Int?>(nil)
         let server = SSEServer(
-            host: "127.0.0.1", port: 0, drainTime: .seconds(1),
+            host: "127.0.0.1", port: 0, drainTime: drainTime,
             environment: StreamEnvironment(
                 notifier: notifier, reader: reader, secret: Self.secret, keepaliveInterval: .milliseconds(keepalive),
                 commitStamps: false, replica: "test"),
             logger: database.logger, onBound: { bound in port.withLock { $0 = bound } })
+        let serverGroup = ServiceGroup(configuration: .init(services: [server], logger: database.logger))
         return try await withThrowingTaskGroup(of: R?.self) { group in
             group.addTask { try await notifier.run(); return nil }
             group.addTask { await reader.run(); return nil }
-            group.addTask { try await server.run(); return nil }
+            group.addTask { try await serverGroup.run(); return nil }
             defer { group.cancelAll() }
             guard await eventually(timeout: .seconds(10), { port.withLock { $0 } != nil }) else {
                 throw TestSetupError("the SSE server never bound")
             }
             return try await withDeadline(.seconds(20)) {
-                try await body(Running(port: port.withLock { $0 }!, notifier: notifier, log: log))
+                try await body(Running(port: port.withLock { $0 }!, notifier: notifier, log: log, group: serverGroup))
             }
         }
     }
@@ -149,6 +154,38 @@ struct SSEServerTests {
                     #expect(try await eventually { server.notifier.subscriberCount == 1 })
                 }  // closes the connection
                 #expect(try await eventually { server.notifier.subscriberCount == 0 })
+            }
+        }
+    }
+
+    /// SIGTERM: new connections are refused at once; a stream that ends within the drain time ends normally; one
+    /// that does not gets the interruption event (no id, no [DONE]) when the drain time is up.
+    @Test func drainingFinishesShortStreamsAndInterruptsLongOnes() async throws {
+        try await TestDatabase.with { database in
+            let tasks = try await database.runningTasks(2)
+            try await withServer(database, drainTime: .seconds(1)) { server in
+                try await withThrowingTaskGroup(of: (Int, String).self) { clients in
+                    for (index, task) in tasks.enumerated() {
+                        clients.addTask { (index, try await server.get(server.path(task)).body) }
+                    }
+                    #expect(try await eventually { server.notifier.subscriberCount == 2 })
+                    let clock = ContinuousClock()
+                    let shutdown = clock.now
+                    await server.group.triggerGracefulShutdown()
+                    try await Task.sleep(for: .milliseconds(200))
+                    await #expect(throws: (any Error).self, "no new connections while draining") {
+                        _ = try await server.get(SSERequest.healthPath)
+                    }
+                    try await server.log.append([StreamBatch(task: tasks[0], sequence: 1, events: ["short"], final: true)], outcomes: [], workerID: "w")
+                    server.notifier.advance(tasks[0], to: 1)
+                    var bodies: [Int: String] = [:]
+                    for try await (index, body) in clients { bodies[index] = body.replacingOccurrences(of: ": ping\n", with: "") }
+                    let elapsed = clock.now - shutdown
+                    #expect(bodies[0] == "id: 1\ndata: short\n\ndata: [DONE]\n\n")
+                    #expect(bodies[1]?.hasPrefix("data: {\"error\":{") == true && bodies[1]?.contains("stream_interrupted") == true, "body: [\(bodies[1] ?? "nil")]")
+                    #expect(bodies[1]?.contains("[DONE]") == false && bodies[1]?.contains("id:") == false)
+                    #expect(elapsed >= .milliseconds(900) && elapsed < .seconds(3), "\(elapsed)")
+                }
             }
         }
     }

@@ -62,6 +62,13 @@ public struct OpenAIError: Error, Sendable, Equatable, Decodable {
         status: 503, message: "The worker generating this completion shut down; the reply is incomplete. Retry the request.",
         type: "server_error", code: "worker_shutdown")
 
+    /// Sent by an SSE replica that stops a stream it cannot finish (its drain time is over). The completion goes
+    /// on: a client that reconnects with `Last-Event-ID` resumes where it was.
+    public static let streamInterrupted = OpenAIError(
+        status: 503,
+        message: "This stream's server is shutting down. Reconnect with Last-Event-ID to resume where you left off.",
+        type: "server_error", code: "stream_interrupted")
+
     public static func server(_ message: String) -> OpenAIError {
         OpenAIError(status: 500, message: message, type: "server_error", code: "internal_error")
     }

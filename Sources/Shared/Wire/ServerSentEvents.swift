@@ -12,6 +12,11 @@ public enum ServerSentEvents {
         "id: \(id.sequence)\ndata: \(data)\n\n"
     }
 
+    /// An event without an id: a reconnecting client's `Last-Event-ID` still names the last event it had.
+    public static func event(data: String) -> String {
+        "data: \(data)\n\n"
+    }
+
     /// Benchmarks only (`HANDOFF_BENCH_STAMPS`): written before a minibatch's first event, inside its block,
     /// so no comment-only block is ever sent. It carries when the batch's transaction began and when the replica
     /// wrote it, both in Unix microseconds, so the client can split its latency into before and after the replica.
