@@ -47,6 +47,7 @@ class Stack:
         self.database_url = urllib.parse.urlunsplit(urllib.parse.urlsplit(admin_url)._replace(path=f"/{self.database}"))
         self.secret = secrets.token_hex(32)
         self.processes: dict[str, subprocess.Popen] = {}
+        self.commands: dict[str, tuple[list[str], dict[str, str]]] = {}
 
     def create_database(self) -> None:
         psql(self.admin_url, f"CREATE DATABASE {self.database}")
@@ -64,6 +65,7 @@ class Stack:
         return {name: int(count) for name, count in (line.rsplit("|", 1) for line in out.splitlines() if line)}
 
     def start(self, name: str, argv: list[str], env: dict[str, str]) -> None:
+        self.commands[name] = (argv, env)
         log = open(self.log_dir / f"{name}.log", "ab")
         # Settings of a developer's shell (HANDOFF_WORKER_CONCURRENCY, ...) must not change what is measured.
         inherited = {k: v for k, v in os.environ.items() if not k.startswith("HANDOFF_") and k != "DATABASE_URL"}
@@ -87,8 +89,20 @@ class Stack:
             "HANDOFF_SSE_UPSTREAMS": " ".join(f"127.0.0.1:{port}" for port in self.ports.sse),
             "XDG_DATA_HOME": str(self.log_dir / "xdg-data"), "XDG_CONFIG_HOME": str(self.log_dir / "xdg-config")})
 
-    def start_worker(self, common: dict[str, str], worker_settings: dict[str, str]) -> None:
-        self.start("worker", [str(self.bin_dir / "handoff-worker")], {**common, **worker_settings})
+    def start_worker(self, common: dict[str, str], worker_settings: dict[str, str], name: str = "worker") -> None:
+        self.start(name, [str(self.bin_dir / "handoff-worker")], {**common, "HANDOFF_WORKER_ID": name, **worker_settings})
+
+    def signal(self, name: str, signum: int) -> subprocess.Popen:
+        """Sends `signum` to one process (SIGKILL, SIGTERM) and returns it, for the caller to wait on."""
+        process = self.processes[name]
+        process.send_signal(signum)
+        return process
+
+    def restart(self, name: str) -> None:
+        """Starts a process again, as it was first started, after it exited."""
+        process = self.processes.pop(name)
+        process.wait(timeout=STOP_TIMEOUT)
+        self.start(name, *self.commands[name])
 
     def wait_healthy(self, deadline: float) -> None:
         for port in (self.ports.api, *self.ports.sse):

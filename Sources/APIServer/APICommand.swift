@@ -24,9 +24,9 @@ struct APICommand: AsyncParsableCommand {
             try await ProcessRuntime.migrate(database: database, logger: logger)
 
             let client = PostgresClient(configuration: database.clientConfiguration(applicationName: "handoff-api"))
-            let queue = TaskQueue(client: client, logger: logger)
+            let queue = TaskQueue(client: client, timeout: database.timeout, logger: logger)
             let secret = try StreamSecret.load(settings: settings)
-            let batcher = EnqueueBatcher(queue: queue, timeout: database.timeout, logger: logger)
+            let batcher = EnqueueBatcher(queue: queue, logger: logger)
             let controller = CompletionsController(
                 batcher: batcher,
                 validation: try RequestValidation(settings: settings),
@@ -39,7 +39,7 @@ struct APICommand: AsyncParsableCommand {
                 port: try settings.int(.apiPort, override: port), logger: logger,
                 routes: { router in
                     controller.addRoutes(to: router)
-                    CancellationController(queue: queue, secret: secret, databaseTimeout: database.timeout).addRoutes(to: router)
+                    CancellationController(queue: queue, secret: secret).addRoutes(to: router)
                 })
             // Shut down in reverse: the HTTP server finishes its requests, then the batcher commits theirs.
             try await ProcessRuntime.run([client, batcher, app], logger: logger)

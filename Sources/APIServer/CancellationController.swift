@@ -9,7 +9,6 @@ import Shared
 struct CancellationController: Sendable {
     let queue: TaskQueue
     let secret: StreamSecret
-    let databaseTimeout: Duration
 
     func addRoutes(to router: Router<BasicRequestContext>) {
         for prefix in CompletionsRoute.prefixes {
@@ -27,7 +26,7 @@ struct CancellationController: Sendable {
         let token = request.uri.queryParameters.get(StreamRoute.tokenParameter).map { String($0) }
             ?? request.headers[HTTPField.Name(CompletionsRoute.tokenHeader)!]
         try StreamToken.authorize(token, taskID: task, secret: secret)
-        let status = try await withDeadline(databaseTimeout) { [queue] in try await queue.requestCancel(task) }
+        let status = try await queue.requestCancel(task)
         guard let status else { throw OpenAIError.notFound("No completion has the id '\(id)'.") }
         guard !status.isTerminal else {
             throw OpenAIError(

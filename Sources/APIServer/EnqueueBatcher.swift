@@ -21,15 +21,13 @@ final class EnqueueBatcher: Service {
     }
 
     private let queue: TaskQueue
-    private let timeout: Duration
     private let maxBatch: Int
     private let logger: Logger
     private let pending = Mutex<[Entry]>([])
     private let doorbell = Doorbell()
 
-    init(queue: TaskQueue, timeout: Duration, maxBatch: Int = 500, logger: Logger) {
+    init(queue: TaskQueue, maxBatch: Int = 500, logger: Logger) {
         self.queue = queue
-        self.timeout = timeout
         self.maxBatch = maxBatch
         self.logger = logger
     }
@@ -60,7 +58,7 @@ final class EnqueueBatcher: Service {
 
     private func insert(_ entries: [Entry]) async throws {
         let tasks = entries.map { (id: $0.id, request: $0.request) }
-        try await withDeadline(timeout) { [queue] in try await queue.enqueue(tasks) }
+        try await queue.enqueue(tasks)
     }
 
     private static func meansUnavailable(_ error: any Error) -> Bool {

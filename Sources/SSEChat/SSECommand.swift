@@ -29,13 +29,13 @@ struct SSECommand: AsyncParsableCommand {
             // Named per replica, so pg_stat_activity shows what each one holds.
             let replica = "handoff-sse-\(port)"
             let client = PostgresClient(configuration: database.clientConfiguration(applicationName: replica))
-            let log = StreamLog(client: client, logger: logger)
+            let log = StreamLog(client: client, timeout: database.timeout, logger: logger)
             let keepalive = try settings.seconds(.keepaliveSeconds)
             let notifier = StreamNotifier(
                 configuration: .init(pollInterval: try settings.milliseconds(.ssePollMilliseconds), keepaliveInterval: keepalive),
                 log: log, listenerConfiguration: database.connectionConfiguration(applicationName: "\(replica)-listener"),
                 logger: logger)
-            let reader = StreamReader(log: log, timeout: database.timeout, logger: logger)
+            let reader = StreamReader(log: log, logger: logger)
             let environment = StreamEnvironment(
                 notifier: notifier, reader: reader, secret: try StreamSecret.load(settings: settings),
                 keepaliveInterval: .seconds(Int64(try settings.int(.keepaliveSeconds))),

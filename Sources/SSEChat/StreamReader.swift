@@ -24,14 +24,12 @@ final class StreamReader: Service {
     private static let statementLimit = 256
 
     private let log: StreamLog
-    private let timeout: Duration
     private let logger: Logger
     private let pending = Mutex<[Read]>([])
     private let readNow = Doorbell()
 
-    init(log: StreamLog, timeout: Duration, logger: Logger) {
+    init(log: StreamLog, logger: Logger) {
         self.log = log
-        self.timeout = timeout
         self.logger = logger
     }
 
@@ -64,9 +62,7 @@ final class StreamReader: Service {
         }
         guard !reads.isEmpty else { return false }
         do {
-            let results = try await withDeadline(timeout) { [log] in
-                try await log.catchUp(reads.map { ($0.task, $0.cursor) }, pageSize: Self.pageSize)
-            }
+            let results = try await log.catchUp(reads.map { ($0.task, $0.cursor) }, pageSize: Self.pageSize)
             for (read, result) in zip(reads, results) { read.completion(.success(result)) }
         } catch {
             logger.warning("stream read failed", metadata: ["streams": "\(reads.count)", "error": "\(String(reflecting: error))"])

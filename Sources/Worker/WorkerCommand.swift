@@ -27,16 +27,19 @@ struct WorkerCommand: AsyncParsableCommand {
             let database = try DatabaseSettings(settings: settings)
             try await ProcessRuntime.migrate(database: database, logger: logger)
 
-            let workerID = settings.string(.workerID) ?? "\(ProcessInfo.processInfo.hostName)-\(getpid())"
+            // Unique to this process's life even under a fixed name: a worker restarted under the same name must
+            // not renew (and so keep alive) the leases of the tasks its killed predecessor held.
+            let nonce = String(UInt32.random(in: .min ... .max), radix: 16)
+            let workerID = "\(settings.string(.workerID) ?? ProcessInfo.processInfo.hostName)-\(getpid())-\(nonce)"
             let client = PostgresClient(configuration: database.clientConfiguration(applicationName: "handoff-worker"))
-            let log = StreamLog(client: client, logger: logger)
+            let log = StreamLog(client: client, timeout: database.timeout, logger: logger)
             let writer = StreamWriter(
                 configuration: .init(
                     window: try settings.milliseconds(.flushWindowMilliseconds),
                     maxPendingEvents: max(1, try settings.int(.flushMaxEvents)), workerID: workerID),
                 log: log, logger: logger)
             let tokenDelay = Duration.milliseconds(try settings.int(.demoTokenDelayMilliseconds, override: tokenDelayMs))
-            let queue = TaskQueue(client: client, logger: logger)
+            let queue = TaskQueue(client: client, timeout: database.timeout, logger: logger)
             let cancellations = TaskCancellations()
             let executor = TaskExecutor(
                 models: ModelRegistry(["demo": DemoModel(tokenDelay: tokenDelay)]), writer: writer, queue: queue,

@@ -31,7 +31,10 @@ struct CancellationTests {
 
     @Test func aCancelledTaskStopsWithinAWindowAndEndsWithItsUsage() async throws {
         try await TestDatabase.with { database in
-            let id = try await database.enqueue(1)[0]
+            // 500 tokens at 20 ms: ten seconds of story unless the cancel stops it.
+            let id = UUID()
+            try await queue(database).enqueue(id: id, request: ChatCompletionRequest(
+                model: "demo", messages: [ChatMessage(role: "user", content: "a long one")], maxTokens: 500))
             let task = try #require(try await database.claimAll(worker: "w").first)
             let cancellations = TaskCancellations()
             let writer = database.writer(worker: "w")
@@ -50,10 +53,10 @@ struct CancellationTests {
                     return clock.now - asked
                 }
             }
-            #expect(try #require(stoppedAfter) < .milliseconds(200), "stopped within a window or so, not at the story's end")
+            #expect(try #require(stoppedAfter) < .seconds(1), "stopped within a window or so (on a loaded machine), not at the story's end")
             let events = try await chunks(database, id)
             let contents = try events.dropFirst().dropLast().map { try decode($0).choices.first?.delta.content }
-            #expect(contents.allSatisfy { $0 != nil } && (2...12).contains(contents.count), "\(contents.count) tokens in 150 ms at 20 ms")
+            #expect(contents.allSatisfy { $0 != nil } && (1...60).contains(contents.count), "\(contents.count) tokens before the cancel")
             let finish = try decode(events.last!)
             #expect(finish.choices.first?.finishReason == "cancelled")
             #expect(try await queue(database).status(of: id) == .cancelled)
@@ -86,7 +89,7 @@ struct CancellationTests {
                 UPDATE handoff_tasks SET started_at = now() - interval '60 seconds',
                     watched_at = CASE WHEN id = \(ids[0]) THEN now() END,
                     cancel_requested_at = CASE WHEN id = \(ids[1]) THEN now() END
-                """, logger: database.logger)
+                """, timeout: .seconds(10), logger: database.logger)
             let stop = try await queue.renewLeases(workerID: "w", lease: .seconds(10), abandonAfter: .seconds(30))
             #expect(Set(stop) == [ids[1], ids[2]])
             // The abandoned one stays marked: a later renewal with a longer grace still names it.
@@ -98,7 +101,11 @@ struct CancellationTests {
     /// At shutdown a task that streamed only its role chunk goes back to the queue; one with content fails visibly.
     @Test func shutdownHandsBackWhatHasNotStreamedAndFailsTheRest() async throws {
         try await TestDatabase.with { database in
-            let ids = try await database.enqueue(2)
+            let ids = [UUID(), UUID()]
+            for id in ids {
+                try await queue(database).enqueue(id: id, request: ChatCompletionRequest(
+                    model: "demo", messages: [ChatMessage(role: "user", content: "a long one")], maxTokens: 500))
+            }
             let tasks = try await database.claimAll(worker: "w")
             let cancellations = TaskCancellations()
             let writer = database.writer(worker: "w")
@@ -109,7 +116,13 @@ struct CancellationTests {
                 try await withThrowingTaskGroup(of: Void.self) { run in
                     run.addTask { await fast.run(tasks.first { $0.id == ids[0] }!) }
                     run.addTask { await slow.run(tasks.first { $0.id == ids[1] }!) }
-                    try await Task.sleep(for: .milliseconds(100))
+                    let contentCommitted = try await eventually {
+                        try await database.client.perform(
+                            "SELECT 1 FROM handoff_stream WHERE task_id = \(ids[0]) AND seq > 1", timeout: .seconds(10),
+                            logger: database.logger
+                        ).count > 0
+                    }
+                    #expect(contentCommitted)
                     cancellations.stopAll(because: .shutdown)
                     try await run.waitForAll()
                 }
@@ -131,7 +144,7 @@ struct CancellationTests {
                 ids.map { StreamBatch(task: $0, sequence: 1, events: ["x"], final: true) },
                 outcomes: ids.map { TaskOutcome(task: $0, status: .succeeded) }, workerID: "w")
             try await database.client.perform(
-                "UPDATE handoff_tasks SET finished_at = now() - interval '2 hours' WHERE id <> \(ids[2])", logger: database.logger)
+                "UPDATE handoff_tasks SET finished_at = now() - interval '2 hours' WHERE id <> \(ids[2])", timeout: .seconds(10), logger: database.logger)
             let queue = queue(database)
             #expect(try await queue.prune(retention: .seconds(3600)) == 2)
             #expect(try await queue.status(of: ids[0]) == nil)

@@ -20,7 +20,7 @@ struct EnqueueBatcherTests {
     /// Two hundred requests at once on a pool of two connections: all committed, in a few statements.
     @Test func aBurstIsCommittedInFewStatements() async throws {
         try await TestDatabase.with(poolSize: 2) { database in
-            let batcher = EnqueueBatcher(queue: TaskQueue(client: database.client, logger: database.logger), timeout: .seconds(5), logger: database.logger)
+            let batcher = EnqueueBatcher(queue: TaskQueue(client: database.client, logger: database.logger), logger: database.logger)
             let ids = (0..<200).map { _ in UUID() }
             try await running(batcher) {
                 try await withThrowingTaskGroup(of: Void.self) { group in
@@ -42,7 +42,7 @@ struct EnqueueBatcherTests {
     @Test func oneRejectedTaskDoesNotFailItsBatch() async throws {
         try await TestDatabase.with(poolSize: 2) { database in
             let taken = try await database.enqueue(1)[0]
-            let batcher = EnqueueBatcher(queue: TaskQueue(client: database.client, logger: database.logger), timeout: .seconds(5), logger: database.logger)
+            let batcher = EnqueueBatcher(queue: TaskQueue(client: database.client, logger: database.logger), logger: database.logger)
             let ids = (0..<40).map { _ in UUID() } + [taken]
             let failed = try await running(batcher) {
                 await withTaskGroup(of: UUID?.self) { group in
@@ -63,7 +63,7 @@ struct EnqueueBatcherTests {
         let settings = try DatabaseSettings(settings: Settings(environment: ["DATABASE_URL": "postgres://postgres@127.0.0.1:9/none"]))
         let client = PostgresClient(configuration: settings.clientConfiguration(applicationName: "unreachable"))
         let logger = Logger(label: "test")
-        let batcher = EnqueueBatcher(queue: TaskQueue(client: client, logger: logger), timeout: .milliseconds(300), logger: logger)
+        let batcher = EnqueueBatcher(queue: TaskQueue(client: client, timeout: .milliseconds(300), logger: logger), logger: logger)
         let started = ContinuousClock.now
         await withTaskGroup(of: Void.self) { group in
             group.addTask { await client.run() }

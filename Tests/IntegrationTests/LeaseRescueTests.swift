@@ -8,7 +8,7 @@ struct LeaseRescueTests {
     func expireLeases(_ database: TestDatabase) async throws {
         try await database.client.perform(
             "UPDATE handoff_tasks SET lease_expires_at = now() - interval '1 second' WHERE status = 'running'",
-            logger: database.logger)
+            timeout: .seconds(10), logger: database.logger)
     }
 
     func status(_ database: TestDatabase, _ task: UUID) async throws -> TaskStatus? {

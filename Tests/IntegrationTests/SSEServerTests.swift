@@ -46,7 +46,7 @@ struct SSEServerTests {
         let notifier = StreamNotifier(
             configuration: .init(pollInterval: .seconds(600), keepaliveInterval: .milliseconds(keepalive)),
             log: log, listenerConfiguration: nil, logger: database.logger)
-        let reader = StreamReader(log: log, timeout: .seconds(5), logger: database.logger)
+        let reader = StreamReader(log: log, logger: database.logger)
         let port = Mutex<Int?>(nil)
         let server = SSEServer(
             host: "127.0.0.1", port: 0, drainTime: drainTime,

@@ -91,7 +91,7 @@ struct StreamNotifierTests {
                 // Written behind the notifier's back: no NOTIFY at all.
                 try await database.client.perform(
                     "INSERT INTO handoff_stream (task_id, seq, event_count, events) VALUES (\(task), 3, 3, 'a\nb\nc')",
-                    logger: database.logger)
+                    timeout: .seconds(10), logger: database.logger)
                 let recovered = try await eventually(timeout: .seconds(5)) { notifier.head(of: task) == 3 }
                 #expect(recovered)
             }
@@ -106,11 +106,11 @@ struct StreamNotifierTests {
                 let first = try await listeningBackend(database, "doomed-listener")
                 let subscription = notifier.subscribe(to: task)
                 defer { notifier.unsubscribe(subscription) }
-                try await database.client.perform("SELECT pg_terminate_backend(\(first)::int)", logger: database.logger)
+                try await database.client.perform("SELECT pg_terminate_backend(\(first)::int)", timeout: .seconds(10), logger: database.logger)
                 // Committed while nobody listens: its NOTIFY is lost for good.
                 try await database.client.perform(
                     "INSERT INTO handoff_stream (task_id, seq, event_count, events) VALUES (\(task), 1, 1, 'x')",
-                    logger: database.logger)
+                    timeout: .seconds(10), logger: database.logger)
                 let second = try await listeningBackend(database, "doomed-listener", replacing: first)
                 #expect(second != first)
                 // The timed poll is effectively off (10 minutes): the reconnect itself must look at the table.

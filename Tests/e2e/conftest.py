@@ -61,6 +61,12 @@ def cluster(request, tmp_path_factory) -> Stack:
 
 
 def pytest_terminal_summary(terminalreporter, exitstatus, config):
+    from faults import HEADER, RESULTS
+    if RESULTS:
+        terminalreporter.section("fault injection")
+        terminalreporter.write_line(HEADER)
+        for verdict in RESULTS:
+            terminalreporter.write_line(verdict.row())
     cluster = config.stash.get(CLUSTER, None)
     if cluster is not None and exitstatus != 0:
         terminalreporter.section("handoff process logs")

@@ -1,15 +1,22 @@
 import Logging
 import PostgresNIO
 
-/// Running a statement to its end.
+/// Running a statement to its end, within a deadline.
 ///
 /// PostgresNIO hands back a row sequence as soon as a statement is bound, before it has run; a caller that
-/// drops the sequence never learns of the statement's errors nor waits for its (auto)commit. Every write goes
-/// through `perform`, which drains the rows.
+/// drops the sequence never learns of the statement's errors nor waits for its (auto)commit. So every statement
+/// goes through `perform`, which drains the rows — under `withDeadline`, because a statement on a connection the
+/// server has just closed never completes.
 extension PostgresClient {
     @discardableResult
-    public func perform(_ query: PostgresQuery, logger: Logger) async throws -> [PostgresRow] {
-        try await self.query(query, logger: logger).collect()
+    public func perform(_ query: PostgresQuery, timeout: Duration, logger: Logger) async throws -> [PostgresRow] {
+        try await withDeadline(timeout) { try await self.query(query, logger: logger).collect() }
+    }
+}
+
+extension [PostgresRow] {
+    public func decode<each Column: PostgresDecodable>(_ columns: (repeat each Column).Type) throws -> [(repeat each Column)] {
+        try map { try $0.decode(columns) }
     }
 }
 

@@ -31,7 +31,7 @@ extension TaskQueue {
     /// client waits forever and none mistakes a truncated reply for a complete one.
     public func rescueExpired(maxAttempts: Int) async throws -> Rescue {
         let error = OpenAIError.workerLost
-        let rows = try await client.query(
+        let rows = try await client.perform(
             """
             WITH expired AS (
                 SELECT t.id, t.attempts, \(unescaped: Self.streamedContent("t.id")) AS streamed
@@ -56,8 +56,8 @@ extension TaskQueue {
             SELECT (SELECT count(*) FROM requeued), (SELECT count(*) FROM failed),
                 (SELECT count(pg_notify(\(NotifyChannel.streamAppended), task_id::text || ':' || seq)) FROM ended),
                 (SELECT count(pg_notify(\(NotifyChannel.taskQueued), '')) FROM requeued)
-            """, logger: logger)
-        for try await (requeued, failed, _, _) in rows.decode((Int, Int, Int, Int).self) {
+            """, timeout: timeout, logger: logger)
+        for (requeued, failed, _, _) in try rows.decode((Int, Int, Int, Int).self) {
             return Rescue(requeued: requeued, failed: failed)
         }
         return Rescue(requeued: 0, failed: 0)

@@ -8,7 +8,7 @@ extension TaskQueue {
     /// Asks for `id` to be cancelled and wakes the worker running it. Returns the task's status when asked (`nil`:
     /// no such task); only a queued or running task is marked.
     public func requestCancel(_ id: UUID) async throws -> TaskStatus? {
-        let rows = try await client.query(
+        let rows = try await client.perform(
             """
             WITH target AS (
                 SELECT id, status FROM handoff_tasks WHERE id = \(id) FOR UPDATE
@@ -18,8 +18,8 @@ extension TaskQueue {
                 RETURNING t.id
             )
             SELECT target.status, (SELECT count(pg_notify(\(NotifyChannel.taskCancelled), id::text)) FROM marked) FROM target
-            """, logger: logger)
-        for try await (status, _) in rows.decode((String, Int).self) {
+            """, timeout: timeout, logger: logger)
+        for (status, _) in try rows.decode((String, Int).self) {
             return TaskStatus(rawValue: status)
         }
         return nil
@@ -27,19 +27,21 @@ extension TaskQueue {
 
     /// Renews the lease of every task `workerID` runs, in one statement, and returns those it should stop: the
     /// ones somebody cancelled, and the ones no client has watched for `abandonAfter` (which this marks cancelled).
-    /// It doubles as the fallback for a cancel NOTIFY the worker missed.
+    /// It doubles as the fallback for a cancel NOTIFY the worker missed. A watched task's `watched_at` can be
+    /// `StreamLog.watchRefresh` old, so that much is added to the grace.
     public func renewLeases(workerID: String, lease: Duration, abandonAfter: Duration) async throws -> [UUID] {
-        let rows = try await client.query(
+        let unwatched = Int((abandonAfter + StreamLog.watchRefresh).components.seconds)
+        let rows = try await client.perform(
             """
             UPDATE handoff_tasks SET lease_expires_at = now() + \(Int(lease.components.seconds)) * interval '1 second',
                 cancel_requested_at = CASE
-                    WHEN coalesce(watched_at, started_at) < now() - \(Int(abandonAfter.components.seconds)) * interval '1 second'
+                    WHEN coalesce(watched_at, started_at) < now() - \(unwatched) * interval '1 second'
                     THEN coalesce(cancel_requested_at, now()) ELSE cancel_requested_at END
             WHERE worker_id = \(workerID) AND status = 'running'
             RETURNING id, cancel_requested_at IS NOT NULL
-            """, logger: logger)
+            """, timeout: timeout, logger: logger)
         var stop: [UUID] = []
-        for try await (id, cancelled) in rows.decode((UUID, Bool).self) where cancelled {
+        for (id, cancelled) in try rows.decode((UUID, Bool).self) where cancelled {
             stop.append(id)
         }
         return stop
@@ -48,7 +50,7 @@ extension TaskQueue {
     /// Hands a task back to the queue, for a worker shutting down before the task streamed anything; `false` when
     /// it had streamed (then the worker ends its stream with an error instead, so no client sees a restart).
     public func release(_ id: UUID, workerID: String) async throws -> Bool {
-        let rows = try await client.query(
+        let rows = try await client.perform(
             """
             WITH released AS (
                 UPDATE handoff_tasks SET status = 'queued', worker_id = NULL, lease_expires_at = NULL,
@@ -58,8 +60,8 @@ extension TaskQueue {
                 RETURNING id
             )
             SELECT count(*), (SELECT count(pg_notify(\(NotifyChannel.taskQueued), '')) FROM released) FROM released
-            """, logger: logger)
-        for try await (released, _) in rows.decode((Int, Int).self) {
+            """, timeout: timeout, logger: logger)
+        for (released, _) in try rows.decode((Int, Int).self) {
             return released > 0
         }
         return false
@@ -68,7 +70,7 @@ extension TaskQueue {
     /// Deletes up to `limit` tasks that finished more than `retention` ago, with their stream rows. Any number of
     /// processes may run it at once: each takes different rows (`SKIP LOCKED`).
     public func prune(retention: Duration, limit: Int = 1000) async throws -> Int {
-        let rows = try await client.query(
+        let rows = try await client.perform(
             """
             WITH doomed AS (
                 SELECT id FROM handoff_tasks
@@ -78,8 +80,8 @@ extension TaskQueue {
                 DELETE FROM handoff_tasks t USING doomed WHERE t.id = doomed.id RETURNING 1
             )
             SELECT count(*) FROM deleted
-            """, logger: logger)
-        for try await count in rows.decode(Int.self) {
+            """, timeout: timeout, logger: logger)
+        for count in try rows.decode(Int.self) {
             return count
         }
         return 0

@@ -8,10 +8,13 @@ import PostgresNIO
 /// exactly one worker through `FOR UPDATE SKIP LOCKED`.
 public struct TaskQueue: Sendable {
     let client: PostgresClient
+    /// Every statement's deadline (`HANDOFF_DB_TIMEOUT_MS` in the servers).
+    let timeout: Duration
     let logger: Logger
 
-    public init(client: PostgresClient, logger: Logger) {
+    public init(client: PostgresClient, timeout: Duration = .seconds(5), logger: Logger) {
         self.client = client
+        self.timeout = timeout
         self.logger = logger
     }
 
@@ -35,13 +38,13 @@ public struct TaskQueue: Sendable {
                 RETURNING 1
             )
             SELECT pg_notify(\(NotifyChannel.taskQueued), '') WHERE EXISTS (SELECT 1 FROM queued)
-            """, logger: logger)
+            """, timeout: timeout, logger: logger)
     }
 
     /// Claims up to `limit` queued tasks, oldest first (and returned in that order), for `workerID` with a lease of `lease`.
     public func claim(workerID: String, limit: Int, lease: Duration) async throws -> [ClaimedTask] {
         guard limit > 0 else { return [] }
-        let rows = try await client.query(
+        let rows = try await client.perform(
             """
             WITH claimed AS (
                 UPDATE handoff_tasks SET status = 'running', worker_id = \(workerID), attempts = attempts + 1,
@@ -54,9 +57,9 @@ public struct TaskQueue: Sendable {
                 RETURNING id, request::text, attempts, created_at, cancel_requested_at IS NOT NULL AS cancelled
             )
             SELECT id, request, attempts, extract(epoch FROM created_at)::bigint, cancelled FROM claimed ORDER BY created_at
-            """, logger: logger)
+            """, timeout: timeout, logger: logger)
         var claimed: [ClaimedTask] = []
-        for try await (id, json, attempt, created, cancelled) in rows.decode((UUID, String, Int, Int64, Bool).self) {
+        for (id, json, attempt, created, cancelled) in try rows.decode((UUID, String, Int, Int64, Bool).self) {
             let request = try JSONDecoder().decode(ChatCompletionRequest.self, from: Data(json.utf8))
             claimed.append(ClaimedTask(id: id, request: request, attempt: attempt, created: created, cancelRequested: cancelled))
         }
@@ -65,8 +68,8 @@ public struct TaskQueue: Sendable {
 
     /// The status of a task, or `nil` when there is no such task.
     public func status(of id: UUID) async throws -> TaskStatus? {
-        let rows = try await client.query("SELECT status FROM handoff_tasks WHERE id = \(id)", logger: logger)
-        for try await status in rows.decode(String.self) {
+        let rows = try await client.perform("SELECT status FROM handoff_tasks WHERE id = \(id)", timeout: timeout, logger: logger)
+        for status in try rows.decode(String.self) {
             return TaskStatus(rawValue: status)
         }
         return nil

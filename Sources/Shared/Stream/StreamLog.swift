@@ -5,10 +5,13 @@ import PostgresNIO
 /// The minibatch stream table: the worker appends, SSE servers tail.
 public struct StreamLog: Sendable {
     let client: PostgresClient
+    /// Every statement's deadline (`HANDOFF_DB_TIMEOUT_MS` in the servers).
+    let timeout: Duration
     let logger: Logger
 
-    public init(client: PostgresClient, logger: Logger) {
+    public init(client: PostgresClient, timeout: Duration = .seconds(5), logger: Logger) {
         self.client = client
+        self.timeout = timeout
         self.logger = logger
     }
 
@@ -43,7 +46,7 @@ public struct StreamLog: Sendable {
                 RETURNING 1
             )
             SELECT pg_notify(\(NotifyChannel.streamAppended), payload) FROM unnest(\(payloads)::text[]) AS payload
-            """, logger: logger)
+            """, timeout: timeout, logger: logger)
     }
 
     /// Batches of `task` holding events after `cursor`, in order — and always the final batch once there is
@@ -73,7 +76,7 @@ public struct StreamLog: Sendable {
     public func catchUp(_ streams: [(task: UUID, cursor: StreamCursor)], pageSize: Int) async throws -> [StreamCatchUp] {
         guard !streams.isEmpty else { return [] }
         var results = Array(repeating: StreamCatchUp(exists: false, head: 0, batches: []), count: streams.count)
-        let rows = try await client.query(
+        let rows = try await client.perform(
             """
             SELECT r.ord::int, t.id IS NOT NULL,
                 (SELECT coalesce(max(h.seq), 0) FROM handoff_stream h WHERE h.task_id = r.task),
@@ -86,8 +89,8 @@ public struct StreamLog: Sendable {
                 ORDER BY s.seq LIMIT \(pageSize)
             ) s ON true
             ORDER BY r.ord, s.seq
-            """, logger: logger)
-        for try await (ordinal, exists, head, task, sequence, events, final, committed) in rows.decode(
+            """, timeout: timeout, logger: logger)
+        for (ordinal, exists, head, task, sequence, events, final, committed) in try rows.decode(
             (Int, Bool, Int, UUID?, Int?, String?, Bool?, Int64?).self)
         {
             results[ordinal - 1].exists = exists
@@ -104,31 +107,34 @@ public struct StreamLog: Sendable {
 
     private func batches(_ query: PostgresQuery) async throws -> [StreamBatch] {
         var batches: [StreamBatch] = []
-        for try await (task, sequence, events, final, committed) in try await client.query(query, logger: logger)
-            .decode((UUID, Int, String, Bool, Int64).self)
-        {
+        for (task, sequence, events, final, committed) in try await client.perform(query, timeout: timeout, logger: logger)
+            .decode((UUID, Int, String, Bool, Int64).self) {
             batches.append(StreamBatch(task: task, sequence: sequence, encodedEvents: events, final: final, committedAtMicroseconds: committed))
         }
         return batches
     }
 
+    /// How stale a watched task's `watched_at` may get: replicas refresh it no more often, to bound the writes.
+    /// Whoever judges abandonment must allow for it.
+    public static let watchRefresh = Duration.seconds(5)
+
     /// The newest sequence number of each of `tasks` that has any rows; one statement for all of them. The SSE
     /// servers ask this about the tasks their clients watch, so the same statement records that they are watched
-    /// (`watched_at`, at most every 5 s per task): a running task nobody watches is cancelled as abandoned.
+    /// (`watched_at`, at most every `watchRefresh` per task): a running task nobody watches is cancelled as abandoned.
     public func heads(ofWatched tasks: [UUID]) async throws -> [UUID: Int] {
         guard !tasks.isEmpty else { return [:] }
-        let rows = try await client.query(
+        let rows = try await client.perform(
             """
             WITH watched AS (
                 UPDATE handoff_tasks SET watched_at = now()
                 WHERE id = ANY(\(tasks)::uuid[]) AND status IN ('queued', 'running')
-                    AND (watched_at IS NULL OR watched_at < now() - interval '5 seconds')
+                    AND (watched_at IS NULL OR watched_at < now() - \(Int(Self.watchRefresh.components.seconds)) * interval '1 second')
             )
             SELECT task_id, max(seq) FROM handoff_stream WHERE task_id = ANY(\(tasks)::uuid[]) GROUP BY task_id
             """,
-            logger: logger)
+            timeout: timeout, logger: logger)
         var heads: [UUID: Int] = [:]
-        for try await (task, sequence) in rows.decode((UUID, Int).self) {
+        for (task, sequence) in try rows.decode((UUID, Int).self) {
             heads[task] = sequence
         }
         return heads

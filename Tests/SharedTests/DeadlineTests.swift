@@ -1,0 +1,24 @@
+import Shared
+import Synchronization
+import Testing
+
+struct DeadlineTests {
+    @Test func anOperationThatFinishesInTimeReturnsItsValue() async throws {
+        #expect(try await withDeadline(.seconds(5)) { 42 } == 42)
+    }
+
+    /// What PostgresNIO does with a query on a connection the server closed: it never completes and ignores
+    /// cancellation. The deadline must return anyway.
+    @Test func theDeadlineDoesNotWaitForAnOperationThatIgnoresCancellation() async throws {
+        let stuck = Mutex<CheckedContinuation<Void, Never>?>(nil)
+        let clock = ContinuousClock()
+        let start = clock.now
+        await #expect(throws: DeadlineExceeded.self) {
+            try await withDeadline(.milliseconds(100)) {
+                await withCheckedContinuation { continuation in stuck.withLock { $0 = continuation } }
+            }
+        }
+        #expect(clock.now - start < .seconds(2))
+        stuck.withLock { $0 }?.resume()  // let the abandoned operation end
+    }
+}
