@@ -106,11 +106,12 @@ struct StreamNotifierTests {
                 let first = try await listeningBackend(database, "doomed-listener")
                 let subscription = notifier.subscribe(to: task)
                 defer { notifier.unsubscribe(subscription) }
-                try await database.client.perform("SELECT pg_terminate_backend(\(first)::int)", timeout: .seconds(10), logger: database.logger)
-                // Committed while nobody listens: its NOTIFY is lost for good.
+                // Committed without a NOTIFY, like one sent while the listener is down: only a look at the table finds
+                // it. (Inserted before the termination: the reconnect can be quicker than an insert after it.)
                 try await database.client.perform(
                     "INSERT INTO handoff_stream (task_id, seq, event_count, events) VALUES (\(task), 1, 1, 'x')",
                     timeout: .seconds(10), logger: database.logger)
+                try await database.client.perform("SELECT pg_terminate_backend(\(first)::int)", timeout: .seconds(10), logger: database.logger)
                 let second = try await listeningBackend(database, "doomed-listener", replacing: first)
                 #expect(second != first)
                 // The timed poll is effectively off (10 minutes): the reconnect itself must look at the table.
