@@ -40,6 +40,7 @@ struct APICommand: AsyncParsableCommand {
                 routes: { router in
                     controller.addRoutes(to: router)
                     CancellationController(queue: queue, secret: secret).addRoutes(to: router)
+                    ModelsController(models: settings.list(.models)).addRoutes(to: router)
                 })
             // Shut down in reverse: the HTTP server finishes its requests, then the batcher commits theirs.
             try await ProcessRuntime.run([client, batcher, app], logger: logger)

@@ -37,6 +37,6 @@ struct CancellationController: Sendable {
             ("id", .string(ClaimedTask.completionID(for: task))), ("object", .string("chat.completion.cancellation")),
             ("task_id", .string(task.uuidString.lowercased())), ("status", .string("cancelling")),
         ])
-        return Response(status: .ok, headers: [.contentType: "application/json"], body: .init(byteBuffer: ByteBuffer(string: body.text)))
+        return body.response()
     }
 }

@@ -46,8 +46,6 @@ struct CompletionsController: Sendable {
             ("id", .string(ClaimedTask.completionID(for: task))), ("task_id", .string(task.uuidString.lowercased())),
             ("stream_url", .string(location)),
         ])
-        return Response(
-            status: .found, headers: [.location: location, .contentType: "application/json"],
-            body: .init(byteBuffer: ByteBuffer(string: handoff.text)))
+        return handoff.response(status: .found, headers: [.location: location])
     }
 }

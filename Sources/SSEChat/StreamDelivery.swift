@@ -34,6 +34,9 @@ final class StreamDelivery {
     private let environment: StreamEnvironment
     private var subscription: Int?
     private let onFinish: (Outcome) -> Void
+    /// Non-nil for a client that asked for no stream: its events, gathered until the end, answer as one
+    /// `chat.completion`.
+    private var collected: [String]?
 
     init(
         task: UUID, start: StreamCursor, version: HTTPVersion, context: ChannelHandlerContext,
@@ -83,6 +86,7 @@ final class StreamDelivery {
     /// end to clients behind Caddy 2.6, which ends its own response cleanly when an upstream's breaks off.
     func interrupt() {
         guard phase == .streaming || phase == .reading else { return finish(.cancelled) }
+        guard collected == nil else { return finish(.refused(.streamInterrupted)) }
         var buffer = context.channel.allocator.buffer(capacity: 256)
         buffer.writeString(ServerSentEvents.event(data: OpenAIError.streamInterrupted.json.text))
         context.write(NIOAny(HTTPServerResponsePart.body(.byteBuffer(buffer))), promise: nil)
@@ -110,7 +114,7 @@ final class StreamDelivery {
                 "Event id \(cursor.sequence) is past the end of this stream (its last event is \(catchUp.head)): it belongs to another stream.",
                 param: StreamRoute.lastEventIDParameter, code: "invalid_event_id")))
         case (.opening, .success(let catchUp)):
-            writeHead()
+            if catchUp.streaming { writeHead() } else { collected = [] }
             phase = .streaming
             write(catchUp.batches)
             wake()  // news that arrived during the read
@@ -137,6 +141,7 @@ final class StreamDelivery {
     }
 
     private func write(_ batches: [StreamBatch]) {
+        guard collected == nil else { return collect(batches) }
         var buffer = context.channel.allocator.buffer(capacity: 0)
         let ended = buffer.writeEvents(of: batches, after: &cursor, commitStamps: environment.commitStamps)
         if buffer.readableBytes > 0 {
@@ -150,8 +155,34 @@ final class StreamDelivery {
         if ended { finish(.completed) }
     }
 
+    /// Gathers the events of a non-streaming client; at the end, answers its `chat.completion` (or its error).
+    private func collect(_ batches: [StreamBatch]) {
+        for batch in batches {
+            for event in batch.events(after: cursor) {
+                collected?.append(event.data)
+                cursor = event.cursor
+            }
+            guard batch.final else { continue }
+            switch ChatCompletion.assemble(collected ?? []) {
+            case .success(let completion):
+                let body = context.channel.allocator.buffer(string: completion.text)
+                let headers = HTTPHeaders([
+                    ("Content-Type", "application/json"), ("Content-Length", String(body.readableBytes)),
+                    (StreamRoute.replicaHeader, environment.replica),
+                ])
+                context.write(NIOAny(HTTPServerResponsePart.head(HTTPResponseHead(version: version, status: .ok, headers: headers))), promise: nil)
+                context.write(NIOAny(HTTPServerResponsePart.body(.byteBuffer(body))), promise: nil)
+                context.writeAndFlush(NIOAny(HTTPServerResponsePart.end(nil)), promise: nil)
+                finish(.completed)
+            case .failure(let error):
+                finish(.refused(error))
+            }
+            return
+        }
+    }
+
     private func pingIfSilent() {
-        guard phase != .opening, NIODeadline.now() - lastWrite >= .nanoseconds(environment.keepaliveInterval.nanoseconds / 2) else { return }
+        guard phase != .opening, collected == nil, NIODeadline.now() - lastWrite >= .nanoseconds(environment.keepaliveInterval.nanoseconds / 2) else { return }
         context.writeAndFlush(
             NIOAny(HTTPServerResponsePart.body(.byteBuffer(ByteBuffer(string: ServerSentEvents.keepalive)))), promise: nil)
         lastWrite = .now()

@@ -25,6 +25,10 @@ struct DemoModel: ChatModel {
 }
 
 /// Pulls one token per `next()`, sleeping `tokenDelay` first: nothing is buffered, and cancellation stops it.
+///
+/// With `stop` sequences, text that could be the start of one is held back until the next token settles it, so the
+/// reply never contains a stop sequence, even one spread over several tokens; it ends before the first, with
+/// `stop`. Usage counts every token generated, held back or not.
 struct DemoReply: AsyncSequence {
     let request: ChatCompletionRequest
     let tokenDelay: Duration
@@ -37,19 +41,41 @@ struct DemoReply: AsyncSequence {
         let request: ChatCompletionRequest
         let tokenDelay: Duration
         var words: StoryWords
-        var emitted = 0
+        var generated = 0
+        var held = ""
+        var ending: [ModelDelta] = []
         var done = false
 
         mutating func next() async throws -> ModelDelta? {
-            guard !done else { return nil }
-            if tokenDelay > .zero { try await Task.sleep(for: tokenDelay) } else { try Task.checkCancellation() }
-            if let token = words.next(limit: request.tokenLimit) {
-                emitted += 1
-                return .content(token)
+            while !done {
+                if !ending.isEmpty { return ending.removeFirst() }
+                if tokenDelay > .zero { try await Task.sleep(for: tokenDelay) } else { try Task.checkCancellation() }
+                guard let token = words.next(limit: request.tokenLimit) else {
+                    let reason: FinishReason = request.tokenLimit == generated ? .length : .stop
+                    end(releasing: held, reason: reason)
+                    continue
+                }
+                generated += 1
+                let stops = request.stop?.sequences ?? []
+                let text = held + token
+                if let cut = stops.compactMap({ text.range(of: $0)?.lowerBound }).min() {
+                    end(releasing: String(text[..<cut]), reason: .stop)
+                    continue
+                }
+                // Hold back the longest tail that a stop sequence could still grow from.
+                let tail = stops.flatMap { stop in (1..<stop.count).map { String(stop.prefix($0)) } }
+                    .filter { text.hasSuffix($0) }.map(\.count).max() ?? 0
+                held = String(text.suffix(tail))
+                let release = String(text.dropLast(tail))
+                if !release.isEmpty { return .content(release) }
             }
+            return ending.isEmpty ? nil : ending.removeFirst()
+        }
+
+        private mutating func end(releasing text: String, reason: FinishReason) {
+            if !text.isEmpty { ending.append(.content(text)) }
+            ending.append(.finished(reason: reason, usage: Usage(promptTokens: DemoModel.promptTokens(request), completionTokens: generated)))
             done = true
-            let reason: FinishReason = request.tokenLimit == emitted ? .length : .stop
-            return .finished(reason: reason, usage: Usage(promptTokens: DemoModel.promptTokens(request), completionTokens: emitted))
         }
     }
 }

@@ -34,7 +34,7 @@ struct CancellationTests {
             // 500 tokens at 20 ms: ten seconds of story unless the cancel stops it.
             let id = UUID()
             try await queue(database).enqueue(id: id, request: ChatCompletionRequest(
-                model: "demo", messages: [ChatMessage(role: "user", content: "a long one")], maxTokens: 500))
+                model: "demo", messages: [ChatMessage(role: "user", content: "a long one")], maxTokens: 500, stream: true))
             let task = try #require(try await database.claimAll(worker: "w").first)
             let cancellations = TaskCancellations()
             let writer = database.writer(worker: "w")
@@ -104,7 +104,7 @@ struct CancellationTests {
             let ids = [UUID(), UUID()]
             for id in ids {
                 try await queue(database).enqueue(id: id, request: ChatCompletionRequest(
-                    model: "demo", messages: [ChatMessage(role: "user", content: "a long one")], maxTokens: 500))
+                    model: "demo", messages: [ChatMessage(role: "user", content: "a long one")], maxTokens: 500, stream: true))
             }
             let tasks = try await database.claimAll(worker: "w")
             let cancellations = TaskCancellations()

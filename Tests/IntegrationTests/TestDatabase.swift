@@ -63,7 +63,7 @@ struct TestDatabase: Sendable {
         for index in 0..<count {
             let id = UUID()
             try await queue.enqueue(id: id, request: ChatCompletionRequest(
-                model: "demo", messages: [ChatMessage(role: "user", content: "\(prompt) \(index)")]))
+                model: "demo", messages: [ChatMessage(role: "user", content: "\(prompt) \(index)")], stream: true))
             ids.append(id)
         }
         return ids

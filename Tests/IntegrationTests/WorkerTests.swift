@@ -49,6 +49,26 @@ struct DemoModelTests {
         #expect(reply.finish == .finished(reason: .length, usage: Usage(promptTokens: 10, completionTokens: limit)))
     }
 
+    /// The reply never contains a stop sequence, even one that spans tokens, and ends with `stop` before it.
+    @Test(arguments: [
+        ([" upon"], "Once"), (["upon a"], "Once "), (["Once"], ""), (["zzz", " upon"], "Once"),
+    ])
+    func stopSequencesEndTheReplyBeforeThem(stop: [String], expected: String) async throws {
+        var request = seed
+        request.stop = StopSequences(stop)
+        let reply = try await collect(request)
+        #expect(reply.text == expected)
+        guard case .finished(let reason, let usage) = reply.finish else { Issue.record("no finish"); return }
+        #expect(reason == .stop)
+        #expect(usage.completionTokens >= 1)
+    }
+
+    @Test func aStopSequenceThatNeverComesChangesNothing() async throws {
+        var request = seed
+        request.stop = StopSequences(["zzz", "unicorn!"])
+        #expect(try await collect(request).text == (try await collect(seed).text))
+    }
+
     @Test func cancellationStopsTheReply() async throws {
         let task = Task {
             var tokens = 0

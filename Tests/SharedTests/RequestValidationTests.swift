@@ -72,4 +72,30 @@ struct RequestValidationTests {
         let error = try #require(rejection(body))
         #expect(error.status == 400)
     }
+
+    @Test func contentMayBeTextPartsOrNullForAnAssistantTurn() throws {
+        let request = try decode(
+            #"{"model":"demo","messages":[{"role":"developer","content":[{"type":"text","text":"Be "},{"type":"text","text":"brief."}]},"#
+                + #"{"role":"assistant","content":null},{"role":"tool","content":"42"}],"stop":"END","seed":7,"user":"u","n":1}"#)
+        #expect(request.messages.map(\.content) == ["Be brief.", "", "42"])
+        #expect(request.stop == StopSequences(["END"]))
+        #expect(request.includeUsage, "a non-streaming request always gets usage: its answer reports it")
+    }
+
+    @Test(arguments: [
+        (#"{"model":"demo","messages":[{"role":"user","content":[{"type":"image_url","image_url":{"url":"x"}}]}]}"#, "messages[0].content[0].type"),
+        (#"{"model":"demo","messages":[{"role":"user","content":null}]}"#, "messages[0].content"),
+        (#"{"model":"demo","messages":[{"role":"user","content":{"text":"hi"}}]}"#, "messages[0].content"),
+        (#"{"model":"demo","n":3,"messages":[{"role":"user","content":"hi"}]}"#, "n"),
+        (#"{"model":"demo","temperature":2.5,"messages":[{"role":"user","content":"hi"}]}"#, "temperature"),
+        (#"{"model":"demo","top_p":1.5,"messages":[{"role":"user","content":"hi"}]}"#, "top_p"),
+        (#"{"model":"demo","stop":["a","b","c","d","e"],"messages":[{"role":"user","content":"hi"}]}"#, "stop"),
+        (#"{"model":"demo","stop":[""],"messages":[{"role":"user","content":"hi"}]}"#, "stop"),
+        (#"{"model":"demo","stop":7,"messages":[{"role":"user","content":"hi"}]}"#, "stop"),
+    ])
+    func newFieldsAreCheckedAndNamed(json: String, param: String) {
+        let error = rejection(json)
+        #expect(error?.status == 400)
+        #expect(error?.param == param, "\(String(describing: error))")
+    }
 }

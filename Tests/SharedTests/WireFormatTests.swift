@@ -119,4 +119,27 @@ struct StreamBatchTests {
         #expect(batch.events(after: StreamCursor(sequence: 5)).map(\.data) == ["e6", "e7"])
         #expect(Array(batch.events(after: StreamCursor(sequence: 7))).isEmpty)
     }
+
+    /// The non-streaming answer is the stream folded into one message.
+    @Test func aCompletionIsAssembledFromItsChunks() throws {
+        let chunk = { (delta: ChatCompletionChunk.Delta, finish: String?) in
+            ChatCompletionChunk(id: "chatcmpl-1", created: 7, model: "demo", choices: [.init(delta: delta, finishReason: finish)], usage: .null).json.text
+        }
+        let events = [
+            chunk(.init(role: "assistant", content: ""), nil), chunk(.init(content: "Once"), nil), chunk(.init(content: " upon"), nil),
+            chunk(.init(), "length"),
+            ChatCompletionChunk(id: "chatcmpl-1", created: 7, model: "demo", choices: [], usage: .value(Usage(promptTokens: 3, completionTokens: 2))).json.text,
+        ]
+        let completion = try ChatCompletion.assemble(events).get()
+        #expect(completion.text == #"{"id":"chatcmpl-1","object":"chat.completion","created":7,"model":"demo","system_fingerprint":null,"#
+            + #""choices":[{"index":0,"message":{"role":"assistant","content":"Once upon","refusal":null},"logprobs":null,"finish_reason":"length"}],"#
+            + #""usage":{"prompt_tokens":3,"completion_tokens":2,"total_tokens":5}}"#)
+    }
+
+    @Test func aStreamThatEndedInAnErrorAnswersTheErrorWithItsStatus() {
+        let events = [ChatCompletionChunk(id: "chatcmpl-1", created: 7, model: "demo", choices: [.init(delta: .init(content: "x"))]).json.text,
+                      OpenAIError.workerLost.json.text]
+        guard case .failure(let error) = ChatCompletion.assemble(events) else { Issue.record("assembled"); return }
+        #expect(error == .workerLost && error.status == 500)
+    }
 }

@@ -147,10 +147,11 @@ def get_stream(path: str, timeout: float = 60,
         conn.close()
 
 
-def post_and_follow(body: dict, path: str = "/v1/chat/completions", timeout: float = 60,
+def post_and_follow(body: dict, path: str = "/api/chat/completions", timeout: float = 60,
                     while_open: Callable[[], ContextManager] = contextlib.nullcontext) -> tuple[dict, Stream]:
-    """POSTs a completion through Caddy, checks the 302 hand-off and follows it; returns (hand-off body, stream)."""
-    reply = request("POST", path, body)
+    """POSTs a streaming completion through Caddy, checks the 302 hand-off and follows it; returns (hand-off body,
+    stream)."""
+    reply = request("POST", path, {"stream": True, **body})
     if reply.status != 302:
         raise AssertionError(f"POST {path} answered {reply.status}, not 302: {reply.body[:500]!r}")
     handoff = reply.json()

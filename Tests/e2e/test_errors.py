@@ -47,6 +47,12 @@ JSON = {"Content-Type": "application/json"}
     pytest.param(json.dumps(body(stream_options={"include_usage": True})), JSON, 400, "stream_options", None,
                  id="stream-options-without-stream"),
     pytest.param(json.dumps(body(max_tokens=0)), JSON, 400, "max_tokens", None, id="max-tokens-0"),
+    pytest.param(json.dumps(body(n=2)), JSON, 400, "n", "unsupported_value", id="n-2"),
+    pytest.param(json.dumps(body(temperature=3)), JSON, 400, "temperature", None, id="temperature-3"),
+    pytest.param(json.dumps(body(top_p=-1)), JSON, 400, "top_p", None, id="top-p-negative"),
+    pytest.param(json.dumps(body(stop=["a", "b", "c", "d", "e"])), JSON, 400, "stop", None, id="five-stops"),
+    pytest.param(json.dumps(body(messages=[{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "x"}}]}])),
+                 JSON, 400, "messages[0].content[0].type", None, id="image-part"),
 ])
 def test_bad_request_is_refused(cluster, payload, headers, status, param, code):
     assert_error(request("POST", "/v1/chat/completions", payload, headers), status, param, code)

@@ -10,7 +10,7 @@ from handoff_e2e import (GOLDEN, POOL_SIZE, README_BODY, SSE_PORTS, assert_well_
 
 
 def test_late_client_gets_the_whole_stream(cluster):
-    reply = request("POST", "/v1/chat/completions", json.loads(README_BODY))
+    reply = request("POST", "/api/chat/completions", json.loads(README_BODY))
     assert reply.status == 302, reply.body
     handoff = reply.json()
 

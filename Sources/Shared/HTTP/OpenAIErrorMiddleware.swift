@@ -56,8 +56,15 @@ extension OpenAIError {
     }
 
     public var response: Response {
-        Response(
-            status: .init(code: status), headers: [.contentType: "application/json"],
-            body: .init(byteBuffer: ByteBuffer(string: json.text)))
+        json.response(status: .init(code: status))
+    }
+}
+
+extension JSONValue {
+    /// This value as an `application/json` response.
+    public func response(status: HTTPResponse.Status = .ok, headers: HTTPFields = [:]) -> Response {
+        var headers = headers
+        headers[.contentType] = "application/json"
+        return Response(status: status, headers: headers, body: .init(byteBuffer: ByteBuffer(string: text)))
     }
 }

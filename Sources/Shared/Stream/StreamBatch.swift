@@ -45,12 +45,15 @@ public struct StreamBatch: Sendable, Equatable {
 public struct StreamCatchUp: Sendable, Equatable {
     /// Whether the task exists at all: a stream of an unknown task is a 404, not an endless wait.
     public var exists: Bool
+    /// Whether its client asked for a stream (`"stream": true`) or for one `chat.completion` at the end.
+    public var streaming: Bool
     /// The task's newest sequence number when read: no event id a client holds can be larger.
     public var head: Int
     public var batches: [StreamBatch]
 
-    public init(exists: Bool, head: Int, batches: [StreamBatch]) {
+    public init(exists: Bool, streaming: Bool, head: Int, batches: [StreamBatch]) {
         self.exists = exists
+        self.streaming = streaming
         self.head = head
         self.batches = batches
     }

@@ -75,10 +75,10 @@ public struct StreamLog: Sendable {
     /// catches up every lagging client through this, so a burst of them costs one round trip, not one each.
     public func catchUp(_ streams: [(task: UUID, cursor: StreamCursor)], pageSize: Int) async throws -> [StreamCatchUp] {
         guard !streams.isEmpty else { return [] }
-        var results = Array(repeating: StreamCatchUp(exists: false, head: 0, batches: []), count: streams.count)
+        var results = Array(repeating: StreamCatchUp(exists: false, streaming: true, head: 0, batches: []), count: streams.count)
         let rows = try await client.perform(
             """
-            SELECT r.ord::int, t.id IS NOT NULL,
+            SELECT r.ord::int, t.id IS NOT NULL, coalesce((t.request->>'stream')::boolean, false),
                 (SELECT coalesce(max(h.seq), 0) FROM handoff_stream h WHERE h.task_id = r.task),
                 s.task_id, s.seq, s.events, s.final, (extract(epoch FROM s.created_at) * 1000000)::bigint
             FROM unnest(\(streams.map(\.task))::uuid[], \(streams.map(\.cursor.sequence))::int[]) WITH ORDINALITY
@@ -90,10 +90,11 @@ public struct StreamLog: Sendable {
             ) s ON true
             ORDER BY r.ord, s.seq
             """, timeout: timeout, logger: logger)
-        for (ordinal, exists, head, task, sequence, events, final, committed) in try rows.decode(
-            (Int, Bool, Int, UUID?, Int?, String?, Bool?, Int64?).self)
+        for (ordinal, exists, streaming, head, task, sequence, events, final, committed) in try rows.decode(
+            (Int, Bool, Bool, Int, UUID?, Int?, String?, Bool?, Int64?).self)
         {
             results[ordinal - 1].exists = exists
+            results[ordinal - 1].streaming = streaming
             results[ordinal - 1].head = head
             if let task, let sequence, let events, let final, let committed {
                 results[ordinal - 1].batches.append(

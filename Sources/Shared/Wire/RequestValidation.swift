@@ -48,6 +48,23 @@ public struct RequestValidation: Sendable {
                 throw .invalidRequest("'\(field)' must be between 1 and \(maxTokensLimit); got \(value).", param: field)
             }
         }
+        if let n = request.n, n != 1 {
+            throw .invalidRequest("'n' must be 1: one choice per completion is supported; got \(n).", param: "n", code: "unsupported_value")
+        }
+        if let temperature = request.temperature, !(0...2).contains(temperature) {
+            throw .invalidRequest("'temperature' must be between 0 and 2; got \(temperature).", param: "temperature")
+        }
+        if let topP = request.topP, !(0...1).contains(topP) {
+            throw .invalidRequest("'top_p' must be between 0 and 1; got \(topP).", param: "top_p")
+        }
+        if let stop = request.stop?.sequences {
+            if stop.count > 4 {
+                throw .invalidRequest("'stop' takes at most 4 sequences; got \(stop.count).", param: "stop")
+            }
+            if stop.contains(where: \.isEmpty) {
+                throw .invalidRequest("'stop' sequences must not be empty.", param: "stop")
+            }
+        }
         if request.streamOptions != nil, request.stream != true {
             throw .invalidRequest("'stream_options' is only allowed when 'stream' is true.", param: "stream_options")
         }
@@ -85,6 +102,8 @@ public struct RequestValidation: Sendable {
         case is Int.Type: "an integer"
         case is Bool.Type: "a boolean"
         case is [ChatMessage].Type, is [Any].Type: "an array"
+        case is ChatMessage.TextContent.Type: "a string or an array of text content parts"
+        case is Double.Type: "a number"
         default: "an object"
         }
     }

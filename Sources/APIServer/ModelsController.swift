@@ -1,0 +1,25 @@
+import Hummingbird
+import Shared
+
+/// `GET /api|/v1/models` and `/models/<id>`: the models this deployment serves (`HANDOFF_MODELS`), in OpenAI's
+/// list shape, so SDKs that list or look up models before use work unchanged.
+struct ModelsController: Sendable {
+    let models: [String]
+
+    func addRoutes(to router: Router<BasicRequestContext>) {
+        for prefix in CompletionsRoute.prefixes {
+            router.get("\(prefix)/models") { _, _ in
+                JSONValue.object([("object", .string("list")), ("data", .array(models.map(model)))]).response()
+            }
+            router.get("\(prefix)/models/:id") { _, context in
+                let id = context.parameters.get("id") ?? ""
+                guard models.contains(id) else { throw OpenAIError.modelNotFound(id) }
+                return model(id).response()
+            }
+        }
+    }
+
+    private func model(_ id: String) -> JSONValue {
+        .object([("id", .string(id)), ("object", .string("model")), ("created", .int(0)), ("owned_by", .string("handoff"))])
+    }
+}
