@@ -28,11 +28,12 @@ struct APICommand: AsyncParsableCommand {
             let secret = try StreamSecret.load(settings: settings)
             let batcher = EnqueueBatcher(queue: queue, logger: logger)
             let controller = CompletionsController(
-                batcher: batcher,
+                batcher: batcher, queue: queue,
                 validation: try RequestValidation(settings: settings),
                 secret: secret,
                 tokenTTL: try settings.seconds(.tokenTTLSeconds),
-                maxBodyBytes: try settings.int(.maxBodyBytes))
+                maxBodyBytes: try settings.int(.maxBodyBytes),
+                idempotencyWindow: try settings.seconds(.idempotencySeconds))
 
             let app = HTTPService.make(
                 name: "handoff-api", host: settings.string(.apiHost) ?? "127.0.0.1",

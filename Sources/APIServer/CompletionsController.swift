@@ -1,4 +1,5 @@
 import Foundation
+import HTTPTypes
 import Hummingbird
 import Shared
 
@@ -9,10 +10,12 @@ import Shared
 /// into a GET there.
 struct CompletionsController: Sendable {
     let batcher: EnqueueBatcher
+    let queue: TaskQueue
     let validation: RequestValidation
     let secret: StreamSecret
     let tokenTTL: Duration
     let maxBodyBytes: Int
+    let idempotencyWindow: Duration
 
     func addRoutes(to router: Router<BasicRequestContext>) {
         for prefix in CompletionsRoute.prefixes {
@@ -33,9 +36,23 @@ struct CompletionsController: Sendable {
             throw OpenAIError.bodyTooLarge(limit: maxBodyBytes)
         }
         let completion = try validation.decode(Data(buffer: body))
+        let key = try IdempotencyKey(
+            request.headers[HTTPField.Name(IdempotencyKey.header)!], authorization: request.headers[.authorization])
 
-        let task = UUID()
-        try await batcher.enqueue(id: task, request: completion)
+        var task = UUID()
+        if let key {
+            // Not batched: a keyed request needs its own answer (queued, or the task of its first attempt).
+            switch try await queue.enqueue(
+                id: task, request: completion, scope: key.scope, requestHash: try IdempotencyKey.requestHash(completion),
+                window: idempotencyWindow)
+            {
+            case .queued: break
+            case .existing(let first): task = first
+            case .keyReused: throw IdempotencyKey.reused
+            }
+        } else {
+            try await batcher.enqueue(id: task, request: completion)
+        }
         let expiresAt = Int64(Date().timeIntervalSince1970) + Int64(tokenTTL.components.seconds)
         let token = StreamToken(taskID: task, expiresAt: expiresAt).encoded(secret: secret)
         let location = StreamRoute.location(task: task, token: token)

@@ -91,6 +91,16 @@ def test_models_are_listed(client):
         client.models.retrieve("gpt-nope")
 
 
+def test_an_idempotency_key_sends_retries_to_the_first_task(client):
+    key = {"Idempotency-Key": f"retry-{time.time_ns()}"}
+    first = client.chat.completions.create(model="demo", messages=SEED, max_tokens=5, extra_headers=key)
+    again = client.chat.completions.create(model="demo", messages=SEED, max_tokens=5, extra_headers=key)
+    assert again.id == first.id and again.choices[0].message.content == first.choices[0].message.content
+    with pytest.raises(openai.UnprocessableEntityError) as raised:
+        client.chat.completions.create(model="demo", messages=SEED, max_tokens=6, extra_headers=key)
+    assert raised.value.code == "idempotency_key_reused"
+
+
 @pytest.mark.parametrize("base", list(BASES.values()))
 def test_a_second_parser_sees_well_formed_events(cluster, base):
     body = {"model": "demo", "stream": True, "stream_options": {"include_usage": True}, "messages": SEED}

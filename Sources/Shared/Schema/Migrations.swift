@@ -57,6 +57,20 @@ public enum Migrations {
                 "ALTER TABLE handoff_tasks ADD COLUMN cancel_requested_at timestamptz, ADD COLUMN watched_at timestamptz",
                 "CREATE INDEX handoff_tasks_finished ON handoff_tasks (finished_at) WHERE finished_at IS NOT NULL",
             ]),
+        Migration(
+            version: 3, name: "idempotency keys",
+            statements: [
+                // scope: a hash of the caller and its Idempotency-Key. request_hash tells a retry (same body) from a
+                // reuse of the key for another request. Pruning a task frees its key.
+                """
+                CREATE TABLE handoff_idempotency (
+                    scope        text PRIMARY KEY,
+                    task_id      uuid NOT NULL REFERENCES handoff_tasks (id) ON DELETE CASCADE,
+                    request_hash text NOT NULL,
+                    created_at   timestamptz NOT NULL DEFAULT now()
+                )
+                """,
+            ]),
     ]
 }
 
