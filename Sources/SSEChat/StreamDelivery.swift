@@ -97,7 +97,7 @@ final class StreamDelivery {
     private func requestRead() {
         if phase == .streaming { phase = .reading }
         let delivery = NIOLoopBound(self, eventLoop: context.eventLoop)
-        environment.reader.read(.init(task: task, cursor: cursor) { result in
+        environment.reader.read(.init(task: task, cursor: cursor, opening: phase == .opening) { result in
             delivery.eventLoop.execute { delivery.value.readCompleted(result) }
         })
     }

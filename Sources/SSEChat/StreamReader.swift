@@ -14,6 +14,8 @@ final class StreamReader: Service {
     struct Read: Sendable {
         let task: UUID
         let cursor: StreamCursor
+        /// A stream's first read, which also needs the task's head and whether its client wants a stream.
+        let opening: Bool
         /// Called once, on any thread.
         let completion: @Sendable (Result<StreamCatchUp, any Error>) -> Void
     }
@@ -62,7 +64,7 @@ final class StreamReader: Service {
         }
         guard !reads.isEmpty else { return false }
         do {
-            let results = try await log.catchUp(reads.map { ($0.task, $0.cursor) }, pageSize: Self.pageSize)
+            let results = try await log.catchUp(reads.map { ($0.task, $0.cursor, $0.opening) }, pageSize: Self.pageSize)
             for (read, result) in zip(reads, results) { read.completion(.success(result)) }
         } catch {
             logger.warning("stream read failed", metadata: ["streams": "\(reads.count)", "error": "\(String(reflecting: error))"])

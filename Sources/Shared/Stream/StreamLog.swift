@@ -70,20 +70,29 @@ public struct StreamLog: Sendable {
             """)
     }
 
-    /// Where each of several streams stands, in one statement: whether its task exists, and its batches after its
-    /// cursor (at most `pageSize`, with the final batch as in `read`). An SSE server opens every stream and
-    /// catches up every lagging client through this, so a burst of them costs one round trip, not one each.
-    public func catchUp(_ streams: [(task: UUID, cursor: StreamCursor)], pageSize: Int) async throws -> [StreamCatchUp] {
+    /// Where each of several streams stands, in one statement: its batches after its cursor (at most `pageSize`,
+    /// with the final batch as in `read`) and whether its task exists — and, for a stream being opened, the task's
+    /// head and whether its client asked for a stream. An SSE server opens every stream and catches up every
+    /// lagging client through this, so a burst of them costs one round trip, not one each. The per-task values are
+    /// computed once per stream (a lateral join), not once per batch row, and only for openings: a lagging client
+    /// under load must not pay for them again on every catch-up.
+    public func catchUp(
+        _ streams: [(task: UUID, cursor: StreamCursor, opening: Bool)], pageSize: Int
+    ) async throws -> [StreamCatchUp] {
         guard !streams.isEmpty else { return [] }
         var results = Array(repeating: StreamCatchUp(exists: false, streaming: true, head: 0, batches: []), count: streams.count)
         let rows = try await client.perform(
             """
-            SELECT r.ord::int, t.id IS NOT NULL, coalesce((t.request->>'stream')::boolean, false),
-                (SELECT coalesce(max(h.seq), 0) FROM handoff_stream h WHERE h.task_id = r.task),
+            SELECT r.ord::int, t.found IS NOT NULL, t.streaming, t.head,
                 s.task_id, s.seq, s.events, s.final, (extract(epoch FROM s.created_at) * 1000000)::bigint
-            FROM unnest(\(streams.map(\.task))::uuid[], \(streams.map(\.cursor.sequence))::int[]) WITH ORDINALITY
-                AS r (task, after, ord)
-            LEFT JOIN handoff_tasks t ON t.id = r.task
+            FROM unnest(\(streams.map(\.task))::uuid[], \(streams.map(\.cursor.sequence))::int[], \(streams.map(\.opening))::bool[])
+                WITH ORDINALITY AS r (task, after, opening, ord)
+            LEFT JOIN LATERAL (
+                SELECT true AS found,
+                    CASE WHEN r.opening THEN coalesce((tasks.request->>'stream')::boolean, false) END AS streaming,
+                    CASE WHEN r.opening THEN (SELECT coalesce(max(h.seq), 0) FROM handoff_stream h WHERE h.task_id = r.task) END AS head
+                FROM handoff_tasks tasks WHERE tasks.id = r.task
+            ) t ON true
             LEFT JOIN LATERAL (
                 SELECT * FROM handoff_stream s WHERE s.task_id = r.task AND (s.seq > r.after OR s.final)
                 ORDER BY s.seq LIMIT \(pageSize)
@@ -91,11 +100,11 @@ public struct StreamLog: Sendable {
             ORDER BY r.ord, s.seq
             """, timeout: timeout, logger: logger)
         for (ordinal, exists, streaming, head, task, sequence, events, final, committed) in try rows.decode(
-            (Int, Bool, Bool, Int, UUID?, Int?, String?, Bool?, Int64?).self)
+            (Int, Bool, Bool?, Int?, UUID?, Int?, String?, Bool?, Int64?).self)
         {
             results[ordinal - 1].exists = exists
-            results[ordinal - 1].streaming = streaming
-            results[ordinal - 1].head = head
+            results[ordinal - 1].streaming = streaming ?? true
+            results[ordinal - 1].head = head ?? 0
             if let task, let sequence, let events, let final, let committed {
                 results[ordinal - 1].batches.append(
                     StreamBatch(task: task, sequence: sequence, encodedEvents: events, final: final, committedAtMicroseconds: committed))
