@@ -94,7 +94,7 @@ final class SSEConnectionHandler: ChannelInboundHandler {
             if draining {
                 send(OpenAIError(status: 503, message: "This replica is draining.", type: "server_error", code: "draining"), to: head, context: context)
             } else {
-                send(status: .ok, contentType: "text/plain", body: "ok", to: head, context: context)
+                send(status: .ok, contentType: "text/plain", body: HealthRoute.body, to: head, context: context)
             }
         case .stream(let task, let start):
             let stream = StreamDelivery(
@@ -116,6 +116,8 @@ final class SSEConnectionHandler: ChannelInboundHandler {
             context.close(promise: nil)
         case .refused(let error):
             send(error, to: head, context: context)
+        case .answered(let completion):
+            send(status: .ok, contentType: "application/json", body: completion.text, to: head, context: context)
         case .cancelled:
             break
         }
@@ -127,7 +129,9 @@ final class SSEConnectionHandler: ChannelInboundHandler {
 
     private func send(status: HTTPResponseStatus, contentType: String, body: String, to head: HTTPRequestHead, context: ChannelHandlerContext) {
         let keepAlive = head.isKeepAlive && !draining
-        var headers = HTTPHeaders([("Content-Type", contentType), ("Content-Length", String(body.utf8.count))])
+        var headers = HTTPHeaders([
+            ("Content-Type", contentType), ("Content-Length", String(body.utf8.count)), (StreamRoute.replicaHeader, environment.replica),
+        ])
         if !keepAlive { headers.add(name: "Connection", value: "close") }
         context.write(wrapOutboundOut(.head(HTTPResponseHead(version: head.version, status: status, headers: headers))), promise: nil)
         context.write(wrapOutboundOut(.body(.byteBuffer(context.channel.allocator.buffer(string: body)))), promise: nil)

@@ -8,11 +8,9 @@ enum SSERequest: Equatable {
     case health
     case stream(task: UUID, start: StreamCursor)
 
-    static let healthPath = "/healthz"
-
     init(_ head: HTTPRequestHead, secret: StreamSecret) throws(OpenAIError) {
         let (path, query) = Self.split(head.uri)
-        if path == Self.healthPath {
+        if path == HealthRoute.path {
             self = .health
             return
         }

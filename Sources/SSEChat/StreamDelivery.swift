@@ -19,6 +19,8 @@ final class StreamDelivery {
         case interrupted
         /// Nothing was written: the handler answers with this error instead.
         case refused(OpenAIError)
+        /// A non-streaming client's `chat.completion`: the handler sends it as the whole response.
+        case answered(JSONValue)
         /// The client left, or the server closes the connection.
         case cancelled
     }
@@ -164,18 +166,8 @@ final class StreamDelivery {
             }
             guard batch.final else { continue }
             switch ChatCompletion.assemble(collected ?? []) {
-            case .success(let completion):
-                let body = context.channel.allocator.buffer(string: completion.text)
-                let headers = HTTPHeaders([
-                    ("Content-Type", "application/json"), ("Content-Length", String(body.readableBytes)),
-                    (StreamRoute.replicaHeader, environment.replica),
-                ])
-                context.write(NIOAny(HTTPServerResponsePart.head(HTTPResponseHead(version: version, status: .ok, headers: headers))), promise: nil)
-                context.write(NIOAny(HTTPServerResponsePart.body(.byteBuffer(body))), promise: nil)
-                context.writeAndFlush(NIOAny(HTTPServerResponsePart.end(nil)), promise: nil)
-                finish(.completed)
-            case .failure(let error):
-                finish(.refused(error))
+            case .success(let completion): finish(.answered(completion))
+            case .failure(let error): finish(.refused(error))
             }
             return
         }

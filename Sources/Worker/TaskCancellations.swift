@@ -29,10 +29,6 @@ final class TaskCancellations: Sendable {
         waiter?.resume(returning: nil)
     }
 
-    var running: Int {
-        entries.withLock { $0.count }
-    }
-
     func stop(_ id: UUID, because reason: StopReason) {
         let waiter = entries.withLock { entries -> CheckedContinuation<StopReason?, Never>? in
             guard var entry = entries[id], entry.reason == nil else { return nil }

@@ -139,7 +139,7 @@ struct SSEServerTests {
                     #expect(response.status == status, "\(path)")
                     #expect(response.body.contains("\"error\":{") && response.body.contains(kind), "\(path): \(response.body)")
                 }
-                #expect(try await server.get(SSERequest.healthPath) == (200, "ok"))
+                #expect(try await server.get(HealthRoute.path) == (200, "ok"))
             }
         }
     }
@@ -174,7 +174,7 @@ struct SSEServerTests {
                     await server.group.triggerGracefulShutdown()
                     try await Task.sleep(for: .milliseconds(200))
                     await #expect(throws: (any Error).self, "no new connections while draining") {
-                        _ = try await server.get(SSERequest.healthPath)
+                        _ = try await server.get(HealthRoute.path)
                     }
                     try await server.log.append([StreamBatch(task: tasks[0], sequence: 1, events: ["short"], final: true)], outcomes: [], workerID: "w")
                     server.notifier.advance(tasks[0], to: 1)

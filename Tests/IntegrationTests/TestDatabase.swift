@@ -1,7 +1,7 @@
 import Foundation
 import Logging
 import PostgresNIO
-import Shared
+@testable import Shared
 
 /// A fresh, migrated database on the test cluster for one test, dropped afterwards.
 ///
@@ -122,4 +122,19 @@ func eventually(timeout: Duration = .seconds(10), _ condition: @Sendable () asyn
         try? await Task.sleep(for: .milliseconds(20))
     }
     return try await condition()
+}
+
+extension StreamLog {
+    /// One client's read of a stream, through the statement the SSE servers use to catch a client up.
+    func read(task: UUID, after cursor: StreamCursor, limit: Int = 1000) async throws -> [StreamBatch] {
+        try await catchUp([(task, cursor, false)], pageSize: limit)[0].batches
+    }
+}
+
+extension TaskQueue {
+    /// The status of a task, or `nil` when there is no such task.
+    func status(of id: UUID) async throws -> TaskStatus? {
+        try await client.perform("SELECT status FROM handoff_tasks WHERE id = \(id)", timeout: timeout, logger: logger)
+            .decode(String.self).first.flatMap(TaskStatus.init(rawValue:))
+    }
 }

@@ -65,13 +65,4 @@ public struct TaskQueue: Sendable {
         }
         return claimed
     }
-
-    /// The status of a task, or `nil` when there is no such task.
-    public func status(of id: UUID) async throws -> TaskStatus? {
-        let rows = try await client.perform("SELECT status FROM handoff_tasks WHERE id = \(id)", timeout: timeout, logger: logger)
-        for status in try rows.decode(String.self) {
-            return TaskStatus(rawValue: status)
-        }
-        return nil
-    }
 }

@@ -49,16 +49,6 @@ public struct StreamLog: Sendable {
             """, timeout: timeout, logger: logger)
     }
 
-    /// Batches of `task` holding events after `cursor`, in order — and always the final batch once there is
-    /// one, so a client whose cursor is already at (or past) the end still learns that the stream is over.
-    public func read(task: UUID, after cursor: StreamCursor, limit: Int = 1000) async throws -> [StreamBatch] {
-        try await batches(
-            """
-            SELECT \(unescaped: Self.batchColumns) FROM handoff_stream
-            WHERE task_id = \(task) AND (seq > \(cursor.sequence) OR final) ORDER BY seq LIMIT \(limit)
-            """)
-    }
-
     /// The batches at exactly these keys — the rows a NOTIFY named — in one primary-key lookup, so a process
     /// serving many streams reads each new batch once instead of once per client.
     public func batches(at keys: [(task: UUID, sequence: Int)]) async throws -> [StreamBatch] {
@@ -71,11 +61,12 @@ public struct StreamLog: Sendable {
     }
 
     /// Where each of several streams stands, in one statement: its batches after its cursor (at most `pageSize`,
-    /// with the final batch as in `read`) and whether its task exists — and, for a stream being opened, the task's
-    /// head and whether its client asked for a stream. An SSE server opens every stream and catches up every
-    /// lagging client through this, so a burst of them costs one round trip, not one each. The per-task values are
-    /// computed once per stream (a lateral join), not once per batch row, and only for openings: a lagging client
-    /// under load must not pay for them again on every catch-up.
+    /// and always the final batch once there is one, so a client at or past the end learns that the stream is
+    /// over), whether its task exists — and, for a stream being opened, the task's head and whether its client
+    /// asked for a stream. An SSE server opens every stream and catches up every lagging client through this, so a
+    /// burst of them costs one round trip, not one each. The per-task values are computed once per stream (a
+    /// lateral join), not once per batch row, and only for openings: a lagging client under load must not pay for
+    /// them again on every catch-up.
     public func catchUp(
         _ streams: [(task: UUID, cursor: StreamCursor, opening: Bool)], pageSize: Int
     ) async throws -> [StreamCatchUp] {
