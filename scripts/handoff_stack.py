@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import http.client
+import json
 import os
 import secrets
 import signal
@@ -108,6 +109,19 @@ class Stack:
         for port in (self.ports.api, *self.ports.sse):
             wait_until(f"/healthz on port {port}", self, deadline, lambda: healthy(port))
 
+    def wait_routed(self, deadline: float) -> None:
+        """Until a one-token stream through Caddy has completed on every SSE replica: the worker runs, and Caddy's
+        health checks (every 2 s) have let streams reach each replica."""
+        seen: set[str] = set()
+
+        def every_replica_streams() -> bool:
+            replica = stream_one_token(self.ports.caddy)
+            if replica:
+                seen.add(replica)
+            return len(seen) == len(self.ports.sse)
+
+        wait_until("a stream through Caddy on each replica", self, deadline, every_replica_streams)
+
     def pid(self, name: str) -> int:
         return self.processes[name].pid
 
@@ -158,5 +172,24 @@ def healthy(port: int) -> bool:
         connection.request("GET", "/healthz")
         response = connection.getresponse()
         return response.status == 200 and response.read().strip() == b"ok"
+    finally:
+        connection.close()
+
+
+def stream_one_token(caddy_port: int) -> str | None:
+    """POSTs a one-token completion through Caddy, follows the 302 and reads the stream to its end; returns the
+    replica that served it when it ended with `[DONE]`."""
+    connection = http.client.HTTPConnection("127.0.0.1", caddy_port, timeout=10)
+    try:
+        body = {"model": "demo", "stream": True, "max_tokens": 1, "messages": [{"role": "user", "content": "ready?"}]}
+        connection.request("POST", "/api/chat/completions", json.dumps(body), {"Content-Type": "application/json"})
+        handoff = connection.getresponse()
+        handoff.read()
+        if handoff.status != 302:
+            return None
+        connection.request("GET", handoff.getheader("Location"))
+        stream = connection.getresponse()
+        done = stream.status == 200 and stream.read().endswith(b"data: [DONE]\n\n")
+        return stream.getheader("X-Handoff-Replica") if done else None
     finally:
         connection.close()

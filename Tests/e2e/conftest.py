@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "scripts"))
-from handoff_stack import ROOT, Ports, Stack, wait_until  # noqa: E402
+from handoff_stack import ROOT, Ports, Stack  # noqa: E402
 
-from handoff_e2e import API_PORT, CADDY_PORT, POOL_SIZE, SSE_PORTS, TOKEN_DELAY_MS, post_and_follow  # noqa: E402
+from handoff_e2e import API_PORT, CADDY_PORT, POOL_SIZE, SSE_PORTS, TOKEN_DELAY_MS  # noqa: E402
 
 START_TIMEOUT = 60
 CLUSTER = pytest.StashKey["Stack"]()
@@ -24,17 +24,7 @@ def start_cluster(cluster: Stack) -> None:
                            worker_settings={"HANDOFF_DEMO_TOKEN_DELAY_MS": str(TOKEN_DELAY_MS)})
     deadline = time.monotonic() + START_TIMEOUT
     cluster.wait_healthy(deadline)
-    # Ready means: a real stream works through Caddy, and Caddy's health checks have let it reach both replicas.
-    seen: set[str] = set()
-
-    def both_replicas_stream() -> bool:
-        _, stream = post_and_follow({"model": "demo", "max_tokens": 1, "messages": [{"role": "user", "content": "hi"}]},
-                                    timeout=10)
-        if stream.done:
-            seen.add(stream.replica)
-        return len(seen) == len(SSE_PORTS)
-
-    wait_until("a stream through Caddy from each replica", cluster, deadline, both_replicas_stream)
+    cluster.wait_routed(deadline)
 
 
 @pytest.fixture(scope="session")

@@ -47,22 +47,8 @@ def start_stack(log_dir: Path, bin_dir: Path) -> Stack:
     for name in WORKERS:
         stack.start_worker(common, WORKER_SETTINGS, name=name)
     stack.wait_healthy(time.monotonic() + 60)
-    wait_for_both_replicas(stack)
+    stack.wait_routed(time.monotonic() + 30)
     return stack
-
-
-def wait_for_both_replicas(stack: Stack) -> None:
-    """Until Caddy routes streams to both replicas again (its health checks run every 2 s)."""
-    seen: set[str] = set()
-
-    def both() -> bool:
-        client = Client(max_tokens=1, resume=False)
-        client.run()
-        if client.done:
-            seen.add(client.replica)
-        return len(seen) == len(PORTS.sse)
-
-    wait_until("streams through Caddy from both replicas", stack, time.monotonic() + 30, both)
 
 
 def restart_and_wait(stack: Stack, name: str) -> None:
@@ -70,7 +56,7 @@ def restart_and_wait(stack: Stack, name: str) -> None:
     if name.startswith("sse-"):
         port = int(name.split("-")[1])
         wait_until(f"{name} healthy", stack, time.monotonic() + 30, lambda: healthy(port))
-        wait_for_both_replicas(stack)
+        stack.wait_routed(time.monotonic() + 30)
 
 
 class Client:

@@ -136,7 +136,7 @@ def slow_stack(tmp_path_factory):
         stack.start_services(settings={"HANDOFF_KEEPALIVE_SECONDS": "1"},
                              worker_settings={"HANDOFF_DEMO_TOKEN_DELAY_MS": "1500"})
         stack.wait_healthy(time.monotonic() + 60)
-        time.sleep(2.5)  # Caddy's first health checks
+        stack.wait_routed(time.monotonic() + 60)
         yield stack
     finally:
         stack.stop()
