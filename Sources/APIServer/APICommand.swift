@@ -26,10 +26,11 @@ struct APICommand: AsyncParsableCommand {
             let client = PostgresClient(configuration: database.clientConfiguration(applicationName: "handoff-api"))
             let queue = TaskQueue(client: client, timeout: database.timeout, logger: logger)
             let secret = try StreamSecret.load(settings: settings)
+            let catalogue = try ModelCatalogue(settings: settings)
             let batcher = EnqueueBatcher(queue: queue, logger: logger)
             let controller = CompletionsController(
                 batcher: batcher, queue: queue,
-                validation: try RequestValidation(settings: settings),
+                validation: try RequestValidation(catalogue: catalogue, settings: settings),
                 secret: secret,
                 tokenTTL: try settings.seconds(.tokenTTLSeconds),
                 maxBodyBytes: try settings.int(.maxBodyBytes),
@@ -41,7 +42,7 @@ struct APICommand: AsyncParsableCommand {
                 routes: { router in
                     controller.addRoutes(to: router)
                     CancellationController(queue: queue, secret: secret).addRoutes(to: router)
-                    ModelsController(models: settings.list(.models)).addRoutes(to: router)
+                    ModelsController(models: catalogue.names).addRoutes(to: router)
                 })
             // Shut down in reverse: the HTTP server finishes its requests, then the batcher commits theirs.
             try await ProcessRuntime.run([client, batcher, app], logger: logger)

@@ -35,7 +35,9 @@ struct CompletionsController: Sendable {
         } catch let error as any HTTPResponseError where error.status == .contentTooLarge {
             throw OpenAIError.bodyTooLarge(limit: maxBodyBytes)
         }
-        let completion = try validation.decode(Data(buffer: body))
+        let json = Data(buffer: body)
+        let completion = try validation.decode(json)
+        let text = String(decoding: json, as: UTF8.self)
         let key = try IdempotencyKey(
             request.headers[HTTPField.Name(IdempotencyKey.header)!], authorization: request.headers[.authorization])
 
@@ -43,15 +45,14 @@ struct CompletionsController: Sendable {
         if let key {
             // Not batched: a keyed request needs its own answer (queued, or the task of its first attempt).
             switch try await queue.enqueue(
-                id: task, request: completion, scope: key.scope, requestHash: try IdempotencyKey.requestHash(completion),
-                window: idempotencyWindow)
+                id: task, request: completion, body: text, scope: key.scope, window: idempotencyWindow)
             {
             case .queued: break
             case .existing(let first): task = first
             case .keyReused: throw IdempotencyKey.reused
             }
         } else {
-            try await batcher.enqueue(id: task, request: completion)
+            try await batcher.enqueue(id: task, request: completion, body: text)
         }
         let expiresAt = Int64(Date().timeIntervalSince1970) + Int64(tokenTTL.components.seconds)
         let token = StreamToken(taskID: task, expiresAt: expiresAt).encoded(secret: secret)

@@ -17,6 +17,7 @@ final class EnqueueBatcher: Service {
     private struct Entry {
         let id: UUID
         let request: ChatCompletionRequest
+        let body: String
         let continuation: CheckedContinuation<Void, any Error>
     }
 
@@ -33,9 +34,9 @@ final class EnqueueBatcher: Service {
     }
 
     /// Returns once the task is committed (and workers are notified); throws if it may not be.
-    func enqueue(id: UUID, request: ChatCompletionRequest) async throws {
+    func enqueue(id: UUID, request: ChatCompletionRequest, body: String) async throws {
         try await withCheckedThrowingContinuation { continuation in
-            pending.withLock { $0.append(Entry(id: id, request: request, continuation: continuation)) }
+            pending.withLock { $0.append(Entry(id: id, request: request, body: body, continuation: continuation)) }
             doorbell.ring()
         }
     }
@@ -57,7 +58,7 @@ final class EnqueueBatcher: Service {
     }
 
     private func insert(_ entries: [Entry]) async throws {
-        let tasks = entries.map { (id: $0.id, request: $0.request) }
+        let tasks = entries.map { (id: $0.id, request: $0.request, body: $0.body) }
         try await queue.enqueue(tasks)
     }
 

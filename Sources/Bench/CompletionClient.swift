@@ -6,23 +6,27 @@ import Shared
 /// A client of the whole stack: POST through Caddy, follow the 302, read the stream to `[DONE]`.
 struct CompletionClient: Sendable {
     let origin: HTTPExchange
+    /// The model asked for: `demo`, or a catalogue model in front of an upstream.
+    var model = "demo"
 
     struct Timing: Sendable {
         /// From the moment the request was due (open loop) to the API's 302.
         var redirect: Duration
         /// ... to the stream's response head.
         var firstByte: Duration
-        /// ... to its first `data:` event.
+        /// ... to its first `data:` event (Handoff's role chunk, written before the model starts).
         var firstEvent: Duration
+        /// ... to the event after it: the model's first token.
+        var firstToken: Duration
         /// ... to `[DONE]`.
         var done: Duration
         var events: Int
         var replica: String
     }
 
-    static func body(tokens: Int, prompt: String) -> String {
+    static func body(model: String, tokens: Int, prompt: String) -> String {
         JSONValue.object([
-            ("model", .string("demo")), ("stream", .bool(true)), ("max_tokens", .int(Int64(tokens))),
+            ("model", .string(model)), ("stream", .bool(true)), ("max_tokens", .int(Int64(tokens))),
             ("messages", .array([.object([("role", .string("user")), ("content", .string(prompt))])])),
         ]).text
     }
@@ -33,7 +37,7 @@ struct CompletionClient: Sendable {
         tokens: Int, prompt: String, onRedirect: () -> Void = {}, onHead: (HTTPExchange.Head) -> Void = { _ in },
         onEvent: (SSEParser.Event) -> Void
     ) async throws -> Int {
-        let location = try await origin.handoff(path: CompletionsRoute.handoff, json: Self.body(tokens: tokens, prompt: prompt))
+        let location = try await origin.handoff(path: CompletionsRoute.handoff, json: Self.body(model: model, tokens: tokens, prompt: prompt))
         onRedirect()
         return try await origin.run(method: .GET, path: location) { head, parts in
             guard head.status == 200 else { throw BenchError.unexpectedStatus(head.status) }
@@ -56,6 +60,7 @@ struct CompletionClient: Sendable {
         var redirect: Duration = .zero
         var firstByte: Duration = .zero
         var firstEvent: Duration?
+        var firstToken: Duration?
         var replica = "?"
         let events = try await stream(tokens: tokens, prompt: prompt) {
             redirect = ContinuousClock.now - due
@@ -63,9 +68,15 @@ struct CompletionClient: Sendable {
             firstByte = ContinuousClock.now - due
             replica = head.headers.first(name: StreamRoute.replicaHeader) ?? "?"
         } onEvent: { _ in
-            if firstEvent == nil { firstEvent = ContinuousClock.now - due }
+            if firstEvent == nil {
+                firstEvent = ContinuousClock.now - due
+            } else if firstToken == nil {
+                firstToken = ContinuousClock.now - due
+            }
         }
         let done = ContinuousClock.now - due
-        return Timing(redirect: redirect, firstByte: firstByte, firstEvent: firstEvent ?? done, done: done, events: events, replica: replica)
+        return Timing(
+            redirect: redirect, firstByte: firstByte, firstEvent: firstEvent ?? done, firstToken: firstToken ?? done, done: done,
+            events: events, replica: replica)
     }
 }

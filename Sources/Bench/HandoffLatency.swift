@@ -10,23 +10,26 @@ struct HandoffLatency: AsyncParsableCommand {
     @Option(help: "Caddy's port.") var port = 8080
     @Option(help: "Requests per second.") var rate = 100.0
     @Option(help: "Seconds to run.") var duration = 10.0
-    @Option(help: "Tokens per reply (demo model).") var tokens = 16
+    @Option(help: "Tokens per reply.") var tokens = 16
+    @Option(help: "The model: demo, or a catalogue model in front of an upstream.") var model = "demo"
 
     struct Result: Encodable {
         let scenario = "handoff"
         let rate: Double
         let duration: Double
         let tokens: Int
+        let model: String
         let completed: Int
         let errors: Int
         let redirectMilliseconds: LatencySummary
         let firstByteMilliseconds: LatencySummary
         let firstEventMilliseconds: LatencySummary
+        let firstTokenMilliseconds: LatencySummary
         let doneMilliseconds: LatencySummary
     }
 
     func run() async throws {
-        let client = CompletionClient(origin: HTTPExchange(host: host, port: port))
+        let client = CompletionClient(origin: HTTPExchange(host: host, port: port), model: model)
         let total = Int(rate * duration)
         let start = ContinuousClock.now + .milliseconds(100)
         progress("handoff: \(total) requests at \(rate)/s")
@@ -47,10 +50,11 @@ struct HandoffLatency: AsyncParsableCommand {
             return await group.reduce(into: [CompletionClient.Timing]()) { if let timing = $1 { $0.append(timing) } }
         }
         try emit(Result(
-            rate: rate, duration: duration, tokens: tokens, completed: timings.count, errors: errors["errors"],
+            rate: rate, duration: duration, tokens: tokens, model: model, completed: timings.count, errors: errors["errors"],
             redirectMilliseconds: LatencySummary(timings.map(\.redirect)),
             firstByteMilliseconds: LatencySummary(timings.map(\.firstByte)),
             firstEventMilliseconds: LatencySummary(timings.map(\.firstEvent)),
+            firstTokenMilliseconds: LatencySummary(timings.map(\.firstToken)),
             doneMilliseconds: LatencySummary(timings.map(\.done))))
     }
 }

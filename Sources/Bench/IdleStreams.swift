@@ -71,7 +71,7 @@ struct IdleStreams: AsyncParsableCommand {
     }
 
     private func createTasks(api: HTTPExchange) async throws -> [String] {
-        let body = CompletionClient.body(tokens: 16, prompt: "idle")
+        let body = CompletionClient.body(model: "demo", tokens: 16, prompt: "idle")
         return try await withThrowingTaskGroup(of: [String].self) { group in
             let lanes = 32
             for lane in 0..<lanes {

@@ -10,13 +10,15 @@ struct Throughput: AsyncParsableCommand {
     @Option(help: "Caddy's port.") var port = 8080
     @Option(help: "Clients, each running one completion after another.") var concurrency = 64
     @Option(help: "Seconds to run.") var duration = 10.0
-    @Option(help: "Tokens per reply (demo model).") var tokens = 16
+    @Option(help: "Tokens per reply.") var tokens = 16
+    @Option(help: "The model: demo, or a catalogue model in front of an upstream.") var model = "demo"
 
     struct Result: Encodable {
         let scenario = "throughput"
         let concurrency: Int
         let duration: Double
         let tokens: Int
+        let model: String
         let completed: Int
         let errors: Int
         let completionsPerSecond: Double
@@ -25,7 +27,7 @@ struct Throughput: AsyncParsableCommand {
     }
 
     func run() async throws {
-        let client = CompletionClient(origin: HTTPExchange(host: host, port: port))
+        let client = CompletionClient(origin: HTTPExchange(host: host, port: port), model: model)
         let end = ContinuousClock.now + .seconds(duration)
         let errors = Tally()
         let events = Tally()
@@ -55,7 +57,7 @@ struct Throughput: AsyncParsableCommand {
         let seconds = Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18
         let replicas = Set(timings.map(\.replica))
         try emit(Result(
-            concurrency: concurrency, duration: duration, tokens: tokens, completed: timings.count, errors: errors["errors"],
+            concurrency: concurrency, duration: duration, tokens: tokens, model: model, completed: timings.count, errors: errors["errors"],
             completionsPerSecond: Double(timings.count) / seconds,
             eventsPerSecondByReplica: Dictionary(uniqueKeysWithValues: replicas.map { ($0, Double(events[$0]) / seconds) }),
             completionMilliseconds: LatencySummary(timings.map(\.done))))

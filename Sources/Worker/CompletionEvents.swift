@@ -3,10 +3,10 @@ import Shared
 /// The OpenAI stream of one task, as event JSON: a role chunk, content deltas, a finish chunk, and the usage
 /// chunk (`choices: []`) when the client asked for it. Every chunk shares the task's `id` and `created`.
 struct CompletionEvents {
-    private let id: String
-    private let created: Int64
-    private let model: String
-    private let includeUsage: Bool
+    let id: String
+    let created: Int64
+    let model: String
+    let includeUsage: Bool
     /// A content chunk around its text: content chunks differ in nothing else, so the worker renders one per task
     /// and fills in each token's escaped text (the profile showed chunk rendering at a quarter of its CPU).
     private let contentFrame: (prefix: String, suffix: String)

@@ -11,7 +11,19 @@ struct DemoModel: ChatModel {
 
     let tokenDelay: Duration
 
-    func reply(to request: ChatCompletionRequest) -> any AsyncSequence<ModelDelta, any Error> {
+    func reply(to task: ClaimedTask, events: CompletionEvents, output: ReplyOutput) async throws -> ReplyEnding {
+        for try await delta in deltas(for: task.request) {
+            switch delta {
+            case .content(let text):
+                await output.emit(events.content(text))
+            case .finished(let reason, let usage):
+                return ReplyEnding(closing: events.end(reason: reason.rawValue, usage: usage), usage: usage)
+            }
+        }
+        throw ReplyFailure(error: .server("The model ended without finishing its reply."), usage: nil)
+    }
+
+    func deltas(for request: ChatCompletionRequest) -> DemoReply {
         DemoReply(request: request, tokenDelay: tokenDelay)
     }
 
@@ -24,12 +36,19 @@ struct DemoModel: ChatModel {
     }
 }
 
+enum DemoDelta: Sendable, Equatable {
+    /// A piece of reply text.
+    case content(String)
+    /// The reply is over. Always the last element.
+    case finished(reason: FinishReason, usage: Usage)
+}
+
 /// Pulls one token per `next()`, sleeping `tokenDelay` first: nothing is buffered, and cancellation stops it.
 ///
 /// With `stop` sequences, text that could be the start of one is held back until the next token settles it, so the
 /// reply never contains a stop sequence, even one spread over several tokens; it ends before the first, with
 /// `stop`. Usage counts every token generated, held back or not.
-struct DemoReply: AsyncSequence {
+struct DemoReply: AsyncSequence, Sendable {
     let request: ChatCompletionRequest
     let tokenDelay: Duration
 
@@ -43,10 +62,10 @@ struct DemoReply: AsyncSequence {
         var words: StoryWords
         var generated = 0
         var held = ""
-        var ending: [ModelDelta] = []
+        var ending: [DemoDelta] = []
         var done = false
 
-        mutating func next() async throws -> ModelDelta? {
+        mutating func next() async throws -> DemoDelta? {
             while !done {
                 if !ending.isEmpty { return ending.removeFirst() }
                 if tokenDelay > .zero { try await Task.sleep(for: tokenDelay) } else { try Task.checkCancellation() }

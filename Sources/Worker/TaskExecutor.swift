@@ -15,8 +15,8 @@ struct TaskExecutor: Sendable {
     let logger: Logger
 
     private enum Ending: Sendable {
-        case finished(FinishReason, Usage)
-        case failed(any Error)
+        case finished(ReplyEnding)
+        case failed(ReplyFailure)
         case stopped(StopReason)
     }
 
@@ -35,48 +35,41 @@ struct TaskExecutor: Sendable {
         }
         await writer.append(events.role(), to: task.id)
         let emitted = TokenCount()
+        let output = ReplyOutput { event in
+            await writer.append(event, to: task.id)
+            emitted.value.add(1, ordering: .relaxed)
+        }
         let ending = await withTaskGroup(of: Ending?.self) { group in
-            group.addTask { await generate(task, model: model, events: events, emitted: emitted) }
+            group.addTask { await generate(task, model: model, events: events, output: output) }
             group.addTask { await cancellations.reason(toStop: task.id).map(Ending.stopped) }
             defer { group.cancelAll() }
             while let next = await group.next() {
                 if let next { return next }
             }
-            return Ending.failed(ModelError.endedWithoutFinish)
+            return Ending.failed(ReplyFailure(error: .server("The model ended without finishing its reply."), usage: nil))
         }
         switch ending {
-        case .finished(let reason, let usage):
-            await finish(task, events: events, reason: reason, usage: usage)
+        case .finished(let ending):
+            await writer.finish(task.id, events: ending.closing, outcome: TaskOutcome(task: task.id, status: .succeeded, usage: ending.usage))
         case .stopped(let reason):
             await stop(task, events: events, because: reason, usage: usage(emitted.value.load(ordering: .relaxed)))
-        case .failed(let error):
-            logger.error("task failed", metadata: ["task": "\(task.id)", "error": "\(String(reflecting: error))"])
-            let failure = OpenAIError.server("The model failed while generating this completion.")
-            await writer.finish(task.id, events: [events.error(failure)], outcome: TaskOutcome(task: task.id, status: .failed, error: failure))
+        case .failed(let failure):
+            logger.error("task failed", metadata: ["task": "\(task.id)", "error": "\(failure.error.message)"])
+            await writer.finish(
+                task.id, events: [events.error(failure.error)],
+                outcome: TaskOutcome(task: task.id, status: .failed, usage: failure.usage, error: failure.error))
         }
     }
 
-    private func generate(_ task: ClaimedTask, model: any ChatModel, events: CompletionEvents, emitted: TokenCount) async -> Ending {
+    private func generate(_ task: ClaimedTask, model: any ChatModel, events: CompletionEvents, output: ReplyOutput) async -> Ending {
         do {
-            for try await delta in model.reply(to: task.request) {
-                switch delta {
-                case .content(let text):
-                    await writer.append(events.content(text), to: task.id)
-                    emitted.value.add(1, ordering: .relaxed)
-                case .finished(let reason, let usage):
-                    return .finished(reason, usage)
-                }
-            }
-            throw ModelError.endedWithoutFinish
+            return .finished(try await model.reply(to: task, events: events, output: output))
+        } catch let failure as ReplyFailure {
+            return .failed(failure)
         } catch {
-            return .failed(error)
+            logger.error("model failed", metadata: ["task": "\(task.id)", "error": "\(String(reflecting: error))"])
+            return .failed(ReplyFailure(error: .server("The model failed while generating this completion."), usage: nil))
         }
-    }
-
-    private func finish(_ task: ClaimedTask, events: CompletionEvents, reason: FinishReason, usage: Usage) async {
-        await writer.finish(
-            task.id, events: events.end(reason: reason.rawValue, usage: usage),
-            outcome: TaskOutcome(task: task.id, status: .succeeded, usage: usage))
     }
 
     private func stop(_ task: ClaimedTask, events: CompletionEvents, because reason: StopReason, usage: Usage) async {
@@ -105,8 +98,4 @@ struct TaskExecutor: Sendable {
 /// Content tokens emitted so far, read when a task stops early.
 final class TokenCount: Sendable {
     let value = Atomic<Int>(0)
-}
-
-enum ModelError: Error {
-    case endedWithoutFinish
 }

@@ -41,8 +41,11 @@ struct WorkerCommand: AsyncParsableCommand {
             let tokenDelay = Duration.milliseconds(try settings.int(.demoTokenDelayMilliseconds, override: tokenDelayMs))
             let queue = TaskQueue(client: client, timeout: database.timeout, logger: logger)
             let cancellations = TaskCancellations()
+            let backends = UpstreamBackends(
+                catalogue: try ModelCatalogue(settings: settings), settings: settings, demo: DemoModel(tokenDelay: tokenDelay),
+                logger: logger)
             let executor = TaskExecutor(
-                models: ModelRegistry(["demo": DemoModel(tokenDelay: tokenDelay)]), writer: writer, queue: queue,
+                models: backends.registry, writer: writer, queue: queue,
                 cancellations: cancellations, workerID: workerID, logger: logger)
             let doorbell = Doorbell()
             let listener = PostgresListener(
@@ -70,8 +73,8 @@ struct WorkerCommand: AsyncParsableCommand {
             let pruner = TaskPruner(queue: queue, retention: try settings.seconds(.retentionSeconds), logger: logger)
             logger.info("worker started", metadata: ["worker": "\(workerID)"])
             // Shut down in reverse: stop claiming and finish tasks (their leases renewed meanwhile), then drain the
-            // writer, then close Postgres.
-            try await ProcessRuntime.run([client, listener, pruner, rescuer, leaseKeeper, writer, dispatcher], logger: logger)
+            // writer, then close the upstream clients and Postgres.
+            try await ProcessRuntime.run([client, backends, listener, pruner, rescuer, leaseKeeper, writer, dispatcher], logger: logger)
         }
     }
 }

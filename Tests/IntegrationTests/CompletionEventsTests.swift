@@ -11,7 +11,7 @@ struct CompletionEventsTests {
         let request = ChatCompletionRequest(
             model: "demo", messages: [ChatMessage(role: "user", content: "hi")], stream: true,
             streamOptions: includeUsage ? .init(includeUsage: true) : nil)
-        let task = ClaimedTask(id: UUID(), request: request, attempt: 1, created: 1_700_000_000)
+        let task = ClaimedTask(id: UUID(), request: request, body: "{}", attempt: 1, created: 1_700_000_000)
         let generic = ChatCompletionChunk(
             id: task.completionID, created: task.created, model: "demo", choices: [.init(delta: .init(content: text))],
             usage: includeUsage ? .null : .omitted

@@ -6,11 +6,11 @@ import Testing
 @testable import Worker
 
 struct DemoModelTests {
-    func collect(_ request: ChatCompletionRequest) async throws -> (text: String, tokens: Int, finish: ModelDelta?) {
+    func collect(_ request: ChatCompletionRequest) async throws -> (text: String, tokens: Int, finish: DemoDelta?) {
         var text = ""
         var tokens = 0
-        var finish: ModelDelta?
-        for try await delta in DemoModel(tokenDelay: .zero).reply(to: request) {
+        var finish: DemoDelta?
+        for try await delta in DemoModel(tokenDelay: .zero).deltas(for: request) {
             switch delta {
             case .content(let piece):
                 text += piece
@@ -72,7 +72,7 @@ struct DemoModelTests {
     @Test func cancellationStopsTheReply() async throws {
         let task = Task {
             var tokens = 0
-            for try await _ in DemoModel(tokenDelay: .milliseconds(50)).reply(to: seed) { tokens += 1 }
+            for try await _ in DemoModel(tokenDelay: .milliseconds(50)).deltas(for: seed) { tokens += 1 }
             return tokens
         }
         try await Task.sleep(for: .milliseconds(120))

@@ -18,16 +18,17 @@ public struct TaskQueue: Sendable {
         self.logger = logger
     }
 
+    /// Queues a request built in code (not received from a client): its body is its own encoding.
     public func enqueue(id: UUID, request: ChatCompletionRequest) async throws {
-        try await enqueue([(id, request)])
+        try await enqueue([(id, request, String(decoding: try JSONEncoder().encode(request), as: UTF8.self))])
     }
 
     /// Inserts every task in one statement with a single wake-up NOTIFY: the API group-commits its requests,
-    /// because NOTIFY serialises commits database-wide.
-    public func enqueue(_ tasks: [(id: UUID, request: ChatCompletionRequest)]) async throws {
+    /// because NOTIFY serialises commits database-wide. `body` is the client's JSON as sent: an upstream model
+    /// gets every field of it, including those Handoff does not read (`tools`, `response_format`, ...).
+    public func enqueue(_ tasks: [(id: UUID, request: ChatCompletionRequest, body: String)]) async throws {
         guard !tasks.isEmpty else { return }
-        let encoder = JSONEncoder()
-        let requests = try tasks.map { String(decoding: try encoder.encode($0.request), as: UTF8.self) }
+        let requests = tasks.map(\.body)
         try await client.perform(
             """
             WITH queued AS (
@@ -61,7 +62,8 @@ public struct TaskQueue: Sendable {
         var claimed: [ClaimedTask] = []
         for (id, json, attempt, created, cancelled) in try rows.decode((UUID, String, Int, Int64, Bool).self) {
             let request = try JSONDecoder().decode(ChatCompletionRequest.self, from: Data(json.utf8))
-            claimed.append(ClaimedTask(id: id, request: request, attempt: attempt, created: created, cancelRequested: cancelled))
+            claimed.append(ClaimedTask(
+                id: id, request: request, body: json, attempt: attempt, created: created, cancelRequested: cancelled))
         }
         return claimed
     }

@@ -16,15 +16,20 @@ public enum TaskStatus: String, Sendable, CaseIterable {
 public struct ClaimedTask: Sendable {
     public let id: UUID
     public let request: ChatCompletionRequest
+    /// The client's request as it sent it (as Postgres's `jsonb` prints it): what an upstream model is sent.
+    public let body: String
     public let attempt: Int
     /// Unix seconds when the task was queued; every chunk's `created`, so it is stable across attempts.
     public let created: Int64
     /// Cancelled while it was queued: the worker ends its stream at once instead of running the model.
     public let cancelRequested: Bool
 
-    public init(id: UUID, request: ChatCompletionRequest, attempt: Int, created: Int64, cancelRequested: Bool = false) {
+    public init(
+        id: UUID, request: ChatCompletionRequest, body: String, attempt: Int, created: Int64, cancelRequested: Bool = false
+    ) {
         self.id = id
         self.request = request
+        self.body = body
         self.attempt = attempt
         self.created = created
         self.cancelRequested = cancelRequested

@@ -1,28 +1,28 @@
 import Foundation
 
 /// The non-streaming answer, `chat.completion`, assembled from a finished task's stream: the same events a
-/// streaming client gets, folded into one message. A stream that ended with an error event answers that error
-/// (with its status), as OpenAI would have instead of a completion.
+/// streaming client gets, folded into one message — content, refusal, reasoning and tool calls (merged by their
+/// `index`, arguments concatenated), as OpenAI folds them. A stream that ended with an error event answers that
+/// error (with its status), as OpenAI would have instead of a completion.
 public enum ChatCompletion {
     public static func assemble(_ events: [String]) -> Result<JSONValue, OpenAIError> {
         let decoder = JSONDecoder()
-        var first: ChatCompletionChunk?
-        var content = ""
+        var first: Chunk?
+        var message = Message()
         var finishReason: String?
         var usage: Usage?
         for event in events {
             let data = Data(event.utf8)
-            if let chunk = try? decoder.decode(ChatCompletionChunk.self, from: data) {
+            if let chunk = try? decoder.decode(Chunk.self, from: data) {
                 first = first ?? chunk
                 for choice in chunk.choices {
-                    content += choice.delta.content ?? ""
+                    if let delta = choice.delta { message.add(delta) }
                     finishReason = choice.finishReason ?? finishReason
                 }
-                if case .value(let value) = chunk.usage { usage = value }
+                usage = chunk.usage ?? usage
             } else if var error = try? decoder.decode(OpenAIError.self, from: data) {
-                // The status travels with HTTP, not in the event: take it from the error we know by its code.
-                let known: [OpenAIError] = [.workerLost, .workerShutdown, .streamInterrupted, .modelNotFound("")]
-                error.status = known.first { $0.code == error.code }?.status ?? (error.type == "server_error" ? 500 : 400)
+                // The status travels with HTTP, not in the event.
+                error.status = OpenAIError.status(code: error.code, type: error.type)
                 return .failure(error)
             }
         }
@@ -33,12 +33,104 @@ public enum ChatCompletion {
             ("id", .string(first.id)), ("object", .string("chat.completion")), ("created", .int(first.created)),
             ("model", .string(first.model)), ("system_fingerprint", .optional(first.systemFingerprint)),
             ("choices", .array([.object([
-                ("index", .int(0)),
-                ("message", .object([("role", .string("assistant")), ("content", .string(content)), ("refusal", .null)])),
-                ("logprobs", .null), ("finish_reason", .string(finishReason)),
+                ("index", .int(0)), ("message", message.json), ("logprobs", .null), ("finish_reason", .string(finishReason)),
             ])])),
         ]
         if let usage { members.append(("usage", usage.json)) }
         return .success(.object(members))
+    }
+
+    /// What assembly reads of a chunk; everything else in it is for streaming clients only.
+    private struct Chunk: Decodable {
+        let id: String
+        let created: Int64
+        let model: String
+        let systemFingerprint: String?
+        let choices: [Choice]
+        let usage: Usage?
+
+        enum CodingKeys: String, CodingKey {
+            case id, created, model, choices, usage
+            case systemFingerprint = "system_fingerprint"
+        }
+    }
+
+    private struct Choice: Decodable {
+        let delta: Delta?
+        let finishReason: String?
+
+        enum CodingKeys: String, CodingKey {
+            case delta
+            case finishReason = "finish_reason"
+        }
+    }
+
+    private struct Delta: Decodable {
+        let content: String?
+        let refusal: String?
+        let reasoningContent: String?
+        let toolCalls: [ToolCallDelta]?
+
+        enum CodingKeys: String, CodingKey {
+            case content, refusal
+            case reasoningContent = "reasoning_content"
+            case toolCalls = "tool_calls"
+        }
+    }
+
+    private struct ToolCallDelta: Decodable {
+        let index: Int?
+        let id: String?
+        let type: String?
+        let function: FunctionDelta?
+    }
+
+    private struct FunctionDelta: Decodable {
+        let name: String?
+        let arguments: String?
+    }
+
+    private struct Message {
+        var content = ""
+        var refusal: String?
+        var reasoning: String?
+        /// By the tool call's `index`, in order of first appearance.
+        var toolCalls: [(index: Int, id: String, type: String, name: String, arguments: String)] = []
+
+        mutating func add(_ delta: Delta) {
+            content += delta.content ?? ""
+            if let refusal = delta.refusal { self.refusal = (self.refusal ?? "") + refusal }
+            if let reasoning = delta.reasoningContent { self.reasoning = (self.reasoning ?? "") + reasoning }
+            for call in delta.toolCalls ?? [] {
+                let index = call.index ?? toolCalls.count
+                if !toolCalls.contains(where: { $0.index == index }) {
+                    toolCalls.append((index, "", "function", "", ""))
+                }
+                let position = toolCalls.firstIndex { $0.index == index }!
+                if let id = call.id { toolCalls[position].id += id }
+                if let type = call.type { toolCalls[position].type = type }
+                if let name = call.function?.name { toolCalls[position].name += name }
+                if let arguments = call.function?.arguments { toolCalls[position].arguments += arguments }
+            }
+        }
+
+        /// OpenAI's message: `content` is null when the reply is only tool calls.
+        var json: JSONValue {
+            var members: [(String, JSONValue)] = [
+                ("role", .string("assistant")),
+                ("content", toolCalls.isEmpty || !content.isEmpty ? .string(content) : .null),
+                ("refusal", .optional(refusal)),
+            ]
+            if let reasoning { members.append(("reasoning_content", .string(reasoning))) }
+            if !toolCalls.isEmpty {
+                members.append(("tool_calls", .array(toolCalls.map { call in
+                    .object([
+                        ("id", .string(call.id)), ("type", .string(call.type)),
+                        ("function", .object([("name", .string(call.name)), ("arguments", .string(call.arguments))])),
+                    ])
+                })))
+            }
+            return .object(members)
+        }
     }
 }

@@ -19,13 +19,6 @@ public struct IdempotencyKey: Sendable, Equatable {
         scope = Self.hex(SHA256.hash(data: Data("\(authorization ?? "")\n\(value)".utf8)))
     }
 
-    /// What tells a retry from a reuse of the key: the request as decoded, so spacing and key order do not matter.
-    public static func requestHash(_ request: ChatCompletionRequest) throws -> String {
-        let encoder = JSONEncoder()
-        encoder.outputFormatting = .sortedKeys
-        return hex(SHA256.hash(data: try encoder.encode(request)))
-    }
-
     public static let reused = OpenAIError(
         status: 422, message: "This Idempotency-Key was already used for a different request. Use a new key for a new request.",
         type: "invalid_request_error", code: "idempotency_key_reused")

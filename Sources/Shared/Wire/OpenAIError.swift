@@ -69,6 +69,41 @@ public struct OpenAIError: Error, Sendable, Equatable, Decodable {
         message: "This stream's server is shutting down. Reconnect with Last-Event-ID to resume where you left off.",
         type: "server_error", code: "stream_interrupted")
 
+    /// No upstream server of the model could be reached (connection refused, or none left to try).
+    public static let upstreamUnavailable = OpenAIError(
+        status: 503, message: "The model's server could not be reached. Retry shortly.", type: "server_error",
+        code: "upstream_unavailable")
+
+    /// Every upstream server of the model is over its rate limit.
+    public static let upstreamOverloaded = OpenAIError(
+        status: 503, message: "The model's servers are overloaded. Retry shortly.", type: "server_error",
+        code: "upstream_overloaded")
+
+    /// The upstream server failed; `message` says how, in words safe for a client (no URL, key or trace).
+    public static func upstreamFailed(_ message: String) -> OpenAIError {
+        OpenAIError(status: 502, message: message, type: "server_error", code: "upstream_error")
+    }
+
+    /// The upstream server went silent: no first token, or no next one, in time.
+    public static func upstreamTimeout(_ message: String) -> OpenAIError {
+        OpenAIError(status: 504, message: message, type: "server_error", code: "upstream_timeout")
+    }
+
+    /// The HTTP status of an error that travelled in-band (as a stream event, which has none): known codes keep
+    /// their own, the rest follow their type.
+    public static func status(code: String?, type: String) -> Int {
+        let known: [OpenAIError] = [
+            .workerLost, .workerShutdown, .streamInterrupted, .modelNotFound(""), .upstreamUnavailable,
+            .upstreamOverloaded, .upstreamFailed(""), .upstreamTimeout(""),
+        ]
+        if let status = known.first(where: { $0.code == code })?.status { return status }
+        switch type {
+        case "server_error": return 500
+        case "not_found_error": return 404
+        default: return 400
+        }
+    }
+
     public static func server(_ message: String) -> OpenAIError {
         OpenAIError(status: 500, message: message, type: "server_error", code: "internal_error")
     }

@@ -11,8 +11,8 @@ public struct RequestValidation: Sendable {
         self.maxTokensLimit = maxTokensLimit
     }
 
-    public init(settings: Settings) throws {
-        self.init(models: Set(settings.list(.models)), maxTokensLimit: try settings.int(.maxTokensLimit))
+    public init(catalogue: ModelCatalogue, settings: Settings) throws {
+        self.init(models: Set(catalogue.names), maxTokensLimit: try settings.int(.maxTokensLimit))
     }
 
     public func decode(_ body: Data) throws(OpenAIError) -> ChatCompletionRequest {
@@ -25,6 +25,10 @@ public struct RequestValidation: Sendable {
             throw .invalidRequest("The request body is not valid JSON.", param: nil)
         }
         try validate(request)
+        // The body is stored as jsonb, which cannot hold NUL in any field — including those only an upstream reads.
+        if body.range(of: Data(#"\u0000"#.utf8)) != nil {
+            throw .invalidRequest("The request must not contain NUL characters (\\u0000).", param: nil)
+        }
         return request
     }
 

@@ -1,0 +1,121 @@
+import AsyncHTTPClient
+import Foundation
+import NIOCore
+import NIOHTTP1
+import Shared
+import Synchronization
+
+/// One request to one upstream server: send the task's body, then relay the stream as it arrives, under two
+/// clocks — the first chunk within `first_token_timeout_ms` of sending, each next one within
+/// `between_tokens_timeout_ms` of the last. A watchdog task keeps both (one per call, not one per chunk).
+/// Cancelling the call closes the HTTP request, so the server frees its slot at once.
+struct UpstreamCall {
+    let endpoint: UpstreamEndpoint
+    let task: ClaimedTask
+    let events: CompletionEvents
+    let promptEstimate: Int
+
+    /// How the call ended, and how many chunks reached the client first: a failure after one did cannot fail over.
+    struct Failed: Error {
+        var failure: UpstreamFailure
+        var relayed: Int
+        var usage: Usage
+    }
+
+    func run(output: ReplyOutput) async throws(Failed) -> ReplyEnding {
+        let progress = Progress()
+        do {
+            let body = try UpstreamRequestBody.make(clientBody: task.body, upstreamModel: endpoint.configuration.model)
+            return try await withThrowingTaskGroup(of: ReplyEnding?.self) { group in
+                group.addTask {
+                    try await watch(progress)
+                    return nil
+                }
+                group.addTask { try await stream(body, progress: progress, output: output) }
+                defer { group.cancelAll() }
+                while let result = try await group.next() {
+                    if let result { return result }
+                }
+                throw CancellationError()
+            }
+        } catch let error as Failed {
+            throw error
+        } catch {
+            let failure: UpstreamFailure = switch error {
+            case is WatchdogExpired: .timeout(firstToken: progress.relayed == 0)
+            case let error as UpstreamFailure: error
+            default: .broken("The request to the model's server did not complete.")
+            }
+            throw Failed(failure: failure, relayed: progress.relayed, usage: Usage(promptTokens: promptEstimate, completionTokens: progress.relayed))
+        }
+    }
+
+    /// Sends the request and relays its stream; any failure comes out as `Failed`, with what was relayed.
+    private func stream(_ body: ByteBuffer, progress: Progress, output: ReplyOutput) async throws -> ReplyEnding {
+        var relay = UpstreamRelay(events: events, promptEstimate: promptEstimate, secrets: endpoint.apiKey.map { [$0] } ?? [])
+        do {
+            return try await stream(body, relay: &relay, progress: progress, output: output)
+        } catch let failure as UpstreamFailure {
+            throw Failed(failure: failure, relayed: relay.relayed, usage: relay.usage ?? relay.countedUsage)
+        } catch let error as HTTPClientError where Task.isCancelled == false {
+            // Before anything came back the server was not reached; after, its connection broke.
+            let failure: UpstreamFailure = relay.relayed == 0 && error != .remoteConnectionClosed
+                ? .unreachable() : .broken("The model's server closed the connection before the reply was complete.")
+            throw Failed(failure: failure, relayed: relay.relayed, usage: relay.usage ?? relay.countedUsage)
+        }
+    }
+
+    private func stream(_ body: ByteBuffer, relay: inout UpstreamRelay, progress: Progress, output: ReplyOutput) async throws -> ReplyEnding {
+        var request = HTTPClientRequest(url: endpoint.configuration.chatCompletionsURL)
+        request.method = .POST
+        request.headers.add(name: "Content-Type", value: "application/json")
+        request.headers.add(name: "Accept", value: "text/event-stream")
+        if let key = endpoint.apiKey { request.headers.add(name: "Authorization", value: "Bearer \(key)") }
+        request.body = .bytes(body)
+        let response = try await endpoint.client.execute(request, deadline: .distantFuture)
+        guard response.status == .ok else {
+            let answer = (try? await response.body.collect(upTo: 64 * 1024)).map { Data(buffer: $0) } ?? Data()
+            throw UpstreamFailure.rejected(
+                status: Int(response.status.code), body: answer,
+                retryAfter: response.headers.first(name: "Retry-After").flatMap { Int($0) }.map { .seconds($0) },
+                secrets: endpoint.apiKey.map { [$0] } ?? [])
+        }
+        var decoder = ServerSentEventDecoder()
+        for try await buffer in response.body {
+            for event in decoder.feed(buffer) {
+                if event.data == "[DONE]" { return try relay.ending() }
+                for chunk in try relay.accept(event.data) {
+                    await output.emit(chunk)
+                    progress.relayedOne()
+                }
+            }
+        }
+        // No [DONE]: over only if the finish reason came (llama.cpp ends so after an error event, handled above).
+        return try relay.ending()
+    }
+
+    private func watch(_ progress: Progress) async throws {
+        let firstToken = Duration.milliseconds(endpoint.configuration.firstTokenTimeoutMs)
+        let betweenTokens = Duration.milliseconds(endpoint.configuration.betweenTokensTimeoutMs)
+        while true {
+            let (last, relayed) = progress.snapshot
+            let due = last + (relayed == 0 ? firstToken : betweenTokens)
+            guard ContinuousClock.now < due else { throw WatchdogExpired() }
+            try await Task.sleep(until: due, clock: .continuous)
+        }
+    }
+
+    private struct WatchdogExpired: Error {}
+
+    /// When the last chunk reached the client (or the call started), for the watchdog.
+    final class Progress: Sendable {
+        private let state = Mutex((last: ContinuousClock.now, relayed: 0))
+
+        var snapshot: (last: ContinuousClock.Instant, relayed: Int) { state.withLock { $0 } }
+        var relayed: Int { state.withLock { $0.relayed } }
+
+        func relayedOne() {
+            state.withLock { $0 = (ContinuousClock.now, $0.relayed + 1) }
+        }
+    }
+}

@@ -1,0 +1,107 @@
+import Foundation
+import Shared
+
+/// What happens to one upstream stream, apart from any I/O: each `data:` payload goes in, the chunk events for the
+/// client come out.
+///
+/// - Every chunk is re-issued under the task's identity — Handoff's `id`, `created` and the public model name —
+///   and every other member passes through byte for byte (tool calls, reasoning, logprobs, refusal, timings...).
+/// - Handoff wrote its own role chunk already: an upstream chunk that only announces the role is dropped.
+/// - `usage` reaches the client only if it asked for it; the upstream is always asked, so the task is charged
+///   the upstream's own count, or (when none came) the chunks that were streamed.
+/// - The chunk that carries the finish reason, and the usage chunk after it, are held back: they close the stream
+///   and commit with the task's outcome.
+/// - An error payload is a `UpstreamFailure`, before or after the first chunk; the caller tells which.
+struct UpstreamRelay {
+    private let events: CompletionEvents
+    private let promptEstimate: Int
+    /// Never to appear in an error a client sees (the upstream's API key).
+    private let secrets: [String]
+    private(set) var relayed = 0
+    private var closing: [String] = []
+    private var finishReason: String?
+    private(set) var usage: Usage?
+
+    init(events: CompletionEvents, promptEstimate: Int, secrets: [String]) {
+        self.events = events
+        self.promptEstimate = promptEstimate
+        self.secrets = secrets
+    }
+
+    /// The events for the client that `data` makes, now (possibly none).
+    mutating func accept(_ data: String) throws(UpstreamFailure) -> [String] {
+        let members: [(key: String, value: Substring)]
+        do {
+            members = try JSONText.members(data[...])
+        } catch {
+            throw .broken("The model's server sent a malformed stream event.")
+        }
+        if let error = members.first(where: { $0.key == "error" }) {
+            throw UpstreamFailure.reported(status: nil, error: error.value, secrets: secrets)
+        }
+        let choices = members.first { $0.key == "choices" }.flatMap { try? JSONText.elements($0.value) } ?? []
+        if let usage = members.first(where: { $0.key == "usage" }).flatMap({ Self.usage($0.value) }) {
+            self.usage = usage
+        }
+        if choices.isEmpty {
+            // The usage chunk: the client's only if it asked for usage, and always after the finish chunk.
+            guard usage != nil, events.includeUsage else { return [] }
+            closing.append(rewrite(members))
+            return []
+        }
+        let deltas = choices.compactMap { try? JSONText.members($0) }
+        let reason = deltas.lazy.compactMap { choice in choice.first { $0.key == "finish_reason" }.flatMap { JSONText.string($0.value) } }.first
+        if let reason {
+            finishReason = reason
+            closing.insert(rewrite(members), at: 0)
+            if deltas.contains(where: Self.carriesOutput) { relayed += 1 }
+            return []
+        }
+        guard deltas.contains(where: Self.carriesOutput) else { return [] }
+        relayed += 1
+        return [rewrite(members)]
+    }
+
+    /// How the reply ended once the upstream's stream did. Without a finish reason it did not end: a truncated
+    /// reply is a failure, never a silent success.
+    func ending() throws(UpstreamFailure) -> ReplyEnding {
+        guard finishReason != nil, !closing.isEmpty else {
+            throw .broken("The model's server ended the stream before the reply was complete.")
+        }
+        return ReplyEnding(closing: closing, usage: usage ?? countedUsage, usageCounted: usage == nil)
+    }
+
+    /// What was streamed, when the upstream gave no count of its own: a chunk is about a token.
+    var countedUsage: Usage {
+        Usage(promptTokens: promptEstimate, completionTokens: relayed)
+    }
+
+    /// Whether a choice says anything beyond the role: content, tool calls, reasoning, a refusal, logprobs.
+    private static func carriesOutput(_ choice: [(key: String, value: Substring)]) -> Bool {
+        if let logprobs = choice.first(where: { $0.key == "logprobs" }), !JSONText.isEmpty(logprobs.value) { return true }
+        guard let delta = choice.first(where: { $0.key == "delta" }), let fields = try? JSONText.members(delta.value) else { return false }
+        return fields.contains { $0.key != "role" && !JSONText.isEmpty($0.value) && $0.value != "[]" }
+    }
+
+    private static func usage(_ text: Substring) -> Usage? {
+        guard text != "null", let usage = try? JSONDecoder().decode(Usage.self, from: Data(text.utf8)) else { return nil }
+        return usage
+    }
+
+    /// The chunk under the task's identity; `usage` only when the client asked for it.
+    private func rewrite(_ members: [(key: String, value: Substring)]) -> String {
+        var chunk = "{\"id\":"
+        JSONValue.string(events.id).write(to: &chunk)
+        chunk += ",\"object\":\"chat.completion.chunk\",\"created\":\(events.created),\"model\":"
+        JSONValue.string(events.model).write(to: &chunk)
+        for (key, value) in members where !["id", "object", "created", "model"].contains(key) {
+            if key == "usage", !events.includeUsage { continue }
+            chunk += ","
+            JSONValue.string(key).write(to: &chunk)
+            chunk += ":"
+            chunk += value
+        }
+        chunk += "}"
+        return chunk
+    }
+}
