@@ -1,12 +1,16 @@
 # The two commands of the README, `make run` and `make test`, and `make bench`.
-.PHONY: run test bench deps build release pg-init clean
+.PHONY: run run-local test bench deps build release pg-init model clean
 
 VENV := .venv/bin
 
 run: deps release pg-init
 	$(VENV)/honcho start
 
-test: deps build
+# The same stack with a real model as well: llama.cpp's llama-server with SmolLM2-135M as `local` (models.example.json).
+run-local: deps release pg-init model
+	HANDOFF_MODELS_FILE=$(CURDIR)/models.example.json $(VENV)/honcho start -f Procfile.local
+
+test: deps build model
 	scripts/test.sh
 
 bench: deps release
@@ -20,6 +24,10 @@ build:
 
 release:
 	swift build -c release
+
+# Builds llama-server and fetches the model weights once, into ~/.cache/handoff (about 10 minutes the first time).
+model:
+	scripts/llama-server.sh install
 
 pg-init:
 	scripts/postgres.sh init

@@ -18,21 +18,29 @@ import sys
 import tempfile
 import threading
 import time
+import http.client
+import urllib.parse
 from pathlib import Path
 
 from handoff_stack import ROOT, Ports, Stack, psql
 
 PG_PORT = 56439
 PORTS = Ports(caddy=28080, api=28081, sse=(28082, 28083))
+FAST_UPSTREAM_PORT = 28090
+LLAMA_PORT = 28092
 ADMIN_URL = f"postgres://postgres@127.0.0.1:{PG_PORT}/postgres"
 
 FULL = {"rates": [25, 50, 100, 200, 400], "latency_seconds": 10, "throughput": [(64, 10)],
         "idle": {"streams": 19000, "processes": 4, "hold": 30},
-        "commit": {"streams": 1000, "token_rates": [5, 10, 20, 50], "seconds": 8, "warmup": 2}}
+        "commit": {"streams": 1000, "token_rates": [5, 10, 20, 50], "seconds": 8, "warmup": 2},
+        "upstream": {"rate": 100, "seconds": 10, "direct": 300, "relay": {"clients": 64, "seconds": 10, "tokens": 256}},
+        "real": {"rounds": 5, "tokens": 256}}
 SMOKE = {"rates": [20], "latency_seconds": 2, "throughput": [(8, 2)],
          "idle": {"streams": 200, "processes": 2, "hold": 2},
-         "commit": {"streams": 20, "token_rates": [50], "seconds": 0.8, "warmup": 0.2}}
-ALL = ("idle", "handoff", "commit", "throughput")
+         "commit": {"streams": 20, "token_rates": [50], "seconds": 0.8, "warmup": 0.2},
+        "upstream": {"rate": 20, "seconds": 2, "direct": 20, "relay": {"clients": 8, "seconds": 2, "tokens": 32}},
+        "real": {"rounds": 1, "tokens": 16}}
+ALL = ("idle", "handoff", "commit", "throughput", "upstream", "real")
 
 
 def log(message: str) -> None:
@@ -214,7 +222,128 @@ def run_scenarios(plan: dict, session: Session, only: set[str]) -> dict:
         return rows
     if "throughput" in only:
         results["throughput"] = session.run(True, throughput)
+    if "upstream" in only:
+        results["upstream"] = upstream_relay(plan["upstream"], session)
+    if "real" in only:
+        results["real"] = real_model(plan["real"], session)
     return results
+
+
+def catalogue(path: Path, name: str, port: int, model: str) -> dict[str, str]:
+    """A model catalogue with `demo` and one upstream model; the settings that give it to every process."""
+    path.write_text(json.dumps({"models": [
+        {"name": "demo", "backend": "demo"},
+        {"name": name, "backend": "openai", "upstreams": [
+            {"base_url": f"http://127.0.0.1:{port}/v1", "model": model, "max_concurrent_requests": 512}]}]}))
+    return {"HANDOFF_MODELS_FILE": str(path)}
+
+
+def upstream_relay(plan: dict, session: Session) -> dict:
+    """Scenario 6: what relaying an upstream costs. The zero-delay stub's first token through Handoff against the
+    demo model's (today's hand-off) and against reading the stub directly; then how many upstream chunks one
+    worker relays per second, with every process's CPU."""
+    stub = subprocess.Popen([sys.executable, str(ROOT / "scripts" / "fast_upstream.py"), "--port", str(FAST_UPSTREAM_PORT)])
+    try:
+        wait_for_port(FAST_UPSTREAM_PORT)
+        direct = direct_first_tokens(FAST_UPSTREAM_PORT, "fast", plan["direct"])
+        settings = catalogue(session.log_root / "models-fast.json", "fast", FAST_UPSTREAM_PORT, "fast")
+
+        def measure(stack: Stack) -> dict:
+            rows = {}
+            for model in ("demo", "fast"):
+                log(f"scenario 6: first token at {plan['rate']} requests/s, model {model}")
+                rows[model] = bench(session.bin_dir, "handoff", "--port", str(PORTS.caddy), "--rate", str(plan["rate"]),
+                                    "--duration", str(plan["seconds"]), "--model", model)
+            relay = plan["relay"]
+            log(f"scenario 6: relay throughput, {relay['clients']} clients, {relay['tokens']} chunks per reply")
+            with CPUSampler(stack) as cpu:
+                row = bench(session.bin_dir, "throughput", "--port", str(PORTS.caddy), "--model", "fast",
+                            "--concurrency", str(relay["clients"]), "--duration", str(relay["seconds"]),
+                            "--tokens", str(relay["tokens"]))
+            row["cpuPercent"] = cpu.percent
+            row["chunksPerSecond"] = row["completionsPerSecond"] * relay["tokens"]
+            return {"firstToken": rows, "direct": direct, "relay": row}
+        return session.run(True, measure, worker_settings={"HANDOFF_WORKER_CONCURRENCY": "256"}, **settings)
+    finally:
+        stub.terminate()
+        stub.wait(timeout=10)
+
+
+def real_model(plan: dict, session: Session) -> dict:
+    """Scenario 7: a real model (llama.cpp's llama-server, SmolLM2-135M, CPU): decode tokens/s read directly and
+    through Handoff, alternating, with the same greedy request (`ignore_eos`, a llama.cpp field, passes through)."""
+    server_log = open(session.log_root / "llama-server.log", "wb")
+    server = subprocess.Popen([str(ROOT / "scripts" / "llama-server.sh"), "run", str(LLAMA_PORT)],
+                              stdout=server_log, stderr=subprocess.STDOUT)
+    try:
+        wait_for_port(LLAMA_PORT, path="/health", timeout=900)
+        settings = catalogue(session.log_root / "models-local.json", "local", LLAMA_PORT, "smollm2")
+        body = {"stream": True, "max_tokens": plan["tokens"], "temperature": 0, "ignore_eos": True,
+                "messages": [{"role": "user", "content": "Tell me a long story about a unicorn."}]}
+
+        def measure(stack: Stack) -> dict:
+            direct, handoff = [], []
+            for _ in range(plan["rounds"]):
+                direct.append(decode_rate(f"http://127.0.0.1:{LLAMA_PORT}/v1/chat/completions", {**body, "model": "smollm2"}))
+                handoff.append(decode_rate(f"http://127.0.0.1:{PORTS.caddy}/v1/chat/completions", {**body, "model": "local"}))
+            median = lambda values: sorted(values)[len(values) // 2]  # noqa: E731
+            return {"direct": direct, "handoff": handoff, "ratio": median([h["tokensPerSecond"] for h in handoff])
+                    / median([d["tokensPerSecond"] for d in direct])}
+        return session.run(True, measure, **settings)
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
+        server_log.close()
+
+
+def wait_for_port(port: int, path: str = "/", timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            connection = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
+            connection.request("GET", path)
+            if connection.getresponse().status < 500:
+                return
+        except OSError:
+            pass
+        time.sleep(0.2)
+    raise RuntimeError(f"nothing answered on port {port}{path} within {timeout} s")
+
+
+def stream_events(url: str, body: dict):
+    """POSTs `body` and yields (seconds since the POST, parsed chunk) per `data:` event, following a 302 (the /v1
+    base URL answers the stream itself, so none comes)."""
+    parsed = urllib.parse.urlsplit(url)
+    connection = http.client.HTTPConnection(parsed.hostname, parsed.port, timeout=120)
+    start = time.perf_counter()
+    try:
+        connection.request("POST", parsed.path, json.dumps(body), {"Content-Type": "application/json"})
+        response = connection.getresponse()
+        if response.status != 200:
+            raise RuntimeError(f"{url} answered {response.status}: {response.read()[:300]!r}")
+        while line := response.readline():
+            if line.startswith(b"data: ") and line.strip() != b"data: [DONE]":
+                yield time.perf_counter() - start, json.loads(line[6:])
+    finally:
+        connection.close()
+
+
+def direct_first_tokens(port: int, model: str, count: int) -> dict:
+    """The stub's first content chunk, read straight from it: the floor under any relay."""
+    times = []
+    for index in range(count):
+        body = {"model": model, "stream": True, "max_tokens": 16, "messages": [{"role": "user", "content": f"d{index}"}]}
+        times.append(next(t for t, chunk in stream_events(f"http://127.0.0.1:{port}/v1/chat/completions", body)
+                          if chunk.get("choices") and chunk["choices"][0]["delta"].get("content")) * 1000)
+    times.sort()
+    return {"count": count, "p50": times[len(times) // 2], "p99": times[min(len(times) - 1, int(len(times) * 0.99))]}
+
+
+def decode_rate(url: str, body: dict) -> dict:
+    """Tokens per second between the first and the last content chunk, and the first token's delay."""
+    stamps = [t for t, chunk in stream_events(url, body) if chunk.get("choices") and chunk["choices"][0]["delta"].get("content")]
+    return {"tokens": len(stamps), "firstTokenMs": stamps[0] * 1000,
+            "tokensPerSecond": (len(stamps) - 1) / max(1e-9, stamps[-1] - stamps[0])}
 
 
 def main() -> None:
@@ -264,6 +393,11 @@ def check_smoke(results: dict) -> None:
         assert row["errors"] == 0 and row["completed"] > 0, row
     for commit in results["commit"]:
         assert commit["errors"] == 0 and commit["completed"] == commit["streams"] and commit["batches"] > 0, commit
+    upstream = results["upstream"]
+    assert upstream["relay"]["errors"] == 0 and upstream["relay"]["completed"] > 0, upstream["relay"]
+    for row in upstream["firstToken"].values():
+        assert row["errors"] == 0 and row["completed"] > 0, row
+    assert all(round_["tokens"] > 1 for round_ in results["real"]["direct"] + results["real"]["handoff"]), results["real"]
     print(f"bench smoke: idle {idle['streamsOpen']} streams at {idle['kibPerStream']:.1f} KiB each; "
           f"hand-off p50 {results['handoff'][0]['firstEventMilliseconds']['p50']:.1f} ms; "
           f"{results['throughput'][0]['completionsPerSecond']:.0f} completions/s")

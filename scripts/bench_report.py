@@ -129,11 +129,56 @@ def write_report(results: dict, out: Path, svg: Path) -> None:
         "",
         "CPU during the run (% of one core): " + ", ".join(f"{k} {fmt(v)}" for k, v in throughput["cpuPercent"].items()) + ".",
         "",
-        "Reproduce: `make bench` (about five minutes; the cold release build comes first).",
+    ]
+    lines += upstream_section(results["upstream"], results["real"])
+    lines += [
+        "Reproduce: `make bench` (about eight minutes; the cold release build, and llama-server's first build, come",
+        "first).",
         "",
     ]
     out.write_text("\n".join(lines))
     svg.write_text(plot(handoff, where))
+
+
+def upstream_section(upstream: dict, real: dict) -> list[str]:
+    demo, fast, direct, relay = upstream["firstToken"]["demo"], upstream["firstToken"]["fast"], upstream["direct"], upstream["relay"]
+    added = fast["firstTokenMilliseconds"]["p50"] - demo["firstTokenMilliseconds"]["p50"]
+    worker = relay["cpuPercent"].get("worker", 0)
+    ratio = real["ratio"]
+    median = lambda rows, key: sorted(row[key] for row in rows)[len(rows) // 2]  # noqa: E731
+    return [
+        "## 6. Relaying an upstream model",
+        "",
+        "A zero-delay OpenAI-compatible stub (`scripts/fast_upstream.py`, OpenAI's chunk shape) as the catalogue model",
+        "`fast`, against the built-in `demo` model at zero token delay, through the whole stack. *First token* is the",
+        "model's first chunk at the client (the event after Handoff's own role chunk), timed from the POST.",
+        "",
+        "| | first token p50 / p99 (ms) | requests |",
+        "| --- | --- | --- |",
+        f"| `demo` through Handoff, {fmt(demo['rate'], 0)}/s | {fmt(demo['firstTokenMilliseconds']['p50'], 2)} / "
+        f"{fmt(demo['firstTokenMilliseconds']['p99'], 2)} | {demo['completed']} |",
+        f"| `fast` (stub) through Handoff, {fmt(fast['rate'], 0)}/s | {fmt(fast['firstTokenMilliseconds']['p50'], 2)} / "
+        f"{fmt(fast['firstTokenMilliseconds']['p99'], 2)} | {fast['completed']} |",
+        f"| the stub read directly, one at a time | {fmt(direct['p50'], 2)} / {fmt(direct['p99'], 2)} | {direct['count']} |",
+        "",
+        "| target | measured | |",
+        "| --- | --- | --- |",
+        f"| upstream first token ≤ demo's + 1 ms (p50) | +{fmt(added, 2)} ms | {verdict(added <= 1)} |",
+        f"| one worker relays ≥ 10,000 upstream chunks/s | {fmt(relay['chunksPerSecond'], 0)} chunks/s with "
+        f"{relay['concurrency']} clients, {relay['tokens']}-chunk replies, worker at {fmt(worker)} % of a core | "
+        f"{verdict(relay['chunksPerSecond'] >= 10000)} |",
+        f"| real model tokens/s through Handoff ≥ 0.98 × direct | {fmt(ratio, 3)} (median of {len(real['direct'])}: "
+        f"{fmt(median(real['handoff'], 'tokensPerSecond'))} vs {fmt(median(real['direct'], 'tokensPerSecond'))} tokens/s) | "
+        f"{verdict(ratio >= 0.98)} |",
+        "",
+        "Relay run CPU (% of one core): " + ", ".join(f"{k} {fmt(v)}" for k, v in relay["cpuPercent"].items()) + ".",
+        "",
+        "The real model is llama.cpp's `llama-server` with SmolLM2-135M (Q4_1) on the CPU, greedy, `ignore_eos`, "
+        f"{real['direct'][0]['tokens']} tokens per reply, read directly and through Caddy's `/v1` alternately. First "
+        f"token: direct {fmt(median(real['direct'], 'firstTokenMs'))} ms, through Handoff "
+        f"{fmt(median(real['handoff'], 'firstTokenMs'))} ms (medians).",
+        "",
+    ]
 
 
 def plot(rows: list[dict], caption: str) -> str:

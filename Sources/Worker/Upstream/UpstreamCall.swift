@@ -56,12 +56,12 @@ struct UpstreamCall {
         do {
             return try await stream(body, relay: &relay, progress: progress, output: output)
         } catch let failure as UpstreamFailure {
-            throw Failed(failure: failure, relayed: relay.relayed, usage: relay.usage ?? relay.countedUsage)
-        } catch let error as HTTPClientError where Task.isCancelled == false {
-            // Before anything came back the server was not reached; after, its connection broke.
-            let failure: UpstreamFailure = relay.relayed == 0 && error != .remoteConnectionClosed
-                ? .unreachable() : .broken("The model's server closed the connection before the reply was complete.")
-            throw Failed(failure: failure, relayed: relay.relayed, usage: relay.usage ?? relay.countedUsage)
+            throw Failed(failure: failure, relayed: progress.relayed, usage: relay.usage ?? relay.countedUsage)
+        } catch where !Task.isCancelled {
+            // Before the server answered it was not reached; after, its connection broke.
+            let failure: UpstreamFailure = progress.answered
+                ? .broken("The model's server closed the connection before the reply was complete.") : .unreachable()
+            throw Failed(failure: failure, relayed: progress.relayed, usage: relay.usage ?? relay.countedUsage)
         }
     }
 
@@ -73,6 +73,7 @@ struct UpstreamCall {
         if let key = endpoint.apiKey { request.headers.add(name: "Authorization", value: "Bearer \(key)") }
         request.body = .bytes(body)
         let response = try await endpoint.client.execute(request, deadline: .distantFuture)
+        progress.answer()
         guard response.status == .ok else {
             let answer = (try? await response.body.collect(upTo: 64 * 1024)).map { Data(buffer: $0) } ?? Data()
             throw UpstreamFailure.rejected(
@@ -94,28 +95,41 @@ struct UpstreamCall {
         return try relay.ending()
     }
 
+    /// Sleeps to the current deadline, but never longer than a quarter of the between-tokens limit: a chunk that
+    /// arrives meanwhile moves the deadline earlier (the first token's limit is usually the longer one), and the
+    /// watchdog must notice a stall after it within 1.25 × the limit.
     private func watch(_ progress: Progress) async throws {
         let firstToken = Duration.milliseconds(endpoint.configuration.firstTokenTimeoutMs)
         let betweenTokens = Duration.milliseconds(endpoint.configuration.betweenTokensTimeoutMs)
         while true {
             let (last, relayed) = progress.snapshot
             let due = last + (relayed == 0 ? firstToken : betweenTokens)
-            guard ContinuousClock.now < due else { throw WatchdogExpired() }
-            try await Task.sleep(until: due, clock: .continuous)
+            let now = ContinuousClock.now
+            guard now < due else { throw WatchdogExpired() }
+            try await Task.sleep(until: min(due, now + betweenTokens / 4), clock: .continuous)
         }
     }
 
     private struct WatchdogExpired: Error {}
 
-    /// When the last chunk reached the client (or the call started), for the watchdog.
+    /// Whether the server answered, and when the last chunk reached the client (or the call started): for the
+    /// watchdog and for naming a failure.
     final class Progress: Sendable {
-        private let state = Mutex((last: ContinuousClock.now, relayed: 0))
+        private let state = Mutex((last: ContinuousClock.now, relayed: 0, answered: false))
 
-        var snapshot: (last: ContinuousClock.Instant, relayed: Int) { state.withLock { $0 } }
+        var snapshot: (last: ContinuousClock.Instant, relayed: Int) { state.withLock { ($0.last, $0.relayed) } }
         var relayed: Int { state.withLock { $0.relayed } }
+        var answered: Bool { state.withLock { $0.answered } }
+
+        func answer() {
+            state.withLock { $0.answered = true }
+        }
 
         func relayedOne() {
-            state.withLock { $0 = (ContinuousClock.now, $0.relayed + 1) }
+            state.withLock { state in
+                state.last = ContinuousClock.now
+                state.relayed += 1
+            }
         }
     }
 }
