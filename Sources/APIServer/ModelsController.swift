@@ -1,8 +1,8 @@
 import Hummingbird
 import Shared
 
-/// `GET /api|/v1/models` and `/models/<id>`: the models this deployment serves (`HANDOFF_MODELS`), in OpenAI's
-/// list shape, so SDKs that list or look up models before use work unchanged.
+/// `GET /api|/v1/models` and `/models/<id>`: the models this deployment serves (the model catalogue's names, in its
+/// order), in OpenAI's list shape, so SDKs that list or look up models before use work unchanged.
 struct ModelsController: Sendable {
     let models: [String]
 

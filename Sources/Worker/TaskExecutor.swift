@@ -54,7 +54,10 @@ struct TaskExecutor: Sendable {
         case .stopped(let reason):
             await stop(task, events: events, because: reason, usage: usage(emitted.value.load(ordering: .relaxed)))
         case .failed(let failure):
-            logger.error("task failed", metadata: ["task": "\(task.id)", "error": "\(failure.error.message)"])
+            // A request the model refused (a prompt over its context window) is the client's error, not ours.
+            logger.log(
+                level: failure.error.status >= 500 ? .error : .info, "task failed",
+                metadata: ["task": "\(task.id)", "error": "\(failure.error.message)"])
             await writer.finish(
                 task.id, events: [events.error(failure.error)],
                 outcome: TaskOutcome(task: task.id, status: .failed, usage: failure.usage, error: failure.error))

@@ -71,7 +71,7 @@ struct LeaseRescueTests {
         try await TestDatabase.with { database in
             _ = try await database.runningTasks(3, worker: "alive")
             try await expireLeases(database)
-            try await TaskQueue(client: database.client, logger: database.logger).renewLeases(workerID: "alive", lease: .seconds(30), abandonAfter: .seconds(60))
+            _ = try await TaskQueue(client: database.client, logger: database.logger).renewLeases(workerID: "alive", lease: .seconds(30), abandonAfter: .seconds(60))
             #expect(try await rescue(database) == .init(requeued: 0, failed: 0))
         }
     }

@@ -92,7 +92,7 @@ struct StreamNotifierTests {
                 try await database.client.perform(
                     "INSERT INTO handoff_stream (task_id, seq, event_count, events) VALUES (\(task), 3, 3, 'a\nb\nc')",
                     timeout: .seconds(10), logger: database.logger)
-                let recovered = try await eventually(timeout: .seconds(5)) { notifier.head(of: task) == 3 }
+                let recovered = await eventually(timeout: .seconds(5)) { notifier.head(of: task) == 3 }
                 #expect(recovered)
             }
         }

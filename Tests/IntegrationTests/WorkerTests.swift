@@ -136,6 +136,7 @@ struct ExecutionTests {
                 group.addTask { try await writer.run() }
                 await executor.run(task)
                 group.cancelAll()
+                try await group.waitForAll()
             }
             let chunks = try await log.read(task: id, after: .start).flatMap(\.events)
                 .map { try JSONDecoder().decode(ChatCompletionChunk.self, from: Data($0.utf8)) }
@@ -158,6 +159,7 @@ struct ExecutionTests {
                 group.addTask { try await writer.run() }
                 await executor.run(task)
                 group.cancelAll()
+                try await group.waitForAll()
             }
             let batches = try await log.read(task: task.id, after: .start)
             #expect(batches.count == 1 && batches[0].final)

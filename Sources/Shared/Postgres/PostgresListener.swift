@@ -44,7 +44,7 @@ public struct PostgresListener: Service {
     }
 
     public func run() async throws {
-        try await cancelWhenGracefulShutdown {
+        await cancelWhenGracefulShutdown {
             var delay = backoff.initial
             while !Task.isCancelled {
                 do {
