@@ -154,6 +154,7 @@ class Stack:
 
 
 def wait_until(what: str, stack: Stack, deadline: float, probe) -> None:
+    """Until `probe()` is true; fails as soon as one of `stack`'s processes (anything with `check_alive`) exits."""
     last: object = None
     while time.monotonic() < deadline:
         stack.check_alive()

@@ -46,13 +46,13 @@ final class StreamWriter: Service {
         self.logger = logger
     }
 
-    /// Adds one event to `task`'s stream. Suspends while the writer holds more than it may.
-    func append(_ event: String, to task: UUID) async {
+    /// Adds events to `task`'s stream, all in the same minibatch. Suspends while the writer holds more than it may.
+    func append(_ events: String..., to task: UUID) async {
         await withCheckedContinuation { continuation in
             // Deciding to wait and registering the waiter happen under one lock, so no flush slips in between.
             let (count, mustWait) = state.withLock { state in
-                state.buffers[task, default: TaskBuffer()].pending.append(event)
-                state.pendingEvents += 1
+                state.buffers[task, default: TaskBuffer()].pending += events
+                state.pendingEvents += events.count
                 let mustWait = state.pendingEvents >= 4 * configuration.maxPendingEvents
                 if mustWait { state.backpressured.append(continuation) }
                 return (state.pendingEvents, mustWait)

@@ -31,14 +31,19 @@ struct TaskExecutor: Sendable {
         }
         let usage = { (completion: Int) in Usage(promptTokens: model.promptTokens(for: task.request), completionTokens: completion) }
         if task.cancelRequested {
-            return await stop(task, events: events, because: .cancelled, usage: usage(0))
+            return await stop(task, events: events, opening: [], because: .cancelled, usage: usage(0))
         }
-        await writer.append(events.role(), to: task.id)
+        // The role chunk goes out with the model's first output (or its end), not before it: alone it would take a
+        // minibatch of its own and hold the first token back by a flush window.
         let emitted = TokenCount()
         let output = ReplyOutput { event in
-            await writer.append(event, to: task.id)
-            emitted.value.add(1, ordering: .relaxed)
+            if emitted.value.add(1, ordering: .relaxed).oldValue == 0 {
+                await writer.append(events.role(), event, to: task.id)
+            } else {
+                await writer.append(event, to: task.id)
+            }
         }
+        let opening = { emitted.value.load(ordering: .relaxed) == 0 ? [events.role()] : [] }
         let ending = await withTaskGroup(of: Ending?.self) { group in
             group.addTask { await generate(task, model: model, events: events, output: output) }
             group.addTask { await cancellations.reason(toStop: task.id).map(Ending.stopped) }
@@ -50,16 +55,17 @@ struct TaskExecutor: Sendable {
         }
         switch ending {
         case .finished(let ending):
-            await writer.finish(task.id, events: ending.closing, outcome: TaskOutcome(task: task.id, status: .succeeded, usage: ending.usage))
+            await writer.finish(
+                task.id, events: opening() + ending.closing, outcome: TaskOutcome(task: task.id, status: .succeeded, usage: ending.usage))
         case .stopped(let reason):
-            await stop(task, events: events, because: reason, usage: usage(emitted.value.load(ordering: .relaxed)))
+            await stop(task, events: events, opening: opening(), because: reason, usage: usage(emitted.value.load(ordering: .relaxed)))
         case .failed(let failure):
             // A request the model refused (a prompt over its context window) is the client's error, not ours.
             logger.log(
                 level: failure.error.status >= 500 ? .error : .info, "task failed",
                 metadata: ["task": "\(task.id)", "error": "\(failure.error.message)"])
             await writer.finish(
-                task.id, events: [events.error(failure.error)],
+                task.id, events: opening() + [events.error(failure.error)],
                 outcome: TaskOutcome(task: task.id, status: .failed, usage: failure.usage, error: failure.error))
         }
     }
@@ -75,12 +81,13 @@ struct TaskExecutor: Sendable {
         }
     }
 
-    private func stop(_ task: ClaimedTask, events: CompletionEvents, because reason: StopReason, usage: Usage) async {
+    /// `opening`: the role chunk, when the model stopped before its first output and the stream has none yet.
+    private func stop(_ task: ClaimedTask, events: CompletionEvents, opening: [String], because reason: StopReason, usage: Usage) async {
         switch reason {
         case .cancelled:
             logger.info("task cancelled", metadata: ["task": "\(task.id)", "completion_tokens": "\(usage.completionTokens)"])
             await writer.finish(
-                task.id, events: events.end(reason: FinishReason.cancelled.rawValue, usage: usage),
+                task.id, events: opening + events.end(reason: FinishReason.cancelled.rawValue, usage: usage),
                 outcome: TaskOutcome(task: task.id, status: .cancelled, usage: usage))
         case .shutdown:
             do {
@@ -93,7 +100,7 @@ struct TaskExecutor: Sendable {
                 logger.warning("hand-back failed", metadata: ["task": "\(task.id)", "error": "\(String(reflecting: error))"])
             }
             let error = OpenAIError.workerShutdown
-            await writer.finish(task.id, events: [events.error(error)], outcome: TaskOutcome(task: task.id, status: .failed, error: error))
+            await writer.finish(task.id, events: opening + [events.error(error)], outcome: TaskOutcome(task: task.id, status: .failed, error: error))
         }
     }
 }

@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "scripts"))
-from handoff_stack import ROOT, Ports, Stack  # noqa: E402
+from handoff_stack import ROOT, Ports, Stack, wait_until  # noqa: E402
 
 from handoff_e2e import API_PORT, CADDY_PORT, POOL_SIZE, SSE_PORTS, TOKEN_DELAY_MS  # noqa: E402
 
@@ -252,19 +252,13 @@ class Upstreams:
         self.wait("llama-server", lambda: get_status(LLAMA_PORT, "/health") == 200, deadline)
         return f"http://127.0.0.1:{LLAMA_PORT}"
 
+    def check_alive(self) -> None:
+        dead = {name: p.returncode for name, p in self.processes.items() if p.poll() is not None}
+        if dead:
+            raise RuntimeError(f"upstreams exited early (name: exit status): {dead}; logs in {self.log_dir}")
+
     def wait(self, name: str, probe, deadline: float) -> None:
-        last: object = None
-        while time.monotonic() < deadline:
-            if self.processes[name].poll() is not None:
-                raise RuntimeError(f"{name} exited with status {self.processes[name].returncode} "
-                                   f"(log: {self.log_dir / (name + '.log')})")
-            try:
-                if probe():
-                    return
-            except OSError as error:  # not listening yet
-                last = error
-            time.sleep(0.2)
-        raise RuntimeError(f"{name} not ready in time (last error: {last!r}; log: {self.log_dir / (name + '.log')})")
+        wait_until(name, self, deadline, probe)
 
     def stop(self) -> None:
         """SIGTERM to each process group, SIGKILL to whatever is left after PROCESS_STOP_TIMEOUT seconds."""
