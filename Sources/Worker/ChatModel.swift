@@ -33,6 +33,9 @@ struct ReplyEnding: Sendable {
 struct ReplyFailure: Error {
     var error: OpenAIError
     var usage: Usage?
+
+    /// A backend that stopped without saying how its reply ended.
+    static let unfinished = ReplyFailure(error: .server("The model ended without finishing its reply."), usage: nil)
 }
 
 enum FinishReason: String, Sendable {

@@ -20,7 +20,7 @@ struct DemoModel: ChatModel {
                 return ReplyEnding(closing: events.end(reason: reason.rawValue, usage: usage), usage: usage)
             }
         }
-        throw ReplyFailure(error: .server("The model ended without finishing its reply."), usage: nil)
+        throw ReplyFailure.unfinished
     }
 
     func deltas(for request: ChatCompletionRequest) -> DemoReply {

@@ -51,7 +51,7 @@ struct TaskExecutor: Sendable {
             while let next = await group.next() {
                 if let next { return next }
             }
-            return Ending.failed(ReplyFailure(error: .server("The model ended without finishing its reply."), usage: nil))
+            return Ending.failed(ReplyFailure.unfinished)
         }
         switch ending {
         case .finished(let ending):
@@ -75,6 +75,8 @@ struct TaskExecutor: Sendable {
             return .finished(try await model.reply(to: task, events: events, output: output))
         } catch let failure as ReplyFailure {
             return .failed(failure)
+        } catch is CancellationError {
+            return .failed(.unfinished)  // stopped: the stop reason, not this, decides the ending
         } catch {
             logger.error("model failed", metadata: ["task": "\(task.id)", "error": "\(String(reflecting: error))"])
             return .failed(ReplyFailure(error: .server("The model failed while generating this completion."), usage: nil))

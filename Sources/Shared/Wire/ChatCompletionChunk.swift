@@ -99,10 +99,15 @@ public struct ChatCompletionChunk: Decodable, Sendable, Equatable {
         }
     }
 
+    /// The members that say whose chunk it is, first in every chunk of a completion: a relayed upstream chunk gets
+    /// these in place of its own and keeps the rest.
+    public static func identity(id: String, created: Int64, model: String) -> [(String, JSONValue)] {
+        [("id", .string(id)), ("object", .string("chat.completion.chunk")), ("created", .int(created)), ("model", .string(model))]
+    }
+
     /// The `data:` of this chunk's event.
     public var json: JSONValue {
-        var members: [(String, JSONValue)] = [
-            ("id", .string(id)), ("object", .string(object)), ("created", .int(created)), ("model", .string(model)),
+        var members = Self.identity(id: id, created: created, model: model) + [
             ("system_fingerprint", .optional(systemFingerprint)), ("choices", .array(choices.map(\.json))),
         ]
         switch usage {

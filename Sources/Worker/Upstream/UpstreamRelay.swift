@@ -17,12 +17,18 @@ struct UpstreamRelay {
     private let promptEstimate: Int
     /// Never to appear in an error a client sees (the upstream's API key).
     private let secrets: [String]
+    private let identityPrefix: String
+    private let identityKeys: Set<String>
     private(set) var relayed = 0
     private var closing: [String] = []
     private var finishReason: String?
     private(set) var usage: Usage?
 
     init(events: CompletionEvents, promptEstimate: Int, secrets: [String]) {
+        let identity = ChatCompletionChunk.identity(id: events.id, created: events.created, model: events.model)
+        // Rendered once per stream: the identity object without its closing brace, the upstream's members follow.
+        self.identityPrefix = String(JSONValue.object(identity).text.dropLast())
+        self.identityKeys = Set(identity.map(\.0))
         self.events = events
         self.promptEstimate = promptEstimate
         self.secrets = secrets
@@ -90,11 +96,8 @@ struct UpstreamRelay {
 
     /// The chunk under the task's identity; `usage` only when the client asked for it.
     private func rewrite(_ members: [(key: String, value: Substring)]) -> String {
-        var chunk = "{\"id\":"
-        JSONValue.string(events.id).write(to: &chunk)
-        chunk += ",\"object\":\"chat.completion.chunk\",\"created\":\(events.created),\"model\":"
-        JSONValue.string(events.model).write(to: &chunk)
-        for (key, value) in members where !["id", "object", "created", "model"].contains(key) {
+        var chunk = identityPrefix
+        for (key, value) in members where !identityKeys.contains(key) {
             if key == "usage", !events.includeUsage { continue }
             chunk += ","
             JSONValue.string(key).write(to: &chunk)
