@@ -8,6 +8,7 @@ public enum ChatCompletion {
     public static func assemble(_ events: [String]) -> Result<JSONValue, OpenAIError> {
         let decoder = JSONDecoder()
         var first: Chunk?
+        var fingerprint: String?
         var message = Message()
         var finishReason: String?
         var usage: Usage?
@@ -15,6 +16,7 @@ public enum ChatCompletion {
             let data = Data(event.utf8)
             if let chunk = try? decoder.decode(Chunk.self, from: data) {
                 first = first ?? chunk
+                fingerprint = fingerprint ?? chunk.systemFingerprint  // an upstream's, when Handoff's role chunk has none
                 for choice in chunk.choices {
                     if let delta = choice.delta { message.add(delta) }
                     finishReason = choice.finishReason ?? finishReason
@@ -31,7 +33,7 @@ public enum ChatCompletion {
         }
         var members: [(String, JSONValue)] = [
             ("id", .string(first.id)), ("object", .string("chat.completion")), ("created", .int(first.created)),
-            ("model", .string(first.model)), ("system_fingerprint", .optional(first.systemFingerprint)),
+            ("model", .string(first.model)), ("system_fingerprint", .optional(fingerprint)),
             ("choices", .array([.object([
                 ("index", .int(0)), ("message", message.json), ("logprobs", .null), ("finish_reason", .string(finishReason)),
             ])])),
