@@ -137,7 +137,9 @@ struct StreamNotifierTests {
                 let log = StreamLog(client: database.client, logger: database.logger)
                 try await log.append([StreamBatch(task: task, sequence: 2, events: ["a", "b"], final: false)], outcomes: [], workerID: "w")
                 try await log.append([StreamBatch(task: task, sequence: 3, events: ["c"], final: true)], outcomes: [], workerID: "w")
-                #expect(try await eventually(timeout: .seconds(5)) { notifier.head(of: task) == 3 })
+                // The per-process poll may advance the head before the notified fetch has cached the rows: wait for the
+                // cache, which only that fetch fills.
+                #expect(await eventually(timeout: .seconds(5)) { notifier.cachedBatches(of: task, after: .start)?.last?.sequence == 3 })
                 let cached = try #require(notifier.cachedBatches(of: task, after: .start))
                 #expect(cached.flatMap(\.events) == ["a", "b", "c"])
                 #expect(notifier.cachedBatches(of: task, after: StreamCursor(sequence: 2))?.flatMap(\.events) == ["c"])
