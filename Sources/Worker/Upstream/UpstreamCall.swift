@@ -52,7 +52,7 @@ struct UpstreamCall {
 
     /// Sends the request and relays its stream; any failure comes out as `Failed`, with what was relayed.
     private func stream(_ body: ByteBuffer, progress: Progress, output: ReplyOutput) async throws -> ReplyEnding {
-        var relay = UpstreamRelay(events: events, promptEstimate: promptEstimate, secrets: endpoint.apiKey.map { [$0] } ?? [])
+        var relay = UpstreamRelay(events: events, promptEstimate: promptEstimate, secrets: endpoint.secrets)
         do {
             return try await stream(body, relay: &relay, progress: progress, output: output)
         } catch let failure as UpstreamFailure {
@@ -79,7 +79,7 @@ struct UpstreamCall {
             throw UpstreamFailure.rejected(
                 status: Int(response.status.code), body: answer,
                 retryAfter: response.headers.first(name: "Retry-After").flatMap { Int($0) }.map { .seconds($0) },
-                secrets: endpoint.apiKey.map { [$0] } ?? [])
+                secrets: endpoint.secrets)
         }
         var decoder = ServerSentEventDecoder()
         for try await buffer in response.body {

@@ -35,6 +35,9 @@ final class UpstreamEndpoint: Sendable {
         self.client = HTTPClient(eventLoopGroupProvider: .singleton, configuration: http)
     }
 
+    /// What no error a client sees may contain.
+    var secrets: [String] { apiKey.map { [$0] } ?? [] }
+
     /// Where it stands for the choice of a server: free slots, passed over or not, how busy.
     var standing: (full: Bool, passedOver: Bool, inFlight: Int) {
         load.withLock { load in
