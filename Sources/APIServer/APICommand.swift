@@ -8,7 +8,7 @@ struct APICommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "handoff-api",
         abstract: "Accepts OpenAI chat completion requests, queues them in Postgres and redirects to the SSE server.",
-        subcommands: [Serve.self, MigrateCommand.self],
+        subcommands: [Serve.self, MigrateCommand.self, KeysCommand.self],
         defaultSubcommand: Serve.self)
 
     struct Serve: AsyncParsableCommand {
@@ -20,6 +20,8 @@ struct APICommand: AsyncParsableCommand {
         func run() async throws {
             let settings = Settings()
             let logger = ProcessRuntime.bootstrapLogging(label: "handoff.api", settings: settings)
+            let host = settings.string(.apiHost) ?? "127.0.0.1"
+            let mode = try AuthMode(settings: settings, host: host)
             let database = try DatabaseSettings(settings: settings)
             try await ProcessRuntime.migrate(database: database, logger: logger)
 
@@ -27,22 +29,28 @@ struct APICommand: AsyncParsableCommand {
             let queue = TaskQueue(client: client, timeout: database.timeout, logger: logger)
             let secret = try StreamSecret.load(settings: settings)
             let catalogue = try ModelCatalogue(settings: settings)
+            let authentication = Authentication(
+                mode: mode, keys: APIKeyStore(client: client, timeout: database.timeout, logger: logger), secret: secret)
+            if mode == .off {
+                logger.warning("HANDOFF_AUTH=off: no API keys and no limits; anyone who reaches \(host) may use every model")
+            }
             let batcher = EnqueueBatcher(queue: queue, logger: logger)
             let controller = CompletionsController(
-                batcher: batcher, queue: queue,
+                batcher: batcher, queue: queue, authentication: authentication,
                 validation: try RequestValidation(catalogue: catalogue, settings: settings),
                 secret: secret,
                 tokenTTL: try settings.seconds(.tokenTTLSeconds),
                 maxBodyBytes: try settings.int(.maxBodyBytes),
-                idempotencyWindow: try settings.seconds(.idempotencySeconds))
+                idempotencyWindow: try settings.seconds(.idempotencySeconds),
+                reservationCeiling: try settings.int(.reserveMaxTokens))
 
             let app = HTTPService.make(
-                name: "handoff-api", host: settings.string(.apiHost) ?? "127.0.0.1",
+                name: "handoff-api", host: host,
                 port: try settings.int(.apiPort, override: port), logger: logger,
                 routes: { router in
                     controller.addRoutes(to: router)
-                    CancellationController(queue: queue, secret: secret).addRoutes(to: router)
-                    ModelsController(models: catalogue.names).addRoutes(to: router)
+                    CancellationController(queue: queue, authentication: authentication, secret: secret).addRoutes(to: router)
+                    ModelsController(models: catalogue.names, authentication: authentication).addRoutes(to: router)
                 })
             // Shut down in reverse: the HTTP server finishes its requests, then the batcher commits theirs.
             try await ProcessRuntime.run([client, batcher, app], logger: logger)

@@ -3,11 +3,12 @@ import HTTPTypes
 import Hummingbird
 import Shared
 
-/// `POST /api|/v1/chat/completions/<id>/cancel`: the owner of a completion — whoever holds its stream token —
-/// stops it. The API only marks the task and notifies; the worker running it stops within a minibatch window and
+/// `POST /api|/v1/chat/completions/<id>/cancel`: the owner of a completion — whoever holds its stream token, and,
+/// when the request names an API key, only the key that created it — stops it. The API only marks the task and notifies; the worker running it stops within a minibatch window and
 /// ends the stream with `finish_reason: "cancelled"`, its usage so far, and `[DONE]`.
 struct CancellationController: Sendable {
     let queue: TaskQueue
+    let authentication: Authentication
     let secret: StreamSecret
 
     func addRoutes(to router: Router<BasicRequestContext>) {
@@ -19,13 +20,14 @@ struct CancellationController: Sendable {
     }
 
     func cancel(request: Request, context: BasicRequestContext) async throws -> Response {
+        let standing = try await authentication.authenticate(request)
         let id = context.parameters.get("id") ?? ""
         guard let task = ClaimedTask.taskID(fromCompletionID: id) else {
             throw OpenAIError.notFound("No completion has the id '\(id)'.")
         }
         let token = request.uri.queryParameters.get(StreamRoute.tokenParameter).map { String($0) }
             ?? request.headers[HTTPField.Name(CompletionsRoute.tokenHeader)!]
-        try StreamToken.authorize(token, taskID: task, secret: secret)
+        try StreamToken.authorize(token, taskID: task, authorization: request.headers[.authorization], secret: secret)
         let status = try await queue.requestCancel(task)
         guard let status else { throw OpenAIError.notFound("No completion has the id '\(id)'.") }
         guard !status.isTerminal else {
@@ -37,6 +39,8 @@ struct CancellationController: Sendable {
             ("id", .string(ClaimedTask.completionID(for: task))), ("object", .string("chat.completion.cancellation")),
             ("task_id", .string(task.uuidString.lowercased())), ("status", .string("cancelling")),
         ])
-        return body.response()
+        var response = body.response()
+        response.addRateLimitHeaders(standing, admitted: false)
+        return response
     }
 }

@@ -11,11 +11,14 @@ import Shared
 struct CompletionsController: Sendable {
     let batcher: EnqueueBatcher
     let queue: TaskQueue
+    let authentication: Authentication
     let validation: RequestValidation
     let secret: StreamSecret
     let tokenTTL: Duration
     let maxBodyBytes: Int
     let idempotencyWindow: Duration
+    /// `HANDOFF_RESERVE_MAX_TOKENS`: the most reply tokens one request reserves.
+    let reservationCeiling: Int
 
     func addRoutes(to router: Router<BasicRequestContext>) {
         for prefix in CompletionsRoute.prefixes {
@@ -26,6 +29,7 @@ struct CompletionsController: Sendable {
     }
 
     func create(request: Request, context: BasicRequestContext) async throws -> Response {
+        let caller = try authentication.caller(request)
         guard let contentType = request.headers[.contentType], contentType.lowercased().hasPrefix("application/json") else {
             throw OpenAIError.unsupportedMediaType
         }
@@ -37,25 +41,38 @@ struct CompletionsController: Sendable {
         }
         let json = Data(buffer: body)
         let completion = try validation.decode(json)
-        let text = String(decoding: json, as: UTF8.self)
+        let submission = TaskSubmission(
+            id: UUID(), request: completion, body: String(decoding: json, as: UTF8.self), caller: caller,
+            reservationCeiling: reservationCeiling)
         let key = try IdempotencyKey(
             request.headers[HTTPField.Name(IdempotencyKey.header)!], authorization: request.headers[.authorization])
 
-        var task = UUID()
+        // Admission, reservation and the task go to Postgres in one statement: batched with other requests, or
+        // alone when the request carries an Idempotency-Key (it needs its own answer: queued, or its first attempt's task).
+        var task = submission.id
+        let admission: Admission
+        var counted = true
         if let key {
-            // Not batched: a keyed request needs its own answer (queued, or the task of its first attempt).
-            switch try await queue.enqueue(
-                id: task, request: completion, body: text, scope: key.scope, window: idempotencyWindow)
-            {
-            case .queued: break
-            case .existing(let first): task = first
-            case .keyReused: throw IdempotencyKey.reused
+            let (outcome, result) = try await queue.enqueue(submission, scope: key.scope, window: idempotencyWindow)
+            admission = result
+            switch outcome {
+            case .queued, .refused: break
+            case .existing(let first):
+                task = first
+                counted = false
+            case .keyReused:
+                var response = IdempotencyKey.reused.response
+                response.addRateLimitHeaders(admission.limits, admitted: false)
+                return response
             }
         } else {
-            try await batcher.enqueue(id: task, request: completion, body: text)
+            admission = try await batcher.enqueue(submission)
+        }
+        guard admission.verdict == .admitted || !counted else {
+            return OpenAIError.refusal(admission, param: completion.maxCompletionTokens != nil ? "max_completion_tokens" : "max_tokens")
         }
         let expiresAt = Int64(Date().timeIntervalSince1970) + Int64(tokenTTL.components.seconds)
-        let token = StreamToken(taskID: task, expiresAt: expiresAt).encoded(secret: secret)
+        let token = StreamToken(taskID: task, expiresAt: expiresAt, owner: authentication.owner(of: caller)).encoded(secret: secret)
         let location = StreamRoute.location(task: task, token: token)
         context.logger.debug("queued", metadata: ["task": "\(task)"])
 
@@ -64,6 +81,8 @@ struct CompletionsController: Sendable {
             ("id", .string(ClaimedTask.completionID(for: task))), ("task_id", .string(task.uuidString.lowercased())),
             ("stream_url", .string(location)),
         ])
-        return handoff.response(status: .found, headers: [.location: location])
+        var response = handoff.response(status: .found, headers: [.location: location])
+        response.addRateLimitHeaders(admission.limits, admitted: counted)
+        return response
     }
 }

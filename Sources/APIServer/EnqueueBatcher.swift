@@ -15,10 +15,8 @@ import Synchronization
 /// rejects the batch instead, each task is retried alone, so one bad request cannot fail its neighbours.
 final class EnqueueBatcher: Service {
     private struct Entry {
-        let id: UUID
-        let request: ChatCompletionRequest
-        let body: String
-        let continuation: CheckedContinuation<Void, any Error>
+        let submission: TaskSubmission
+        let continuation: CheckedContinuation<Admission, any Error>
     }
 
     private let queue: TaskQueue
@@ -33,10 +31,11 @@ final class EnqueueBatcher: Service {
         self.logger = logger
     }
 
-    /// Returns once the task is committed (and workers are notified); throws if it may not be.
-    func enqueue(id: UUID, request: ChatCompletionRequest, body: String) async throws {
+    /// Returns what admission decided once that is committed (an admitted task is queued and workers are
+    /// notified); throws if it may not be.
+    func enqueue(_ submission: TaskSubmission) async throws -> Admission {
         try await withCheckedThrowingContinuation { continuation in
-            pending.withLock { $0.append(Entry(id: id, request: request, body: body, continuation: continuation)) }
+            pending.withLock { $0.append(Entry(submission: submission, continuation: continuation)) }
             doorbell.ring()
         }
     }
@@ -58,8 +57,8 @@ final class EnqueueBatcher: Service {
     }
 
     private func insert(_ entries: [Entry]) async throws {
-        let tasks = entries.map { (id: $0.id, request: $0.request, body: $0.body) }
-        try await queue.enqueue(tasks)
+        let admissions = try await queue.enqueue(entries.map(\.submission))
+        for (entry, admission) in zip(entries, admissions) { entry.continuation.resume(returning: admission) }
     }
 
     private static func meansUnavailable(_ error: any Error) -> Bool {
@@ -80,7 +79,6 @@ final class EnqueueBatcher: Service {
             guard !batch.isEmpty else { return }
             do {
                 try await insert(batch)
-                for entry in batch { entry.continuation.resume() }
             } catch let error where Self.meansUnavailable(error) {
                 let waiting = pending.withLock { pending in defer { pending.removeAll() }; return pending }
                 logger.error("enqueue failed", metadata: ["tasks": "\(batch.count + waiting.count)", "error": "\(String(reflecting: error))"])
@@ -90,9 +88,8 @@ final class EnqueueBatcher: Service {
                 for entry in batch {
                     do {
                         try await insert([entry])
-                        entry.continuation.resume()
                     } catch {
-                        logger.error("enqueue rejected", metadata: ["task": "\(entry.id)", "error": "\(String(reflecting: error))"])
+                        logger.error("enqueue rejected", metadata: ["task": "\(entry.submission.id)", "error": "\(String(reflecting: error))"])
                         entry.continuation.resume(throwing: error)
                     }
                 }

@@ -8,6 +8,10 @@ struct CompletionClient: Sendable {
     let origin: HTTPExchange
     /// The model asked for: `demo`, or a catalogue model in front of an upstream.
     var model = "demo"
+    /// Sent as `Authorization: Bearer` on the POST only. The stream is opened by the token in the Location, as a
+    /// browser's `EventSource` opens it (it cannot send headers): that is the hand-off's common client, and the
+    /// key's cost is all on the POST (lookup, limit check, reservation).
+    var apiKey: String? = nil
 
     struct Timing: Sendable {
         /// From the moment the request was due (open loop) to the API's 302.
@@ -37,7 +41,8 @@ struct CompletionClient: Sendable {
         tokens: Int, prompt: String, onRedirect: () -> Void = {}, onHead: (HTTPExchange.Head) -> Void = { _ in },
         onEvent: (SSEParser.Event) -> Void
     ) async throws -> Int {
-        let location = try await origin.handoff(path: CompletionsRoute.handoff, json: Self.body(model: model, tokens: tokens, prompt: prompt))
+        let location = try await origin.handoff(
+            path: CompletionsRoute.handoff, json: Self.body(model: model, tokens: tokens, prompt: prompt), headers: authorization)
         onRedirect()
         return try await origin.run(method: .GET, path: location) { head, parts in
             guard head.status == 200 else { throw BenchError.unexpectedStatus(head.status) }
@@ -54,6 +59,10 @@ struct CompletionClient: Sendable {
             }
             throw BenchError.protocolViolation("stream ended without [DONE]")
         }
+    }
+
+    private var authorization: [(String, String)] {
+        apiKey.map { [("Authorization", "Bearer \($0)")] } ?? []
     }
 
     func complete(tokens: Int, prompt: String, due: ContinuousClock.Instant) async throws -> Timing {

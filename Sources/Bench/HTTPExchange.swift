@@ -55,8 +55,8 @@ struct HTTPExchange: Sendable {
     }
 
     /// POSTs `json` and returns the redirect target (the API's hand-off).
-    func handoff(path: String, json: String) async throws -> String {
-        try await run(method: .POST, path: path, json: json) { head, parts in
+    func handoff(path: String, json: String, headers: [(String, String)] = []) async throws -> String {
+        try await run(method: .POST, path: path, json: json, headers: headers) { head, parts in
             while case .some(let part) = try await parts.next(), case .body = part {}
             guard head.status == 302, let location = head.headers.first(name: "Location") else {
                 throw BenchError.unexpectedStatus(head.status)

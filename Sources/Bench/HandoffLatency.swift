@@ -12,6 +12,7 @@ struct HandoffLatency: AsyncParsableCommand {
     @Option(help: "Seconds to run.") var duration = 10.0
     @Option(help: "Tokens per reply.") var tokens = 16
     @Option(help: "The model: demo, or a catalogue model in front of an upstream.") var model = "demo"
+    @Option(help: "An API key, sent on every POST (for an API started with HANDOFF_AUTH=required).") var apiKey: String?
 
     struct Result: Encodable {
         let scenario = "handoff"
@@ -29,7 +30,7 @@ struct HandoffLatency: AsyncParsableCommand {
     }
 
     func run() async throws {
-        let client = CompletionClient(origin: HTTPExchange(host: host, port: port), model: model)
+        let client = CompletionClient(origin: HTTPExchange(host: host, port: port), model: model, apiKey: apiKey)
         let total = Int(rate * duration)
         let start = ContinuousClock.now + .milliseconds(100)
         progress("handoff: \(total) requests at \(rate)/s")

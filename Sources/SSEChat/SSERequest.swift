@@ -3,7 +3,8 @@ import NIOHTTP1
 import Shared
 
 /// What a request to the SSE server asks for, checked before any I/O: the health probe, or a stream whose
-/// token is valid for the task its path names, with the cursor it resumes from.
+/// token is valid for the task its path names (and whose owner is the request's API key, if it names one), with
+/// the cursor it resumes from.
 enum SSERequest: Equatable {
     case health
     case stream(task: UUID, start: StreamCursor)
@@ -21,7 +22,8 @@ enum SSERequest: Equatable {
         guard head.method == .GET else {
             throw OpenAIError(status: 405, message: "Streams are read with GET.", type: "invalid_request_error", code: "method_not_allowed")
         }
-        try StreamToken.authorize(query[StreamRoute.tokenParameter], taskID: task, secret: secret)
+        try StreamToken.authorize(
+            query[StreamRoute.tokenParameter], taskID: task, authorization: head.headers.first(name: "Authorization"), secret: secret)
         self = .stream(task: task, start: try Self.startCursor(header: head.headers.first(name: StreamRoute.lastEventIDHeader), query: query))
     }
 

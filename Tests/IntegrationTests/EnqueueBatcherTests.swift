@@ -18,6 +18,10 @@ struct EnqueueBatcherTests {
     let request = ChatCompletionRequest(model: "demo", messages: [ChatMessage(role: "user", content: "hi")])
     let body = #"{"model":"demo","messages":[{"role":"user","content":"hi"}]}"#
 
+    func submission(_ id: UUID) -> TaskSubmission {
+        TaskSubmission(id: id, request: request, body: body, caller: "", reservationCeiling: 16)
+    }
+
     /// Two hundred requests at once on a pool of two connections: all committed, in a few statements.
     @Test func aBurstIsCommittedInFewStatements() async throws {
         try await TestDatabase.with(poolSize: 2) { database in
@@ -25,7 +29,10 @@ struct EnqueueBatcherTests {
             let ids = (0..<200).map { _ in UUID() }
             try await running(batcher) {
                 try await withThrowingTaskGroup(of: Void.self) { group in
-                    for id in ids { group.addTask { try await batcher.enqueue(id: id, request: request, body: body) } }
+                    for id in ids { group.addTask {
+                            let admission = try await batcher.enqueue(submission(id))
+                            #expect(admission.verdict == .admitted)
+                        } }
                     try await group.waitForAll()
                 }
             }
@@ -48,7 +55,7 @@ struct EnqueueBatcherTests {
             let failed = try await running(batcher) {
                 await withTaskGroup(of: UUID?.self) { group in
                     for id in ids.shuffled() {
-                        group.addTask { (try? await batcher.enqueue(id: id, request: request, body: body)) == nil ? id : nil }
+                        group.addTask { (try? await batcher.enqueue(submission(id))) == nil ? id : nil }
                     }
                     return await group.reduce(into: [UUID]()) { if let id = $1 { $0.append(id) } }
                 }
@@ -72,7 +79,7 @@ struct EnqueueBatcherTests {
                 await withTaskGroup(of: Void.self) { callers in
                     for _ in 0..<5 {
                         callers.addTask {
-                            await #expect(throws: (any Error).self) { try await batcher.enqueue(id: UUID(), request: request, body: body) }
+                            await #expect(throws: (any Error).self) { try await batcher.enqueue(submission(UUID())) }
                         }
                     }
                 }

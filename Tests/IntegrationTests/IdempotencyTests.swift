@@ -14,9 +14,9 @@ struct IdempotencyTests {
         -> (UUID, TaskQueue.IdempotentEnqueue)
     {
         let id = UUID()
-        let result = try await TaskQueue(client: database.client, logger: database.logger).enqueue(
-            id: id, request: request, body: body, scope: scope, window: window)
-        return (id, result)
+        let submission = TaskSubmission(id: id, request: request, body: body, caller: "", reservationCeiling: 16)
+        let result = try await TaskQueue(client: database.client, logger: database.logger).enqueue(submission, scope: scope, window: window)
+        return (id, result.outcome)
     }
 
     func taskCount(_ database: TestDatabase) async throws -> Int {

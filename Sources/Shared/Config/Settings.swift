@@ -38,11 +38,14 @@ public struct Settings: Sendable {
 public enum SettingsError: Error, CustomStringConvertible {
     case missing(ConfigKey)
     case invalid(ConfigKey, String)
+    /// A combination of settings that is refused on purpose; the text says why and what to set instead.
+    case refused(String)
 
     public var description: String {
         switch self {
         case .missing(let key): "\(key.rawValue) is not set"
         case .invalid(let key, let value): "\(key.rawValue)=\(value) is not a valid value"
+        case .refused(let reason): reason
         }
     }
 }

@@ -6,49 +6,69 @@ import PostgresNIO
 /// first attempt back, not a second generation.
 extension TaskQueue {
     public enum IdempotentEnqueue: Sendable, Equatable {
-        /// The key was new (or its window had passed): the task was queued.
+        /// The key was new (or its window had passed), and admission let the task in: it was queued.
         case queued
-        /// A retry: the key already names this task, for the same request.
+        /// A retry: the key already names this task, for the same request (admitted then; not counted again).
         case existing(UUID)
         /// The key already names a task for a different request.
         case keyReused
+        /// The key was new, and admission refused the task (`Admission.verdict` says why).
+        case refused
     }
 
-    /// Queues `request` as task `id` unless `scope` (the caller and its key) already names a task younger than
-    /// `window`. One statement: the key's row, the task and the workers' NOTIFY commit together or not at all.
+    /// Queues `submission` unless `scope` (the caller and its key) already names a task younger than `window`. One
+    /// statement: admission, the key's row, the task and the workers' NOTIFY commit together or not at all. An
+    /// invalid API key is refused before anything else.
     public func enqueue(
-        id: UUID, request: ChatCompletionRequest, body: String, scope: String, window: Duration
-    ) async throws -> IdempotentEnqueue {
-        // A concurrent first attempt may commit after this statement's snapshot: its row is then invisible to the
-        // final SELECT, so look again once.
+        _ submission: TaskSubmission, scope: String, window: Duration
+    ) async throws -> (outcome: IdempotentEnqueue, admission: Admission) {
+        let window = Int(window.components.seconds)
+        // A concurrent first attempt may commit after this statement's snapshot: its row is then invisible to
+        // `prior`, and the insert finds it taken, so look again once.
         for _ in 0..<2 {
             // What tells a retry from a reuse of the key (request_hash): the whole body, every field (an upstream
             // model gets fields Handoff does not read), hashed as jsonb prints it, so spacing and key order do not count.
             let rows = try await client.perform(
                 """
-                WITH body AS (
-                    SELECT \(body)::jsonb AS request, encode(sha256(convert_to(\(body)::jsonb::text, 'UTF8')), 'hex') AS hash
+                WITH \(unescaped: RateLimitLedger.clock), requests AS (
+                    SELECT \(submission.id)::uuid AS id, \(submission.request.model)::text AS model, \(submission.body)::text AS body,
+                        \(submission.caller)::text AS digest, \(submission.estimate)::bigint AS estimate,
+                        \(submission.promptTokens)::int AS prompt_tokens, \(submission.request.tokenLimit ?? 0)::int AS max_tokens,
+                        1::bigint AS ord
+                ), \(unescaped: RateLimitLedger.admission), body AS (
+                    SELECT encode(sha256(convert_to(\(submission.body)::jsonb::text, 'UTF8')), 'hex') AS hash
+                ), prior AS (
+                    SELECT task_id, request_hash FROM handoff_idempotency
+                    WHERE scope = \(scope) AND created_at >= now() - \(window) * interval '1 second'
                 ), claimed AS (
-                    INSERT INTO handoff_idempotency (scope, task_id, request_hash) SELECT \(scope), \(id), hash FROM body
+                    INSERT INTO handoff_idempotency (scope, task_id, request_hash)
+                    SELECT \(scope), \(submission.id), hash FROM body, decided
+                    WHERE decided.verdict = 'admitted' AND NOT EXISTS (SELECT 1 FROM prior)
                     ON CONFLICT (scope) DO UPDATE SET task_id = excluded.task_id, request_hash = excluded.request_hash,
                         created_at = now()
-                    WHERE handoff_idempotency.created_at < now() - \(Int(window.components.seconds)) * interval '1 second'
+                    WHERE handoff_idempotency.created_at < now() - \(window) * interval '1 second'
                     RETURNING task_id
                 ), queued AS (
-                    INSERT INTO handoff_tasks (id, model, request)
-                    SELECT \(id), \(request.model), body.request FROM claimed, body
-                    RETURNING 1
+                    INSERT INTO handoff_tasks (id, model, request, key_id, reserved_tokens, prompt_tokens)
+                    SELECT d.id, d.model, d.body::jsonb, d.key_id, d.reservation, d.prompt_tokens FROM decided d, claimed
+                    RETURNING id, key_id, model, reserved_tokens
+                ), \(unescaped: RateLimitLedger.reservation), notified AS (
+                    SELECT count(pg_notify(\(NotifyChannel.taskQueued), '')) AS workers FROM queued
                 )
-                SELECT task_id, true, true, (SELECT count(pg_notify(\(NotifyChannel.taskQueued), '')) FROM queued)
-                FROM claimed
-                UNION ALL
-                SELECT task_id, request_hash = (SELECT hash FROM body), false, 0 FROM handoff_idempotency
-                WHERE scope = \(scope) AND NOT EXISTS (SELECT 1 FROM claimed)
+                SELECT \(unescaped: RateLimitLedger.standingColumns), notified.workers,
+                    (SELECT task_id FROM claimed), (SELECT task_id FROM prior), (SELECT request_hash = body.hash FROM prior, body)
+                FROM \(unescaped: RateLimitLedger.standingSource) CROSS JOIN notified
                 """, timeout: timeout, logger: logger)
-            for (task, sameRequest, fresh, _) in try rows.decode((UUID, Bool, Bool, Int).self) {
-                if fresh { return .queued }
-                return sameRequest ? .existing(task) : .keyReused
-            }
+            let access = rows.map { $0.makeRandomAccess() }
+            let admission = try Admission.assemble(access.map(AdmissionRow.init), count: 1)[0]
+            guard let first = access.first else { continue }
+            let claimed = try first[AdmissionRow.columns + 1].decode(UUID?.self)
+            let prior = try first[AdmissionRow.columns + 2].decode(UUID?.self)
+            let sameRequest = try first[AdmissionRow.columns + 3].decode(Bool?.self)
+            if admission.verdict == .invalidAPIKey { return (.refused, admission) }
+            if let prior { return (sameRequest == true ? .existing(prior) : .keyReused, admission) }
+            if claimed != nil { return (.queued, admission) }
+            if admission.verdict != .admitted { return (.refused, admission) }
         }
         throw IdempotencyRace()
     }

@@ -26,9 +26,11 @@ extension TaskQueue {
     /// (`SKIP LOCKED` gives each expired task to one of them).
     ///
     /// A task that has streamed nothing yet goes back to the queue while it has attempts left — its client is
-    /// still waiting at the start and will get the whole reply. A task that has streamed, or used up its
-    /// attempts, fails: its stream ends with `OpenAIError.workerLost` as an event and the final batch, so no
-    /// client waits forever and none mistakes a truncated reply for a complete one.
+    /// still waiting at the start and will get the whole reply — and keeps its reservation. A task that has
+    /// streamed, or used up its attempts, fails: its stream ends with `OpenAIError.workerLost` as an event and the
+    /// final batch, so no client waits forever and none mistakes a truncated reply for a complete one. Its key is
+    /// charged what was streamed — the admission's prompt estimate and one token per content event, as the worker's
+    /// count died with it — and its reservation is released: a crash never leaks one.
     public func rescueExpired(maxAttempts: Int) async throws -> Rescue {
         let error = OpenAIError.workerLost
         let rows = try await client.perform(
@@ -45,8 +47,11 @@ extension TaskQueue {
                 UPDATE handoff_tasks t SET status = 'failed', error = \(error.json.text)::jsonb, worker_id = NULL,
                     lease_expires_at = NULL, finished_at = now(), updated_at = now()
                 FROM expired e WHERE t.id = e.id AND (e.streamed OR e.attempts >= \(maxAttempts))
-                RETURNING t.id
-            ), ended AS (
+                RETURNING t.id, t.key_id, t.model, t.reserved_tokens, CASE WHEN e.streamed THEN t.prompt_tokens
+                    + (SELECT greatest(sum(s.event_count) - 1, 0) FROM handoff_stream s WHERE s.task_id = t.id) ELSE 0 END AS charge
+            ), \(unescaped: RateLimitLedger.clock), ended AS (
+                SELECT key_id, model, reserved_tokens, charge FROM failed
+            ), \(unescaped: RateLimitLedger.settlement), closed AS (
                 INSERT INTO handoff_stream (task_id, seq, event_count, events, final)
                 SELECT f.id, coalesce((SELECT max(s.seq) FROM handoff_stream s WHERE s.task_id = f.id), 0) + 1, 1,
                     \(error.json.text), true
@@ -54,7 +59,7 @@ extension TaskQueue {
                 RETURNING task_id, seq
             )
             SELECT (SELECT count(*) FROM requeued), (SELECT count(*) FROM failed),
-                (SELECT count(pg_notify(\(NotifyChannel.streamAppended), task_id::text || ':' || seq)) FROM ended),
+                (SELECT count(pg_notify(\(NotifyChannel.streamAppended), task_id::text || ':' || seq)) FROM closed),
                 (SELECT count(pg_notify(\(NotifyChannel.taskQueued), '')) FROM requeued)
             """, timeout: timeout, logger: logger)
         for (requeued, failed, _, _) in try rows.decode((Int, Int, Int, Int).self) {

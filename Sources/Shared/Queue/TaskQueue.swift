@@ -18,28 +18,36 @@ public struct TaskQueue: Sendable {
         self.logger = logger
     }
 
-    /// Queues a request built in code (not received from a client): its body is its own encoding.
+    /// Queues a request built in code (not received from a client), with no owner.
     public func enqueue(id: UUID, request: ChatCompletionRequest) async throws {
-        try await enqueue([(id, request, String(decoding: try JSONEncoder().encode(request), as: UTF8.self))])
+        _ = try await enqueue([try TaskSubmission(id: id, request: request)])
     }
 
-    /// Inserts every task in one statement with a single wake-up NOTIFY: the API group-commits its requests,
-    /// because NOTIFY serialises commits database-wide. `body` is the client's JSON as sent: an upstream model
-    /// gets every field of it, including those Handoff does not read (`tools`, `response_format`, ...).
-    public func enqueue(_ tasks: [(id: UUID, request: ChatCompletionRequest, body: String)]) async throws {
-        guard !tasks.isEmpty else { return }
-        let requests = tasks.map(\.body)
-        try await client.perform(
+    /// Admits and inserts every submission in one statement, with a single wake-up NOTIFY: the API group-commits
+    /// its requests, because NOTIFY serialises commits database-wide. Admission (`RateLimitLedger`) checks each
+    /// presented key and its limits and reserves the admitted tasks' tokens in the same transaction, so the
+    /// hand-off pays no extra round trip for it. `body` is the client's JSON as sent: an upstream model gets every
+    /// field of it, including those Handoff does not read (`tools`, `response_format`, ...).
+    public func enqueue(_ submissions: [TaskSubmission]) async throws -> [Admission] {
+        guard !submissions.isEmpty else { return [] }
+        let rows = try await client.perform(
             """
-            WITH queued AS (
-                INSERT INTO handoff_tasks (id, model, request)
-                SELECT id, model, request::jsonb
-                FROM unnest(\(tasks.map(\.id))::uuid[], \(tasks.map(\.request.model))::text[], \(requests)::text[])
-                    AS t (id, model, request)
-                RETURNING 1
+            WITH \(unescaped: RateLimitLedger.clock), requests AS (
+                SELECT * FROM unnest(\(submissions.map(\.id))::uuid[], \(submissions.map(\.request.model))::text[],
+                    \(submissions.map(\.body))::text[], \(submissions.map(\.caller))::text[], \(submissions.map(\.estimate))::bigint[],
+                    \(submissions.map(\.promptTokens))::int[], \(submissions.map { $0.request.tokenLimit ?? 0 })::int[])
+                    WITH ORDINALITY AS r (id, model, body, digest, estimate, prompt_tokens, max_tokens, ord)
+            ), \(unescaped: RateLimitLedger.admission), queued AS (
+                INSERT INTO handoff_tasks (id, model, request, key_id, reserved_tokens, prompt_tokens)
+                SELECT id, model, body::jsonb, key_id, reservation, prompt_tokens FROM decided WHERE verdict = 'admitted'
+                RETURNING id, key_id, model, reserved_tokens
+            ), \(unescaped: RateLimitLedger.reservation), notified AS (
+                SELECT count(pg_notify(\(NotifyChannel.taskQueued), '')) AS workers FROM (SELECT 1 FROM queued LIMIT 1) q
             )
-            SELECT pg_notify(\(NotifyChannel.taskQueued), '') WHERE EXISTS (SELECT 1 FROM queued)
+            SELECT \(unescaped: RateLimitLedger.standingColumns), notified.workers
+            FROM \(unescaped: RateLimitLedger.standingSource) CROSS JOIN notified
             """, timeout: timeout, logger: logger)
+        return try Admission.assemble(rows.map { try AdmissionRow($0.makeRandomAccess()) }, count: submissions.count)
     }
 
     /// Claims up to `limit` queued tasks, oldest first (and returned in that order), for `workerID` with a lease of `lease`.

@@ -71,6 +71,52 @@ public enum Migrations {
                 )
                 """,
             ]),
+        Migration(
+            version: 4, name: "api keys and rate limits",
+            statements: [
+                // Only a key's SHA-256 digest is stored: the key is shown once, at creation. hint ("hk-…abcd") lets
+                // an operator tell keys apart. max_tokens caps a request's max_tokens for this key.
+                """
+                CREATE TABLE handoff_api_keys (
+                    id          uuid PRIMARY KEY,
+                    name        text NOT NULL,
+                    digest      text NOT NULL UNIQUE,
+                    hint        text NOT NULL,
+                    max_tokens  integer CHECK (max_tokens > 0),
+                    created_at  timestamptz NOT NULL DEFAULT now(),
+                    expires_at  timestamptz,
+                    revoked_at  timestamptz
+                )
+                """,
+                // One row per key and scope (model '' is the whole key; a model's row counts only that model, on
+                // top). It holds the limits and the counters they are checked against: fixed UTC windows (the
+                // window's start and what was charged in it) and the tokens reserved by the key's open tasks.
+                // Every admission and every settlement locks the rows it touches, in (key_id, model) order.
+                """
+                CREATE TABLE handoff_rate_limits (
+                    key_id              uuid NOT NULL REFERENCES handoff_api_keys (id) ON DELETE CASCADE,
+                    model               text NOT NULL,
+                    requests_per_minute integer CHECK (requests_per_minute > 0),
+                    tokens_per_minute   bigint CHECK (tokens_per_minute > 0),
+                    tokens_per_day      bigint CHECK (tokens_per_day > 0),
+                    minute_start        timestamp NOT NULL DEFAULT '-infinity',
+                    minute_requests     integer NOT NULL DEFAULT 0,
+                    minute_tokens       bigint NOT NULL DEFAULT 0,
+                    day_start           timestamp NOT NULL DEFAULT '-infinity',
+                    day_tokens          bigint NOT NULL DEFAULT 0,
+                    reserved_tokens     bigint NOT NULL DEFAULT 0,
+                    PRIMARY KEY (key_id, model)
+                )
+                """,
+                // key_id: the task's owner (NULL with auth off). reserved_tokens: what its admission reserved, held
+                // while the task is queued or running. prompt_tokens: the admission's prompt estimate, charged with
+                // the streamed events when the worker is lost and no usage was recorded.
+                """
+                ALTER TABLE handoff_tasks ADD COLUMN key_id uuid REFERENCES handoff_api_keys (id),
+                    ADD COLUMN reserved_tokens bigint NOT NULL DEFAULT 0, ADD COLUMN prompt_tokens integer NOT NULL DEFAULT 0
+                """,
+                "CREATE INDEX handoff_tasks_key ON handoff_tasks (key_id) WHERE key_id IS NOT NULL",
+            ]),
     ]
 }
 

@@ -16,17 +16,26 @@ public struct StreamLog: Sendable {
     }
 
     /// Group commit: every batch of every task in one statement — so one transaction and one NOTIFY set —
-    /// together with the outcomes of the tasks that end here. Batches and outcomes only apply to tasks
-    /// `workerID` still holds: a worker whose lease was taken back cannot write into the task's new life.
+    /// together with the outcomes of the tasks that end here, and their settlement: each keyed task is charged
+    /// its usage's `total_tokens` (0 without usage: it failed before any token) and its reservation is released
+    /// (`RateLimitLedger.settlement`). Batches and outcomes only apply to tasks `workerID` still holds: a worker
+    /// whose lease was taken back cannot write into the task's new life, nor settle it twice.
     ///
     /// Retrying after an unknown outcome (the connection died during commit) is safe: a batch's events are
     /// positional, so a retried batch either collides on its key and is skipped, or covers a superset of the
-    /// same positions with the same events, which readers filter by cursor.
+    /// same positions with the same events, which readers filter by cursor; an outcome already recorded no
+    /// longer finds its task running.
     public func append(_ batches: [StreamBatch], outcomes: [TaskOutcome], workerID: String) async throws {
         guard !batches.isEmpty || !outcomes.isEmpty else { return }
         let usages = outcomes.map { $0.usage?.json.text ?? "" }
         let errors = outcomes.map { $0.error?.json.text ?? "" }
         let payloads = StreamAppendPayload.encode(batches.map { ($0.task, $0.sequence) })
+        // Only a flush that ends tasks pays for the settlement's CTEs.
+        let settlement = outcomes.isEmpty ? "" : """
+            , \(RateLimitLedger.clock), ended AS (
+                SELECT key_id, model, reserved_tokens, coalesce((usage->>'total_tokens')::bigint, 0) AS charge FROM finished
+            ), \(RateLimitLedger.settlement)
+            """
         try await client.perform(
             """
             WITH appended AS (
@@ -43,8 +52,8 @@ public struct StreamLog: Sendable {
                 FROM unnest(\(outcomes.map(\.task))::uuid[], \(outcomes.map(\.status.rawValue))::text[],
                     \(usages)::text[], \(errors)::text[]) AS o (id, status, usage, error)
                 WHERE t.id = o.id AND t.worker_id = \(workerID) AND t.status = 'running'
-                RETURNING 1
-            )
+                RETURNING t.key_id, t.model, t.reserved_tokens, t.usage
+            )\(unescaped: settlement)
             SELECT pg_notify(\(NotifyChannel.streamAppended), payload) FROM unnest(\(payloads)::text[]) AS payload
             """, timeout: timeout, logger: logger)
     }

@@ -44,6 +44,12 @@ public struct OpenAIError: Error, Sendable, Equatable, Decodable {
         OpenAIError(status: 401, message: message, type: "authentication_error", code: "invalid_stream_token")
     }
 
+    /// Every API request without a valid key — none, malformed, unknown, revoked or expired — gets this same answer,
+    /// so it tells nobody which keys exist.
+    public static let invalidAPIKey = OpenAIError(
+        status: 401, message: "Incorrect or missing API key. Send 'Authorization: Bearer <key>' with a key made by 'handoff-api keys create'.",
+        type: "invalid_request_error", code: "invalid_api_key")
+
     public static func forbidden(_ message: String) -> OpenAIError {
         OpenAIError(status: 403, message: message, type: "permission_error", code: "invalid_stream_token")
     }

@@ -5,14 +5,21 @@ import Foundation
 public struct RequestValidation: Sendable {
     public var models: Set<String>
     public var maxTokensLimit: Int
+    public var maxMessages: Int
+    /// Characters of message content (text parts and names) over all messages.
+    public var maxPromptCharacters: Int
 
-    public init(models: Set<String>, maxTokensLimit: Int) {
+    public init(models: Set<String>, maxTokensLimit: Int, maxMessages: Int = 2048, maxPromptCharacters: Int = 1_000_000) {
         self.models = models
         self.maxTokensLimit = maxTokensLimit
+        self.maxMessages = maxMessages
+        self.maxPromptCharacters = maxPromptCharacters
     }
 
     public init(catalogue: ModelCatalogue, settings: Settings) throws {
-        self.init(models: Set(catalogue.names), maxTokensLimit: try settings.int(.maxTokensLimit))
+        self.init(
+            models: Set(catalogue.names), maxTokensLimit: try settings.int(.maxTokensLimit),
+            maxMessages: try settings.int(.maxMessages), maxPromptCharacters: try settings.int(.maxPromptCharacters))
     }
 
     public func decode(_ body: Data) throws(OpenAIError) -> ChatCompletionRequest {
@@ -35,6 +42,17 @@ public struct RequestValidation: Sendable {
     public func validate(_ request: ChatCompletionRequest) throws(OpenAIError) {
         if request.messages.isEmpty {
             throw .invalidRequest("'messages' must contain at least one message.", param: "messages")
+        }
+        if request.messages.count > maxMessages {
+            throw .invalidRequest(
+                "'messages' holds \(request.messages.count) messages; at most \(maxMessages) are accepted.", param: "messages",
+                code: "too_many_messages")
+        }
+        let characters = request.messages.reduce(0) { $0 + $1.content.count + ($1.name?.count ?? 0) }
+        if characters > maxPromptCharacters {
+            throw .invalidRequest(
+                "The messages hold \(characters) characters; at most \(maxPromptCharacters) are accepted.", param: "messages",
+                code: "prompt_too_long")
         }
         for (index, message) in request.messages.enumerated() where !ChatMessage.roles.contains(message.role) {
             throw .invalidRequest(

@@ -1,21 +1,34 @@
 import Crypto
 import Foundation
 
-/// The capability in a stream URL: `<expiry unix seconds>.<base64url HMAC-SHA256>`.
+/// The capability in a stream URL: `<expiry unix seconds>.<base64url HMAC-SHA256>` for a task nobody owns (auth
+/// off), `<expiry>.<owner>.<mac>` for a task an API key created.
 ///
-/// The MAC covers a version tag, the task id and the expiry, so a token opens exactly one task's stream until
-/// it expires. The task id travels in the path, not in the token.
+/// The MAC covers a version tag, the task id, the expiry and the owner, so a token opens exactly one task's stream
+/// until it expires. The task id travels in the path, not in the token. The owner is a tag derived from the key's
+/// digest with the server secret (`ownerTag`): a replica checks a request's `Authorization` against it without the
+/// database, and the URL reveals nothing about the key.
 public struct StreamToken: Sendable, Equatable {
     public let taskID: UUID
     public let expiresAt: Int64
+    /// `ownerTag` of the key that created the task; `nil` for a keyless task.
+    public let owner: String?
 
-    public init(taskID: UUID, expiresAt: Int64) {
+    public init(taskID: UUID, expiresAt: Int64, owner: String? = nil) {
         self.taskID = taskID
         self.expiresAt = expiresAt
+        self.owner = owner
     }
 
     public func encoded(secret: StreamSecret) -> String {
-        "\(expiresAt).\(Self.base64URL(Self.mac(taskID: taskID, expiresAt: expiresAt, secret: secret)))"
+        let mac = Base64URL.encode(Self.mac(Self.message(taskID, expiresAt, owner), secret: secret))
+        guard let owner else { return "\(expiresAt).\(mac)" }
+        return "\(expiresAt).\(owner).\(mac)"
+    }
+
+    /// The owner tag of the key with SHA-256 `digest`: 128 bits of an HMAC under the stream secret.
+    public static func ownerTag(keyDigest digest: String, secret: StreamSecret) -> String {
+        Base64URL.encode(mac(Data("handoff-stream-owner|\(digest)".utf8), secret: secret).prefix(16))
     }
 
     /// Checks `text` for `taskID`; `now` is injectable so expiry is testable without sleeping.
@@ -24,24 +37,31 @@ public struct StreamToken: Sendable, Equatable {
     ) throws(StreamTokenError) -> StreamToken {
         guard let text, !text.isEmpty else { throw .missing }
         let parts = text.split(separator: ".", omittingEmptySubsequences: false)
-        guard parts.count == 2, let expiresAt = Int64(parts[0]), !parts[1].isEmpty, let mac = decodeBase64URL(parts[1]) else {
-            throw .malformed
-        }
+        guard (2...3).contains(parts.count), let expiresAt = Int64(parts[0]), let last = parts.last, !last.isEmpty,
+            let mac = Base64URL.decode(last)
+        else { throw .malformed }
+        let owner = parts.count == 3 ? String(parts[1]) : nil
+        guard owner?.isEmpty != true else { throw .malformed }
         // One spelling per token: base64's last character carries padding bits that decoding ignores.
-        guard base64URL(mac) == parts[1] else { throw .forged }
+        guard Base64URL.encode(mac) == last else { throw .forged }
         // Constant-time comparison through Crypto's MAC check.
         guard mac.count == SHA256.byteCount,
-            HMAC<SHA256>.isValidAuthenticationCode(mac, authenticating: message(taskID, expiresAt), using: secret.key)
+            HMAC<SHA256>.isValidAuthenticationCode(mac, authenticating: message(taskID, expiresAt, owner), using: secret.key)
         else { throw .forged }
         guard expiresAt > now else { throw .expired }
-        return StreamToken(taskID: taskID, expiresAt: expiresAt)
+        return StreamToken(taskID: taskID, expiresAt: expiresAt, owner: owner)
     }
 
     /// `verify`, answered as the OpenAI error a request carrying the token gets: 401 when it is missing or
-    /// expired, 403 when it is not valid for `taskID`. The stream and the cancel endpoint both use it.
-    public static func authorize(_ text: String?, taskID: UUID, secret: StreamSecret) throws(OpenAIError) {
+    /// expired, 403 when it is not valid for `taskID` — or when the request names an API key (`authorization`, an
+    /// SDK keeps it on the redirect) that is not the owner's: a leaked URL does not let another key in. The stream
+    /// and the cancel endpoint both use it.
+    public static func authorize(
+        _ text: String?, taskID: UUID, authorization: String?, secret: StreamSecret
+    ) throws(OpenAIError) {
+        let token: StreamToken
         do {
-            _ = try verify(text, taskID: taskID, secret: secret)
+            token = try verify(text, taskID: taskID, secret: secret)
         } catch .missing {
             throw .unauthorized("A stream token is required: use the one in the Location of POST /v1/chat/completions.")
         } catch .expired {
@@ -49,25 +69,21 @@ public struct StreamToken: Sendable, Equatable {
         } catch {
             throw .forbidden("The stream token is not valid for this completion.")
         }
+        if let owner = token.owner, authorization != nil {
+            let presented = APIKey(authorization: authorization).map { ownerTag(keyDigest: $0.digest, secret: secret) }
+            guard let presented, ConstantTime.equal(Data(presented.utf8), Data(owner.utf8)) else {
+                throw .forbidden("This completion belongs to another API key.")
+            }
+        }
     }
 
-    private static func message(_ taskID: UUID, _ expiresAt: Int64) -> Data {
-        Data("handoff-stream-v1|\(taskID.uuidString.lowercased())|\(expiresAt)".utf8)
+    private static func message(_ taskID: UUID, _ expiresAt: Int64, _ owner: String?) -> Data {
+        guard let owner else { return Data("handoff-stream-v1|\(taskID.uuidString.lowercased())|\(expiresAt)".utf8) }
+        return Data("handoff-stream-v2|\(taskID.uuidString.lowercased())|\(expiresAt)|\(owner)".utf8)
     }
 
-    private static func mac(taskID: UUID, expiresAt: Int64, secret: StreamSecret) -> Data {
-        Data(HMAC<SHA256>.authenticationCode(for: message(taskID, expiresAt), using: secret.key))
-    }
-
-    private static func base64URL(_ data: Data) -> String {
-        data.base64EncodedString().replacingOccurrences(of: "+", with: "-").replacingOccurrences(of: "/", with: "_")
-            .replacingOccurrences(of: "=", with: "")
-    }
-
-    private static func decodeBase64URL(_ text: Substring) -> Data? {
-        var base64 = text.replacingOccurrences(of: "-", with: "+").replacingOccurrences(of: "_", with: "/")
-        base64 += String(repeating: "=", count: (4 - base64.count % 4) % 4)
-        return Data(base64Encoded: base64)
+    private static func mac(_ message: Data, secret: StreamSecret) -> Data {
+        Data(HMAC<SHA256>.authenticationCode(for: message, using: secret.key))
     }
 }
 
@@ -76,4 +92,12 @@ public enum StreamTokenError: Error, Equatable {
     case malformed
     case forged
     case expired
+}
+
+/// Comparing secrets without leaking, through timing, how much of them matched.
+public enum ConstantTime {
+    public static func equal(_ lhs: Data, _ rhs: Data) -> Bool {
+        guard lhs.count == rhs.count else { return false }
+        return zip(lhs, rhs).reduce(UInt8(0)) { $0 | ($1.0 ^ $1.1) } == 0
+    }
 }

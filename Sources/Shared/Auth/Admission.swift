@@ -1,0 +1,58 @@
+import Foundation
+
+/// A task on its way into the queue, with what admission needs to know of it.
+public struct TaskSubmission: Sendable {
+    public var id: UUID
+    public var request: ChatCompletionRequest
+    /// The client's JSON as sent.
+    public var body: String
+    /// The presented API key's digest; '' when auth is off (the task has no owner and no limits).
+    public var caller: String
+    /// The prompt's tokens as admission estimates them, without a tokenizer: a quarter of the body's bytes (about
+    /// what English text needs, and more for a short prompt's JSON), so that usage charged at the end rarely
+    /// exceeds what was reserved for the prompt.
+    public var promptTokens: Int
+    /// What the task reserves before the limits clamp it: the prompt and the reply's budget — `max_tokens` capped
+    /// by the reservation ceiling, or the ceiling when the request sets none.
+    public var estimate: Int
+
+    public init(id: UUID, request: ChatCompletionRequest, body: String, caller: String, reservationCeiling: Int) {
+        self.id = id
+        self.request = request
+        self.body = body
+        self.caller = caller
+        self.promptTokens = (body.utf8.count + 3) / 4
+        self.estimate = promptTokens + min(request.tokenLimit ?? reservationCeiling, reservationCeiling)
+    }
+
+    /// A request built in code (not received from a client), with no owner: its body is its own encoding.
+    public init(id: UUID, request: ChatCompletionRequest) throws {
+        self.init(id: id, request: request, body: String(decoding: try JSONEncoder().encode(request), as: UTF8.self),
+                  caller: "", reservationCeiling: 0)
+    }
+}
+
+/// What the enqueue statement decided about one submission.
+public struct Admission: Sendable, Equatable {
+    public enum Verdict: String, Sendable {
+        case admitted
+        /// No valid key has the presented digest (unknown, revoked or expired): all look the same.
+        case invalidAPIKey = "invalid_api_key"
+        /// The request's `max_tokens` is above its key's cap.
+        case maxTokens = "max_tokens"
+        case requests
+        case tokensPerMinute = "tokens"
+        case tokensPerDay = "tokens_per_day"
+    }
+
+    public var verdict: Verdict
+    public var keyMaxTokens: Int?
+    /// The key's standing; `nil` without a valid key.
+    public var limits: RateLimitReport?
+
+    public init(verdict: Verdict, keyMaxTokens: Int? = nil, limits: RateLimitReport? = nil) {
+        self.verdict = verdict
+        self.keyMaxTokens = keyMaxTokens
+        self.limits = limits
+    }
+}
