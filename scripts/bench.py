@@ -3,6 +3,9 @@
 ports 28080-28083 and 56439 so a running `make run` is untouched), runs every scenario of `handoff-bench` on a
 fresh stack, and writes BENCHMARKS.md with a table and an SVG plot of latency against request rate.
 
+The hand-off scenario runs twice on one stack, keyless (`HANDOFF_AUTH=off`, as every other scenario) and with an
+API key (`HANDOFF_AUTH=required`, limits never reached), to show what keys and limits add to the hand-off.
+
 `--smoke` runs each scenario for a few seconds at toy sizes and writes nothing: CI's guard against rot.
 """
 
@@ -13,6 +16,7 @@ import datetime
 import json
 import os
 import platform
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -22,20 +26,26 @@ import http.client
 import urllib.parse
 from pathlib import Path
 
-from handoff_stack import ROOT, Ports, Stack, psql
+from handoff_stack import ROOT, Ports, Stack, healthy, post_one_token, psql, wait_until
 
 PG_PORT = 56439
 PORTS = Ports(caddy=28080, api=28081, sse=(28082, 28083))
 FAST_UPSTREAM_PORT = 28090
 LLAMA_PORT = 28092
+# The keyed twin of the hand-off scenario: a second API process and a Caddy of its own in front of it.
+AUTH_CADDY_PORT = 28084
+AUTH_API_PORT = 28085
+# Far above anything the scenario sends (its whole keyed side is ~16,000 requests of ~30 estimated tokens), yet
+# set: the key goes through the same limit check and reservation as a real one, and never gets a 429.
+KEY_LIMITS = {"--requests-per-minute": 1_000_000, "--tokens-per-minute": 100_000_000}
 ADMIN_URL = f"postgres://postgres@127.0.0.1:{PG_PORT}/postgres"
 
-FULL = {"rates": [25, 50, 100, 200, 400], "latency_seconds": 10, "throughput": [(64, 10)],
+FULL = {"rates": [25, 50, 100, 200, 400], "latency_seconds": 10, "auth_rounds": 2, "throughput": [(64, 10)],
         "idle": {"streams": 19000, "processes": 4, "hold": 30},
         "commit": {"streams": 1000, "token_rates": [5, 10, 20, 50], "seconds": 8, "warmup": 2},
         "upstream": {"rates": [10, 100], "seconds": 10, "direct": 300, "relay": {"clients": 64, "seconds": 10, "tokens": 256}},
         "real": {"rounds": 5, "tokens": 256, "threads": 1}}
-SMOKE = {"rates": [20], "latency_seconds": 2, "throughput": [(8, 2)],
+SMOKE = {"rates": [20], "latency_seconds": 2, "auth_rounds": 1, "throughput": [(8, 2)],
          "idle": {"streams": 200, "processes": 2, "hold": 2},
          "commit": {"streams": 20, "token_rates": [50], "seconds": 0.8, "warmup": 0.2},
         "upstream": {"rates": [20], "seconds": 2, "direct": 20, "relay": {"clients": 8, "seconds": 2, "tokens": 32}},
@@ -177,15 +187,34 @@ def run_scenarios(plan: dict, session: Session, only: set[str]) -> dict:
             "--sse-pid", str(stack.pid(f"sse-{PORTS.sse[0]}")), "--streams", str(idle["streams"]),
             "--processes", str(idle["processes"]), "--hold", str(idle["hold"])))
 
-    def latency(stack: Stack) -> list[dict]:
-        rows = []
+    def latency(stack: Stack) -> dict:
+        """Both modes on one stack: one database, worker and pair of SSE replicas; only the API process (and the
+        Caddy in front of it) differs. Both APIs stay up the whole time, so switching mode costs no restart and
+        no cold start, and the modes alternate at each rate in rounds of `latency_seconds` each, in the order
+        off, on, on, off, ... (ABBA): on a shared 2-core VM, whose speed drifts over minutes, a drift then
+        weighs on both modes alike, where one block per mode would hand it all to one of them."""
+        key = start_keyed_twin(stack, session.bin_dir)
+        modes = {"off": ["--port", str(PORTS.caddy)], "required": ["--port", str(AUTH_CADDY_PORT), "--api-key", key]}
+        for mode, args in modes.items():
+            # Neither API's first round pays for its connection pool's set-up; a keyed error here is a broken key.
+            warm = bench(session.bin_dir, "handoff", *args, "--rate", "50", "--duration", "1")
+            if warm["errors"]:
+                raise RuntimeError(f"warm-up with auth {mode}: {warm['errors']} of {warm['completed'] + warm['errors']} failed")
+        rounds = []
         for rate in plan["rates"]:
-            log(f"scenario 1: hand-off latency at {rate} requests/s for {plan['latency_seconds']} s")
-            rows.append(bench(session.bin_dir, "handoff", "--port", str(PORTS.caddy), "--rate", str(rate),
-                              "--duration", str(plan["latency_seconds"])))
-        return rows
+            for round_ in range(plan["auth_rounds"]):
+                for mode in (("off", "required") if round_ % 2 == 0 else ("required", "off")):
+                    log(f"scenario 1: hand-off latency at {rate} requests/s for {plan['latency_seconds']} s, "
+                        f"auth {mode} (round {round_ + 1} of {plan['auth_rounds']})")
+                    row = bench(session.bin_dir, "handoff", *modes[mode], "--rate", str(rate),
+                                "--duration", str(plan["latency_seconds"]))
+                    rounds.append({**row, "auth": mode, "round": round_})
+        return {mode: [combine([row for row in rounds if row["auth"] == mode and row["rate"] == rate])
+                       for rate in plan["rates"]] for mode in modes} | {"rounds": rounds}
     if "handoff" in only:
-        results["handoff"] = session.run(True, latency)
+        measured = session.run(True, latency)
+        results["handoff"], results["handoffAuth"], results["handoffRounds"] = \
+            measured["off"], measured["required"], measured["rounds"]
 
     commit = plan["commit"]
     if "commit" in only:
@@ -227,6 +256,57 @@ def run_scenarios(plan: dict, session: Session, only: set[str]) -> dict:
     if "real" in only:
         results["real"] = real_model(plan["real"], session)
     return results
+
+
+def start_keyed_twin(stack: Stack, bin_dir: Path) -> str:
+    """Next to the stack's keyless API: a key from the admin command (the API has migrated the database by now),
+    a second API process on the same database with `HANDOFF_AUTH=required`, and a second Caddy in front of it,
+    routing to the same SSE replicas. Returns the key."""
+    api_argv, api_env = stack.commands["api"]
+    inherited = {k: v for k, v in os.environ.items() if not k.startswith("HANDOFF_") and k != "DATABASE_URL"}
+    created = subprocess.run([str(bin_dir / "handoff-api"), "keys", "create", "--name", "bench",
+                              *(str(part) for option in KEY_LIMITS.items() for part in option)],
+                             env={**inherited, **api_env}, capture_output=True, text=True, timeout=60)
+    if created.returncode != 0 or not created.stdout.strip():
+        raise RuntimeError(f"handoff-api keys create failed ({created.returncode}): {created.stderr.strip()}")
+    key = created.stdout.strip().splitlines()[-1].strip()
+
+    stack.start("api-auth", api_argv, {**api_env, "HANDOFF_API_PORT": str(AUTH_API_PORT), "HANDOFF_AUTH": "required"})
+    caddy_argv, caddy_env = stack.commands["caddy"]
+    stack.start("caddy-auth", caddy_argv, {
+        **caddy_env, "HANDOFF_CADDY_PORT": str(AUTH_CADDY_PORT), "HANDOFF_API_UPSTREAM": f"127.0.0.1:{AUTH_API_PORT}",
+        "XDG_DATA_HOME": str(stack.log_dir / "xdg-data-auth"), "XDG_CONFIG_HOME": str(stack.log_dir / "xdg-config-auth")})
+    deadline = time.monotonic() + 60
+    wait_until(f"/healthz on port {AUTH_API_PORT}", stack, deadline, lambda: healthy(AUTH_API_PORT))
+    wait_until(f"Caddy on port {AUTH_CADDY_PORT}", stack, deadline, lambda: handoff_status(AUTH_CADDY_PORT) != 502)
+    # Never keyless against keyless: the keyed side must turn a request without the key away.
+    if (status := handoff_status(AUTH_CADDY_PORT)) != 401:
+        raise RuntimeError(f"a keyless POST to the API started with HANDOFF_AUTH=required answered {status}, not 401")
+    return key
+
+
+def handoff_status(port: int) -> int:
+    """The status of a keyless one-token hand-off POST."""
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+    try:
+        return post_one_token(connection).status
+    finally:
+        connection.close()
+
+
+def combine(rounds: list[dict]) -> dict:
+    """One mode's rounds at one rate as one row of the same shape: counts added up; each percentile the median of
+    the rounds' (with two rounds their mean; the rounds are not pooled, handoff-bench gives summaries only);
+    max the largest."""
+    row = {key: value for key, value in rounds[0].items() if key != "round"}
+    row |= {"rounds": len(rounds), "duration": sum(r["duration"] for r in rounds),
+            "completed": sum(r["completed"] for r in rounds), "errors": sum(r["errors"] for r in rounds)}
+    for key in [key for key in row if key.endswith("Milliseconds")]:
+        summaries = [r[key] for r in rounds]
+        row[key] = {"count": sum(s["count"] for s in summaries),
+                    **{p: statistics.median(float(s[p]) for s in summaries) for p in ("p50", "p90", "p99")},
+                    "max": max(float(s["max"]) for s in summaries)}
+    return row
 
 
 def catalogue(path: Path, name: str, port: int, model: str) -> dict[str, str]:
@@ -394,7 +474,7 @@ def check_smoke(results: dict) -> None:
     """The smoke run proves each scenario still works end to end; it asserts nothing about speed."""
     idle = results["idle"]
     assert idle["streamsOpen"] == idle["streamsRequested"], idle
-    for row in results["handoff"]:
+    for row in results["handoff"] + results["handoffAuth"]:
         assert row["errors"] == 0 and row["completed"] > 0, row
     for row in results["throughput"]:
         assert row["errors"] == 0 and row["completed"] > 0, row
@@ -406,7 +486,8 @@ def check_smoke(results: dict) -> None:
         assert all(row[model]["errors"] == 0 and row[model]["completed"] > 0 for model in ("demo", "fast")), row
     assert all(round_["tokens"] > 1 for round_ in results["real"]["direct"] + results["real"]["handoff"]), results["real"]
     print(f"bench smoke: idle {idle['streamsOpen']} streams at {idle['kibPerStream']:.1f} KiB each; "
-          f"hand-off p50 {results['handoff'][0]['firstEventMilliseconds']['p50']:.1f} ms; "
+          f"hand-off p50 {results['handoff'][0]['firstEventMilliseconds']['p50']:.1f} ms, "
+          f"{results['handoffAuth'][0]['firstEventMilliseconds']['p50']:.1f} ms with a key; "
           f"{results['throughput'][0]['completionsPerSecond']:.0f} completions/s")
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 NCHAN_KIB_PER_STREAM = 11.3  # measured on this machine with 19,000 idle SSE streams in one nginx worker
+AUTH_BUDGET_MS = 0.5  # what an API key and its limits may add to the hand-off's p50 (issue 10)
 
 
 def fmt(value: float, digits: int = 1) -> str:
@@ -15,6 +16,27 @@ def verdict(ok: bool) -> str:
     return "met" if ok else "**not met**"
 
 
+def by_rate(values: dict[float, bool]) -> str:
+    """A verdict per request rate: met at all, at none, or at some and not at the others."""
+    met = [fmt(rate, 0) for rate, ok in values.items() if ok]
+    missed = [fmt(rate, 0) for rate, ok in values.items() if not ok]
+    if not met:
+        return "**not met**"
+    return "met" if not missed else f"met at {', '.join(met)}/s, **not met** at {', '.join(missed)}/s"
+
+
+def auth_cost(results: dict) -> dict[float, dict]:
+    """Per rate, what the key added to the p50s (keyed minus keyless, same run), and whether the budget holds: a
+    keyed error (a 429 included: the limits were meant never to be reached) fails it too."""
+    keyless = {row["rate"]: row for row in results["handoff"]}
+    cost = {}
+    for row in results.get("handoffAuth", []):
+        off = keyless[row["rate"]]
+        added = {key: row[key]["p50"] - off[key]["p50"] for key in ("redirectMilliseconds", "firstByteMilliseconds")}
+        cost[row["rate"]] = {**added, "ok": added["firstByteMilliseconds"] <= AUTH_BUDGET_MS and row["errors"] == 0}
+    return cost
+
+
 def write_report(results: dict, out: Path, svg: Path) -> None:
     m = results["machine"]
     where = (f"{m['cores']} cores ({m['cpu']}), {m['memory_gib']} GiB, Linux {m['kernel']}; "
@@ -23,6 +45,8 @@ def write_report(results: dict, out: Path, svg: Path) -> None:
     at100 = next((row for row in handoff if row["rate"] == 100), handoff[-1])
     pg = throughput["postgres"]
     sse_pools = {k: v for k, v in pg["peak_connections"].items() if k.startswith("handoff-sse")}
+    cost = auth_cost(results)
+    keyed = {row["rate"]: row for row in results.get("handoffAuth", [])}
 
     lines = [
         "# Benchmarks",
@@ -43,6 +67,10 @@ def write_report(results: dict, out: Path, svg: Path) -> None:
         f"| hand-off p50 ≤ 5 ms, p99 ≤ 20 ms at 100 requests/s (POST → first byte of the stream) | "
         f"p50 {fmt(at100['firstByteMilliseconds']['p50'])} ms, p99 {fmt(at100['firstByteMilliseconds']['p99'])} ms | "
         f"{verdict(at100['firstByteMilliseconds']['p50'] <= 5 and at100['firstByteMilliseconds']['p99'] <= 20)} |",
+        *([f"| an API key with limits (never reached) adds ≤ {AUTH_BUDGET_MS} ms to hand-off p50 (first byte; same run, "
+            f"keyless against keyed) | " + ", ".join(f"{c['firstByteMilliseconds']:+.2f} ms at {fmt(rate, 0)}/s"
+                                                     for rate, c in cost.items())
+            + f" | {by_rate({rate: c['ok'] for rate, c in cost.items()})} |"] if cost else []),
         f"| ≥ 500 whole-stack completions/s | {fmt(throughput['completionsPerSecond'], 0)}/s | "
         f"{verdict(throughput['completionsPerSecond'] >= 500)} |",
         f"| Postgres connections per SSE replica constant in clients | peak {sse_pools} with "
@@ -62,14 +90,34 @@ def write_report(results: dict, out: Path, svg: Path) -> None:
         "*first byte* the stream's response head, sent once the SSE replica has read the task from Postgres; *first",
         "event* its first `data:` line, which waits for the worker to claim the task and commit its first minibatch.",
         "",
-        "| requests/s | completed | errors | 302 p50 / p99 (ms) | first byte p50 / p90 / p99 / max (ms) | first event p50 / p99 / max (ms) | [DONE] p50 / p99 (ms) |",
-        "| --- | --- | --- | --- | --- | --- | --- |",
+        "Each rate runs on one stack in both auth modes: *off* is an API started with `HANDOFF_AUTH=off`; *key* a second",
+        "API process on the same database, worker and replicas (with a Caddy of its own) started with",
+        "`HANDOFF_AUTH=required`, every POST carrying an API key whose request and token limits are set but never",
+        "reached, so each request is looked up, checked and reserves its tokens. The stream's GET carries no key: the",
+        "token in the Location opens it, as a browser's `EventSource` does. The modes alternate in rounds of "
+        f"{fmt(handoff[0]['duration'] / handoff[0].get('rounds', 1), 0)} s",
+        f"(off, key, key, off, ...; {handoff[0].get('rounds', 1)} rounds per mode and rate), so a drift of the VM's "
+        "speed weighs on both modes; each",
+        "figure is the median of the rounds' (with two, their mean), *max* the largest, *completed* their sum.",
+        "",
+        "| requests/s | auth | completed | errors | 302 p50 / p99 (ms) | first byte p50 / p90 / p99 / max (ms) | first event p50 / p99 / max (ms) | [DONE] p50 / p99 (ms) |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
-    for row in handoff:
+    for row in (row for off in handoff for row in (off, keyed.get(off["rate"])) if row):
         r, b, e, d = row["redirectMilliseconds"], row["firstByteMilliseconds"], row["firstEventMilliseconds"], row["doneMilliseconds"]
-        lines.append(f"| {fmt(row['rate'], 0)} | {row['completed']} | {row['errors']} | {fmt(r['p50'])} / {fmt(r['p99'])} | "
+        lines.append(f"| {fmt(row['rate'], 0)} | {'key' if row.get('auth') == 'required' else 'off'} | {row['completed']} | "
+                     f"{row['errors']} | {fmt(r['p50'])} / {fmt(r['p99'])} | "
                      f"{fmt(b['p50'])} / {fmt(b['p90'])} / {fmt(b['p99'])} / {fmt(b['max'])} | "
                      f"{fmt(e['p50'])} / {fmt(e['p99'])} / {fmt(e['max'])} | {fmt(d['p50'])} / {fmt(d['p99'])} |")
+    if cost:
+        lines += [
+            "",
+            "What the key added, p50 with it minus without: first byte (the hand-off) "
+            + ", ".join(f"{c['firstByteMilliseconds']:+.2f} ms at {fmt(rate, 0)}/s" for rate, c in cost.items())
+            + "; 302 " + ", ".join(f"{c['redirectMilliseconds']:+.2f} ms" for c in cost.values())
+            + f". Budget ≤ {AUTH_BUDGET_MS} ms on the hand-off p50, no keyed errors: "
+            + by_rate({rate: c["ok"] for rate, c in cost.items()}) + ".",
+        ]
     lines += [
         "",
         f"![Hand-off latency against request rate]({svg.relative_to(out.parent)})",

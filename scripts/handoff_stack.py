@@ -77,7 +77,9 @@ class Stack:
     def start_services(self, settings: dict[str, str] | None = None, worker_settings: dict[str, str] | None = None,
                        worker: bool = True) -> None:
         """Starts the API server, the worker (unless told not to), every SSE replica and Caddy."""
-        common = {"DATABASE_URL": self.database_url, "HANDOFF_SECRET": self.secret,
+        # Keyless unless the caller says otherwise (the API's own default is HANDOFF_AUTH=required): the tests and
+        # the benchmark that want keys start keyed API servers of their own.
+        common = {"DATABASE_URL": self.database_url, "HANDOFF_SECRET": self.secret, "HANDOFF_AUTH": "off",
                   "HANDOFF_LOG_LEVEL": os.environ.get("HANDOFF_LOG_LEVEL", "info"),
                   "HANDOFF_SECRET_FILE": str(self.log_dir / "unused-secret"), **(settings or {})}
         self.start("api", [str(self.bin_dir / "handoff-api")], {**common, "HANDOFF_API_PORT": str(self.ports.api)})
@@ -177,15 +179,21 @@ def healthy(port: int) -> bool:
         connection.close()
 
 
+def post_one_token(connection: http.client.HTTPConnection) -> http.client.HTTPResponse:
+    """POSTs a keyless one-token completion to /api and returns the answer, read (the hand-off, or the error)."""
+    body = {"model": "demo", "stream": True, "max_tokens": 1, "messages": [{"role": "user", "content": "ready?"}]}
+    connection.request("POST", "/api/chat/completions", json.dumps(body), {"Content-Type": "application/json"})
+    response = connection.getresponse()
+    response.read()
+    return response
+
+
 def stream_one_token(caddy_port: int) -> str | None:
     """POSTs a one-token completion through Caddy, follows the 302 and reads the stream to its end; returns the
     replica that served it when it ended with `[DONE]`."""
     connection = http.client.HTTPConnection("127.0.0.1", caddy_port, timeout=10)
     try:
-        body = {"model": "demo", "stream": True, "max_tokens": 1, "messages": [{"role": "user", "content": "ready?"}]}
-        connection.request("POST", "/api/chat/completions", json.dumps(body), {"Content-Type": "application/json"})
-        handoff = connection.getresponse()
-        handoff.read()
+        handoff = post_one_token(connection)
         if handoff.status != 302:
             return None
         connection.request("GET", handoff.getheader("Location"))

@@ -30,22 +30,18 @@ struct CompletionsController: Sendable {
 
     func create(request: Request, context: BasicRequestContext) async throws -> Response {
         let caller = try authentication.caller(request)
-        guard let contentType = request.headers[.contentType], contentType.lowercased().hasPrefix("application/json") else {
-            throw OpenAIError.unsupportedMediaType
-        }
-        let body: ByteBuffer
+        let submission: TaskSubmission
+        let key: IdempotencyKey?
         do {
-            body = try await request.body.collect(upTo: maxBodyBytes)
-        } catch let error as any HTTPResponseError where error.status == .contentTooLarge {
-            throw OpenAIError.bodyTooLarge(limit: maxBodyBytes)
+            (submission, key) = try await read(request, caller: caller)
+        } catch let error as OpenAIError {
+            // A bad request with a key is answered as OpenAI does: 401 if the key is not valid, else the error with the
+            // key's x-ratelimit headers. Only bad requests pay for this lookup; good ones get it with their admission.
+            var response = error.response
+            response.addRateLimitHeaders(try await authentication.authenticate(request), admitted: false)
+            return response
         }
-        let json = Data(buffer: body)
-        let completion = try validation.decode(json)
-        let submission = TaskSubmission(
-            id: UUID(), request: completion, body: String(decoding: json, as: UTF8.self), caller: caller,
-            reservationCeiling: reservationCeiling)
-        let key = try IdempotencyKey(
-            request.headers[HTTPField.Name(IdempotencyKey.header)!], authorization: request.headers[.authorization])
+        let completion = submission.request
 
         // Admission, reservation and the task go to Postgres in one statement: batched with other requests, or
         // alone when the request carries an Idempotency-Key (it needs its own answer: queued, or its first attempt's task).
@@ -84,5 +80,25 @@ struct CompletionsController: Sendable {
         var response = handoff.response(status: .found, headers: [.location: location])
         response.addRateLimitHeaders(admission.limits, admitted: counted)
         return response
+    }
+
+    /// The request's submission and Idempotency-Key, or the 4xx that says what is wrong with it.
+    private func read(_ request: Request, caller: String) async throws -> (TaskSubmission, IdempotencyKey?) {
+        guard let contentType = request.headers[.contentType], contentType.lowercased().hasPrefix("application/json") else {
+            throw OpenAIError.unsupportedMediaType
+        }
+        let body: ByteBuffer
+        do {
+            body = try await request.body.collect(upTo: maxBodyBytes)
+        } catch let error as any HTTPResponseError where error.status == .contentTooLarge {
+            throw OpenAIError.bodyTooLarge(limit: maxBodyBytes)
+        }
+        let json = Data(buffer: body)
+        let submission = TaskSubmission(
+            id: UUID(), request: try validation.decode(json), body: String(decoding: json, as: UTF8.self), caller: caller,
+            reservationCeiling: reservationCeiling)
+        let key = try IdempotencyKey(
+            request.headers[HTTPField.Name(IdempotencyKey.header)!], authorization: request.headers[.authorization])
+        return (submission, key)
     }
 }

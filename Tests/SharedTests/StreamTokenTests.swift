@@ -62,4 +62,28 @@ struct StreamTokenTests {
         let text = StreamToken(taskID: task, expiresAt: now + 60).encoded(secret: secret)
         #expect(text.allSatisfy { $0.isLetter || $0.isNumber || "-_.".contains($0) })
     }
+
+    /// A keyed task's token names its owner: a request naming another key (or anything that is not the owner's key)
+    /// is refused even with a valid token; one naming no key (a browser's EventSource) is let in.
+    @Test func anOwnedTokenAdmitsItsOwnerAndNoOtherKey() throws {
+        let owner = APIKey.generate()
+        let text = StreamToken(taskID: task, expiresAt: now + 60, owner: StreamToken.ownerTag(keyDigest: owner.digest, secret: secret))
+            .encoded(secret: secret)
+        #expect(text.split(separator: ".").count == 3 && !text.contains(owner.digest) && !text.contains(owner.text))
+        #expect(try StreamToken.verify(text, taskID: task, secret: secret, now: now).owner != nil)
+        try StreamToken.authorize(text, taskID: task, authorization: "Bearer \(owner.text)", secret: secret)
+        try StreamToken.authorize(text, taskID: task, authorization: nil, secret: secret)
+        for other in ["Bearer \(APIKey.generate().text)", "Bearer not-a-key", "Basic \(owner.text)"] {
+            #expect(throws: OpenAIError.forbidden("This completion belongs to another API key.")) {
+                try StreamToken.authorize(text, taskID: task, authorization: other, secret: secret)
+            }
+        }
+        // The owner is under the MAC: another key's tag in the same token is a forgery.
+        let parts = text.split(separator: ".")
+        let swapped = "\(parts[0]).\(StreamToken.ownerTag(keyDigest: APIKey.generate().digest, secret: secret)).\(parts[2])"
+        #expect(throws: StreamTokenError.forged) { try StreamToken.verify(swapped, taskID: task, secret: secret, now: now) }
+        // A keyless task's token ignores the header: the task has no owner to check it against.
+        let keyless = StreamToken(taskID: task, expiresAt: now + 60).encoded(secret: secret)
+        try StreamToken.authorize(keyless, taskID: task, authorization: "Bearer \(owner.text)", secret: secret)
+    }
 }

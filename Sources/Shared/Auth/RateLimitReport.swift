@@ -110,7 +110,9 @@ public struct RateLimitReport: Sendable, Equatable {
         let onlyReservations = !isRequests && window.charged + requested <= window.limit
         let retryAfter = onlyReservations ? min(.seconds(1), window.reset) : window.reset
         let subject = window.scope.isEmpty ? "key '\(keyName)'" : "key '\(keyName)' and model '\(window.scope)'"
-        let message = "Rate limit reached for \(subject) on \(window.name): Limit \(window.limit), Used \(window.used), "
+        // Within one statement's batch, refused requests ahead of this one count in `used` (see RateLimitLedger), so
+        // it can exceed the limit; what was admitted never does.
+        let message = "Rate limit reached for \(subject) on \(window.name): Limit \(window.limit), Used \(min(window.used, window.limit)), "
             + "Requested \(requested). Please try again in \(Self.goDuration(retryAfter))."
         return (OpenAIError(status: 429, message: message, type: isRequests ? "requests" : "tokens", code: "rate_limit_exceeded"), retryAfter)
     }
