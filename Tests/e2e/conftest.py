@@ -4,10 +4,16 @@ Caddy in front, on ports of their own (18080-18083), so a running `make run` (80
 Before it, the upstreams the model catalogue points at: two stub OpenAI-compatible servers (upstream_stub.py, A on
 18090 and B on 18091) and, when a collected test asks for it, the real llama.cpp `llama-server` with SmolLM2-135M on
 18092 (its /health is awaited only by the tests that use it). Their logs go beside the system's, so a failing run
-shows them in the terminal summary."""
+shows them in the terminal summary.
+
+The API-key tests (test_keys.py, test_limits.py, test_charges.py) share `keyed`: two more API servers with keys
+required (18084 and 18085) on the session's database, so the session's worker and SSE replicas serve them, behind a
+Caddy of their own (18086). The session's API stays keyless (HANDOFF_AUTH=off), so every other test file runs
+unchanged."""
 
 from __future__ import annotations
 
+import dataclasses
 import http.client
 import json
 import os
@@ -21,9 +27,11 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "scripts"))
-from handoff_stack import ROOT, Ports, Stack, wait_until  # noqa: E402
+from handoff_stack import ROOT, Ports, Stack, healthy, wait_until  # noqa: E402
 
 from handoff_e2e import API_PORT, CADDY_PORT, POOL_SIZE, SSE_PORTS, TOKEN_DELAY_MS  # noqa: E402
+from keys_e2e import API_PORTS as KEYED_API_PORTS, CADDY as KEYED_CADDY, MAX_MESSAGES, MAX_PROMPT_CHARS  # noqa: E402
+from keys_e2e import Key, KeysCLI, keyed_one_token, unique  # noqa: E402
 
 START_TIMEOUT = 60
 CLUSTER = pytest.StashKey["Stack"]()
@@ -376,6 +384,86 @@ def cluster(request, log_dir, upstreams) -> Stack:
     finally:
         cluster.stop()
         cluster.drop_database()
+
+
+@dataclasses.dataclass
+class Keyed:
+    cli: KeysCLI
+    cluster: Stack
+
+    def key(self, label: str, **options) -> Key:
+        return self.cli.create(unique(label), **options)
+
+
+def stop_processes(stack: Stack, names: list[str]) -> None:
+    """SIGTERM, then SIGKILL after 10 s, to processes a fixture added to `stack`; forgets them."""
+    for name in names:
+        process = stack.processes.get(name)
+        if process is not None and process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+    for name in names:
+        process = stack.processes.pop(name, None)
+        stack.commands.pop(name, None)
+        if process is None:
+            continue
+        try:
+            process.wait(timeout=PROCESS_STOP_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=5)
+
+
+@pytest.fixture(scope="session")
+def keyed(cluster) -> Keyed:
+    """Two keyed API servers on the session's database (same secret and settings, HANDOFF_AUTH=required, small input
+    limits) and a Caddy that balances over both, in front of the session's SSE replicas. Session-scoped: started by
+    the first test that asks, stopped (and removed from cluster.processes and cluster.commands) before the cluster."""
+    cli = KeysCLI(cluster.bin_dir / "handoff-api", cluster.database_url)
+    argv, settings = cluster.commands["api"]
+    started: list[str] = []
+    try:
+        try:
+            for port in KEYED_API_PORTS:
+                name = f"api-keyed-{port}"
+                cluster.start(name, argv, {**settings, "HANDOFF_AUTH": "required", "HANDOFF_API_PORT": str(port),
+                                           "HANDOFF_MAX_MESSAGES": str(MAX_MESSAGES),
+                                           "HANDOFF_MAX_PROMPT_CHARS": str(MAX_PROMPT_CHARS)})
+                started.append(name)
+            caddy_argv, caddy_settings = cluster.commands["caddy"]
+            cluster.start("caddy-keyed", caddy_argv, {
+                **caddy_settings, "HANDOFF_CADDY_PORT": str(KEYED_CADDY),
+                "HANDOFF_API_UPSTREAM": " ".join(f"127.0.0.1:{port}" for port in KEYED_API_PORTS),
+                "XDG_DATA_HOME": str(cluster.log_dir / "xdg-data-keyed"),
+                "XDG_CONFIG_HOME": str(cluster.log_dir / "xdg-config-keyed")})
+            started.append("caddy-keyed")
+            deadline = time.monotonic() + START_TIMEOUT
+            for port in KEYED_API_PORTS:
+                wait_until(f"/healthz on port {port}", cluster, deadline, lambda port=port: healthy(port))
+            probe = cli.create(unique("probe"))
+            wait_until("a keyed stream through the keys' Caddy", cluster, deadline,
+                       lambda: keyed_one_token(probe, KEYED_CADDY))
+        except (RuntimeError, OSError, AssertionError) as error:
+            raise pytest.fail.Exception(f"the keyed API servers did not start: {error}", pytrace=False) from None
+        yield Keyed(cli, cluster)
+    finally:
+        stop_processes(cluster, started)
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "run_last: run after every other test (pytest_collection_modifyitems)")
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_collection_modifyitems(session, config, items):
+    """Moves the tests marked run_last to the end of the session, whatever the order of the files on the command line
+    or of any other plugin's reordering (trylast: this runs after them). test_keys.py's check that no log file
+    contains a key uses it: it checks every key in keys_e2e.KEYS_SEEN, which test_keys.py, test_limits.py and
+    test_charges.py all add to, so it must come after all of them to check them all. A hook rather than a module that
+    sorts last, because `pytest test_keys.py test_limits.py test_charges.py` runs the files in the order given; a
+    test rather than a fixture's teardown, so that a leak is reported as that test's failure."""
+    last = [item for item in items if item.get_closest_marker("run_last")]
+    if last:
+        items[:] = [item for item in items if not item.get_closest_marker("run_last")] + last
 
 
 def pytest_terminal_summary(terminalreporter, exitstatus, config):

@@ -1,6 +1,7 @@
-"""What the API-key tests (test_keys.py) share: the `handoff-api keys` admin command, keyed requests and streams on
-any port, the checks of 401/403/429 answers and of the `x-ratelimit-*` headers, and a guard against a UTC minute
-ending in the middle of a test that counts per minute.
+"""What the API-key tests (test_keys.py, test_limits.py, test_charges.py) share: the ports and input limits of the
+keyed API servers (the `keyed` fixture in conftest.py starts them), the `handoff-api keys` admin command, keyed
+requests and streams on any port, the checks of 401/403/429 answers and of the `x-ratelimit-*` headers, and a guard
+against a UTC minute ending in the middle of a test that counts per minute.
 
 Everything is bounded in time, as in handoff_e2e: sockets time out, streams have deadlines, the command has a timeout.
 """
@@ -39,8 +40,28 @@ RATE_HEADERS = ("x-ratelimit-limit-requests", "x-ratelimit-remaining-requests", 
                 "x-ratelimit-limit-tokens", "x-ratelimit-remaining-tokens", "x-ratelimit-reset-tokens")
 READ_TIMEOUT = 20  # seconds a stream read may wait; the demo model writes a token every 20 ms
 
-# Every key created or presented in this session, for the check that no log file ever contains one.
+# The keyed API servers of the `keyed` fixture (conftest.py), the Caddy in front of them, and their input limits.
+API_PORTS = (18084, 18085)
+CADDY = 18086
+MAX_MESSAGES = 8
+MAX_PROMPT_CHARS = 2000
+SEED = [{"role": "user", "content": "Tell me a three sentence bedtime story about a unicorn."}]
+
+# Every key created or presented in this session, by any module (they share this module), for the check that no log
+# file ever contains one (test_keys.py's test_no_log_file_contains_a_key, which conftest.py runs last).
 KEYS_SEEN: list[str] = []
+
+
+def demo(content: str, max_tokens: int | None = None, stream: bool = True, **fields) -> dict:
+    body = {"model": "demo", "stream": stream, "messages": [{"role": "user", "content": content}], **fields}
+    if max_tokens is not None:
+        body["max_tokens"] = max_tokens
+    return body
+
+
+def encoded(body: dict) -> bytes:
+    """The exact bytes a test sends, so that it can compute the reservation (4 bytes a token)."""
+    return json.dumps(body).encode()
 
 
 def unique(label: str) -> str:
