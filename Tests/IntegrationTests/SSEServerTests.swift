@@ -151,9 +151,9 @@ struct SSEServerTests {
             try await withServer(database) { server in
                 try await HTTPExchange(host: "127.0.0.1", port: server.port).run(method: .GET, path: server.path(task)) { head, _ in
                     #expect(head.status == 200)
-                    #expect(try await eventually { server.notifier.subscriberCount == 1 })
+                    #expect(await eventually { server.notifier.subscriberCount == 1 })
                 }  // closes the connection
-                #expect(try await eventually { server.notifier.subscriberCount == 0 })
+                #expect(await eventually { server.notifier.subscriberCount == 0 })
             }
         }
     }
@@ -168,7 +168,7 @@ struct SSEServerTests {
                     for (index, task) in tasks.enumerated() {
                         clients.addTask { (index, try await server.get(server.path(task)).body) }
                     }
-                    #expect(try await eventually { server.notifier.subscriberCount == 2 })
+                    #expect(await eventually { server.notifier.subscriberCount == 2 })
                     let clock = ContinuousClock()
                     let shutdown = clock.now
                     await server.group.triggerGracefulShutdown()

@@ -115,11 +115,11 @@ struct StreamNotifierTests {
                 let second = try await listeningBackend(database, "doomed-listener", replacing: first)
                 #expect(second != first)
                 // The timed poll is effectively off (10 minutes): the reconnect itself must look at the table.
-                #expect(try await eventually(timeout: .seconds(5)) { notifier.head(of: task) == 1 })
+                #expect(await eventually(timeout: .seconds(5)) { notifier.head(of: task) == 1 })
                 // And the new connection carries NOTIFYs again.
                 try await StreamLog(client: database.client, logger: database.logger).append(
                     [StreamBatch(task: task, sequence: 2, events: ["y"], final: false)], outcomes: [], workerID: "w")
-                #expect(try await eventually(timeout: .seconds(5)) { notifier.head(of: task) == 2 })
+                #expect(await eventually(timeout: .seconds(5)) { notifier.head(of: task) == 2 })
                 #expect(try await database.backends(applicationName: "doomed-listener").count == 1)
             }
         }
