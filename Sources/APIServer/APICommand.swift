@@ -35,20 +35,22 @@ struct APICommand: AsyncParsableCommand {
                 logger.warning("HANDOFF_AUTH=off: no API keys and no limits; anyone who reaches \(host) may use every model")
             }
             let batcher = EnqueueBatcher(queue: queue, logger: logger)
-            let controller = CompletionsController(
-                batcher: batcher, queue: queue, authentication: authentication,
-                validation: try RequestValidation(catalogue: catalogue, settings: settings),
-                secret: secret,
-                tokenTTL: try settings.seconds(.tokenTTLSeconds),
-                maxBodyBytes: try settings.int(.maxBodyBytes),
-                idempotencyWindow: try settings.seconds(.idempotencySeconds),
-                reservationCeiling: try settings.int(.reserveMaxTokens))
+            let admission = TaskAdmission(
+                batcher: batcher, queue: queue, authentication: authentication, maxBodyBytes: try settings.int(.maxBodyBytes),
+                idempotencyWindow: try settings.seconds(.idempotencySeconds), reservationCeiling: try settings.int(.reserveMaxTokens))
+            let validation = try RequestValidation(catalogue: catalogue, settings: settings)
+            let tokenTTL = try settings.seconds(.tokenTTLSeconds)
+            let completions = CompletionsController(admission: admission, validation: validation, tokenTTL: tokenTTL)
+            let responses = ResponsesController(
+                admission: admission, validation: validation, log: StreamLog(client: client, timeout: database.timeout, logger: logger),
+                tokenTTL: tokenTTL)
 
             let app = HTTPService.make(
                 name: "handoff-api", host: host,
                 port: try settings.int(.apiPort, override: port), logger: logger,
                 routes: { router in
-                    controller.addRoutes(to: router)
+                    completions.addRoutes(to: router)
+                    responses.addRoutes(to: router)
                     CancellationController(queue: queue, authentication: authentication, secret: secret).addRoutes(to: router)
                     ModelsController(models: catalogue.names, authentication: authentication).addRoutes(to: router)
                 })

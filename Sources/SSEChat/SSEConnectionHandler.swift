@@ -97,14 +97,19 @@ final class SSEConnectionHandler: ChannelInboundHandler {
                 send(status: .ok, contentType: "text/plain", body: HealthRoute.body, to: head, context: context)
             }
         case .stream(let task, let start):
-            let stream = StreamDelivery(
-                task: task, start: start, version: head.version, context: context, environment: environment
-            ) { [weak self] outcome in
-                self?.streamFinished(outcome, head: head, context: context)
-            }
-            self.stream = stream
-            stream.start()
+            deliver(StreamDelivery.Request(task: task, start: start, form: .chat), head: head, context: context)
+        case .responses(let task, let streaming, let startingAfter):
+            deliver(StreamDelivery.Request(task: task, start: .start, form: .responses(streaming: streaming, startingAfter: startingAfter)),
+                    head: head, context: context)
         }
+    }
+
+    private func deliver(_ request: StreamDelivery.Request, head: HTTPRequestHead, context: ChannelHandlerContext) {
+        let stream = StreamDelivery(request, version: head.version, context: context, environment: environment) { [weak self] outcome in
+            self?.streamFinished(outcome, head: head, context: context)
+        }
+        self.stream = stream
+        stream.start()
     }
 
     private func streamFinished(_ outcome: StreamDelivery.Outcome, head: HTTPRequestHead, context: ChannelHandlerContext) {

@@ -8,6 +8,9 @@ import Shared
 enum SSERequest: Equatable {
     case health
     case stream(task: UUID, start: StreamCursor)
+    /// A Responses task, rendered as Responses events (or, without `streaming`, as the Response once it ended);
+    /// events up to `startingAfter` are left out.
+    case responses(task: UUID, streaming: Bool, startingAfter: Int)
 
     init(_ head: HTTPRequestHead, secret: StreamSecret) throws(OpenAIError) {
         let (path, query) = Self.split(head.uri)
@@ -15,8 +18,9 @@ enum SSERequest: Equatable {
             self = .health
             return
         }
-        let prefix = StreamRoute.pathPrefix + "/"
-        guard path.hasPrefix(prefix), let task = UUID(uuidString: String(path.dropFirst(prefix.count))) else {
+        let chat = Self.task(in: path, under: StreamRoute.pathPrefix)
+        let responses = Self.task(in: path, under: ResponsesRoute.ssePrefix)
+        guard let task = chat ?? responses else {
             throw .notFound("Unknown URL. Streams live at the Location of POST /v1/chat/completions.")
         }
         guard head.method == .GET else {
@@ -24,7 +28,20 @@ enum SSERequest: Equatable {
         }
         try StreamToken.authorize(
             query[StreamRoute.tokenParameter], taskID: task, authorization: head.headers.first(name: "Authorization"), secret: secret)
-        self = .stream(task: task, start: try Self.startCursor(header: head.headers.first(name: StreamRoute.lastEventIDHeader), query: query))
+        guard chat == nil else {
+            self = .stream(task: task, start: try Self.startCursor(header: head.headers.first(name: StreamRoute.lastEventIDHeader), query: query))
+            return
+        }
+        let after = query[ResponsesRoute.startingAfterParameter] ?? "-1"
+        guard let startingAfter = Int(after), startingAfter >= -1 else {
+            throw .invalidRequest("'\(after)' is not a sequence number.", param: ResponsesRoute.startingAfterParameter)
+        }
+        self = .responses(task: task, streaming: query[ResponsesRoute.streamParameter] == "true", startingAfter: startingAfter)
+    }
+
+    private static func task(in path: String, under prefix: String) -> UUID? {
+        guard path.hasPrefix(prefix + "/") else { return nil }
+        return UUID(uuidString: String(path.dropFirst(prefix.count + 1)))
     }
 
     /// Where to start: `Last-Event-ID` (a reconnecting EventSource) or `last_event_id` (a first connect).

@@ -4,7 +4,9 @@ import NIOHTTP1
 import Shared
 
 /// One client's stream, confined to its channel's event loop: a first read (which also finds out whether the
-/// task exists), the response head, every event after the client's cursor, the live tail, and `[DONE]`.
+/// task exists), the response head, every event after the client's cursor, the live tail, and `[DONE]` — or, for
+/// the Responses API, the same events rendered by a `ResponseRenderer` (from the first, so the rendering is the
+/// same on every replica), those after `starting_after` sent, and no `[DONE]`.
 ///
 /// It owns no task and no buffer: the notifier's wake-ups hop onto the event loop, and the stream writes what is
 /// new from the notifier's cache or, when that does not cover the gap, asks the `StreamReader` for a table read.
@@ -27,7 +29,24 @@ final class StreamDelivery {
 
     private enum Phase { case opening, streaming, reading, finished }
 
+    /// How the task's events reach the client.
+    enum Form: Equatable {
+        /// As they were written: chat completion chunks.
+        case chat
+        /// As Responses events after `startingAfter` — or, without `streaming`, as the Response once it ended.
+        case responses(streaming: Bool, startingAfter: Int)
+    }
+
+    struct Request {
+        var task: UUID
+        var start: StreamCursor
+        var form: Form
+    }
+
     private let task: UUID
+    private let form: Form
+    /// A Responses stream's rendering, made once the first read found the task's settings.
+    private var renderer: ResponseRenderer?
     private var cursor: StreamCursor
     private var phase = Phase.opening
     private var lastWrite = NIODeadline.now()
@@ -41,11 +60,12 @@ final class StreamDelivery {
     private var collected: [String]?
 
     init(
-        task: UUID, start: StreamCursor, version: HTTPVersion, context: ChannelHandlerContext,
-        environment: StreamEnvironment, onFinish: @escaping (Outcome) -> Void
+        _ request: Request, version: HTTPVersion, context: ChannelHandlerContext, environment: StreamEnvironment,
+        onFinish: @escaping (Outcome) -> Void
     ) {
-        self.task = task
-        self.cursor = start
+        self.task = request.task
+        self.form = request.form
+        self.cursor = request.start
         self.version = version
         self.context = context
         self.environment = environment
@@ -90,7 +110,11 @@ final class StreamDelivery {
         guard phase == .streaming || phase == .reading else { return finish(.cancelled) }
         guard collected == nil else { return finish(.refused(.streamInterrupted)) }
         var buffer = context.channel.allocator.buffer(capacity: 256)
-        buffer.writeString(ServerSentEvents.event(data: OpenAIError.streamInterrupted.json.text))
+        if let renderer {
+            buffer.writeString(renderer.errorEvent(.streamInterrupted).frame)
+        } else {
+            buffer.writeString(ServerSentEvents.event(data: OpenAIError.streamInterrupted.json.text))
+        }
         context.write(NIOAny(HTTPServerResponsePart.body(.byteBuffer(buffer))), promise: nil)
         context.writeAndFlush(NIOAny(HTTPServerResponsePart.end(nil)), promise: nil)
         finish(.interrupted)
@@ -110,6 +134,8 @@ final class StreamDelivery {
             finish(.refused(OpenAIError(error)))
         case (.opening, .success(let catchUp)) where !catchUp.exists:
             finish(.refused(.notFound("No such completion stream.")))
+        case (.opening, .success(let catchUp)) where form != .chat:
+            openResponses(catchUp)
         case (.opening, .success(let catchUp)) where cursor.sequence > catchUp.head:
             // We never sent this id for this task: it belongs to another stream (a resume must not restart silently).
             finish(.refused(.invalidRequest(
@@ -132,6 +158,27 @@ final class StreamDelivery {
         }
     }
 
+    /// The first read of a Responses stream: its renderer, the head and the opening events, or the wait for the end.
+    private func openResponses(_ catchUp: StreamCatchUp) {
+        guard case .responses(let streaming, let startingAfter) = form, let stored = catchUp.response,
+            let settings = try? ResponseSettings(stored: stored)
+        else { return finish(.refused(.notFound("No such response stream."))) }
+        var renderer = ResponseRenderer(task: task, created: catchUp.created, settings: settings)
+        let opening = renderer.opening()
+        self.renderer = renderer
+        phase = .streaming
+        if streaming {
+            writeHead()
+            var buffer = context.channel.allocator.buffer(capacity: 0)
+            for event in opening where event.sequenceNumber > startingAfter { buffer.writeString(event.frame) }
+            context.write(NIOAny(HTTPServerResponsePart.body(.byteBuffer(buffer))), promise: nil)
+        } else {
+            collected = []
+        }
+        write(catchUp.batches)
+        wake()
+    }
+
     private func writeHead() {
         var headers = HTTPHeaders([
             ("Content-Type", ServerSentEvents.contentType), ("Cache-Control", "no-cache"), ("X-Accel-Buffering", "no"),
@@ -145,7 +192,12 @@ final class StreamDelivery {
     private func write(_ batches: [StreamBatch]) {
         guard collected == nil else { return collect(batches) }
         var buffer = context.channel.allocator.buffer(capacity: 0)
-        let ended = buffer.writeEvents(of: batches, after: &cursor, commitStamps: environment.commitStamps)
+        let ended: Bool
+        if case .responses(_, let startingAfter) = form, renderer != nil {
+            ended = buffer.writeResponseEvents(of: batches, after: &cursor, renderer: &renderer!, startingAfter: startingAfter)
+        } else {
+            ended = buffer.writeEvents(of: batches, after: &cursor, commitStamps: environment.commitStamps)
+        }
         if buffer.readableBytes > 0 {
             context.write(NIOAny(HTTPServerResponsePart.body(.byteBuffer(buffer))), promise: nil)
             lastWrite = .now()
@@ -157,14 +209,20 @@ final class StreamDelivery {
         if ended { finish(.completed) }
     }
 
-    /// Gathers the events of a non-streaming client; at the end, answers its `chat.completion` (or its error).
+    /// Gathers the events of a non-streaming client; at the end, answers its `chat.completion` (or its error), or
+    /// its Response.
     private func collect(_ batches: [StreamBatch]) {
         for batch in batches {
             for event in batch.events(after: cursor) {
-                collected?.append(event.data)
+                if renderer != nil {
+                    _ = renderer?.render(event.data, committed: batch.committedSeconds)
+                } else {
+                    collected?.append(event.data)
+                }
                 cursor = event.cursor
             }
             guard batch.final else { continue }
+            if let renderer { return finish(.answered(renderer.response)) }
             switch ChatCompletion.assemble(collected ?? []) {
             case .success(let completion): finish(.answered(completion))
             case .failure(let error): finish(.refused(error))
@@ -203,6 +261,24 @@ private final class StreamWaker: StreamSubscriber {
 }
 
 extension ByteBuffer {
+    /// Writes the Responses events that `batches` render after `cursor` and whose sequence number follows
+    /// `startingAfter`, moving the cursor; `true` when the stream's end was among them (no `[DONE]`: Responses
+    /// streams just end).
+    mutating func writeResponseEvents(
+        of batches: [StreamBatch], after cursor: inout StreamCursor, renderer: inout ResponseRenderer, startingAfter: Int
+    ) -> Bool {
+        for batch in batches {
+            for event in batch.events(after: cursor) {
+                for rendered in renderer.render(event.data, committed: batch.committedSeconds) where rendered.sequenceNumber > startingAfter {
+                    writeString(rendered.frame)
+                }
+                cursor = event.cursor
+            }
+            if batch.final { return true }
+        }
+        return false
+    }
+
     /// Writes the SSE events of `batches` that follow `cursor`, moving it; `true` when the stream's end was among
     /// them (then `[DONE]` is written too).
     mutating func writeEvents(of batches: [StreamBatch], after cursor: inout StreamCursor, commitStamps: Bool) -> Bool {

@@ -15,12 +15,17 @@ public struct TaskSubmission: Sendable {
     /// What the task reserves before the limits clamp it: the prompt and the reply's budget — `max_tokens` capped
     /// by the reservation ceiling, or the ceiling when the request sets none.
     public var estimate: Int
+    /// A Responses task's `ResponseSettings`, stored; `nil` for a chat completion.
+    public var response: String?
 
-    public init(id: UUID, request: ChatCompletionRequest, body: String, caller: String, reservationCeiling: Int) {
+    public init(
+        id: UUID, request: ChatCompletionRequest, body: String, caller: String, reservationCeiling: Int, response: String? = nil
+    ) {
         self.id = id
         self.request = request
         self.body = body
         self.caller = caller
+        self.response = response
         self.promptTokens = (body.utf8.count + 3) / 4
         self.estimate = promptTokens + min(request.tokenLimit ?? reservationCeiling, reservationCeiling)
     }

@@ -35,8 +35,8 @@ enum RateLimitLedger {
     }
 
     /// Admission, after `clock`, from a CTE `requests (id, model, body, digest, estimate, prompt_tokens, max_tokens,
-    /// ord)` (`digest` '' when auth is off). Ends with `decided (ord, id, model, body, key_id, prompt_tokens,
-    /// reservation, verdict)` and `running`, each request's standing in each scope it counts against.
+    /// response, ord)` (`digest` '' when auth is off). Ends with `decided (ord, id, model, body, response, key_id,
+    /// prompt_tokens, reservation, verdict)` and `running`, each request's standing in each scope it counts against.
     ///
     /// The requests of one statement are checked in `ord` order against running sums, so a batch admits exactly what
     /// fits. A request refused in a batch still counts in the sums after it — a later, smaller request of the same
@@ -70,7 +70,7 @@ enum RateLimitLedger {
                 ELSE 'admitted' END AS verdict
             FROM running GROUP BY ord
         ), decided AS (
-            SELECT c.ord, c.id, c.model, c.body, c.key_id, c.prompt_tokens, coalesce(r.tokens, 0) AS reservation,
+            SELECT c.ord, c.id, c.model, c.body, c.response, c.key_id, c.prompt_tokens, coalesce(r.tokens, 0) AS reservation,
                 CASE WHEN c.digest <> '' AND c.key_id IS NULL THEN 'invalid_api_key'
                     WHEN c.max_tokens > c.key_max_tokens THEN 'max_tokens'
                     ELSE coalesce(v.verdict, 'admitted') END AS verdict

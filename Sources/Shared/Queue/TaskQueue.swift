@@ -35,11 +35,13 @@ public struct TaskQueue: Sendable {
             WITH \(unescaped: RateLimitLedger.clock), requests AS (
                 SELECT * FROM unnest(\(submissions.map(\.id))::uuid[], \(submissions.map(\.request.model))::text[],
                     \(submissions.map(\.body))::text[], \(submissions.map(\.caller))::text[], \(submissions.map(\.estimate))::bigint[],
-                    \(submissions.map(\.promptTokens))::int[], \(submissions.map { $0.request.tokenLimit ?? 0 })::int[])
-                    WITH ORDINALITY AS r (id, model, body, digest, estimate, prompt_tokens, max_tokens, ord)
+                    \(submissions.map(\.promptTokens))::int[], \(submissions.map { $0.request.tokenLimit ?? 0 })::int[],
+                    \(submissions.map { $0.response ?? "" })::text[])
+                    WITH ORDINALITY AS r (id, model, body, digest, estimate, prompt_tokens, max_tokens, response, ord)
             ), \(unescaped: RateLimitLedger.admission), queued AS (
-                INSERT INTO handoff_tasks (id, model, request, key_id, reserved_tokens, prompt_tokens)
-                SELECT id, model, body::jsonb, key_id, reservation, prompt_tokens FROM decided WHERE verdict = 'admitted'
+                INSERT INTO handoff_tasks (id, model, request, key_id, reserved_tokens, prompt_tokens, response)
+                SELECT id, model, body::jsonb, key_id, reservation, prompt_tokens, nullif(response, '')::jsonb
+                FROM decided WHERE verdict = 'admitted'
                 RETURNING id, key_id, model, reserved_tokens
             ), \(unescaped: RateLimitLedger.reservation), notified AS (
                 SELECT count(pg_notify(\(NotifyChannel.taskQueued), '')) AS workers FROM (SELECT 1 FROM queued LIMIT 1) q

@@ -117,6 +117,12 @@ public enum Migrations {
                 """,
                 "CREATE INDEX handoff_tasks_key ON handoff_tasks (key_id) WHERE key_id IS NOT NULL",
             ]),
+        Migration(
+            version: 5, name: "responses",
+            statements: [
+                // A Responses API task: what its Response object echoes (ResponseSettings). NULL for a chat completion.
+                "ALTER TABLE handoff_tasks ADD COLUMN response jsonb",
+            ]),
     ]
 }
 

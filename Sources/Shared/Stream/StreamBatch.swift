@@ -15,6 +15,11 @@ public struct StreamBatch: Sendable, Equatable {
     /// benchmark looks at it (`HANDOFF_BENCH_STAMPS`).
     public var committedAtMicroseconds: Int64?
 
+    /// When the batch was committed, in unix seconds (0 when unknown).
+    public var committedSeconds: Int64 {
+        (committedAtMicroseconds ?? 0) / 1_000_000
+    }
+
     public init(task: UUID, sequence: Int, events: [String], final: Bool) {
         precondition(!events.isEmpty && events.count <= sequence, "a batch holds 1...sequence events")
         self.task = task
@@ -50,12 +55,18 @@ public struct StreamCatchUp: Sendable, Equatable {
     /// The task's newest sequence number when read: no event id a client holds can be larger.
     public var head: Int
     public var batches: [StreamBatch]
+    /// For an opening: a Responses task's stored `ResponseSettings` (nil for a chat completion), and when the task
+    /// was created — what its Response renders before any event.
+    public var response: String?
+    public var created: Int64
 
-    public init(exists: Bool, streaming: Bool, head: Int, batches: [StreamBatch]) {
+    public init(exists: Bool, streaming: Bool, head: Int, batches: [StreamBatch], response: String? = nil, created: Int64 = 0) {
         self.exists = exists
         self.streaming = streaming
         self.head = head
         self.batches = batches
+        self.response = response
+        self.created = created
     }
 }
 

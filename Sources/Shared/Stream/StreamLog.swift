@@ -83,14 +83,16 @@ public struct StreamLog: Sendable {
         var results = Array(repeating: StreamCatchUp(exists: false, streaming: true, head: 0, batches: []), count: streams.count)
         let rows = try await client.perform(
             """
-            SELECT r.ord::int, t.found IS NOT NULL, t.streaming, t.head,
+            SELECT r.ord::int, t.found IS NOT NULL, t.streaming, t.head, t.response, t.created,
                 s.task_id, s.seq, s.events, s.final, (extract(epoch FROM s.created_at) * 1000000)::bigint
             FROM unnest(\(streams.map(\.task))::uuid[], \(streams.map(\.cursor.sequence))::int[], \(streams.map(\.opening))::bool[])
                 WITH ORDINALITY AS r (task, after, opening, ord)
             LEFT JOIN LATERAL (
                 SELECT true AS found,
                     CASE WHEN r.opening THEN coalesce((tasks.request->>'stream')::boolean, false) END AS streaming,
-                    CASE WHEN r.opening THEN (SELECT coalesce(max(h.seq), 0) FROM handoff_stream h WHERE h.task_id = r.task) END AS head
+                    CASE WHEN r.opening THEN (SELECT coalesce(max(h.seq), 0) FROM handoff_stream h WHERE h.task_id = r.task) END AS head,
+                    CASE WHEN r.opening THEN tasks.response::text END AS response,
+                    extract(epoch FROM tasks.created_at)::bigint AS created
                 FROM handoff_tasks tasks WHERE tasks.id = r.task
             ) t ON true
             LEFT JOIN LATERAL (
@@ -99,12 +101,14 @@ public struct StreamLog: Sendable {
             ) s ON true
             ORDER BY r.ord, s.seq
             """, timeout: timeout, logger: logger)
-        for (ordinal, exists, streaming, head, task, sequence, events, final, committed) in try rows.decode(
-            (Int, Bool, Bool?, Int?, UUID?, Int?, String?, Bool?, Int64?).self)
+        for (ordinal, exists, streaming, head, response, created, task, sequence, events, final, committed) in try rows.decode(
+            (Int, Bool, Bool?, Int?, String?, Int64?, UUID?, Int?, String?, Bool?, Int64?).self)
         {
             results[ordinal - 1].exists = exists
             results[ordinal - 1].streaming = streaming ?? true
             results[ordinal - 1].head = head ?? 0
+            results[ordinal - 1].response = response
+            results[ordinal - 1].created = created ?? 0
             if let task, let sequence, let events, let final, let committed {
                 results[ordinal - 1].batches.append(
                     StreamBatch(task: task, sequence: sequence, encodedEvents: events, final: final, committedAtMicroseconds: committed))

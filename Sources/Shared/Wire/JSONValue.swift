@@ -3,6 +3,8 @@
 public indirect enum JSONValue: Sendable, Equatable {
     case string(String)
     case int(Int64)
+    /// A finite number (`temperature`, `top_p`), written as Swift writes a Double: `1.0`, `0.7`.
+    case number(Double)
     case bool(Bool)
     case null
     case array([JSONValue])
@@ -22,6 +24,7 @@ public indirect enum JSONValue: Sendable, Equatable {
         switch self {
         case .string(let value): Self.writeString(value, to: &output)
         case .int(let value): output += String(value)
+        case .number(let value): output += value.isFinite ? String(value) : "null"
         case .bool(let value): output += value ? "true" : "false"
         case .null: output += "null"
         case .array(let values):

@@ -1,0 +1,21 @@
+import Foundation
+
+/// Where the Responses API lives: `POST <prefix>/responses` (the `/v1` base URL, where Caddy follows the hand-off
+/// itself, and `/api`, where the client sees the 302), `GET|DELETE <prefix>/responses/<id>`,
+/// `POST <prefix>/responses/<id>/cancel` — and the SSE server's rendering of a task as Responses events.
+public enum ResponsesRoute {
+    public static let path = "/responses"
+    public static let cancelSuffix = "/cancel"
+    public static let ssePrefix = "/sse/responses"
+    public static let streamParameter = "stream"
+    /// Every event with a larger `sequence_number` is sent (all of them when absent).
+    public static let startingAfterParameter = "starting_after"
+
+    /// The SSE URL of a Responses task: a stream of events, or (without `stream`) the Response once it has ended.
+    public static func location(task: UUID, token: String, stream: Bool, startingAfter: Int? = nil) -> String {
+        var location = "\(ssePrefix)/\(task.uuidString.lowercased())?\(StreamRoute.tokenParameter)=\(token)"
+        if stream { location += "&\(streamParameter)=true" }
+        if let startingAfter { location += "&\(startingAfterParameter)=\(startingAfter)" }
+        return location
+    }
+}
