@@ -95,6 +95,13 @@ struct CancellationTests {
             // The abandoned one stays marked: a later renewal with a longer grace still names it.
             #expect(Set(try await queue.renewLeases(workerID: "w", lease: .seconds(10), abandonAfter: .seconds(120))) == [ids[1], ids[2]])
             #expect(try await queue.renewLeases(workerID: "other", lease: .seconds(10), abandonAfter: .zero).isEmpty, "only its own tasks")
+            // A background response is meant to run with nobody watching: never abandoned.
+            try await database.client.perform(
+                """
+                UPDATE handoff_tasks SET response = \(ResponseSettings(model: "demo", background: true).stored)::jsonb,
+                    cancel_requested_at = NULL WHERE id = \(ids[2])
+                """, timeout: .seconds(10), logger: database.logger)
+            #expect(Set(try await queue.renewLeases(workerID: "w", lease: .seconds(10), abandonAfter: .zero)) == [ids[1]])
         }
     }
 

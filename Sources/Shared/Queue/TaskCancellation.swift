@@ -26,7 +26,8 @@ extension TaskQueue {
     }
 
     /// Renews the lease of every task `workerID` runs, in one statement, and returns those it should stop: the
-    /// ones somebody cancelled, and the ones no client has watched for `abandonAfter` (which this marks cancelled).
+    /// ones somebody cancelled, and the ones no client has watched for `abandonAfter` (which this marks cancelled) —
+    /// except background responses, which run on without a client by design (their owner polls or resumes later).
     /// It doubles as the fallback for a cancel NOTIFY the worker missed. A watched task's `watched_at` can be
     /// `StreamLog.watchRefresh` old, so that much is added to the grace.
     public func renewLeases(workerID: String, lease: Duration, abandonAfter: Duration) async throws -> [UUID] {
@@ -36,6 +37,7 @@ extension TaskQueue {
             UPDATE handoff_tasks SET lease_expires_at = now() + \(Int(lease.components.seconds)) * interval '1 second',
                 cancel_requested_at = CASE
                     WHEN coalesce(watched_at, started_at) < now() - \(unwatched) * interval '1 second'
+                        AND NOT coalesce((response->>'background')::boolean, false)
                     THEN coalesce(cancel_requested_at, now()) ELSE cancel_requested_at END
             WHERE worker_id = \(workerID) AND status = 'running'
             RETURNING id, cancel_requested_at IS NOT NULL

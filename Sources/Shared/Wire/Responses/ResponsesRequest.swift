@@ -36,7 +36,7 @@ public struct ResponsesRequest: Sendable {
         if let instructions = request.instructions {
             messages.append(.object([("role", .string("system")), ("content", .string(instructions))]))
         }
-        messages += try request.input.messages()
+        messages += try Self.messages(request.input)
         var chat: [(String, JSONValue)] = [
             ("model", .string(request.model)), ("messages", .array(messages)), ("stream", .bool(true)),
             ("stream_options", .object([("include_usage", .bool(true))])),
@@ -64,13 +64,27 @@ public struct ResponsesRequest: Sendable {
         self.chatBody = chatBody
     }
 
+    /// `input` as chat messages: a string is one user message.
+    private static func messages(_ input: TextOrList<Item>) throws(OpenAIError) -> [JSONValue] {
+        switch input {
+        case .text(let text):
+            return [.object([("role", .string("user")), ("content", .string(text))])]
+        case .list(let items):
+            var messages: [JSONValue] = []
+            for (index, item) in items.enumerated() {
+                messages.append(try item.message(at: index))
+            }
+            return messages
+        }
+    }
+
     private static func responsesParam(_ text: String) -> String {
         text.replacingOccurrences(of: "max_tokens", with: "max_output_tokens").replacingOccurrences(of: "messages", with: "input")
     }
 
     private struct Body: Decodable {
         let model: String
-        let input: Input
+        let input: TextOrList<Item>
         let instructions: String?
         let maxOutputTokens: Int?
         let temperature: Double?
@@ -111,30 +125,18 @@ public struct ResponsesRequest: Sendable {
         }
     }
 
-    /// `input`: a string (one user message), or a list of message items.
-    private enum Input: Decodable {
+    /// A string, or a list of `Element`: how `input` (message items) and a message's `content` (parts) may each be
+    /// written.
+    private enum TextOrList<Element: Decodable>: Decodable {
         case text(String)
-        case items([Item])
+        case list([Element])
 
         init(from decoder: any Decoder) throws {
             let container = try decoder.singleValueContainer()
             if let text = try? container.decode(String.self) {
                 self = .text(text)
             } else {
-                self = .items(try container.decode([Item].self))
-            }
-        }
-
-        func messages() throws(OpenAIError) -> [JSONValue] {
-            switch self {
-            case .text(let text):
-                return [.object([("role", .string("user")), ("content", .string(text))])]
-            case .items(let items):
-                var messages: [JSONValue] = []
-                for (index, item) in items.enumerated() {
-                    messages.append(try item.message(at: index))
-                }
-                return messages
+                self = .list(try container.decode([Element].self))
             }
         }
     }
@@ -142,7 +144,7 @@ public struct ResponsesRequest: Sendable {
     private struct Item: Decodable {
         let type: String?
         let role: String
-        let content: Content
+        let content: TextOrList<Part>
 
         func message(at index: Int) throws(OpenAIError) -> JSONValue {
             if let type, type != "message" {
@@ -156,7 +158,7 @@ public struct ResponsesRequest: Sendable {
             switch content {
             case .text(let text):
                 return .object([("role", .string(role)), ("content", .string(text))])
-            case .parts(let parts):
+            case .list(let parts):
                 var text = ""
                 for (part, content) in parts.enumerated() {
                     guard ["input_text", "output_text"].contains(content.type), let piece = content.text else {
@@ -167,20 +169,6 @@ public struct ResponsesRequest: Sendable {
                     text += piece
                 }
                 return .object([("role", .string(role)), ("content", .string(text))])
-            }
-        }
-    }
-
-    private enum Content: Decodable {
-        case text(String)
-        case parts([Part])
-
-        init(from decoder: any Decoder) throws {
-            let container = try decoder.singleValueContainer()
-            if let text = try? container.decode(String.self) {
-                self = .text(text)
-            } else {
-                self = .parts(try container.decode([Part].self))
             }
         }
     }
