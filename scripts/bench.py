@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """`make bench`: starts the stack as `make run` does (release binaries, its own Postgres cluster and Caddy, on
-ports 28080-28083 and 56439 so a running `make run` is untouched), runs every scenario of `handoff-bench` on a
+ports 28080-28083 and 26439 so a running `make run` is untouched), runs every scenario of `handoff-bench` on a
 fresh stack, and writes BENCHMARKS.md with a table and an SVG plot of latency against request rate.
 
 The hand-off scenario runs twice on one stack, keyless (`HANDOFF_AUTH=off`, as every other scenario) and with an
@@ -28,7 +28,7 @@ from pathlib import Path
 
 from handoff_stack import ROOT, Ports, Stack, healthy, post_one_token, psql, wait_until
 
-PG_PORT = 56439
+PG_PORT = 26439  # below the ephemeral port range (scripts/test.sh says why)
 PORTS = Ports(caddy=28080, api=28081, sse=(28082, 28083))
 FAST_UPSTREAM_PORT = 28090
 LLAMA_PORT = 28092

@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
 # `make test` after the build: the Swift unit and integration tests, then the end-to-end suite, on a fresh
-# Postgres cluster of their own (port HANDOFF_TEST_PG_PORT, default 55439), so a running `make run` is untouched.
+# Postgres cluster of their own (port HANDOFF_TEST_PG_PORT, default 25439), so a running `make run` is untouched.
+# Every port the tests listen on is below Linux's ephemeral range (32768-60999): a port in it can be taken by the
+# local end of any client connection of the run itself, and the listener then fails to bind (it happened to 55440).
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
 
-export HANDOFF_PG_PORT=${HANDOFF_TEST_PG_PORT:-55439}
+export HANDOFF_PG_PORT=${HANDOFF_TEST_PG_PORT:-25439}
 unset HANDOFF_PGDATA
 scripts/postgres.sh reset
 scripts/postgres.sh start

@@ -8,7 +8,7 @@ struct APICommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "handoff-api",
         abstract: "Accepts OpenAI chat completion requests, queues them in Postgres and redirects to the SSE server.",
-        subcommands: [Serve.self, MigrateCommand.self, KeysCommand.self],
+        subcommands: [Serve.self, MigrateCommand.self, KeysCommand.self, TasksCommand.self, QueueCommand.self],
         defaultSubcommand: Serve.self)
 
     struct Serve: AsyncParsableCommand {

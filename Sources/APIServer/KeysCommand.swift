@@ -43,7 +43,7 @@ struct KeysCommand: AsyncParsableCommand {
             print("name: \(name)")
             print("limits: \(KeysCommand.describe(limits))")
             print("max_tokens: \(maxTokens.map(String.init) ?? "not capped")")
-            print("expires: \(expiresIn.map { KeysCommand.iso(Date().addingTimeInterval(Double($0.components.seconds))) } ?? "never")")
+            print("expires: \(expiresIn.map { AdminDatabase.iso(Date().addingTimeInterval(Double($0.components.seconds))) } ?? "never")")
             print("The key follows. It is shown only this once: store it now.")
             print(key.text)
         }
@@ -61,8 +61,8 @@ struct KeysCommand: AsyncParsableCommand {
             }
             for record in records {
                 let scopes = record.limits.map { ($0.model.isEmpty ? "" : "model \($0.model): ") + KeysCommand.describe($0) }
-                print([record.id.uuidString.lowercased(), record.name, record.hint, record.status, "created \(KeysCommand.iso(record.createdAt))",
-                       "expires \(record.expiresAt.map(KeysCommand.iso) ?? "never")", "max_tokens \(record.maxTokens.map(String.init) ?? "-")",
+                print([record.id.uuidString.lowercased(), record.name, record.hint, record.status, "created \(AdminDatabase.iso(record.createdAt))",
+                       "expires \(record.expiresAt.map(AdminDatabase.iso) ?? "never")", "max_tokens \(record.maxTokens.map(String.init) ?? "-")",
                        scopes.joined(separator: "; ")].joined(separator: "  "))
             }
         }
@@ -108,8 +108,8 @@ struct KeysCommand: AsyncParsableCommand {
                         ("id", .string(id.uuidString.lowercased())), ("name", .string(name)), ("model", .string(scope.model)),
                         ("requests_this_minute", .int(Int64(scope.requestsThisMinute))), ("tokens_this_minute", .int(Int64(scope.tokensThisMinute))),
                         ("tokens_today", .int(Int64(scope.tokensToday))), ("reserved_tokens", .int(Int64(scope.reserved))),
-                        ("requests_per_minute", KeysCommand.json(scope.requestsPerMinute)), ("tokens_per_minute", KeysCommand.json(scope.tokensPerMinute)),
-                        ("tokens_per_day", KeysCommand.json(scope.tokensPerDay)),
+                        ("requests_per_minute", AdminDatabase.json(scope.requestsPerMinute)), ("tokens_per_minute", AdminDatabase.json(scope.tokensPerMinute)),
+                        ("tokens_per_day", AdminDatabase.json(scope.tokensPerDay)),
                     ])
                 }).text)
                 return
@@ -124,18 +124,8 @@ struct KeysCommand: AsyncParsableCommand {
         }
     }
 
-    /// Runs `body` against the configured database (migrated first, so a fresh one works), then closes it.
     static func withStore<Result: Sendable>(_ body: @Sendable (APIKeyStore) async throws -> Result) async throws -> Result {
-        let settings = Settings()
-        let logger = ProcessRuntime.bootstrapLogging(label: "handoff.keys", settings: settings)
-        let database = try DatabaseSettings(settings: settings)
-        try await ProcessRuntime.migrate(database: database, logger: logger, patience: .seconds(10))
-        let client = PostgresClient(configuration: database.clientConfiguration(applicationName: "handoff-keys"))
-        return try await withThrowingTaskGroup(of: Void.self) { group in
-            group.addTask { await client.run() }
-            defer { group.cancelAll() }
-            return try await body(APIKeyStore(client: client, timeout: database.timeout, logger: logger))
-        }
+        try await AdminDatabase.with { client, timeout, logger in try await body(APIKeyStore(client: client, timeout: timeout, logger: logger)) }
     }
 
     static func noActiveKey(_ key: String) -> ValidationError {
@@ -157,23 +147,15 @@ struct KeysCommand: AsyncParsableCommand {
             .joined(separator: ", ")
     }
 
-    static func iso(_ date: Date) -> String {
-        date.formatted(.iso8601)
-    }
-
-    static func json(_ value: Int?) -> JSONValue {
-        value.map { .int(Int64($0)) } ?? .null
-    }
-
     static func json(_ record: APIKeyRecord) -> JSONValue {
         .object([
             ("id", .string(record.id.uuidString.lowercased())), ("name", .string(record.name)), ("hint", .string(record.hint)),
-            ("created_at", .string(iso(record.createdAt))), ("expires_at", .optional(record.expiresAt.map(iso))),
-            ("revoked_at", .optional(record.revokedAt.map(iso))), ("status", .string(record.status)), ("max_tokens", json(record.maxTokens)),
+            ("created_at", .string(AdminDatabase.iso(record.createdAt))), ("expires_at", .optional(record.expiresAt.map(AdminDatabase.iso))),
+            ("revoked_at", .optional(record.revokedAt.map(AdminDatabase.iso))), ("status", .string(record.status)), ("max_tokens", AdminDatabase.json(record.maxTokens)),
             ("limits", .array(record.limits.map { limits in
                 .object([
-                    ("model", .string(limits.model)), ("requests_per_minute", json(limits.requestsPerMinute)),
-                    ("tokens_per_minute", json(limits.tokensPerMinute)), ("tokens_per_day", json(limits.tokensPerDay)),
+                    ("model", .string(limits.model)), ("requests_per_minute", AdminDatabase.json(limits.requestsPerMinute)),
+                    ("tokens_per_minute", AdminDatabase.json(limits.tokensPerMinute)), ("tokens_per_day", AdminDatabase.json(limits.tokensPerDay)),
                 ])
             })),
         ])

@@ -23,8 +23,10 @@ enum SSERequest: Equatable {
         guard let task = chat ?? responses else {
             throw .notFound("Unknown URL. Streams live at the Location of POST /v1/chat/completions.")
         }
-        guard head.method == .GET else {
-            throw OpenAIError(status: 405, message: "Streams are read with GET.", type: "invalid_request_error", code: "method_not_allowed")
+        // POST too: `curl -X POST -L` keeps the method (and body) across the 302, as many type it out of habit. The
+        // URL's token is the capability; the body is ignored.
+        guard head.method == .GET || head.method == .POST else {
+            throw OpenAIError(status: 405, message: "Streams are read with GET (or POST).", type: "invalid_request_error", code: "method_not_allowed")
         }
         try StreamToken.authorize(
             query[StreamRoute.tokenParameter], taskID: task, authorization: head.headers.first(name: "Authorization"), secret: secret)

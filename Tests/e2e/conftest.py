@@ -369,8 +369,8 @@ def cluster(request, log_dir, upstreams) -> Stack:
     admin_url = os.environ.get("HANDOFF_TEST_DATABASE_URL")
     if not admin_url:
         pytest.fail("HANDOFF_TEST_DATABASE_URL is not set: run `make test` (scripts/test.sh), or start a cluster with "
-                    "`HANDOFF_PG_PORT=55439 scripts/postgres.sh start` and export "
-                    "HANDOFF_TEST_DATABASE_URL=postgres://postgres@127.0.0.1:55439/postgres", pytrace=False)
+                    "`HANDOFF_PG_PORT=25439 scripts/postgres.sh start` and export "
+                    "HANDOFF_TEST_DATABASE_URL=postgres://postgres@127.0.0.1:25439/postgres", pytrace=False)
     cluster = Stack(admin_url, Ports(caddy=CADDY_PORT, api=API_PORT, sse=SSE_PORTS), log_dir=log_dir,
                     bin_dir=Path(os.environ.get("HANDOFF_BIN_DIR", ROOT / ".build" / "debug")).resolve(), prefix="handoff_e2e")
     cluster.create_database()

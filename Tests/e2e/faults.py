@@ -17,7 +17,7 @@ from pathlib import Path
 from handoff_e2e import iter_sse
 from handoff_stack import ROOT, Ports, Stack, healthy, wait_until
 
-PG_PORT = 55440
+PG_PORT = 25440  # below the ephemeral port range, like every listening port of the tests (scripts/test.sh)
 PORTS = Ports(caddy=19080, api=19081, sse=(19082, 19083))
 ADMIN_URL = f"postgres://postgres@127.0.0.1:{PG_PORT}/postgres"
 LEASE_SECONDS = 6

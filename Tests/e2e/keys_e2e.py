@@ -85,6 +85,14 @@ def bearer(secret: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {secret}"}
 
 
+def admin_command(binary: Path, database_url: str, *args: str, timeout: float = 30) -> subprocess.CompletedProcess:
+    """`handoff-api <args>` as an operator runs it: DATABASE_URL, no other Handoff setting."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HANDOFF_") and k != "DATABASE_URL"}
+    env["DATABASE_URL"] = database_url
+    return subprocess.run([str(binary), *args], env=env, capture_output=True, text=True, timeout=timeout,
+                          stdin=subprocess.DEVNULL)
+
+
 class KeysCLI:
     """`handoff-api keys …` against one database, as an operator runs it (DATABASE_URL, nothing else)."""
 
@@ -93,10 +101,7 @@ class KeysCLI:
         self.database_url = database_url
 
     def run(self, *args: str, timeout: float = 30) -> subprocess.CompletedProcess:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("HANDOFF_") and k != "DATABASE_URL"}
-        env["DATABASE_URL"] = self.database_url
-        return subprocess.run([str(self.binary), "keys", *args], env=env, capture_output=True, text=True,
-                              timeout=timeout, stdin=subprocess.DEVNULL)
+        return admin_command(self.binary, self.database_url, "keys", *args, timeout=timeout)
 
     def ok(self, *args: str) -> str:
         done = self.run(*args)

@@ -1,0 +1,36 @@
+import ArgumentParser
+import Foundation
+import Logging
+import PostgresNIO
+import Shared
+
+/// What every admin subcommand of `handoff-api` (`keys`, `tasks`, `queue`) shares: the configured database
+/// (`DATABASE_URL`), migrated first so a fresh one works, for the length of one command — and how values print.
+enum AdminDatabase {
+    static func with<Result: Sendable>(
+        _ body: @Sendable (_ client: PostgresClient, _ timeout: Duration, _ logger: Logger) async throws -> Result
+    ) async throws -> Result {
+        let settings = Settings()
+        let logger = ProcessRuntime.bootstrapLogging(label: "handoff.admin", settings: settings)
+        let database = try DatabaseSettings(settings: settings)
+        try await ProcessRuntime.migrate(database: database, logger: logger, patience: .seconds(10))
+        let client = PostgresClient(configuration: database.clientConfiguration(applicationName: "handoff-admin"))
+        return try await withThrowingTaskGroup(of: Void.self) { group in
+            group.addTask { await client.run() }
+            defer { group.cancelAll() }
+            return try await body(client, database.timeout, logger)
+        }
+    }
+
+    static func iso(_ date: Date) -> String {
+        date.formatted(.iso8601)
+    }
+
+    static func json(_ value: Int?) -> JSONValue {
+        value.map { .int(Int64($0)) } ?? .null
+    }
+
+    static func json(_ date: Date?) -> JSONValue {
+        .optional(date.map(iso))
+    }
+}
