@@ -19,7 +19,7 @@ struct APICommand: AsyncParsableCommand {
 
         func run() async throws {
             let settings = Settings()
-            let logger = ProcessRuntime.bootstrapLogging(label: "handoff.api", settings: settings)
+            let logger = try ProcessRuntime.bootstrapLogging(label: "handoff.api", settings: settings)
             let host = settings.string(.apiHost) ?? "127.0.0.1"
             let mode = try AuthMode(settings: settings, host: host)
             let database = try DatabaseSettings(settings: settings)

@@ -11,7 +11,7 @@ enum AdminDatabase {
         _ body: @Sendable (_ client: PostgresClient, _ timeout: Duration, _ logger: Logger) async throws -> Result
     ) async throws -> Result {
         let settings = Settings()
-        let logger = ProcessRuntime.bootstrapLogging(label: "handoff.admin", settings: settings)
+        let logger = try ProcessRuntime.bootstrapLogging(label: "handoff.admin", settings: settings)
         let database = try DatabaseSettings(settings: settings)
         try await ProcessRuntime.migrate(database: database, logger: logger, patience: .seconds(10))
         let client = PostgresClient(configuration: database.clientConfiguration(applicationName: "handoff-admin"))

@@ -39,7 +39,8 @@ struct CompletionsController: Sendable {
             return response
         case .admitted(let task, let limits, let counted):
             let location = StreamRoute.location(task: task, token: admission.token(for: task, caller: caller, ttl: tokenTTL))
-            context.logger.debug("queued", metadata: ["task": "\(task)"])
+            // With the request's X-Request-Id (RequestIDMiddleware): the line that ties a request to its task.
+            context.logger.info("queued", metadata: ["task": "\(task)"])
             // A small body for clients that do not follow redirects.
             let handoff = JSONValue.object([
                 ("id", .string(ClaimedTask.completionID(for: task))), ("task_id", .string(task.uuidString.lowercased())),

@@ -19,7 +19,7 @@ struct SSECommand: AsyncParsableCommand {
 
         func run() async throws {
             let settings = Settings()
-            let logger = ProcessRuntime.bootstrapLogging(label: "handoff.sse", settings: settings)
+            let logger = try ProcessRuntime.bootstrapLogging(label: "handoff.sse", settings: settings)
             OpenFiles.raiseSoftLimit()
             let database = try DatabaseSettings(settings: settings)
             try await ProcessRuntime.migrate(database: database, logger: logger)

@@ -23,7 +23,7 @@ struct WorkerCommand: AsyncParsableCommand {
 
         func run() async throws {
             let settings = Settings()
-            let logger = ProcessRuntime.bootstrapLogging(label: "handoff.worker", settings: settings)
+            let logger = try ProcessRuntime.bootstrapLogging(label: "handoff.worker", settings: settings)
             let database = try DatabaseSettings(settings: settings)
             try await ProcessRuntime.migrate(database: database, logger: logger)
 

@@ -1,5 +1,6 @@
 """The operator's view: `handoff-api tasks list|show|cancel` and `handoff-api queue stats` against the session's
-database, while the system runs; and `curl -X POST -L`, which keeps POST across the hand-off."""
+database, while the system runs; request ids and JSON logs; and `curl -X POST -L`, which keeps POST across the
+hand-off."""
 
 from __future__ import annotations
 
@@ -79,3 +80,30 @@ def test_curl_x_post_keeps_post_across_the_handoff_and_still_streams():
               if line.startswith("data: {")]
     assert done.stdout.rstrip().endswith("data: [DONE]"), done.stdout[-300:]
     assert "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks if c["choices"]) == GOLDEN
+
+
+def test_a_request_id_is_returned_and_ties_the_request_to_its_task_in_the_api_log(cluster):
+    reply = request("POST", "/api/chat/completions", {"model": "demo", "messages": [{"role": "user", "content": "hi"}]},
+                    headers={"X-Request-Id": "req-e2e-4711"})
+    assert reply.status == 302 and reply.headers["X-Request-Id"] == "req-e2e-4711"
+    task = reply.json()["task_id"]
+    deadline = time.monotonic() + 10
+    while not [line for line in (cluster.log_dir / "api.log").read_text().splitlines()
+               if "req-e2e-4711" in line and task in line.lower()]:
+        assert time.monotonic() < deadline, "no API log line names both the request id and its task"
+        time.sleep(0.1)
+    generated = request("POST", "/api/chat/completions", {"model": "nope", "messages": [{"role": "user", "content": "hi"}]})
+    assert generated.status == 404 and len(generated.headers["X-Request-Id"]) == 36, "errors carry a generated id too"
+
+
+def test_json_logs_are_one_object_a_line(cluster):
+    done = subprocess.run([str(cluster.bin_dir / "handoff-api"), "migrate"], capture_output=True, text=True, timeout=60,
+                          env={"PATH": "/usr/bin:/bin", "DATABASE_URL": cluster.database_url, "HANDOFF_LOG_FORMAT": "json",
+                               "HANDOFF_LOG_LEVEL": "debug"})
+    assert done.returncode == 0, done.stderr
+    records = [json.loads(line) for line in done.stderr.splitlines()]
+    assert records and all({"time", "level", "process", "message"} <= record.keys() for record in records), done.stderr
+    assert {record["process"] for record in records} == {"handoff.migrate"}
+    refused = subprocess.run([str(cluster.bin_dir / "handoff-api"), "migrate"], capture_output=True, text=True, timeout=60,
+                             env={"PATH": "/usr/bin:/bin", "DATABASE_URL": cluster.database_url, "HANDOFF_LOG_FORMAT": "xml"})
+    assert refused.returncode != 0 and "HANDOFF_LOG_FORMAT=xml" in refused.stderr

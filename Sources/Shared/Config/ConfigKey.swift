@@ -38,6 +38,7 @@ public enum ConfigKey: String, CaseIterable, Sendable {
     case idempotencySeconds = "HANDOFF_IDEMPOTENCY_SECONDS"
     case demoTokenDelayMilliseconds = "HANDOFF_DEMO_TOKEN_DELAY_MS"
     case logLevel = "HANDOFF_LOG_LEVEL"
+    case logFormat = "HANDOFF_LOG_FORMAT"
     case benchStamps = "HANDOFF_BENCH_STAMPS"
 
     /// The value used when the variable is not set; `nil` when there is deliberately none.
@@ -78,6 +79,7 @@ public enum ConfigKey: String, CaseIterable, Sendable {
         case .idempotencySeconds: "86400"
         case .demoTokenDelayMilliseconds: "20"
         case .logLevel: "info"
+        case .logFormat: "text"
         case .benchStamps: "0"
         }
     }
@@ -119,6 +121,7 @@ public enum ConfigKey: String, CaseIterable, Sendable {
         case .idempotencySeconds: "How long an Idempotency-Key sends its caller's retries back to the same task."
         case .demoTokenDelayMilliseconds: "Delay between tokens of the demo model (0 for benchmarks)."
         case .logLevel: "trace, debug, info, notice, warning, error or critical."
+        case .logFormat: "text, or json: one JSON object a line (time, level, process, message, source, metadata)."
         case .benchStamps: "Benchmarks only: 1 makes the SSE server prefix each minibatch with a ': committed <µs>' comment."
         }
     }

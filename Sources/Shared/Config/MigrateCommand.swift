@@ -9,7 +9,7 @@ public struct MigrateCommand: AsyncParsableCommand {
 
     public func run() async throws {
         let settings = Settings()
-        let logger = ProcessRuntime.bootstrapLogging(label: "handoff.migrate", settings: settings)
+        let logger = try ProcessRuntime.bootstrapLogging(label: "handoff.migrate", settings: settings)
         let database = try DatabaseSettings(settings: settings)
         try await ProcessRuntime.migrate(database: database, logger: logger)
     }

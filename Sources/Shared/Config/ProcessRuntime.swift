@@ -4,13 +4,24 @@ import ServiceLifecycle
 
 /// What every Handoff executable does before serving: logging, settings, the schema.
 public enum ProcessRuntime {
-    /// Bootstraps swift-log once for the process at `HANDOFF_LOG_LEVEL`.
-    public static func bootstrapLogging(label: String, settings: Settings) -> Logger {
+    /// Bootstraps swift-log once for the process at `HANDOFF_LOG_LEVEL`, as text or as JSON lines (`HANDOFF_LOG_FORMAT`).
+    public static func bootstrapLogging(label: String, settings: Settings) throws(SettingsError) -> Logger {
         let level = settings.string(.logLevel).flatMap(Logger.Level.init(rawValue:)) ?? .info
-        LoggingSystem.bootstrap { label in
-            var handler = StreamLogHandler.standardError(label: label)
-            handler.logLevel = level
-            return handler
+        switch settings.string(.logFormat) {
+        case "json":
+            LoggingSystem.bootstrap { label in
+                var handler = JSONLogHandler(label: label)
+                handler.logLevel = level
+                return handler
+            }
+        case "text", nil:
+            LoggingSystem.bootstrap { label in
+                var handler = StreamLogHandler.standardError(label: label)
+                handler.logLevel = level
+                return handler
+            }
+        case let format?:
+            throw .invalid(.logFormat, format)
         }
         return Logger(label: label)
     }
