@@ -62,7 +62,7 @@ extension OpenAIError {
         var response = error.response
         response.addRateLimitHeaders(admission.limits, admitted: false)
         if let retryAfter {
-            let milliseconds = Int(retryAfter.components.seconds * 1000 + retryAfter.components.attoseconds / 1_000_000_000_000_000)
+            let milliseconds = Int(retryAfter.wholeMilliseconds)
             response.headers[.retryAfter] = "\(max((milliseconds + 999) / 1000, 1))"
             response.headers[HTTPField.Name("retry-after-ms")!] = "\(milliseconds)"
         }

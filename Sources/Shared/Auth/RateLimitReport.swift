@@ -119,7 +119,7 @@ public struct RateLimitReport: Sendable, Equatable {
 
     /// A duration as OpenAI writes it in `x-ratelimit-reset-*` (Go's notation): `12ms`, `1s`, `1.5s`, `6m0s`, `1h2m3s`.
     public static func goDuration(_ duration: Duration) -> String {
-        let milliseconds = max(Int(duration.components.seconds * 1000 + duration.components.attoseconds / 1_000_000_000_000_000), 0)
+        let milliseconds = max(Int(duration.wholeMilliseconds), 0)
         if milliseconds == 0 { return "0s" }
         if milliseconds < 1000 { return "\(milliseconds)ms" }
         let hours = milliseconds / 3_600_000, minutes = milliseconds / 60_000 % 60, rest = milliseconds % 60_000

@@ -37,7 +37,7 @@ public struct DatabaseSettings: Sendable {
         configuration.options.connectTimeout = .seconds(2)
         // The server enforces the deadline too: a statement cut off by it is rolled back, not left to commit
         // after the caller has already answered 503.
-        let milliseconds = timeout.components.seconds * 1000 + timeout.components.attoseconds / 1_000_000_000_000_000
+        let milliseconds = timeout.wholeMilliseconds
         configuration.options.additionalStartupParameters = [
             ("application_name", applicationName), ("options", "-c statement_timeout=\(milliseconds)"),
         ]

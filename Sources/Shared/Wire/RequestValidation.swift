@@ -32,11 +32,15 @@ public struct RequestValidation: Sendable {
             throw .invalidRequest("The request body is not valid JSON.", param: nil)
         }
         try validate(request)
-        // The body is stored as jsonb, which cannot hold NUL in any field — including those only an upstream reads.
+        try Self.rejectNUL(body)
+        return request
+    }
+
+    /// The body is stored as jsonb, which cannot hold NUL in any field — including those only an upstream reads.
+    static func rejectNUL(_ body: Data) throws(OpenAIError) {
         if body.range(of: Data(#"\u0000"#.utf8)) != nil {
             throw .invalidRequest("The request must not contain NUL characters (\\u0000).", param: nil)
         }
-        return request
     }
 
     public func validate(_ request: ChatCompletionRequest) throws(OpenAIError) {

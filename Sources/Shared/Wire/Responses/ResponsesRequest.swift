@@ -21,9 +21,7 @@ public struct ResponsesRequest: Sendable {
         } catch {
             throw .invalidRequest("The request body is not valid JSON.", param: nil)
         }
-        if body.range(of: Data(#"\u0000"#.utf8)) != nil {
-            throw .invalidRequest("The request must not contain NUL characters (\\u0000).", param: nil)
-        }
+        try RequestValidation.rejectNUL(body)
         try request.checkSupported()
         let settings = ResponseSettings(
             model: request.model, background: request.background ?? false, store: request.store ?? true,
