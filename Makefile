@@ -1,5 +1,5 @@
 # The two commands of the README, `make run` and `make test`, and `make bench`.
-.PHONY: run run-local test bench deps build release pg-init model clean
+.PHONY: run run-local test bench deps test-deps build release pg-init model clean
 
 VENV := .venv/bin
 
@@ -10,7 +10,7 @@ run: deps release pg-init
 run-local: deps release pg-init model
 	HANDOFF_MODELS_FILE=$(CURDIR)/models.example.json $(VENV)/honcho start -f Procfile.local
 
-test: deps build model
+test: test-deps build model
 	scripts/test.sh
 
 bench: deps release
@@ -18,6 +18,9 @@ bench: deps release
 
 deps:
 	scripts/install-deps.sh
+
+test-deps:
+	scripts/install-deps.sh test
 
 build:
 	swift build --build-tests

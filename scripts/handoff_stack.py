@@ -10,6 +10,7 @@ import json
 import os
 import secrets
 import signal
+import socket
 import subprocess
 import time
 import urllib.parse
@@ -49,6 +50,8 @@ class Stack:
         self.secret = secrets.token_hex(32)
         self.processes: dict[str, subprocess.Popen] = {}
         self.commands: dict[str, tuple[list[str], dict[str, str]]] = {}
+        # The operations port (/healthz, /readyz, /metrics) of each worker, by its name.
+        self.worker_ports: dict[str, int] = {}
 
     def create_database(self) -> None:
         psql(self.admin_url, f"CREATE DATABASE {self.database}")
@@ -90,10 +93,15 @@ class Stack:
         self.start("caddy", ["caddy", "run", "--config", str(ROOT / "Caddyfile"), "--adapter", "caddyfile"], {
             "HANDOFF_CADDY_PORT": str(self.ports.caddy), "HANDOFF_API_UPSTREAM": f"127.0.0.1:{self.ports.api}",
             "HANDOFF_SSE_UPSTREAMS": " ".join(f"127.0.0.1:{port}" for port in self.ports.sse),
+            "HANDOFF_WEB_ROOT": str(ROOT / "web"),
             "XDG_DATA_HOME": str(self.log_dir / "xdg-data"), "XDG_CONFIG_HOME": str(self.log_dir / "xdg-config")})
 
     def start_worker(self, common: dict[str, str], worker_settings: dict[str, str], name: str = "worker") -> None:
-        self.start(name, [str(self.bin_dir / "handoff-worker")], {**common, "HANDOFF_WORKER_ID": name, **worker_settings})
+        """Starts a worker; its operations server gets a free port of its own, unless `worker_settings` names one."""
+        port = int(worker_settings.get("HANDOFF_WORKER_PORT") or self.worker_ports.get(name) or free_port())
+        self.worker_ports[name] = port
+        self.start(name, [str(self.bin_dir / "handoff-worker")],
+                   {**common, "HANDOFF_WORKER_ID": name, "HANDOFF_WORKER_PORT": str(port), **worker_settings})
 
     def signal(self, name: str, signum: int) -> subprocess.Popen:
         """Sends `signum` to one process (SIGKILL, SIGTERM) and returns it, for the caller to wait on."""
@@ -101,11 +109,12 @@ class Stack:
         process.send_signal(signum)
         return process
 
-    def restart(self, name: str) -> None:
-        """Starts a process again, as it was first started, after it exited."""
+    def restart(self, name: str, env: dict[str, str] | None = None) -> None:
+        """Starts a process again, as it was first started (with `env` on top), after it exited."""
         process = self.processes.pop(name)
         process.wait(timeout=STOP_TIMEOUT)
-        self.start(name, *self.commands[name])
+        argv, first_env = self.commands[name]
+        self.start(name, argv, {**first_env, **(env or {})})
 
     def wait_healthy(self, deadline: float) -> None:
         for port in (self.ports.api, *self.ports.sse):
@@ -167,6 +176,13 @@ def wait_until(what: str, stack: Stack, deadline: float, probe) -> None:
             last = error
         time.sleep(0.2)
     raise RuntimeError(f"{what} not ready in time (last error: {last!r})")
+
+
+def free_port() -> int:
+    """A loopback port nothing listens on now (the kernel's pick)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
 
 
 def healthy(port: int) -> bool:

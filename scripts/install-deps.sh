@@ -1,6 +1,10 @@
 #!/usr/bin/env bash
-# Installs what Handoff needs and the machine lacks: Postgres and Caddy from Debian, honcho and the test
-# clients from PyPI (into .venv, so the system Python stays untouched). Safe to run again.
+# Installs what Handoff needs and the machine lacks: Postgres and Caddy from Debian, honcho and the test clients from
+# PyPI (into .venv, so the system Python stays untouched). Safe to run again.
+#
+#   scripts/install-deps.sh        what `make run` and `make bench` need
+#   scripts/install-deps.sh test   and what only the tests need: Chromium and chromedriver (the chat page's test
+#                                  drives a real headless browser) and Prometheus (the metrics test scrapes the stack)
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 sudo=()
@@ -11,6 +15,11 @@ ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 || missing+=(postgresql)
 command -v caddy >/dev/null || missing+=(caddy)
 command -v curl >/dev/null || missing+=(curl)
 python3 -c 'import venv, ensurepip' 2>/dev/null || missing+=(python3-venv)
+if [ "${1:-}" = test ]; then
+    command -v chromium >/dev/null || missing+=(chromium)
+    command -v chromedriver >/dev/null || missing+=(chromium-driver)
+    command -v prometheus >/dev/null || missing+=(prometheus)
+fi
 if [ ${#missing[@]} -gt 0 ]; then
     echo "installing ${missing[*]}"
     "${sudo[@]}" apt-get update -qq

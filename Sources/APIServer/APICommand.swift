@@ -20,12 +20,13 @@ struct APICommand: AsyncParsableCommand {
         func run() async throws {
             let settings = Settings()
             let logger = try ProcessRuntime.bootstrapLogging(label: "handoff.api", settings: settings)
+            let operations = try Operations.bootstrap(settings: settings, listens: false)
             let host = settings.string(.apiHost) ?? "127.0.0.1"
             let mode = try AuthMode(settings: settings, host: host)
             let database = try DatabaseSettings(settings: settings)
             try await ProcessRuntime.migrate(database: database, logger: logger)
 
-            let client = PostgresClient(configuration: database.clientConfiguration(applicationName: "handoff-api"))
+            let client = database.makeClient(applicationName: "handoff-api")
             let queue = TaskQueue(client: client, timeout: database.timeout, logger: logger)
             let secret = try StreamSecret.load(settings: settings)
             let catalogue = try ModelCatalogue(settings: settings)
@@ -47,15 +48,17 @@ struct APICommand: AsyncParsableCommand {
 
             let app = HTTPService.make(
                 name: "handoff-api", host: host,
-                port: try settings.int(.apiPort, override: port), logger: logger,
+                port: try settings.int(.apiPort, override: port), logger: logger, operations: operations,
                 routes: { router in
                     completions.addRoutes(to: router)
                     responses.addRoutes(to: router)
                     CancellationController(queue: queue, authentication: authentication, secret: secret).addRoutes(to: router)
                     ModelsController(models: catalogue.names, authentication: authentication).addRoutes(to: router)
                 })
-            // Shut down in reverse: the HTTP server finishes its requests, then the batcher commits theirs.
-            try await ProcessRuntime.run([client, batcher, app], logger: logger)
+            let probe = ReadinessProbe(
+                client: client, readiness: operations.readiness, deadline: try settings.milliseconds(.readyDeadlineMilliseconds), logger: logger)
+            // Shut down in reverse: readiness fails, the HTTP server finishes its requests, then the batcher commits theirs.
+            try await ProcessRuntime.run([client, batcher, app, probe], logger: logger)
         }
     }
 }

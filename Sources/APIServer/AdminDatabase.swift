@@ -14,7 +14,7 @@ enum AdminDatabase {
         let logger = try ProcessRuntime.bootstrapLogging(label: "handoff.admin", settings: settings)
         let database = try DatabaseSettings(settings: settings)
         try await ProcessRuntime.migrate(database: database, logger: logger, patience: .seconds(10))
-        let client = PostgresClient(configuration: database.clientConfiguration(applicationName: "handoff-admin"))
+        let client = database.makeClient(applicationName: "handoff-admin")
         return try await withThrowingTaskGroup(of: Void.self) { group in
             group.addTask { await client.run() }
             defer { group.cancelAll() }

@@ -1,5 +1,6 @@
 import HTTPTypes
 import Hummingbird
+import Metrics
 import Shared
 
 /// Who is calling the API: with `HANDOFF_AUTH=required`, the holder of the valid key in `Authorization`; with
@@ -58,6 +59,7 @@ extension OpenAIError {
         case .requests, .tokensPerMinute, .tokensPerDay:
             (error, retryAfter) = admission.limits?.refusal(admission.verdict)
                 ?? (OpenAIError(status: 429, message: "Rate limit reached.", type: "tokens", code: "rate_limit_exceeded"), .seconds(1))
+            Counter(label: MetricName.rateLimitRejections.rawValue, dimensions: [("kind", error.type)]).increment()
         }
         var response = error.response
         response.addRateLimitHeaders(admission.limits, admitted: false)

@@ -34,13 +34,11 @@ struct CompletionsController: Sendable {
         case .valid(let read): submission = read
         }
         let param = submission.request.maxCompletionTokens != nil ? "max_completion_tokens" : "max_tokens"
-        switch try await admission.admit(submission, request: request, maxTokensParam: param) {
+        switch try await admission.admit(submission, request: request, context: context, maxTokensParam: param) {
         case .refused(let response):
             return response
         case .admitted(let task, let limits, let counted):
             let location = StreamRoute.location(task: task, token: admission.token(for: task, caller: caller, ttl: tokenTTL))
-            // With the request's X-Request-Id (RequestIDMiddleware): the line that ties a request to its task.
-            context.logger.info("queued", metadata: ["task": "\(task)"])
             // A small body for clients that do not follow redirects.
             let handoff = JSONValue.object([
                 ("id", .string(ClaimedTask.completionID(for: task))), ("task_id", .string(task.uuidString.lowercased())),

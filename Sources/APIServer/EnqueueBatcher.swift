@@ -89,7 +89,7 @@ final class EnqueueBatcher: Service {
                     do {
                         try await insert([entry])
                     } catch {
-                        logger.error("enqueue rejected", metadata: ["task": "\(entry.submission.id)", "error": "\(String(reflecting: error))"])
+                        logger.error("enqueue rejected", metadata: ["task": .task(entry.submission.id), "error": "\(String(reflecting: error))"])
                         entry.continuation.resume(throwing: error)
                     }
                 }

@@ -20,7 +20,7 @@ struct ResponsesController: Sendable {
     func addRoutes(to router: Router<BasicRequestContext>) {
         for prefix in CompletionsRoute.prefixes {
             let path = "\(prefix)\(ResponsesRoute.path)"
-            router.post(RouterPath(path)) { request, _ in try await create(request) }
+            router.post(RouterPath(path)) { request, context in try await create(request, context: context) }
             router.get(RouterPath("\(path)/:id")) { request, context in try await retrieve(request, id: context.parameters.get("id") ?? "") }
             router.post(RouterPath("\(path)/:id\(ResponsesRoute.cancelSuffix)")) { request, context in
                 try await cancel(request, id: context.parameters.get("id") ?? "")
@@ -29,7 +29,7 @@ struct ResponsesController: Sendable {
         }
     }
 
-    func create(_ request: Request) async throws -> Response {
+    func create(_ request: Request, context: BasicRequestContext) async throws -> Response {
         let caller = try authentication.caller(request)
         let responses: ResponsesRequest
         switch try await admission.checked(request, { try ResponsesRequest(try await admission.body(of: request), validation: validation) }) {
@@ -39,7 +39,7 @@ struct ResponsesController: Sendable {
         let submission = TaskSubmission(
             id: UUID(), request: responses.chat, body: responses.chatBody, caller: caller,
             reservationCeiling: admission.reservationCeiling, response: responses.settings.stored)
-        switch try await admission.admit(submission, request: request, maxTokensParam: "max_output_tokens") {
+        switch try await admission.admit(submission, request: request, context: context, maxTokensParam: "max_output_tokens") {
         case .refused(let response):
             return response
         case .admitted(let task, let limits, let counted):

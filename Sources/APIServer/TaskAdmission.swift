@@ -53,7 +53,17 @@ struct TaskAdmission: Sendable {
     }
 
     /// Admits `submission` (reserving its tokens) and queues it, in one statement.
-    func admit(_ submission: TaskSubmission, request: Request, maxTokensParam: String) async throws -> Outcome {
+    /// Logs the task of an admitted request on the request's logger (which carries its `X-Request-Id`): the line that
+    /// ties a request to its task.
+    func admit(_ submission: TaskSubmission, request: Request, context: some RequestContext, maxTokensParam: String) async throws -> Outcome {
+        let outcome = try await enqueue(submission, request: request, maxTokensParam: maxTokensParam)
+        if case .admitted(let task, _, let counted) = outcome {
+            context.logger.info(counted ? "queued" : "idempotent retry", metadata: ["task": .task(task)])
+        }
+        return outcome
+    }
+
+    private func enqueue(_ submission: TaskSubmission, request: Request, maxTokensParam: String) async throws -> Outcome {
         let key = try IdempotencyKey(
             request.headers[HTTPField.Name(IdempotencyKey.header)!], authorization: request.headers[.authorization])
         guard let key else {

@@ -20,6 +20,7 @@ struct SSECommand: AsyncParsableCommand {
         func run() async throws {
             let settings = Settings()
             let logger = try ProcessRuntime.bootstrapLogging(label: "handoff.sse", settings: settings)
+            let operations = try Operations.bootstrap(settings: settings, listens: true)
             OpenFiles.raiseSoftLimit()
             let database = try DatabaseSettings(settings: settings)
             try await ProcessRuntime.migrate(database: database, logger: logger)
@@ -28,22 +29,26 @@ struct SSECommand: AsyncParsableCommand {
             let port = try settings.int(.ssePort, override: port)
             // Named per replica, so pg_stat_activity shows what each one holds.
             let replica = "handoff-sse-\(port)"
-            let client = PostgresClient(configuration: database.clientConfiguration(applicationName: replica))
+            let client = database.makeClient(applicationName: replica)
             let log = StreamLog(client: client, timeout: database.timeout, logger: logger)
             let keepalive = try settings.seconds(.keepaliveSeconds)
             let notifier = StreamNotifier(
                 configuration: .init(pollInterval: try settings.milliseconds(.ssePollMilliseconds), keepaliveInterval: keepalive),
                 log: log, listenerConfiguration: database.connectionConfiguration(applicationName: "\(replica)-listener"),
-                logger: logger)
+                readiness: operations.readiness, logger: logger)
             let reader = StreamReader(log: log, logger: logger)
             let environment = StreamEnvironment(
                 notifier: notifier, reader: reader, secret: try StreamSecret.load(settings: settings),
                 keepaliveInterval: .seconds(Int64(try settings.int(.keepaliveSeconds))),
-                commitStamps: settings.string(.benchStamps) == "1", replica: "\(host):\(port)")
+                commitStamps: settings.string(.benchStamps) == "1", replica: "\(host):\(port)", operations: operations,
+                metrics: StreamMetrics(), logger: logger)
             let server = SSEServer(
                 host: host, port: port, drainTime: try settings.seconds(.sseDrainSeconds), environment: environment, logger: logger)
-            // Shut down in reverse: the server drains first, while the reader and the notifier still serve it.
-            try await ProcessRuntime.run([client, notifier, reader, server], logger: logger)
+            let probe = ReadinessProbe(
+                client: client, readiness: operations.readiness, deadline: try settings.milliseconds(.readyDeadlineMilliseconds), logger: logger)
+            // Shut down in reverse: readiness fails first, then the server drains, while the reader and the notifier
+            // still serve it.
+            try await ProcessRuntime.run([client, notifier, reader, server, probe], logger: logger)
         }
     }
 }

@@ -1,3 +1,4 @@
+import Logging
 import NIOCore
 import NIOHTTP1
 import Shared
@@ -12,6 +13,10 @@ struct StreamEnvironment: Sendable {
     let commitStamps: Bool
     /// Sent as `StreamRoute.replicaHeader`.
     let replica: String
+    let operations: Operations
+    let metrics: StreamMetrics
+    /// Logs one line per stream, naming its task: `grep <task>` across the processes' logs shows its whole life.
+    let logger: Logger
 }
 
 /// Sent down every connection's pipeline when the replica starts draining, and again when its drain time is over.
@@ -36,6 +41,8 @@ final class SSEConnectionHandler: ChannelInboundHandler {
     private var head: HTTPRequestHead?
     private var stream: StreamDelivery?
     private var draining = false
+    /// The route of the request being answered, for `handoff_http_requests_total`.
+    private var route = "unmatched"
 
     init(environment: StreamEnvironment) {
         self.environment = environment
@@ -87,14 +94,28 @@ final class SSEConnectionHandler: ChannelInboundHandler {
         do {
             request = try SSERequest(head, secret: environment.secret)
         } catch {
+            route = "unmatched"
             return send(error, to: head, context: context)
         }
+        route = request.route
         switch request {
         case .health:
             if draining {
-                send(OpenAIError(status: 503, message: "This replica is draining.", type: "server_error", code: "draining"), to: head, context: context)
+                send(.notReady(.draining), to: head, context: context)
             } else {
-                send(status: .ok, contentType: "text/plain", body: HealthRoute.body, to: head, context: context)
+                send(status: .ok, contentType: "text/plain", body: OperationsRoute.healthBody, to: head, context: context)
+            }
+        case .readiness:
+            if let problem = draining ? .draining : environment.operations.readiness.problem {
+                send(.notReady(problem), to: head, context: context)
+            } else {
+                send(status: .ok, contentType: "text/plain", body: OperationsRoute.readyBody, to: head, context: context)
+            }
+        case .metrics:
+            if let text = environment.operations.metrics.render() {
+                send(status: .ok, contentType: MetricsExporter.contentType, body: String(decoding: text, as: UTF8.self), to: head, context: context)
+            } else {
+                send(.notFound("Metrics are off (HANDOFF_METRICS=off)."), to: head, context: context)
             }
         case .stream(let task, let start):
             deliver(StreamDelivery.Request(task: task, start: start, form: .chat), head: head, context: context)
@@ -106,6 +127,7 @@ final class SSEConnectionHandler: ChannelInboundHandler {
 
     private func deliver(_ request: StreamDelivery.Request, head: HTTPRequestHead, context: ChannelHandlerContext) {
         let stream = StreamDelivery(request, version: head.version, context: context, environment: environment) { [weak self] outcome in
+            self?.environment.logger.info("stream ended", metadata: ["task": .task(request.task), "outcome": "\(outcome.name)"])
             self?.streamFinished(outcome, head: head, context: context)
         }
         self.stream = stream
@@ -114,6 +136,12 @@ final class SSEConnectionHandler: ChannelInboundHandler {
 
     private func streamFinished(_ outcome: StreamDelivery.Outcome, head: HTTPRequestHead, context: ChannelHandlerContext) {
         stream = nil
+        switch outcome {
+        case .completed, .interrupted, .cancelled:
+            environment.metrics.answered(route: route, method: head.method.rawValue, status: 200)
+        case .refused, .answered:
+            break  // counted by `send`
+        }
         switch outcome {
         case .completed:
             if draining || !head.isKeepAlive { context.close(promise: nil) }
@@ -133,6 +161,7 @@ final class SSEConnectionHandler: ChannelInboundHandler {
     }
 
     private func send(status: HTTPResponseStatus, contentType: String, body: String, to head: HTTPRequestHead, context: ChannelHandlerContext) {
+        environment.metrics.answered(route: route, method: head.method.rawValue, status: Int(status.code))
         let keepAlive = head.isKeepAlive && !draining
         var headers = HTTPHeaders([
             ("Content-Type", contentType), ("Content-Length", String(body.utf8.count)), (StreamRoute.replicaHeader, environment.replica),

@@ -7,6 +7,8 @@ import Shared
 /// the cursor it resumes from.
 enum SSERequest: Equatable {
     case health
+    case readiness
+    case metrics
     case stream(task: UUID, start: StreamCursor)
     /// A Responses task, rendered as Responses events (or, without `streaming`, as the Response once it ended);
     /// events up to `startingAfter` are left out.
@@ -14,9 +16,11 @@ enum SSERequest: Equatable {
 
     init(_ head: HTTPRequestHead, secret: StreamSecret) throws(OpenAIError) {
         let (path, query) = Self.split(head.uri)
-        if path == HealthRoute.path {
-            self = .health
-            return
+        switch path {
+        case OperationsRoute.health: self = .health; return
+        case OperationsRoute.readiness: self = .readiness; return
+        case OperationsRoute.metrics: self = .metrics; return
+        default: break
         }
         let chat = Self.task(in: path, under: StreamRoute.pathPrefix)
         let responses = Self.task(in: path, under: ResponsesRoute.ssePrefix)
@@ -39,6 +43,17 @@ enum SSERequest: Equatable {
             throw .invalidRequest("'\(after)' is not a sequence number.", param: ResponsesRoute.startingAfterParameter)
         }
         self = .responses(task: task, streaming: query[ResponsesRoute.streamParameter] == "true", startingAfter: startingAfter)
+    }
+
+    /// The route pattern for `handoff_http_requests_total`: never the path itself, which names a task.
+    var route: String {
+        switch self {
+        case .health: OperationsRoute.health
+        case .readiness: OperationsRoute.readiness
+        case .metrics: OperationsRoute.metrics
+        case .stream: "\(StreamRoute.pathPrefix)/:id"
+        case .responses: "\(ResponsesRoute.ssePrefix)/:id"
+        }
     }
 
     private static func task(in path: String, under prefix: String) -> UUID? {

@@ -25,6 +25,17 @@ final class StreamDelivery {
         case answered(JSONValue)
         /// The client left, or the server closes the connection.
         case cancelled
+
+        /// For the log line of a stream's end.
+        var name: String {
+            switch self {
+            case .completed: "completed"
+            case .interrupted: "interrupted"
+            case .refused(let error): "refused \(error.status)"
+            case .answered: "answered"
+            case .cancelled: "client gone"
+            }
+        }
     }
 
     private enum Phase { case opening, streaming, reading, finished }
@@ -50,6 +61,9 @@ final class StreamDelivery {
     private var cursor: StreamCursor
     private var phase = Phase.opening
     private var lastWrite = NIODeadline.now()
+    /// When the client asked; its first event's delay is measured from here.
+    private let opened = ContinuousClock.now
+    private var sentFirstEvent = false
     private let version: HTTPVersion
     private let context: ChannelHandlerContext
     private let environment: StreamEnvironment
@@ -76,6 +90,7 @@ final class StreamDelivery {
     func start() {
         let waker = StreamWaker(delivery: NIOLoopBound(self, eventLoop: context.eventLoop))
         subscription = environment.notifier.subscribe(waker, to: task)
+        environment.metrics.openStreams.increment()
         requestRead()
     }
 
@@ -170,8 +185,10 @@ final class StreamDelivery {
         if streaming {
             writeHead()
             var buffer = context.channel.allocator.buffer(capacity: 0)
-            for event in opening where event.sequenceNumber > startingAfter { buffer.writeString(event.frame) }
+            let sent = opening.filter { $0.sequenceNumber > startingAfter }
+            for event in sent { buffer.writeString(event.frame) }
             context.write(NIOAny(HTTPServerResponsePart.body(.byteBuffer(buffer))), promise: nil)
+            countSent(sent.count)
         } else {
             collected = []
         }
@@ -192,21 +209,22 @@ final class StreamDelivery {
     private func write(_ batches: [StreamBatch]) {
         guard collected == nil else { return collect(batches) }
         var buffer = context.channel.allocator.buffer(capacity: 0)
-        let ended: Bool
+        let written: StreamEventsWritten
         if case .responses(_, let startingAfter) = form, renderer != nil {
-            ended = buffer.writeResponseEvents(of: batches, after: &cursor, renderer: &renderer!, startingAfter: startingAfter)
+            written = buffer.writeResponseEvents(of: batches, after: &cursor, renderer: &renderer!, startingAfter: startingAfter)
         } else {
-            ended = buffer.writeEvents(of: batches, after: &cursor, commitStamps: environment.commitStamps)
+            written = buffer.writeEvents(of: batches, after: &cursor, commitStamps: environment.commitStamps)
         }
         if buffer.readableBytes > 0 {
             context.write(NIOAny(HTTPServerResponsePart.body(.byteBuffer(buffer))), promise: nil)
             lastWrite = .now()
         }
-        if ended {
+        if written.ended {
             context.write(NIOAny(HTTPServerResponsePart.end(nil)), promise: nil)
         }
         context.flush()
-        if ended { finish(.completed) }
+        countSent(written.events)
+        if written.ended { finish(.completed) }
     }
 
     /// Gathers the events of a non-streaming client; at the end, answers its `chat.completion` (or its error), or
@@ -231,17 +249,30 @@ final class StreamDelivery {
         }
     }
 
+    private func countSent(_ events: Int) {
+        guard events > 0 else { return }
+        environment.metrics.eventsSent.increment(by: events)
+        if !sentFirstEvent {
+            sentFirstEvent = true
+            environment.metrics.firstEvent(form).record(duration: ContinuousClock.now - opened)
+        }
+    }
+
     private func pingIfSilent() {
         guard phase != .opening, collected == nil, NIODeadline.now() - lastWrite >= .nanoseconds(environment.keepaliveInterval.nanoseconds / 2) else { return }
         context.writeAndFlush(
             NIOAny(HTTPServerResponsePart.body(.byteBuffer(ByteBuffer(string: ServerSentEvents.keepalive)))), promise: nil)
+        environment.metrics.keepalives.increment()
         lastWrite = .now()
     }
 
     private func finish(_ outcome: Outcome) {
         guard phase != .finished else { return }
         phase = .finished
-        if let subscription { environment.notifier.unsubscribe(subscription, from: task) }
+        if let subscription {
+            environment.notifier.unsubscribe(subscription, from: task)
+            environment.metrics.openStreams.decrement()
+        }
         subscription = nil
         onFinish(outcome)
     }
@@ -257,45 +288,5 @@ private final class StreamWaker: StreamSubscriber {
 
     func wake() {
         delivery.eventLoop.execute { self.delivery.value.wake() }
-    }
-}
-
-extension ByteBuffer {
-    /// Writes the Responses events that `batches` render after `cursor` and whose sequence number follows
-    /// `startingAfter`, moving the cursor; `true` when the stream's end was among them (no `[DONE]`: Responses
-    /// streams just end).
-    mutating func writeResponseEvents(
-        of batches: [StreamBatch], after cursor: inout StreamCursor, renderer: inout ResponseRenderer, startingAfter: Int
-    ) -> Bool {
-        for batch in batches {
-            for event in batch.events(after: cursor) {
-                for rendered in renderer.render(event.data, committed: batch.committedSeconds) where rendered.sequenceNumber > startingAfter {
-                    writeString(rendered.frame)
-                }
-                cursor = event.cursor
-            }
-            if batch.final { return true }
-        }
-        return false
-    }
-
-    /// Writes the SSE events of `batches` that follow `cursor`, moving it; `true` when the stream's end was among
-    /// them (then `[DONE]` is written too).
-    mutating func writeEvents(of batches: [StreamBatch], after cursor: inout StreamCursor, commitStamps: Bool) -> Bool {
-        for batch in batches {
-            if commitStamps, let committed = batch.committedAtMicroseconds, batch.sequence > cursor.sequence {
-                let sent = Int64(Date().timeIntervalSince1970 * 1_000_000)
-                writeString(ServerSentEvents.commitStamp(committed: committed, sent: sent))
-            }
-            for event in batch.events(after: cursor) {
-                writeString(ServerSentEvents.event(id: event.cursor, data: event.data))
-                cursor = event.cursor
-            }
-            if batch.final {
-                writeString(ServerSentEvents.done)
-                return true
-            }
-        }
-        return false
     }
 }

@@ -47,14 +47,20 @@ final class StreamNotifier: Service {
     private let logger: Logger
     private let state = Mutex(State())
     private let listenerConfiguration: PostgresConnection.Configuration?
+    private let readiness: Readiness?
     private let pollNow = Doorbell()
     private let fetchNow = Doorbell()
 
-    /// `listenerConfiguration` is nil only in tests that drive `advance` by hand.
-    init(configuration: Configuration, log: StreamLog, listenerConfiguration: PostgresConnection.Configuration?, logger: Logger) {
+    /// `listenerConfiguration` is nil only in tests that drive `advance` by hand; `readiness` hears whether the
+    /// listener listens.
+    init(
+        configuration: Configuration, log: StreamLog, listenerConfiguration: PostgresConnection.Configuration?,
+        readiness: Readiness? = nil, logger: Logger
+    ) {
         self.configuration = configuration
         self.log = log
         self.listenerConfiguration = listenerConfiguration
+        self.readiness = readiness
         self.logger = logger
     }
 
@@ -176,7 +182,11 @@ final class StreamNotifier: Service {
                 let listener = PostgresListener(
                     configuration: listenerConfiguration, channels: [NotifyChannel.streamAppended], logger: logger,
                     // Notifications may have been lost while disconnected: look at the table now.
-                    onListening: { self.pollNow.ring() },
+                    onListening: {
+                        self.readiness?.listener(listening: true)
+                        self.pollNow.ring()
+                    },
+                    onLost: { self.readiness?.listener(listening: false) },
                     onNotification: { _, payload in self.receive(payload) })
                 group.addTask { try? await listener.run() }
             }

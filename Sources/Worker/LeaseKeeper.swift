@@ -18,7 +18,7 @@ struct LeaseKeeper: Service {
         await repeatEvery(lease / 3) {
             do {
                 for task in try await queue.renewLeases(workerID: workerID, lease: lease, abandonAfter: abandonAfter) {
-                    cancellations.stop(task, because: .cancelled)
+                    cancellations.stop(task.id, because: task.abandoned ? .abandoned : .cancelled)
                 }
             } catch {
                 logger.warning("lease renewal failed", metadata: ["error": "\(String(reflecting: error))"])

@@ -1,5 +1,6 @@
 import Foundation
 import Logging
+import Metrics
 import ServiceLifecycle
 import Shared
 import Synchronization
@@ -39,6 +40,9 @@ final class StreamWriter: Service {
     private let state = Mutex(State())
     private let work = Doorbell()
     private let urgent = Doorbell()
+    private let flushEvents = Recorder(label: MetricName.flushEvents.rawValue)
+    private let flushDuration = Timer(label: MetricName.flushDuration.rawValue)
+    private let eventsWritten = Counter(label: MetricName.eventsWritten.rawValue)
 
     init(configuration: Configuration, log: StreamLog, logger: Logger) {
         self.configuration = configuration
@@ -140,8 +144,13 @@ final class StreamWriter: Service {
             return (batches, outcomes)
         }
         guard !batches.isEmpty else { return }
+        let start = ContinuousClock.now
         do {
             try await log.append(batches, outcomes: outcomes, workerID: configuration.workerID)
+            let events = batches.reduce(0) { $0 + $1.events.count }
+            flushDuration.record(duration: ContinuousClock.now - start)
+            flushEvents.record(events)
+            eventsWritten.increment(by: events)
         } catch {
             logger.error("flush failed; will retry", metadata: ["batches": "\(batches.count)", "error": "\(String(reflecting: error))"])
             try? await Task.sleep(for: configuration.window)

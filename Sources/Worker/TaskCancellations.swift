@@ -3,8 +3,10 @@ import Synchronization
 
 /// Why a running task must stop before its model is done.
 enum StopReason: Sendable, Equatable {
-    /// Its owner cancelled it, or no client has watched its stream for the abandonment grace period.
+    /// Its owner cancelled it.
     case cancelled
+    /// No client has watched its stream for the abandonment grace period. It ends as a cancelled task does.
+    case abandoned
     /// The worker is shutting down and the grace period for in-flight tasks is over.
     case shutdown
 }

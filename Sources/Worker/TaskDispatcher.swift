@@ -53,7 +53,7 @@ final class TaskDispatcher: Service {
                     }
                     for task in claimed {
                         self.running.add(1, ordering: .relaxed)
-                        logger.debug("claimed", metadata: ["task": "\(task.id)", "attempt": "\(task.attempt)"])
+                        logger.debug("claimed", metadata: ["task": .task(task.id), "attempt": "\(task.attempt)"])
                         group.addTask {
                             await self.executor.run(task)
                             self.running.subtract(1, ordering: .relaxed)

@@ -13,6 +13,7 @@ struct TaskExecutor: Sendable {
     let cancellations: TaskCancellations
     let workerID: String
     let logger: Logger
+    let metrics = TaskMetrics()
 
     private enum Ending: Sendable {
         case finished(ReplyEnding)
@@ -23,11 +24,11 @@ struct TaskExecutor: Sendable {
     func run(_ task: ClaimedTask) async {
         cancellations.started(task.id)
         defer { cancellations.finished(task.id) }
+        metrics.claimed(task)
         let events = CompletionEvents(task: task)
         guard let model = models.model(named: task.request.model) else {
             let error = OpenAIError.modelNotFound(task.request.model)
-            await writer.finish(task.id, events: [events.error(error)], outcome: TaskOutcome(task: task.id, status: .failed, error: error))
-            return
+            return await end(task, .failed, events: [events.error(error)], outcome: TaskOutcome(task: task.id, status: .failed, error: error))
         }
         let usage = { (completion: Int) in Usage(promptTokens: model.promptTokens(for: task.request), completionTokens: completion) }
         if task.cancelRequested {
@@ -55,17 +56,18 @@ struct TaskExecutor: Sendable {
         }
         switch ending {
         case .finished(let ending):
-            await writer.finish(
-                task.id, events: opening() + ending.closing, outcome: TaskOutcome(task: task.id, status: .succeeded, usage: ending.usage))
+            await end(
+                task, .succeeded, events: opening() + ending.closing,
+                outcome: TaskOutcome(task: task.id, status: .succeeded, usage: ending.usage))
         case .stopped(let reason):
             await stop(task, events: events, opening: opening(), because: reason, usage: usage(emitted.value.load(ordering: .relaxed)))
         case .failed(let failure):
             // A request the model refused (a prompt over its context window) is the client's error, not ours.
             logger.log(
                 level: failure.error.status >= 500 ? .error : .info, "task failed",
-                metadata: ["task": "\(task.id)", "error": "\(failure.error.message)"])
-            await writer.finish(
-                task.id, events: opening() + [events.error(failure.error)],
+                metadata: ["task": .task(task.id), "error": "\(failure.error.message)"])
+            await end(
+                task, .failed, events: opening() + [events.error(failure.error)],
                 outcome: TaskOutcome(task: task.id, status: .failed, usage: failure.usage, error: failure.error))
         }
     }
@@ -78,7 +80,7 @@ struct TaskExecutor: Sendable {
         } catch is CancellationError {
             return .failed(.unfinished)  // stopped: the stop reason, not this, decides the ending
         } catch {
-            logger.error("model failed", metadata: ["task": "\(task.id)", "error": "\(String(reflecting: error))"])
+            logger.error("model failed", metadata: ["task": .task(task.id), "error": "\(String(reflecting: error))"])
             return .failed(ReplyFailure(error: .server("The model failed while generating this completion."), usage: nil))
         }
     }
@@ -86,24 +88,35 @@ struct TaskExecutor: Sendable {
     /// `opening`: the role chunk, when the model stopped before its first output and the stream has none yet.
     private func stop(_ task: ClaimedTask, events: CompletionEvents, opening: [String], because reason: StopReason, usage: Usage) async {
         switch reason {
-        case .cancelled:
-            logger.info("task cancelled", metadata: ["task": "\(task.id)", "completion_tokens": "\(usage.completionTokens)"])
-            await writer.finish(
-                task.id, events: opening + events.end(reason: FinishReason.cancelled.rawValue, usage: usage),
+        case .cancelled, .abandoned:
+            let abandoned = reason == .abandoned
+            logger.info(
+                abandoned ? "task abandoned" : "task cancelled",
+                metadata: ["task": .task(task.id), "completion_tokens": "\(usage.completionTokens)"])
+            await end(
+                task, abandoned ? .abandoned : .cancelled, events: opening + events.end(reason: FinishReason.cancelled.rawValue, usage: usage),
                 outcome: TaskOutcome(task: task.id, status: .cancelled, usage: usage))
         case .shutdown:
             do {
                 if try await queue.release(task.id, workerID: workerID) {
-                    logger.info("task handed back", metadata: ["task": "\(task.id)"])
+                    logger.info("task handed back", metadata: ["task": .task(task.id)])
                     await writer.discard(task.id)
+                    metrics.ended(task, .handedBack, usage: nil)
                     return
                 }
             } catch {
-                logger.warning("hand-back failed", metadata: ["task": "\(task.id)", "error": "\(String(reflecting: error))"])
+                logger.warning("hand-back failed", metadata: ["task": .task(task.id), "error": "\(String(reflecting: error))"])
             }
             let error = OpenAIError.workerShutdown
-            await writer.finish(task.id, events: opening + [events.error(error)], outcome: TaskOutcome(task: task.id, status: .failed, error: error))
+            await end(task, .failed, events: opening + [events.error(error)], outcome: TaskOutcome(task: task.id, status: .failed, error: error))
         }
+    }
+
+    /// Ends the task's stream and records its outcome (both committed on return), and counts it.
+    private func end(_ task: ClaimedTask, _ counted: TaskMetrics.Outcome, events: [String], outcome: TaskOutcome) async {
+        await writer.finish(task.id, events: events, outcome: outcome)
+        metrics.ended(task, counted, usage: outcome.usage)
+        logger.info("task ended", metadata: ["task": .task(task.id), "outcome": "\(counted.rawValue)"])
     }
 }
 

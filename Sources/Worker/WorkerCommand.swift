@@ -21,9 +21,13 @@ struct WorkerCommand: AsyncParsableCommand {
         @Option(help: "Delay between demo tokens in milliseconds (\(ConfigKey.demoTokenDelayMilliseconds.rawValue)).")
         var tokenDelayMs: Int?
 
+        @Option(help: "Port of the operations server: /healthz, /readyz, /metrics (\(ConfigKey.workerPort.rawValue)).")
+        var port: Int?
+
         func run() async throws {
             let settings = Settings()
             let logger = try ProcessRuntime.bootstrapLogging(label: "handoff.worker", settings: settings)
+            let operations = try Operations.bootstrap(settings: settings, listens: true)
             let database = try DatabaseSettings(settings: settings)
             try await ProcessRuntime.migrate(database: database, logger: logger)
 
@@ -31,7 +35,7 @@ struct WorkerCommand: AsyncParsableCommand {
             // not renew (and so keep alive) the leases of the tasks its killed predecessor held.
             let nonce = String(UInt32.random(in: .min ... .max), radix: 16)
             let workerID = "\(settings.string(.workerID) ?? ProcessInfo.processInfo.hostName)-\(getpid())-\(nonce)"
-            let client = PostgresClient(configuration: database.clientConfiguration(applicationName: "handoff-worker"))
+            let client = database.makeClient(applicationName: "handoff-worker")
             let log = StreamLog(client: client, timeout: database.timeout, logger: logger)
             let writer = StreamWriter(
                 configuration: .init(
@@ -51,7 +55,11 @@ struct WorkerCommand: AsyncParsableCommand {
             let listener = PostgresListener(
                 configuration: database.connectionConfiguration(applicationName: "handoff-worker-listener"),
                 channels: [NotifyChannel.taskQueued, NotifyChannel.taskCancelled], logger: logger,
-                onListening: { doorbell.ring() },
+                onListening: {
+                    operations.readiness.listener(listening: true)
+                    doorbell.ring()
+                },
+                onLost: { operations.readiness.listener(listening: false) },
                 onNotification: { channel, payload in
                     if channel == NotifyChannel.taskCancelled, let task = UUID(uuidString: payload) {
                         cancellations.stop(task, because: .cancelled)
@@ -71,10 +79,18 @@ struct WorkerCommand: AsyncParsableCommand {
                 abandonAfter: try settings.seconds(.abandonSeconds), logger: logger)
             let rescuer = TaskRescuer(queue: queue, lease: lease, maxAttempts: max(1, try settings.int(.maxAttempts)), logger: logger)
             let pruner = TaskPruner(queue: queue, retention: try settings.seconds(.retentionSeconds), logger: logger)
+            let sampler = QueueSampler(queue: queue, interval: try settings.milliseconds(.queueSampleMilliseconds), logger: logger)
+            let operationsServer = HTTPService.make(
+                name: "handoff-worker", host: settings.string(.workerHost) ?? "127.0.0.1",
+                port: try settings.int(.workerPort, override: port), logger: logger, operations: operations)
+            let probe = ReadinessProbe(
+                client: client, readiness: operations.readiness, deadline: try settings.milliseconds(.readyDeadlineMilliseconds), logger: logger)
             logger.info("worker started", metadata: ["worker": "\(workerID)"])
-            // Shut down in reverse: stop claiming and finish tasks (their leases renewed meanwhile), then drain the
-            // writer, then close the upstream clients and Postgres.
-            try await ProcessRuntime.run([client, backends, listener, pruner, rescuer, leaseKeeper, writer, dispatcher], logger: logger)
+            // Shut down in reverse: readiness fails, stop claiming and finish tasks (their leases renewed meanwhile),
+            // then drain the writer, then close the upstream clients and Postgres.
+            try await ProcessRuntime.run(
+                [client, operationsServer, sampler, backends, listener, pruner, rescuer, leaseKeeper, writer, dispatcher, probe],
+                logger: logger)
         }
     }
 }

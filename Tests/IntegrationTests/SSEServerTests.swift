@@ -52,7 +52,9 @@ struct SSEServerTests {
             host: "127.0.0.1", port: 0, drainTime: drainTime,
             environment: StreamEnvironment(
                 notifier: notifier, reader: reader, secret: Self.secret, keepaliveInterval: .milliseconds(keepalive),
-                commitStamps: false, replica: "test"),
+                commitStamps: false, replica: "test",
+                operations: Operations(readiness: Readiness(listens: false), metrics: .disabled), metrics: StreamMetrics(),
+                logger: database.logger),
             logger: database.logger, onBound: { bound in port.withLock { $0 = bound } })
         let serverGroup = ServiceGroup(configuration: .init(services: [server], logger: database.logger))
         return try await withThrowingTaskGroup(of: R?.self) { group in
@@ -90,8 +92,10 @@ struct SSEServerTests {
             let pings = body.components(separatedBy: ": ping\n").count - 1
             #expect(body.hasPrefix(": ping\n"))
             // A ping once half the keepalive passed without a write: about one per 100 ms of silence, never a storm.
+            // At least one: how much of the silence the stream was open for (rather than still in its first read)
+            // depends on how loaded the machine and the test cluster are.
             let most = Int(silence / .milliseconds(100)) + 1
-            #expect((2...most).contains(pings), "\(pings) pings in \(silence) of silence at a 200 ms keepalive")
+            #expect((1...most).contains(pings), "\(pings) pings in \(silence) of silence at a 200 ms keepalive")
             #expect(body.replacingOccurrences(of: ": ping\n", with: "")
                 == "id: 1\ndata: {\"n\":1}\n\nid: 2\ndata: {\"n\":2}\n\nid: 3\ndata: {\"n\":3}\n\ndata: [DONE]\n\n")
         }
@@ -144,7 +148,7 @@ struct SSEServerTests {
                     #expect(response.status == status, "\(path)")
                     #expect(response.body.contains("\"error\":{") && response.body.contains(kind), "\(path): \(response.body)")
                 }
-                #expect(try await server.get(HealthRoute.path) == (200, "ok"))
+                #expect(try await server.get(OperationsRoute.health) == (200, "ok"))
             }
         }
     }
@@ -179,7 +183,7 @@ struct SSEServerTests {
                     await server.group.triggerGracefulShutdown()
                     try await Task.sleep(for: .milliseconds(200))
                     await #expect(throws: (any Error).self, "no new connections while draining") {
-                        _ = try await server.get(HealthRoute.path)
+                        _ = try await server.get(OperationsRoute.health)
                     }
                     try await server.log.append([StreamBatch(task: tasks[0], sequence: 1, events: ["short"], final: true)], outcomes: [], workerID: "w")
                     server.notifier.advance(tasks[0], to: 1)

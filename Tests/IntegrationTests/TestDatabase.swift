@@ -23,14 +23,18 @@ struct TestDatabase: Sendable {
         logger.logLevel = .warning
         let admin = try DatabaseSettings(settings: Settings(environment: ["DATABASE_URL": adminURL]))
         let name = "handoff_test_\(UUID().uuidString.lowercased().replacingOccurrences(of: "-", with: "").prefix(16))"
-        try await admin.run("CREATE DATABASE \(name)", logger: logger)
-
         var components = URLComponents(string: adminURL)!
         components.path = "/\(name)"
         let settings = try DatabaseSettings(settings: Settings(environment: [
             "DATABASE_URL": components.string!, "HANDOFF_DB_POOL_SIZE": "\(poolSize)",
         ]))
-        if migrated { try await Migrator().migrate(database: settings, logger: logger) }
+        do {
+            try await admin.run("CREATE DATABASE \(name)", logger: logger)
+            if migrated { try await Migrator().migrate(database: settings, logger: logger) }
+        } catch {
+            // PostgresNIO's errors describe themselves generically; a failed set-up must say what Postgres said.
+            throw TestSetupError("setting up database \(name): \(String(reflecting: error))")
+        }
         let client = PostgresClient(configuration: settings.clientConfiguration(applicationName: "handoff-test"))
         let database = TestDatabase(name: name, settings: settings, client: client, logger: logger)
 

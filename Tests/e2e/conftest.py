@@ -170,6 +170,11 @@ def catalogue() -> dict:
         {"name": "failover-timeout", "backend": "openai", "upstreams": [
             upstream(stub_url("A", "/failover-timeout"), "slow-first", first_token_timeout_ms=500, backoff_ms=5000),
             upstream(stub_url("B", "/failover-timeout"), "ollama", backoff_ms=5000)]},
+        # Only the metrics test uses these two, so it can expect exact counts of them.
+        {"name": "demo-metered", "backend": "demo"},
+        {"name": "failover-metered", "backend": "openai", "upstreams": [
+            upstream(stub_url("A", "/failover-metered"), "fail-503", backoff_ms=1),
+            upstream(stub_url("B", "/failover-metered"), "openai", backoff_ms=1)]},
         {"name": "failover-all-503", "backend": "openai", "upstreams": [
             upstream(stub_url("A", "/all-503"), "fail-503", backoff_ms=1),
             upstream(stub_url("B", "/all-503"), "fail-502", backoff_ms=1)]},

@@ -16,6 +16,8 @@ import json
 import time
 from typing import Any, Callable, ContextManager, Iterable, Iterator
 
+import pytest
+
 CADDY_PORT = 18080
 API_PORT = 18081
 SSE_PORTS = (18082, 18083)
@@ -185,3 +187,14 @@ def assert_well_formed(stream: Stream, completion_id: str | None = None) -> None
     assert len({c["created"] for c in chunks}) == 1, "chunks of one stream carry different `created`"
     assert all(c["object"] == "chat.completion.chunk" and c["model"] == "demo" for c in chunks)
     assert chunks[0]["choices"][0]["delta"]["role"] == "assistant"
+
+
+def wait_started(stack, routed: bool = True, timeout: float = 60) -> None:
+    """Until a fixture's own stack answers its health checks (and, with `routed`, streams reach every replica through
+    its Caddy); else fails the fixture with the stack's log tails."""
+    try:
+        stack.wait_healthy(time.monotonic() + timeout)
+        if routed:
+            stack.wait_routed(time.monotonic() + timeout)
+    except (RuntimeError, OSError) as error:
+        raise pytest.fail.Exception(f"the stack did not start: {error}\n{stack.log_tails()}", pytrace=False) from None

@@ -12,7 +12,7 @@ import openai
 import pytest
 
 from faults import restart_and_wait
-from handoff_e2e import CADDY_PORT, GOLDEN, SSE_PORTS, request
+from handoff_e2e import CADDY_PORT, GOLDEN, SSE_PORTS, request, wait_started
 from handoff_stack import Ports, Stack
 from keys_e2e import CADDY as KEYED_CADDY
 from responses_e2e import (GOLDEN_TOKENS, LONG, PROMPT, RESPONSE_FIELDS, RESPONSE_ID, TERMINAL, check_events, check_golden, check_usage,
@@ -218,11 +218,7 @@ def lost_stack(cluster, tmp_path_factory) -> Stack:
             stack.start_worker(stack.commands["api"][1], {"HANDOFF_LEASE_SECONDS": str(LEASE_SECONDS),
                                                           "HANDOFF_ABANDON_SECONDS": str(ABANDON_SECONDS),
                                                           "HANDOFF_DEMO_TOKEN_DELAY_MS": "20"}, name=name)
-        try:
-            stack.wait_healthy(time.monotonic() + 60)
-            stack.wait_routed(time.monotonic() + 60)
-        except (RuntimeError, OSError) as error:
-            raise pytest.fail.Exception(f"the stack did not start: {error}\n{stack.log_tails()}", pytrace=False) from None
+        wait_started(stack)
         yield stack
     finally:
         stack.stop()

@@ -1,7 +1,7 @@
 /// Every setting of every Handoff process: its environment variable, its default and what it does.
 ///
 /// This is the only place a key is named. The README's settings table is checked against this list by
-/// `ConfigKeyDocumentationTests`, so a new key cannot ship undocumented.
+/// `SettingsTests.everyKeyIsDocumentedInTheReadme`, so a new key cannot ship undocumented.
 public enum ConfigKey: String, CaseIterable, Sendable {
     case databaseURL = "DATABASE_URL"
     case databasePoolSize = "HANDOFF_DB_POOL_SIZE"
@@ -39,6 +39,11 @@ public enum ConfigKey: String, CaseIterable, Sendable {
     case demoTokenDelayMilliseconds = "HANDOFF_DEMO_TOKEN_DELAY_MS"
     case logLevel = "HANDOFF_LOG_LEVEL"
     case logFormat = "HANDOFF_LOG_FORMAT"
+    case metrics = "HANDOFF_METRICS"
+    case readyDeadlineMilliseconds = "HANDOFF_READY_DEADLINE_MS"
+    case workerHost = "HANDOFF_WORKER_HOST"
+    case workerPort = "HANDOFF_WORKER_PORT"
+    case queueSampleMilliseconds = "HANDOFF_QUEUE_SAMPLE_MS"
     case benchStamps = "HANDOFF_BENCH_STAMPS"
 
     /// The value used when the variable is not set; `nil` when there is deliberately none.
@@ -80,6 +85,11 @@ public enum ConfigKey: String, CaseIterable, Sendable {
         case .demoTokenDelayMilliseconds: "20"
         case .logLevel: "info"
         case .logFormat: "text"
+        case .metrics: "on"
+        case .readyDeadlineMilliseconds: "1000"
+        case .workerHost: "127.0.0.1"
+        case .workerPort: "8084"
+        case .queueSampleMilliseconds: "5000"
         case .benchStamps: "0"
         }
     }
@@ -122,6 +132,11 @@ public enum ConfigKey: String, CaseIterable, Sendable {
         case .demoTokenDelayMilliseconds: "Delay between tokens of the demo model (0 for benchmarks)."
         case .logLevel: "trace, debug, info, notice, warning, error or critical."
         case .logFormat: "text, or json: one JSON object a line (time, level, process, message, source, metadata)."
+        case .metrics: "on: every process serves Prometheus metrics at /metrics; off: none are kept (/metrics answers 404)."
+        case .readyDeadlineMilliseconds: "How long /readyz's Postgres check (every second) may take before the process reports not ready."
+        case .workerHost: "Address the worker's operations server (/healthz, /readyz, /metrics) binds."
+        case .workerPort: "Port of the worker's operations server (flag --port); each worker on a host needs its own."
+        case .queueSampleMilliseconds: "How often each worker samples the queue's depth and oldest age for its metrics."
         case .benchStamps: "Benchmarks only: 1 makes the SSE server prefix each minibatch with a ': committed <µs>' comment."
         }
     }

@@ -27,6 +27,12 @@ public struct DatabaseSettings: Sendable {
         self.timeout = try settings.milliseconds(.databaseTimeoutMilliseconds)
     }
 
+    /// The process's query pool; its size is exported as `handoff_postgres_pool_size`.
+    public func makeClient(applicationName: String) -> PostgresClient {
+        PostgresMetrics.poolSize.record(poolSize)
+        return PostgresClient(configuration: clientConfiguration(applicationName: applicationName))
+    }
+
     /// A pool for queries. `applicationName` shows in `pg_stat_activity`, which is how tests and operators
     /// count a process's connections.
     public func clientConfiguration(applicationName: String) -> PostgresClient.Configuration {

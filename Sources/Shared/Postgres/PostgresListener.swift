@@ -1,4 +1,5 @@
 import Logging
+import Metrics
 import PostgresNIO
 import ServiceLifecycle
 import Synchronization
@@ -8,7 +9,7 @@ import Synchronization
 /// It lives outside the query pool (a pooled connection pinned for LISTEN would starve queries) and is
 /// reconnected with capped exponential backoff whenever it drops, because PostgresNIO does not do that for
 /// us. Every time the channels are listened on afresh, `onListening` runs: notifications may have been lost
-/// while we were away, so consumers re-read the tables.
+/// while we were away, so consumers re-read the tables. `onLost` runs whenever the connection is gone (readiness).
 public struct PostgresListener: Service {
     public struct Backoff: Sendable {
         public var initial: Duration
@@ -25,7 +26,10 @@ public struct PostgresListener: Service {
     let backoff: Backoff
     let logger: Logger
     let onListening: @Sendable () -> Void
+    let onLost: @Sendable () -> Void
     let onNotification: @Sendable (_ channel: String, _ payload: String) -> Void
+    private let connected = Gauge(label: MetricName.listenerConnected.rawValue)
+    private let reconnects = Counter(label: MetricName.listenerReconnects.rawValue)
 
     public init(
         configuration: PostgresConnection.Configuration,
@@ -33,6 +37,7 @@ public struct PostgresListener: Service {
         backoff: Backoff = Backoff(),
         logger: Logger,
         onListening: @escaping @Sendable () -> Void,
+        onLost: @escaping @Sendable () -> Void = {},
         onNotification: @escaping @Sendable (_ channel: String, _ payload: String) -> Void
     ) {
         self.configuration = configuration
@@ -40,6 +45,7 @@ public struct PostgresListener: Service {
         self.backoff = backoff
         self.logger = logger
         self.onListening = onListening
+        self.onLost = onLost
         self.onNotification = onNotification
     }
 
@@ -52,11 +58,14 @@ public struct PostgresListener: Service {
                 } catch is CancellationError {
                     return
                 } catch {
+                    connected.record(0)
+                    onLost()
                     guard !Task.isCancelled else { return }
                     var cause = error
                     if case .listened(let underlying) = error as? ListenerEnded {
                         delay = backoff.initial
                         cause = underlying
+                        reconnects.increment()
                     }
                     logger.warning(
                         "listener connection lost; reconnecting",
@@ -90,7 +99,10 @@ public struct PostgresListener: Service {
             for channel in channels {
                 group.addTask {
                     try await connection.listen(on: channel) { notifications in
-                        if listening.arrive() { onListening() }
+                        if listening.arrive() {
+                            connected.record(1)
+                            onListening()
+                        }
                         for try await notification in notifications {
                             onNotification(channel, notification.payload)
                         }

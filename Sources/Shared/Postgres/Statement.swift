@@ -1,5 +1,14 @@
 import Logging
+import Metrics
 import PostgresNIO
+
+/// The query pool's metrics. Static, so made at their first use, after the process bootstrapped swift-metrics.
+enum PostgresMetrics {
+    /// Every statement holds one pooled connection while it runs, so statements running are connections in use.
+    static let connectionsInUse = Meter(label: MetricName.connectionsInUse.rawValue)
+    static let poolSize = Gauge(label: MetricName.poolSize.rawValue)
+    static let deadlineMisses = Counter(label: MetricName.deadlineMisses.rawValue)
+}
 
 /// Running a statement to its end, within a deadline.
 ///
@@ -10,7 +19,14 @@ import PostgresNIO
 extension PostgresClient {
     @discardableResult
     public func perform(_ query: PostgresQuery, timeout: Duration, logger: Logger) async throws -> [PostgresRow] {
-        try await withDeadline(timeout) { try await self.query(query, logger: logger).collect() }
+        PostgresMetrics.connectionsInUse.increment()
+        defer { PostgresMetrics.connectionsInUse.decrement() }
+        do {
+            return try await withDeadline(timeout) { try await self.query(query, logger: logger).collect() }
+        } catch let error as DeadlineExceeded {
+            PostgresMetrics.deadlineMisses.increment()
+            throw error
+        }
     }
 }
 

@@ -68,13 +68,27 @@ extension TaskQueue {
         public var recentOutcomes: [(status: String, tasks: Int)]
     }
 
+    /// Queued tasks, and the age of the oldest in seconds: one row of `'queued', count, age`.
+    private static let depthSQL = """
+        SELECT 'queued', count(*)::bigint, coalesce(extract(epoch FROM now() - min(created_at)), 0)::float8
+            FROM handoff_tasks WHERE status = 'queued'
+        """
+
+    /// Queued tasks and the age of the oldest (0 with none): what each worker samples for its metrics.
+    public func depth() async throws -> (queued: Int, oldestSeconds: Double) {
+        let rows = try await client.perform(PostgresQuery(unsafeSQL: Self.depthSQL), timeout: timeout, logger: logger)
+        for (_, queued, age) in try rows.decode((String, Int, Double).self) {
+            return (queued, age)
+        }
+        return (0, 0)
+    }
+
     /// The queue now, and the outcomes of the last `window`.
     public func stats(window: Duration) async throws -> QueueStats {
         let seconds = Int(window.components.seconds)
         let rows = try await client.perform(
             """
-            SELECT 'queued', count(*)::bigint, coalesce(extract(epoch FROM now() - min(created_at)), 0)::float8
-                FROM handoff_tasks WHERE status = 'queued'
+            \(unescaped: Self.depthSQL)
             UNION ALL
             SELECT 'expired', count(*)::bigint, 0 FROM handoff_tasks WHERE status = 'running' AND lease_expires_at < now()
             UNION ALL

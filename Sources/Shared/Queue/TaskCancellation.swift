@@ -30,21 +30,22 @@ extension TaskQueue {
     /// except background responses, which run on without a client by design (their owner polls or resumes later).
     /// It doubles as the fallback for a cancel NOTIFY the worker missed. A watched task's `watched_at` can be
     /// `StreamLog.watchRefresh` old, so that much is added to the grace.
-    public func renewLeases(workerID: String, lease: Duration, abandonAfter: Duration) async throws -> [UUID] {
+    public func renewLeases(workerID: String, lease: Duration, abandonAfter: Duration) async throws -> [LeaseStop] {
         let unwatched = Int((abandonAfter + StreamLog.watchRefresh).components.seconds)
+        let abandoned = """
+            coalesce(watched_at, started_at) < now() - \(unwatched) * interval '1 second'
+                AND NOT coalesce((response->>'background')::boolean, false)
+            """
         let rows = try await client.perform(
             """
             UPDATE handoff_tasks SET lease_expires_at = now() + \(Int(lease.components.seconds)) * interval '1 second',
-                cancel_requested_at = CASE
-                    WHEN coalesce(watched_at, started_at) < now() - \(unwatched) * interval '1 second'
-                        AND NOT coalesce((response->>'background')::boolean, false)
-                    THEN coalesce(cancel_requested_at, now()) ELSE cancel_requested_at END
+                cancel_requested_at = CASE WHEN \(unescaped: abandoned) THEN coalesce(cancel_requested_at, now()) ELSE cancel_requested_at END
             WHERE worker_id = \(workerID) AND status = 'running'
-            RETURNING id, cancel_requested_at IS NOT NULL
+            RETURNING id, cancel_requested_at IS NOT NULL, \(unescaped: abandoned)
             """, timeout: timeout, logger: logger)
-        var stop: [UUID] = []
-        for (id, cancelled) in try rows.decode((UUID, Bool).self) where cancelled {
-            stop.append(id)
+        var stop: [LeaseStop] = []
+        for (id, cancelled, abandoned) in try rows.decode((UUID, Bool, Bool).self) where cancelled {
+            stop.append(LeaseStop(id: id, abandoned: abandoned))
         }
         return stop
     }
@@ -88,4 +89,11 @@ extension TaskQueue {
         }
         return 0
     }
+}
+
+/// A running task its worker must stop, as its lease renewal found it.
+public struct LeaseStop: Sendable, Hashable {
+    public let id: UUID
+    /// Nobody watched its stream for the abandonment grace (else its owner cancelled it).
+    public let abandoned: Bool
 }

@@ -67,13 +67,16 @@ public struct TaskQueue: Sendable {
                 )
                 RETURNING id, request::text, attempts, created_at, cancel_requested_at IS NOT NULL AS cancelled
             )
-            SELECT id, request, attempts, extract(epoch FROM created_at)::bigint, cancelled FROM claimed ORDER BY created_at
+            SELECT id, request, attempts, extract(epoch FROM created_at)::bigint, cancelled,
+                (extract(epoch FROM clock_timestamp() - created_at) * 1000000)::bigint
+            FROM claimed ORDER BY created_at
             """, timeout: timeout, logger: logger)
         var claimed: [ClaimedTask] = []
-        for (id, json, attempt, created, cancelled) in try rows.decode((UUID, String, Int, Int64, Bool).self) {
+        for (id, json, attempt, created, cancelled, queuedMicroseconds) in try rows.decode((UUID, String, Int, Int64, Bool, Int64).self) {
             let request = try JSONDecoder().decode(ChatCompletionRequest.self, from: Data(json.utf8))
             claimed.append(ClaimedTask(
-                id: id, request: request, body: json, attempt: attempt, created: created, cancelRequested: cancelled))
+                id: id, request: request, body: json, attempt: attempt, created: created, cancelRequested: cancelled,
+                queuedFor: .microseconds(queuedMicroseconds)))
         }
         return claimed
     }

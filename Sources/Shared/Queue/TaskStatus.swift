@@ -23,9 +23,12 @@ public struct ClaimedTask: Sendable {
     public let created: Int64
     /// Cancelled while it was queued: the worker ends its stream at once instead of running the model.
     public let cancelRequested: Bool
+    /// From its enqueue to this claim (for a task handed back or requeued, its earlier runs included).
+    public let queuedFor: Duration
 
     public init(
-        id: UUID, request: ChatCompletionRequest, body: String, attempt: Int, created: Int64, cancelRequested: Bool = false
+        id: UUID, request: ChatCompletionRequest, body: String, attempt: Int, created: Int64, cancelRequested: Bool = false,
+        queuedFor: Duration = .zero
     ) {
         self.id = id
         self.request = request
@@ -33,6 +36,7 @@ public struct ClaimedTask: Sendable {
         self.attempt = attempt
         self.created = created
         self.cancelRequested = cancelRequested
+        self.queuedFor = queuedFor
     }
 
     /// The OpenAI completion id of this task: derived, so every chunk and every attempt agrees on it.

@@ -58,6 +58,11 @@ public struct OpenAIError: Error, Sendable, Equatable, Decodable {
         status: 503, message: "The service is temporarily unavailable: its database did not answer in time. Retry shortly.",
         type: "server_error", code: "service_unavailable")
 
+    /// `/readyz` of a process that should not be sent work now.
+    public static func notReady(_ problem: Readiness.Problem) -> OpenAIError {
+        OpenAIError(status: 503, message: problem.rawValue, type: "server_error", code: "not_ready")
+    }
+
     /// Ends the stream of a task whose worker stopped renewing its lease after streaming part of the reply.
     public static let workerLost = OpenAIError(
         status: 500, message: "The worker generating this completion stopped; the reply is incomplete. Retry the request.",

@@ -14,12 +14,6 @@ public enum CompletionsRoute {
     public static let tokenHeader = "X-Handoff-Stream-Token"
 }
 
-/// What every Handoff server answers for Caddy's health checks: `ok` while it takes requests.
-public enum HealthRoute {
-    public static let path = "/healthz"
-    public static let body = "ok"
-}
-
 /// Where the API server sends a client, and what the SSE server answers: the hand-off URL contract.
 public enum StreamRoute {
     public static let pathPrefix = "/sse/chat/completions"

@@ -1,4 +1,5 @@
 import Logging
+import Metrics
 import Shared
 
 /// A model served by OpenAI-compatible upstream servers (llama.cpp, vLLM, Ollama, OpenAI).
@@ -15,6 +16,11 @@ struct UpstreamModel: ChatModel {
     /// How often a request waiting for a free slot looks again.
     private static let slotPoll = Duration.milliseconds(20)
 
+    /// Requests to this model's servers, failed ones, and moves to the next server (labelled by the public model name).
+    private var requests: Counter { Counter(label: MetricName.upstreamRequests.rawValue, dimensions: [("model", name)]) }
+    private var errors: Counter { Counter(label: MetricName.upstreamErrors.rawValue, dimensions: [("model", name)]) }
+    private var failovers: Counter { Counter(label: MetricName.upstreamFailovers.rawValue, dimensions: [("model", name)]) }
+
     func reply(to task: ClaimedTask, events: CompletionEvents, output: ReplyOutput) async throws -> ReplyEnding {
         let promptEstimate = promptTokens(for: task.request)
         var tried: Set<Int> = []
@@ -24,6 +30,7 @@ struct UpstreamModel: ChatModel {
         while let endpoint = try await acquire(excluding: tried, until: deadline) {
             tried.insert(endpoint.position)
             defer { endpoint.release() }
+            requests.increment()
             do {
                 let ending = try await UpstreamCall(endpoint: endpoint, task: task, events: events, promptEstimate: promptEstimate)
                     .run(output: output)
@@ -33,6 +40,7 @@ struct UpstreamModel: ChatModel {
                 return ending
             } catch {
                 try Task.checkCancellation()
+                errors.increment()
                 var metadata = meta(task, endpoint)
                 metadata["error"] = "\(error.failure.error.message)"
                 guard error.relayed == 0, error.failure.retryable else {
@@ -44,6 +52,7 @@ struct UpstreamModel: ChatModel {
                     throw ReplyFailure(error: error.failure.error, usage: error.relayed > 0 ? error.usage : nil)
                 }
                 logger.warning("upstream failed before its first token; trying the next", metadata: metadata)
+                failovers.increment()
                 endpoint.passOver(for: error.failure.retryAfter ?? .milliseconds(endpoint.configuration.backoffMs))
                 last = error.failure
             }
@@ -72,6 +81,6 @@ struct UpstreamModel: ChatModel {
     }
 
     private func meta(_ task: ClaimedTask, _ endpoint: UpstreamEndpoint) -> Logger.Metadata {
-        ["task": "\(task.id)", "model": "\(name)", "upstream": "\(endpoint.position)"]
+        ["task": .task(task.id), "model": "\(name)", "upstream": "\(endpoint.position)"]
     }
 }

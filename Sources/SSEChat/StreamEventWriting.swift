@@ -1,0 +1,58 @@
+import Foundation
+import NIOCore
+import Shared
+
+/// What one write of a stream put in its buffer.
+struct StreamEventsWritten {
+    var events = 0
+    /// The stream's end was among them.
+    var ended = false
+}
+
+extension ByteBuffer {
+    /// Writes the Responses events that `batches` render after `cursor` and whose sequence number follows
+    /// `startingAfter`, moving the cursor. The stream ends when the stream's end was among them (no `[DONE]`:
+    /// Responses streams just end).
+    mutating func writeResponseEvents(
+        of batches: [StreamBatch], after cursor: inout StreamCursor, renderer: inout ResponseRenderer, startingAfter: Int
+    ) -> StreamEventsWritten {
+        var written = StreamEventsWritten()
+        for batch in batches {
+            for event in batch.events(after: cursor) {
+                for rendered in renderer.render(event.data, committed: batch.committedSeconds) where rendered.sequenceNumber > startingAfter {
+                    writeString(rendered.frame)
+                    written.events += 1
+                }
+                cursor = event.cursor
+            }
+            if batch.final {
+                written.ended = true
+                return written
+            }
+        }
+        return written
+    }
+
+    /// Writes the SSE events of `batches` that follow `cursor`, moving it. The stream ends when its end was among
+    /// them (then `[DONE]` is written too).
+    mutating func writeEvents(of batches: [StreamBatch], after cursor: inout StreamCursor, commitStamps: Bool) -> StreamEventsWritten {
+        var written = StreamEventsWritten()
+        for batch in batches {
+            if commitStamps, let committed = batch.committedAtMicroseconds, batch.sequence > cursor.sequence {
+                let sent = Int64(Date().timeIntervalSince1970 * 1_000_000)
+                writeString(ServerSentEvents.commitStamp(committed: committed, sent: sent))
+            }
+            for event in batch.events(after: cursor) {
+                writeString(ServerSentEvents.event(id: event.cursor, data: event.data))
+                written.events += 1
+                cursor = event.cursor
+            }
+            if batch.final {
+                writeString(ServerSentEvents.done)
+                written.ended = true
+                return written
+            }
+        }
+        return written
+    }
+}

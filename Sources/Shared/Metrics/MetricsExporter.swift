@@ -1,0 +1,45 @@
+import Metrics
+import Prometheus
+
+/// The process's metrics registry, rendered in Prometheus's text format at `/metrics`.
+///
+/// swift-metrics is bootstrapped once per process with a Prometheus factory that knows each histogram's buckets
+/// (`MetricName`). With `HANDOFF_METRICS=off` nothing is bootstrapped: every metric handle is swift-metrics's no-op,
+/// and `/metrics` answers 404 — what the benchmark compares against to measure the metrics' cost.
+public struct MetricsExporter: Sendable {
+    private let registry: PrometheusCollectorRegistry?
+
+    /// A process that exports nothing (the tests that run servers in process, `HANDOFF_METRICS=off`).
+    public static let disabled = MetricsExporter(registry: nil)
+
+    private init(registry: PrometheusCollectorRegistry?) {
+        self.registry = registry
+    }
+
+    /// Bootstraps swift-metrics for this process; call once, before any component makes a metric handle.
+    public static func bootstrap(settings: Settings) throws(SettingsError) -> MetricsExporter {
+        switch settings.string(.metrics) {
+        case "on", nil:
+            let registry = PrometheusCollectorRegistry()
+            var factory = PrometheusMetricsFactory(registry: registry)
+            for name in MetricName.allCases {
+                if let buckets = name.durationBuckets { factory.durationHistogramBuckets[name.rawValue] = buckets }
+                if let buckets = name.valueBuckets { factory.valueHistogramBuckets[name.rawValue] = buckets }
+            }
+            MetricsSystem.bootstrap(factory)
+            return MetricsExporter(registry: registry)
+        case "off":
+            return .disabled
+        case let value?:
+            throw .invalid(.metrics, value)
+        }
+    }
+
+    /// The text exposition of every metric, or nil when metrics are off.
+    public func render() -> [UInt8]? {
+        registry?.emitToBuffer()
+    }
+
+    /// `Content-Type` of `render()`'s text.
+    public static let contentType = "text/plain; version=0.0.4; charset=utf-8"
+}
