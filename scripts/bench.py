@@ -4,7 +4,9 @@ ports 28080-28083 and 26439 so a running `make run` is untouched), runs every sc
 fresh stack, and writes BENCHMARKS.md with a table and an SVG plot of latency against request rate.
 
 The hand-off scenario runs twice on one stack, keyless (`HANDOFF_AUTH=off`, as every other scenario) and with an
-API key (`HANDOFF_AUTH=required`, limits never reached), to show what keys and limits add to the hand-off.
+API key (`HANDOFF_AUTH=required`, limits never reached), to show what keys and limits add to the hand-off. The
+metrics scenario runs the hand-off and throughput with every process's metrics on and off (`HANDOFF_METRICS`), to
+show what Prometheus metrics cost on the hot path.
 
 `--smoke` runs each scenario for a few seconds at toy sizes and writes nothing: CI's guard against rot.
 """
@@ -16,6 +18,7 @@ import datetime
 import json
 import os
 import platform
+import signal
 import statistics
 import subprocess
 import sys
@@ -44,13 +47,15 @@ FULL = {"rates": [25, 50, 100, 200, 400], "latency_seconds": 10, "auth_rounds": 
         "idle": {"streams": 19000, "processes": 4, "hold": 30},
         "commit": {"streams": 1000, "token_rates": [5, 10, 20, 50], "seconds": 8, "warmup": 2},
         "upstream": {"rates": [10, 100], "seconds": 10, "direct": 300, "relay": {"clients": 64, "seconds": 10, "tokens": 256}},
-        "real": {"rounds": 5, "tokens": 256, "threads": 1}}
+        "real": {"rounds": 5, "tokens": 256, "threads": 1},
+        "metrics": {"rounds": 4, "rate": 100, "seconds": 10, "concurrency": 64}}
 SMOKE = {"rates": [20], "latency_seconds": 2, "auth_rounds": 1, "throughput": [(8, 2)],
          "idle": {"streams": 200, "processes": 2, "hold": 2},
          "commit": {"streams": 20, "token_rates": [50], "seconds": 0.8, "warmup": 0.2},
         "upstream": {"rates": [20], "seconds": 2, "direct": 20, "relay": {"clients": 8, "seconds": 2, "tokens": 32}},
-        "real": {"rounds": 1, "tokens": 16, "threads": 1}}
-ALL = ("idle", "handoff", "commit", "throughput", "upstream", "real")
+        "real": {"rounds": 1, "tokens": 16, "threads": 1},
+        "metrics": {"rounds": 2, "rate": 20, "seconds": 2, "concurrency": 8}}
+ALL = ("idle", "handoff", "commit", "throughput", "upstream", "real", "metrics")
 
 
 def log(message: str) -> None:
@@ -255,7 +260,54 @@ def run_scenarios(plan: dict, session: Session, only: set[str]) -> dict:
         results["upstream"] = upstream_relay(plan["upstream"], session)
     if "real" in only:
         results["real"] = real_model(plan["real"], session)
+    if "metrics" in only:
+        results["metrics"] = metrics_cost(plan["metrics"], session)
     return results
+
+
+def metrics_cost(plan: dict, session: Session) -> dict:
+    """Scenario 6: the hand-off at `rate` and the throughput of `concurrency` clients, with every process's metrics
+    on and off. One stack, whose API server, worker and SSE replicas restart with `HANDOFF_METRICS` flipped before
+    each round, in the order on, off, off, on, ... (ABBA, as in scenario 1: a drift of the VM's speed weighs on both)."""
+    def measure(stack: Stack) -> dict:
+        rounds = []
+        for round_ in range(plan["rounds"]):
+            for mode in (("on", "off") if round_ % 2 == 0 else ("off", "on")):
+                switch_metrics(stack, mode)
+                bench(session.bin_dir, "handoff", "--port", str(PORTS.caddy), "--rate", "50", "--duration", "1")  # warm-up
+                log(f"scenario 6: metrics {mode}, round {round_ + 1} of {plan['rounds']}: hand-off at {plan['rate']}/s, "
+                    f"then {plan['concurrency']} clients, {plan['seconds']} s each")
+                handoff = bench(session.bin_dir, "handoff", "--port", str(PORTS.caddy), "--rate", str(plan["rate"]),
+                                "--duration", str(plan["seconds"]))
+                throughput = bench(session.bin_dir, "throughput", "--port", str(PORTS.caddy),
+                                   "--concurrency", str(plan["concurrency"]), "--duration", str(plan["seconds"]))
+                rounds.append({"metrics": mode, "round": round_, "handoff": handoff, "throughput": throughput})
+        return {mode: {"handoff": combine([r["handoff"] for r in rounds if r["metrics"] == mode]),
+                       "completionsPerSecond": statistics.mean(
+                           r["throughput"]["completionsPerSecond"] for r in rounds if r["metrics"] == mode),
+                       "throughputErrors": sum(r["throughput"]["errors"] for r in rounds if r["metrics"] == mode)}
+                for mode in ("on", "off")} | {"rounds": rounds}
+    return session.run(True, measure)
+
+
+def switch_metrics(stack: Stack, mode: str) -> None:
+    """Restarts the API server, the worker and the SSE replicas with `HANDOFF_METRICS=mode` (Caddy and Postgres stay),
+    and waits until streams reach every replica again."""
+    names = ["api", "worker", *(f"sse-{port}" for port in PORTS.sse)]
+    for name in names:
+        stack.signal(name, signal.SIGTERM)
+    for name in names:
+        stack.restart(name, {"HANDOFF_METRICS": mode})
+    stack.wait_healthy(time.monotonic() + 60)
+    stack.wait_routed(time.monotonic() + 60)
+    status = http.client.HTTPConnection("127.0.0.1", PORTS.api, timeout=5)
+    try:
+        status.request("GET", "/metrics")
+        answered = status.getresponse().status
+    finally:
+        status.close()
+    if answered != (200 if mode == "on" else 404):
+        raise RuntimeError(f"/metrics answered {answered} with HANDOFF_METRICS={mode}")
 
 
 def start_keyed_twin(stack: Stack, bin_dir: Path) -> str:
@@ -485,6 +537,9 @@ def check_smoke(results: dict) -> None:
     for row in upstream["firstToken"]:
         assert all(row[model]["errors"] == 0 and row[model]["completed"] > 0 for model in ("demo", "fast")), row
     assert all(round_["tokens"] > 1 for round_ in results["real"]["direct"] + results["real"]["handoff"]), results["real"]
+    for mode in ("on", "off"):
+        cost = results["metrics"][mode]
+        assert cost["handoff"]["errors"] == 0 and cost["handoff"]["completed"] > 0 and cost["throughputErrors"] == 0, cost
     print(f"bench smoke: idle {idle['streamsOpen']} streams at {idle['kibPerStream']:.1f} KiB each; "
           f"hand-off p50 {results['handoff'][0]['firstEventMilliseconds']['p50']:.1f} ms, "
           f"{results['handoffAuth'][0]['firstEventMilliseconds']['p50']:.1f} ms with a key; "

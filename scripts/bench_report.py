@@ -6,6 +6,7 @@ from pathlib import Path
 
 NCHAN_KIB_PER_STREAM = 11.3  # measured on this machine with 19,000 idle SSE streams in one nginx worker
 AUTH_BUDGET_MS = 0.5  # what an API key and its limits may add to the hand-off's p50 (issue 10)
+METRICS_BUDGET = 0.05  # what metrics may cost the hand-off's p50 and the throughput, relatively (issue 12)
 
 
 def fmt(value: float, digits: int = 1) -> str:
@@ -37,6 +38,44 @@ def auth_cost(results: dict) -> dict[float, dict]:
     return cost
 
 
+def metrics_cost(results: dict) -> dict | None:
+    """What metrics cost, on against off in the same run: the hand-off's first-byte p50 (relative increase) and the
+    throughput (relative decrease); and whether both stay under the budget."""
+    if "metrics" not in results:
+        return None
+    on, off = results["metrics"]["on"], results["metrics"]["off"]
+    p50 = {mode: row["handoff"]["firstByteMilliseconds"]["p50"] for mode, row in (("on", on), ("off", off))}
+    handoff = p50["on"] / p50["off"] - 1
+    throughput = 1 - on["completionsPerSecond"] / off["completionsPerSecond"]
+    return {"p50": p50, "handoff": handoff, "throughput": throughput,
+            "ok": handoff < METRICS_BUDGET and throughput < METRICS_BUDGET}
+
+
+def metrics_section(results: dict) -> list[str]:
+    cost = metrics_cost(results)
+    if cost is None:
+        return []
+    plan = results["plan"]["metrics"]
+    lines = [
+        "## What metrics cost",
+        "",
+        "One stack; its API server, worker and SSE replicas restart with `HANDOFF_METRICS` on or off before each round",
+        f"({plan['rounds']} rounds per mode, ABBA). Each round: the hand-off at {plan['rate']} requests/s, then "
+        f"{plan['concurrency']} clients as fast as they go, {plan['seconds']} s each.",
+        "",
+        "| metrics | hand-off p50 (302) | p50 (first byte) | p99 (first byte) | completions/s |",
+        "| --- | --- | --- | --- | --- |",
+    ]
+    for mode in ("off", "on"):
+        row = results["metrics"][mode]
+        handoff = row["handoff"]
+        lines.append(f"| {mode} | {fmt(handoff['redirectMilliseconds']['p50'], 2)} ms | "
+                     f"{fmt(handoff['firstByteMilliseconds']['p50'], 2)} ms | {fmt(handoff['firstByteMilliseconds']['p99'], 2)} ms | "
+                     f"{fmt(row['completionsPerSecond'], 0)} |")
+    lines += ["", f"On against off: hand-off p50 {cost['handoff']:+.1%}, throughput {-cost['throughput']:+.1%}.", ""]
+    return lines
+
+
 def write_report(results: dict, out: Path, svg: Path) -> None:
     m = results["machine"]
     where = (f"{m['cores']} cores ({m['cpu']}), {m['memory_gib']} GiB, Linux {m['kernel']}; "
@@ -47,6 +86,7 @@ def write_report(results: dict, out: Path, svg: Path) -> None:
     sse_pools = {k: v for k, v in pg["peak_connections"].items() if k.startswith("handoff-sse")}
     cost = auth_cost(results)
     keyed = {row["rate"]: row for row in results.get("handoffAuth", [])}
+    metrics = metrics_cost(results)
 
     lines = [
         "# Benchmarks",
@@ -71,6 +111,9 @@ def write_report(results: dict, out: Path, svg: Path) -> None:
             f"keyless against keyed) | " + ", ".join(f"{c['firstByteMilliseconds']:+.2f} ms at {fmt(rate, 0)}/s"
                                                      for rate, c in cost.items())
             + f" | {by_rate({rate: c['ok'] for rate, c in cost.items()})} |"] if cost else []),
+        *([f"| Prometheus metrics on every process cost < {METRICS_BUDGET:.0%} of hand-off p50 and of throughput (same "
+            f"run, on against off) | p50 {metrics['handoff']:+.1%}, throughput {-metrics['throughput']:+.1%} | "
+            f"{verdict(metrics['ok'])} |"] if metrics else []),
         f"| ≥ 500 whole-stack completions/s | {fmt(throughput['completionsPerSecond'], 0)}/s | "
         f"{verdict(throughput['completionsPerSecond'] >= 500)} |",
         f"| Postgres connections per SSE replica constant in clients | peak {sse_pools} with "
@@ -179,6 +222,7 @@ def write_report(results: dict, out: Path, svg: Path) -> None:
         "",
     ]
     lines += upstream_section(results["upstream"], results["real"])
+    lines += metrics_section(results)
     lines += [
         "Reproduce: `make bench` (about eight minutes; the cold release build, and llama-server's first build, come",
         "first).",
