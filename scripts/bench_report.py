@@ -61,7 +61,8 @@ def metrics_section(results: dict) -> list[str]:
         "",
         "One stack; its API server, worker and SSE replicas restart with `HANDOFF_METRICS` on or off before each round",
         f"({plan['rounds']} rounds per mode, ABBA). Each round: the hand-off at {plan['rate']} requests/s, then "
-        f"{plan['concurrency']} clients as fast as they go, {plan['seconds']} s each.",
+        f"{plan['concurrency']} clients as fast as they go, {plan['seconds']} s each. Each figure is the median of the"
+        " rounds'.",
         "",
         "| metrics | hand-off p50 (302) | p50 (first byte) | p99 (first byte) | completions/s |",
         "| --- | --- | --- | --- | --- |",
