@@ -29,7 +29,7 @@ import http.client
 import urllib.parse
 from pathlib import Path
 
-from handoff_stack import ROOT, Ports, Stack, healthy, post_one_token, psql, wait_until
+from handoff_stack import CADDY, ROOT, Ports, Stack, healthy, post_one_token, psql, wait_until
 
 PG_PORT = 26439  # below the ephemeral port range (scripts/test.sh says why)
 PORTS = Ports(caddy=28080, api=28081, sse=(28082, 28083))
@@ -68,8 +68,10 @@ def machine() -> dict:
     memory_kib = int(next(line.split()[1] for line in Path("/proc/meminfo").read_text().splitlines()
                           if line.startswith("MemTotal")))
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+    caddy = subprocess.run([str(CADDY), "version"], capture_output=True, text=True).stdout.split(" ")[0].strip()
     return {"cores": os.cpu_count(), "cpu": cpu, "memory_gib": round(memory_kib / 1024 / 1024, 1),
-            "kernel": platform.release(), "date": datetime.date.today().isoformat(), "commit": commit or "?"}
+            "kernel": platform.release(), "date": datetime.date.today().isoformat(), "commit": commit or "?",
+            "caddy": caddy or "?"}
 
 
 def bench(bin_dir: Path, *args: str) -> dict:

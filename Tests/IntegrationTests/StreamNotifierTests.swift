@@ -12,7 +12,7 @@ struct StreamNotifierTests {
         StreamNotifier(
             configuration: .init(pollInterval: poll, keepaliveInterval: .seconds(600)),
             log: StreamLog(client: database.client, logger: database.logger),
-            listenerConfiguration: listener.map { database.settings.connectionConfiguration(applicationName: $0) },
+            listenerEndpoint: listener.map { database.settings.listenerEndpoint(applicationName: $0) },
             logger: database.logger)
     }
 

@@ -18,12 +18,24 @@ struct SettingsTests {
 
     @Test func databaseURLIsParsed() throws {
         let database = try DatabaseSettings(settings: Settings(environment: ["DATABASE_URL": "postgres://u:p@db.local:6000/app"]))
-        #expect(database.host == "db.local")
-        #expect(database.port == 6000)
-        #expect(database.username == "u")
-        #expect(database.password == "p")
-        #expect(database.database == "app")
+        #expect(database.address.host == "db.local")
+        #expect(database.address.port == 6000)
+        #expect(database.address.username == "u")
+        #expect(database.address.password == "p")
+        #expect(database.address.database == "app")
+        #expect(database.listenAddress == database.address, "LISTEN goes where the pool goes unless told otherwise")
         #expect(throws: SettingsError.self) { try DatabaseSettings(settings: Settings(environment: ["DATABASE_URL": "mysql://x/y"])) }
+    }
+
+    @Test func theListenerCanGoAroundAPgBouncer() throws {
+        let database = try DatabaseSettings(settings: Settings(environment: [
+            "DATABASE_URL": "postgres://u@pgbouncer:6432/app", "HANDOFF_LISTEN_DATABASE_URL": "postgres://u@db.local:5432/app",
+        ]))
+        #expect((database.address.host, database.address.port) == ("pgbouncer", 6432))
+        #expect((database.listenAddress.host, database.listenAddress.port) == ("db.local", 5432))
+        #expect(throws: SettingsError.self) {
+            try DatabaseSettings(settings: Settings(environment: ["HANDOFF_LISTEN_DATABASE_URL": "http://db.local"]))
+        }
     }
 
     /// The README's settings table is the user's reference: every key must be in it, with its default.

@@ -4,6 +4,7 @@
 /// `SettingsTests.everyKeyIsDocumentedInTheReadme`, so a new key cannot ship undocumented.
 public enum ConfigKey: String, CaseIterable, Sendable {
     case databaseURL = "DATABASE_URL"
+    case listenDatabaseURL = "HANDOFF_LISTEN_DATABASE_URL"
     case databasePoolSize = "HANDOFF_DB_POOL_SIZE"
     case databaseTimeoutMilliseconds = "HANDOFF_DB_TIMEOUT_MS"
     case secret = "HANDOFF_SECRET"
@@ -50,6 +51,7 @@ public enum ConfigKey: String, CaseIterable, Sendable {
     public var defaultValue: String? {
         switch self {
         case .databaseURL: "postgres://postgres@127.0.0.1:54329/handoff"
+        case .listenDatabaseURL: nil
         case .databasePoolSize: "4"
         case .databaseTimeoutMilliseconds: "1500"
         case .secret: nil
@@ -97,6 +99,7 @@ public enum ConfigKey: String, CaseIterable, Sendable {
     public var summary: String {
         switch self {
         case .databaseURL: "Postgres URL (postgres://user[:password]@host[:port]/database)."
+        case .listenDatabaseURL: "The LISTEN connection's Postgres URL (default: DATABASE_URL): a direct one when DATABASE_URL goes through a transaction-mode PgBouncer."
         case .databasePoolSize: "Most pooled Postgres connections a process holds (the listener has its own one)."
         case .databaseTimeoutMilliseconds: "How long the API waits for Postgres before answering 503."
         case .secret: "HMAC secret for stream tokens, shared by API and SSE servers. Overrides the secret file."

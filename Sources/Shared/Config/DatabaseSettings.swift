@@ -1,28 +1,20 @@
 import Foundation
 import PostgresNIO
 
-/// Where Postgres is and how a process talks to it, parsed once from `DATABASE_URL`.
+/// Where Postgres is and how a process talks to it, parsed once from `DATABASE_URL` (and, for the LISTEN
+/// connection, `HANDOFF_LISTEN_DATABASE_URL`).
 public struct DatabaseSettings: Sendable {
-    public var host: String
-    public var port: Int
-    public var username: String
-    public var password: String?
-    public var database: String
+    /// The pool's, the migrator's and the admin commands' Postgres.
+    public var address: PostgresAddress
+    /// The LISTEN connection's: the same Postgres, reached directly when the pool goes through a PgBouncer.
+    public var listenAddress: PostgresAddress
     public var poolSize: Int
     /// Deadline for a request-path database call; past it the caller answers 503 instead of hanging.
     public var timeout: Duration
 
     public init(settings: Settings = Settings()) throws {
-        let text = settings.string(.databaseURL) ?? ""
-        guard let url = URLComponents(string: text), ["postgres", "postgresql"].contains(url.scheme ?? ""),
-            let host = url.host, !host.isEmpty
-        else { throw SettingsError.invalid(.databaseURL, text) }
-        self.host = host
-        self.port = url.port ?? 5432
-        self.username = url.user ?? "postgres"
-        self.password = url.password
-        let path = url.path.hasPrefix("/") ? String(url.path.dropFirst()) : url.path
-        self.database = path.isEmpty ? self.username : path
+        self.address = try PostgresAddress(url: settings.string(.databaseURL) ?? "", key: .databaseURL)
+        self.listenAddress = try settings.string(.listenDatabaseURL).map { try PostgresAddress(url: $0, key: .listenDatabaseURL) } ?? address
         self.poolSize = max(1, try settings.int(.databasePoolSize))
         self.timeout = try settings.milliseconds(.databaseTimeoutMilliseconds)
     }
@@ -37,8 +29,8 @@ public struct DatabaseSettings: Sendable {
     /// count a process's connections.
     public func clientConfiguration(applicationName: String) -> PostgresClient.Configuration {
         var configuration = PostgresClient.Configuration(
-            host: host, port: port, username: username, password: password, database: database, tls: .disable
-        )
+            host: address.host, port: address.port, username: address.username, password: address.password,
+            database: address.database, tls: .disable)
         configuration.options.maximumConnections = poolSize
         configuration.options.connectTimeout = .seconds(2)
         // The server enforces the deadline too: a statement cut off by it is rolled back, not left to commit
@@ -50,13 +42,18 @@ public struct DatabaseSettings: Sendable {
         return configuration
     }
 
-    /// A single connection outside the pool: the LISTEN connection and the migrator use it.
+    /// A single connection outside the pool, for the migrator.
     public func connectionConfiguration(applicationName: String) -> PostgresConnection.Configuration {
         var configuration = PostgresConnection.Configuration(
-            host: host, port: port, username: username, password: password, database: database, tls: .disable
-        )
+            host: address.host, port: address.port, username: address.username, password: address.password,
+            database: address.database, tls: .disable)
         configuration.options.connectTimeout = .seconds(2)
         configuration.options.additionalStartupParameters = [("application_name", applicationName)]
         return configuration
+    }
+
+    /// The LISTEN connection of a worker or an SSE replica.
+    public func listenerEndpoint(applicationName: String) -> ListenerEndpoint {
+        ListenerEndpoint(address: listenAddress, applicationName: applicationName)
     }
 }

@@ -21,7 +21,7 @@ public struct PostgresListener: Service {
         }
     }
 
-    let configuration: PostgresConnection.Configuration
+    let endpoint: ListenerEndpoint
     let channels: [String]
     let backoff: Backoff
     let logger: Logger
@@ -32,7 +32,7 @@ public struct PostgresListener: Service {
     private let reconnects = Counter(label: MetricName.listenerReconnects.rawValue)
 
     public init(
-        configuration: PostgresConnection.Configuration,
+        endpoint: ListenerEndpoint,
         channels: [String],
         backoff: Backoff = Backoff(),
         logger: Logger,
@@ -40,7 +40,7 @@ public struct PostgresListener: Service {
         onLost: @escaping @Sendable () -> Void = {},
         onNotification: @escaping @Sendable (_ channel: String, _ payload: String) -> Void
     ) {
-        self.configuration = configuration
+        self.endpoint = endpoint
         self.channels = channels
         self.backoff = backoff
         self.logger = logger
@@ -82,8 +82,8 @@ public struct PostgresListener: Service {
     /// starts over; anything else means we never got that far.
     private func listenOnce() async throws {
         // Bounded, so a server that accepts but never answers cannot stall the listener.
-        let connection = try await withDeadline(.seconds(10)) { [configuration, logger] in
-            try await PostgresConnection.connect(configuration: configuration, id: 1, logger: logger)
+        let connection = try await withDeadline(.seconds(10)) { [endpoint, logger] in
+            try await endpoint.connect(id: 1, logger: logger)
         }
         let listening = ListeningCount(total: channels.count)
         do {
