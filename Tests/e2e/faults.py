@@ -13,6 +13,9 @@ import subprocess
 import threading
 import time
 from pathlib import Path
+from typing import Iterable
+
+import httpx
 
 from handoff_e2e import iter_sse
 from handoff_stack import ROOT, Ports, Stack, healthy, wait_until
@@ -68,7 +71,9 @@ class Client:
     a silent truncation, which must never happen.
     """
 
-    def __init__(self, max_tokens: int, resume: bool = True, prompt: str = "fault", stop_after: int | None = None):
+    def __init__(self, max_tokens: int, resume: bool = True, prompt: str = "fault", stop_after: int | None = None,
+                 host: str = "127.0.0.1", port: int | None = None):
+        self.host, self.port = host, port or PORTS.caddy  # Caddy: the suite's own, or another host's (Tests/multihost)
         self.body = {"model": "demo", "stream": True, "max_tokens": max_tokens,
                      "messages": [{"role": "user", "content": prompt}]}
         self.resume = resume
@@ -105,7 +110,7 @@ class Client:
 
     def post(self, deadline: float) -> None:
         while True:
-            connection = http.client.HTTPConnection("127.0.0.1", PORTS.caddy, timeout=READ_TIMEOUT)
+            connection = http.client.HTTPConnection(self.host, self.port, timeout=READ_TIMEOUT)
             try:
                 connection.request("POST", "/api/chat/completions", json.dumps(self.body),
                                    {"Content-Type": "application/json"})
@@ -122,45 +127,65 @@ class Client:
             time.sleep(0.2)
 
     def follow(self) -> bool:
-        """One connection to the stream; `True` once the client is finished with it."""
+        """One connection to the stream; `True` once the client is finished with it.
+
+        A resuming client reads with http.client, whose line iteration ends quietly however the response ends (it
+        swallows an incomplete chunked body), and resumes after any end short of `[DONE]`. A non-resuming one reads
+        with httpx, as openai-python does, which raises when the transfer is aborted (no terminating chunk): that
+        is what tells a visible failure from a silent truncation."""
         headers = {"Accept": "text/event-stream"}
         if self.events:
             headers["Last-Event-ID"] = str(self.events[-1][0])
-        connection = http.client.HTTPConnection("127.0.0.1", PORTS.caddy, timeout=READ_TIMEOUT)
+        if not self.resume:
+            return self.follow_once(headers)
+        connection = http.client.HTTPConnection(self.host, self.port, timeout=READ_TIMEOUT)
         try:
             connection.request("GET", self.location, headers=headers)
             response = connection.getresponse()
             if response.status != 200:
                 response.read()
                 return False
-            self.replica = response.getheader("X-Handoff-Replica")
-            self.replicas.append(self.replica)
-            for event in iter_sse(response):
-                if event["data"] == "[DONE]":
-                    self.done = True
-                    return True
-                data = json.loads(event["data"])
-                if "error" in data:
-                    if data["error"]["code"] == "stream_interrupted":
-                        self.interruptions += 1
-                        if not self.resume:
-                            self.visible_failure = True
-                            return True
-                        continue
-                    self.error = data["error"]
-                if event["id"] is not None:
-                    self.events.append((int(event["id"]), event["data"], time.monotonic()))
-                if self.stop_after is not None and len(self.events) >= self.stop_after:
-                    return True  # and never come back
-            if not self.resume:
-                self.truncated = True
-            return not self.resume
+            return self.consume(response.getheader("X-Handoff-Replica"), iter_sse(response))
         except (OSError, http.client.HTTPException):
-            if not self.resume:
-                self.visible_failure = True  # an aborted transfer: the client's HTTP library raises
-            return not self.resume
+            return False
         finally:
             connection.close()
+
+    def follow_once(self, headers: dict[str, str]) -> bool:
+        try:
+            with httpx.stream("GET", f"http://{self.host}:{self.port}{self.location}", headers=headers,
+                              timeout=READ_TIMEOUT) as response:
+                if response.status_code != 200:
+                    self.visible_failure = True
+                    return True
+                if not self.consume(response.headers.get("X-Handoff-Replica"), iter_sse(response.iter_lines())):
+                    self.truncated = True  # a clean end without [DONE]
+        except httpx.HTTPError:
+            self.visible_failure = True  # an aborted transfer: the SDK raises
+        return True
+
+    def consume(self, replica: str | None, events: Iterable[dict]) -> bool:
+        """Reads one response's events; `True` once the client is finished with the stream."""
+        self.replica = replica
+        self.replicas.append(replica)
+        for event in events:
+            if event["data"] == "[DONE]":
+                self.done = True
+                return True
+            data = json.loads(event["data"])
+            if "error" in data:
+                if data["error"]["code"] == "stream_interrupted":
+                    self.interruptions += 1
+                    if not self.resume:
+                        self.visible_failure = True
+                        return True
+                    continue
+                self.error = data["error"]
+            if event["id"] is not None:
+                self.events.append((int(event["id"]), event["data"], time.monotonic()))
+            if self.stop_after is not None and len(self.events) >= self.stop_after:
+                return True  # and never come back
+        return False
 
 
 def table_events(stack: Stack, task_id: str) -> dict[int, str]:

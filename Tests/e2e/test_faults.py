@@ -32,8 +32,13 @@ def stack(tmp_path_factory):
 
 
 def start_all(clients: list[Client], settle: float) -> float:
+    """Starts the clients; returns once every one of them streams (so each is on a replica when the fault comes,
+    however loaded the machine) and `settle` more seconds have passed."""
     for client in clients:
         client.start()
+    deadline = time.monotonic() + 30
+    while any(not client.replicas for client in clients) and time.monotonic() < deadline:
+        time.sleep(0.05)
     time.sleep(settle)
     return time.monotonic()
 
@@ -62,9 +67,13 @@ def test_2_killing_a_replica_loses_nothing_for_clients_that_resume(stack):
     restart_and_wait(stack, f"sse-{PORTS.sse[0]}")
     assert (verdict.lost, verdict.duplicated, verdict.hung) == (0, 0, 0), verdict
     assert any(c.replicas[0] == VICTIM and len(c.replicas) > 1 for c in resuming), "some streams moved replicas"
-    # Non-resuming clients on the surviving replica complete. On the killed one they see what Caddy 2.6 makes of a
-    # dead upstream: a clean end without [DONE] (see the README's reliability section).
+    # Non-resuming clients on the surviving replica complete. On the killed one Caddy aborts the client's transfer
+    # (Debian's Caddy 2.6 ended it cleanly: a silently truncated answer), so each of them sees a failure.
     assert all(c.done for c in plain if c.replicas[0] != VICTIM)
+    on_victim = [c for c in plain if c.replicas[0] == VICTIM]
+    assert on_victim, "no non-resuming client was on the killed replica"
+    assert verdict.silently_truncated == 0, verdict
+    assert all(c.visible_failure or c.error is not None for c in on_victim), [c.replicas for c in on_victim]
 
 
 def test_3_a_postgres_restart_loses_nothing(stack):
