@@ -182,21 +182,37 @@ def postgres(command: str) -> None:
 
 @pytest.fixture(scope="module")
 def own_postgres_stack(cluster, tmp_path_factory):
-    """A stack on a Postgres cluster of its own, which the test stops and starts."""
+    """A stack on a Postgres cluster of its own, which the tests stop and start. Its processes start while that
+    Postgres is down (`test_processes_started_before_postgres_wait_for_it` brings it up)."""
     postgres("init")
     postgres("start")
     stack = Stack(f"postgres://postgres@127.0.0.1:{READY_PG_PORT}/postgres", READY,
                   tmp_path_factory.mktemp("readiness-logs"), cluster.bin_dir, prefix="handoff_ready")
     stack.create_database()
+    postgres("stop")
     try:
         stack.start_services(settings={"HANDOFF_READY_DEADLINE_MS": str(READY_DEADLINE_MS)})
-        wait_started(stack, routed=False)
         yield stack
     finally:
         stack.stop()
         postgres("start")
         stack.drop_database()
         postgres("stop")
+
+
+def test_processes_started_before_postgres_wait_for_it(own_postgres_stack):
+    """No start-up order: every process retries Postgres (for 60 s), so a host that boots its services before its
+    database comes up whole."""
+    stack = own_postgres_stack
+    time.sleep(3)
+    stack.check_alive()
+    # Waiting, not serving: each migrates before it listens.
+    for port in (stack.ports.api, stack.ports.sse[0], stack.worker_ports["worker"]):
+        with pytest.raises(OSError):
+            get(port, "/healthz")
+    postgres("start")
+    wait_started(stack, routed=False)
+    wait_until("a stream through Caddy", stack, time.monotonic() + 20, lambda: stream_through(stack.ports.caddy))
 
 
 def test_readyz_fails_within_its_deadline_when_postgres_stops_and_recovers(own_postgres_stack):
