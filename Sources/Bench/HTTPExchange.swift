@@ -45,9 +45,12 @@ struct HTTPExchange: Sendable {
                 headers.add(name: "Content-Type", value: "application/json")
                 headers.add(name: "Content-Length", value: String(payload.readableBytes))
             }
-            try await outbound.write(.head(HTTPRequestHead(version: .http1_1, method: method, uri: path, headers: headers)))
-            if let payload { try await outbound.write(.body(.byteBuffer(payload))) }
-            try await outbound.write(.end(nil))
+            // In one write: a server that answers (and, as asked, closes) as soon as it has parsed the head would
+            // otherwise make a separate write of the end fail with "I/O on closed channel".
+            var request: [HTTPClientRequestPart] = [.head(HTTPRequestHead(version: .http1_1, method: method, uri: path, headers: headers))]
+            if let payload { request.append(.body(.byteBuffer(payload))) }
+            request.append(.end(nil))
+            try await outbound.write(contentsOf: request)
             var parts = inbound.makeAsyncIterator()
             guard case .head(let head) = try await parts.next() else { throw BenchError.protocolViolation("no response head") }
             return try await body(Head(status: Int(head.status.code), headers: head.headers), &parts)

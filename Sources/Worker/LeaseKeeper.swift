@@ -17,7 +17,8 @@ struct LeaseKeeper: Service {
     func run() async throws {
         await repeatEvery(lease / 3) {
             do {
-                for task in try await queue.renewLeases(workerID: workerID, lease: lease, abandonAfter: abandonAfter) {
+                let running = cancellations.running
+                for task in try await queue.renewLeases(workerID: workerID, running: running, lease: lease, abandonAfter: abandonAfter) {
                     cancellations.stop(task.id, because: task.abandoned ? .abandoned : .cancelled)
                 }
             } catch {

@@ -41,8 +41,13 @@ final class TaskCancellations: Sendable {
         waiter?.resume(returning: reason)
     }
 
+    /// The tasks this worker is running now.
+    var running: [UUID] {
+        entries.withLock { Array($0.keys) }
+    }
+
     func stopAll(because reason: StopReason) {
-        for id in entries.withLock({ Array($0.keys) }) { stop(id, because: reason) }
+        for id in running { stop(id, because: reason) }
     }
 
     /// Returns why `id` must stop, once it must; `nil` when the waiting task is cancelled first.

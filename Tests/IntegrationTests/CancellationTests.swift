@@ -90,19 +90,19 @@ struct CancellationTests {
                     watched_at = CASE WHEN id = \(ids[0]) THEN now() END,
                     cancel_requested_at = CASE WHEN id = \(ids[1]) THEN now() END
                 """, timeout: .seconds(10), logger: database.logger)
-            let stop = try await queue.renewLeases(workerID: "w", lease: .seconds(10), abandonAfter: .seconds(30))
+            let stop = try await queue.renewLeases(workerID: "w", running: ids, lease: .seconds(10), abandonAfter: .seconds(30))
             #expect(Set(stop.map(\.id)) == [ids[1], ids[2]])
             #expect(stop.first { $0.id == ids[2] }?.abandoned == true, "the unwatched one is named abandoned")
             // The abandoned one stays marked: a later renewal with a longer grace still names it.
-            #expect(Set(try await queue.renewLeases(workerID: "w", lease: .seconds(10), abandonAfter: .seconds(120)).map(\.id)) == [ids[1], ids[2]])
-            #expect(try await queue.renewLeases(workerID: "other", lease: .seconds(10), abandonAfter: .zero).isEmpty, "only its own tasks")
+            #expect(Set(try await queue.renewLeases(workerID: "w", running: ids, lease: .seconds(10), abandonAfter: .seconds(120)).map(\.id)) == [ids[1], ids[2]])
+            #expect(try await queue.renewLeases(workerID: "other", running: ids, lease: .seconds(10), abandonAfter: .zero).isEmpty, "only its own tasks")
             // A background response is meant to run with nobody watching: never abandoned.
             try await database.client.perform(
                 """
                 UPDATE handoff_tasks SET response = \(ResponseSettings(model: "demo", background: true).stored)::jsonb,
                     cancel_requested_at = NULL WHERE id = \(ids[2])
                 """, timeout: .seconds(10), logger: database.logger)
-            let afterBackground = try await queue.renewLeases(workerID: "w", lease: .seconds(10), abandonAfter: .zero)
+            let afterBackground = try await queue.renewLeases(workerID: "w", running: ids, lease: .seconds(10), abandonAfter: .zero)
             #expect(afterBackground.map(\.id) == [ids[1]])
         }
     }

@@ -69,10 +69,25 @@ struct LeaseRescueTests {
 
     @Test func renewedLeasesAreLeftAlone() async throws {
         try await TestDatabase.with { database in
-            _ = try await database.runningTasks(3, worker: "alive")
+            let tasks = try await database.runningTasks(3, worker: "alive")
             try await expireLeases(database)
-            _ = try await TaskQueue(client: database.client, logger: database.logger).renewLeases(workerID: "alive", lease: .seconds(30), abandonAfter: .seconds(60))
+            _ = try await TaskQueue(client: database.client, logger: database.logger)
+                .renewLeases(workerID: "alive", running: tasks, lease: .seconds(30), abandonAfter: .seconds(60))
             #expect(try await rescue(database) == .init(requeued: 0, failed: 0))
+        }
+    }
+
+    /// A claim that committed after its worker stopped waiting for it (a partition healing mid-claim, seen in the
+    /// multi-host test) leaves a task the table says the worker holds but the worker never runs: its lease is not
+    /// renewed, so the rescue takes it back and another claim runs it.
+    @Test func aTaskItsWorkerDoesNotRunIsNotRenewedAndIsRescued() async throws {
+        try await TestDatabase.with { database in
+            let tasks = try await database.runningTasks(3, worker: "alive")
+            try await expireLeases(database)
+            _ = try await TaskQueue(client: database.client, logger: database.logger)
+                .renewLeases(workerID: "alive", running: Array(tasks.prefix(2)), lease: .seconds(30), abandonAfter: .seconds(60))
+            #expect(try await rescue(database) == .init(requeued: 1, failed: 0))
+            #expect(try await status(database, tasks[2]) == .queued)
         }
     }
 

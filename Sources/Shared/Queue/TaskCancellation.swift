@@ -30,7 +30,11 @@ extension TaskQueue {
     /// except background responses, which run on without a client by design (their owner polls or resumes later).
     /// It doubles as the fallback for a cancel NOTIFY the worker missed. A watched task's `watched_at` can be
     /// `StreamLog.watchRefresh` old, so that much is added to the grace.
-    public func renewLeases(workerID: String, lease: Duration, abandonAfter: Duration) async throws -> [LeaseStop] {
+    ///
+    /// Only the tasks in `running` — the ones the worker is actually running — are renewed, not every task the table
+    /// says it holds: a claim that committed after the worker gave up waiting for it (a partition healing mid-claim)
+    /// leaves tasks held by a worker that never runs them, and renewing those would keep them from the rescue forever.
+    public func renewLeases(workerID: String, running: [UUID], lease: Duration, abandonAfter: Duration) async throws -> [LeaseStop] {
         let unwatched = Int((abandonAfter + StreamLog.watchRefresh).components.seconds)
         let abandoned = """
             coalesce(watched_at, started_at) < now() - \(unwatched) * interval '1 second'
@@ -40,7 +44,7 @@ extension TaskQueue {
             """
             UPDATE handoff_tasks SET lease_expires_at = now() + \(Int(lease.components.seconds)) * interval '1 second',
                 cancel_requested_at = CASE WHEN \(unescaped: abandoned) THEN coalesce(cancel_requested_at, now()) ELSE cancel_requested_at END
-            WHERE worker_id = \(workerID) AND status = 'running'
+            WHERE worker_id = \(workerID) AND status = 'running' AND id = ANY(\(running)::uuid[])
             RETURNING id, cancel_requested_at IS NOT NULL, \(unescaped: abandoned)
             """, timeout: timeout, logger: logger)
         var stop: [LeaseStop] = []
