@@ -1,5 +1,5 @@
 # The two commands of the README, `make run` and `make test`, and `make bench`.
-.PHONY: run run-local test bench deps test-deps build release pg-init model clean
+.PHONY: run run-local test test-multihost bench deps test-deps build release pg-init model clean
 
 VENV := .venv/bin
 
@@ -12,6 +12,10 @@ run-local: deps release pg-init model
 
 test: test-deps build model
 	scripts/test.sh
+
+# The system on six hosts (network namespaces and veth pairs; needs root) with faults on the network.
+test-multihost: test-deps build
+	HANDOFF_BIN_DIR=$${HANDOFF_BIN_DIR:-$(CURDIR)/.build/debug} $(VENV)/pytest -q Tests/multihost
 
 bench: deps release
 	$(VENV)/python scripts/bench.py
