@@ -5,7 +5,8 @@
 #
 #   scripts/install-deps.sh        what `make run` and `make bench` need
 #   scripts/install-deps.sh test   and what only the tests need: Chromium and chromedriver (the chat page's test
-#                                  drives a real headless browser) and Prometheus (the metrics test scrapes the stack)
+#                                  drives a real headless browser), Prometheus (the metrics test scrapes the stack)
+#                                  and PgBouncer (the pools go through it, the LISTEN connections around it)
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 sudo=()
@@ -19,6 +20,7 @@ if [ "${1:-}" = test ]; then
     command -v chromium >/dev/null || missing+=(chromium)
     command -v chromedriver >/dev/null || missing+=(chromium-driver)
     command -v prometheus >/dev/null || missing+=(prometheus)
+    command -v pgbouncer >/dev/null || [ -x /usr/sbin/pgbouncer ] || missing+=(pgbouncer)
 fi
 if [ ${#missing[@]} -gt 0 ]; then
     echo "installing ${missing[*]}"
