@@ -188,6 +188,18 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
+def status(port: int, path: str, host: str = "127.0.0.1") -> int:
+    """The status of GET `path` (2 s to answer)."""
+    connection = http.client.HTTPConnection(host, port, timeout=2)
+    try:
+        connection.request("GET", path)
+        response = connection.getresponse()
+        response.read()
+        return response.status
+    finally:
+        connection.close()
+
+
 def healthy(port: int, host: str = "127.0.0.1") -> bool:
     connection = http.client.HTTPConnection(host, port, timeout=2)
     try:

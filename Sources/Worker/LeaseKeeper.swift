@@ -4,8 +4,12 @@ import Shared
 
 /// Renews the leases of the tasks this worker runs, every third of the lease, in one statement — which also
 /// says which of them to stop: cancelled by their owner (a fallback for a missed cancel NOTIFY), or abandoned,
-/// no client having watched them for `abandonAfter`. A missed renewal or two (a Postgres blip) costs nothing; a
-/// worker that stops renewing loses its tasks to a rescuer.
+/// no client having watched them for `abandonAfter`. A worker that stops renewing loses its tasks to a rescuer.
+///
+/// A failed renewal (Postgres unreachable) is retried every `retryInterval`, not a third of a lease later: each
+/// failure also costs its statement deadline, so at the regular pace two failures in a row would push the next
+/// attempt past the lease (seen in the multi-host test: a 5 s partition from Postgres cost a 10 s lease). Retried,
+/// any outage shorter than two thirds of the lease costs nothing.
 struct LeaseKeeper: Service {
     let queue: TaskQueue
     let cancellations: TaskCancellations
@@ -14,16 +18,30 @@ struct LeaseKeeper: Service {
     let abandonAfter: Duration
     let logger: Logger
 
+    private var retryInterval: Duration { min(lease / 10, .seconds(1)) }
+
     func run() async throws {
-        await repeatEvery(lease / 3) {
-            do {
-                let running = cancellations.running
-                for task in try await queue.renewLeases(workerID: workerID, running: running, lease: lease, abandonAfter: abandonAfter) {
-                    cancellations.stop(task.id, because: task.abandoned ? .abandoned : .cancelled)
-                }
-            } catch {
-                logger.warning("lease renewal failed", metadata: ["error": "\(String(reflecting: error))"])
+        await cancelWhenGracefulShutdown {
+            var wait = lease / 3
+            while !Task.isCancelled {
+                try? await Task.sleep(for: wait)
+                guard !Task.isCancelled else { return }
+                wait = await renew() ? lease / 3 : retryInterval
             }
+        }
+    }
+
+    /// One renewal; `false` when it failed.
+    private func renew() async -> Bool {
+        do {
+            let running = cancellations.running
+            for task in try await queue.renewLeases(workerID: workerID, running: running, lease: lease, abandonAfter: abandonAfter) {
+                cancellations.stop(task.id, because: task.abandoned ? .abandoned : .cancelled)
+            }
+            return true
+        } catch {
+            logger.warning("lease renewal failed", metadata: ["error": "\(String(reflecting: error))"])
+            return false
         }
     }
 }

@@ -27,7 +27,7 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "scripts"))
-from handoff_stack import ROOT, Ports, Stack, healthy, wait_until  # noqa: E402
+from handoff_stack import ROOT, Ports, Stack, healthy, status, wait_until  # noqa: E402
 
 from handoff_e2e import API_PORT, CADDY_PORT, POOL_SIZE, SSE_PORTS, TOKEN_DELAY_MS  # noqa: E402
 from keys_e2e import API_PORTS as KEYED_API_PORTS, CADDY as KEYED_CADDY, MAX_MESSAGES, MAX_PROMPT_CHARS  # noqa: E402
@@ -243,7 +243,7 @@ class Upstreams:
                                         "--port", str(port), "--name", name])
         deadline = time.monotonic() + 15
         for name, port in STUB_PORTS.items():
-            self.wait(f"stub-{name}", lambda port=port: get_status(port, "/health") == 200, deadline)
+            self.wait(f"stub-{name}", lambda port=port: status(port, "/health") == 200, deadline)
 
     def start_llama(self) -> None:
         binary = subprocess.run([str(ROOT / "scripts" / "llama-server.sh"), "paths"], capture_output=True, text=True,
@@ -262,7 +262,7 @@ class Upstreams:
         budget = LLAMA_HEALTH_TIMEOUT if self.llama_binary_was_built else LLAMA_BUILD_TIMEOUT
         # Started with the session, it may have been up for long when the first test asks: probe at least once more.
         deadline = max(self.llama_started_at + budget, time.monotonic() + 10)
-        self.wait("llama-server", lambda: get_status(LLAMA_PORT, "/health") == 200, deadline)
+        self.wait("llama-server", lambda: status(LLAMA_PORT, "/health") == 200, deadline)
         return f"http://127.0.0.1:{LLAMA_PORT}"
 
     def check_alive(self) -> None:
@@ -294,17 +294,6 @@ def signal_group(process: subprocess.Popen, signum: int) -> None:
         os.killpg(process.pid, signum)  # the group that start_new_session made: its id is the process's
     except (ProcessLookupError, PermissionError):
         pass
-
-
-def get_status(port: int, path: str) -> int:
-    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
-    try:
-        connection.request("GET", path)
-        response = connection.getresponse()
-        response.read()
-        return response.status
-    finally:
-        connection.close()
 
 
 def wants_llama(session: pytest.Session) -> bool:

@@ -24,8 +24,9 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path[:0] = [str(HERE.parents[1] / "scripts"), str(HERE.parent / "e2e")]
-from faults import READ_TIMEOUT, SETTINGS, Client, Verdict  # noqa: E402
+from faults import SETTINGS, Client, Verdict  # noqa: E402
 from handoff_stack import CADDY, ROOT, Ports, Stack, healthy, stream_one_token, wait_until  # noqa: E402
+from handoff_stack import status as http_status  # noqa: E402
 
 from hosts import Hosts  # noqa: E402
 
@@ -166,17 +167,8 @@ class Cluster(Stack):
 
     def status(self, host: str, port: int, path: str) -> int | None:
         """The status of GET `path` on host:port, asked from F (None: no answer within 2 s)."""
-        def get() -> int:
-            connection = http.client.HTTPConnection(self.addr[host], port, timeout=2)
-            try:
-                connection.request("GET", path)
-                response = connection.getresponse()
-                response.read()
-                return response.status
-            finally:
-                connection.close()
         try:
-            return self.hosts.call("F", get)
+            return self.hosts.call("F", lambda: http_status(port, path, host=self.addr[host]))
         except OSError:
             return None
 
