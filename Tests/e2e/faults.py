@@ -188,6 +188,18 @@ class Client:
         return False
 
 
+def start_all(clients: list[Client], settle: float) -> float:
+    """Starts the clients; returns once every one of them streams (so each is on a replica when the fault comes,
+    however loaded the machine) and `settle` more seconds have passed."""
+    for client in clients:
+        client.start()
+    deadline = time.monotonic() + 30
+    while any(not client.replicas for client in clients) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    time.sleep(settle)
+    return time.monotonic()
+
+
 def table_events(stack: Stack, task_id: str) -> dict[int, str]:
     """The task's events by position, from the stream table (rows may overlap after a requeue)."""
     rows = json.loads(stack.sql(

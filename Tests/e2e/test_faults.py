@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from faults import (ABANDON_SECONDS, DRAIN_SECONDS, LEASE_SECONDS, PORTS, RESULTS, Client, Verdict, judge, postgres,
-                    restart_and_wait, start_stack)
+                    restart_and_wait, start_all, start_stack)
 from handoff_stack import ROOT
 
 STREAMS = 100
@@ -29,18 +29,6 @@ def stack(tmp_path_factory):
         stack.stop()
         stack.drop_database()
         postgres("stop")
-
-
-def start_all(clients: list[Client], settle: float) -> float:
-    """Starts the clients; returns once every one of them streams (so each is on a replica when the fault comes,
-    however loaded the machine) and `settle` more seconds have passed."""
-    for client in clients:
-        client.start()
-    deadline = time.monotonic() + 30
-    while any(not client.replicas for client in clients) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    time.sleep(settle)
-    return time.monotonic()
 
 
 def test_1_killing_a_worker_requeues_or_fails_its_tasks_visibly(stack):

@@ -12,23 +12,11 @@ import pytest
 
 from cluster import (API_PORT, HEALTH_INTERVAL, HEALTH_TIMEOUT, LEASE_SECONDS, NOTES, RESULTS, SSE_PORT, WORKER_PORT,
                      HostClient, Prober)
-from faults import READ_TIMEOUT, judge
+from faults import READ_TIMEOUT, judge, start_all
 
 STREAMS = 100
 MAX_TOKENS = 300  # 20 ms a token: about 6 s a stream
 PARTITION_SECONDS = 5
-
-
-def start_all(clients: list[HostClient], settle: float) -> float:
-    """Starts the clients; returns once every one of them streams (so each is on a replica when the fault comes,
-    however loaded the machine) and `settle` more seconds have passed."""
-    for client in clients:
-        client.start()
-    deadline = time.monotonic() + 30
-    while any(not client.replicas for client in clients) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    time.sleep(settle)
-    return time.monotonic()
 
 
 def test_1_streams_across_hosts_complete(cluster):
