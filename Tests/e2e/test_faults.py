@@ -84,8 +84,9 @@ def test_3_a_postgres_restart_loses_nothing(stack):
 
 def test_4_sigterm_drains_a_replica(stack):
     short = [Client(max_tokens=40, prompt=f"short {i}") for i in range(STREAMS // 2)]
-    long = [Client(max_tokens=300, prompt=f"long {i}") for i in range(STREAMS // 2)]
-    plain = [Client(max_tokens=300, prompt=f"plain long {i}", resume=False) for i in range(20)]
+    # 12 s of tokens: long enough to outlast the drain however long the clients took to all start streaming.
+    long = [Client(max_tokens=600, prompt=f"long {i}") for i in range(STREAMS // 2)]
+    plain = [Client(max_tokens=600, prompt=f"plain long {i}", resume=False) for i in range(20)]
     fault_at = start_all(short + long + plain, 0.5)
     victim = stack.signal(f"sse-{PORTS.sse[0]}", signal.SIGTERM)
     exit_code = victim.wait(timeout=DRAIN_SECONDS + 5)
