@@ -81,6 +81,7 @@ let package = Package(
             name: "Bench",
             dependencies: [
                 "Shared",
+                .product(name: "PostgresNIO", package: "postgres-nio"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),

@@ -43,15 +43,16 @@ AUTH_API_PORT = 28085
 KEY_LIMITS = {"--requests-per-minute": 1_000_000, "--tokens-per-minute": 100_000_000}
 ADMIN_URL = f"postgres://postgres@127.0.0.1:{PG_PORT}/postgres"
 
-FULL = {"rates": [25, 50, 100, 200, 400], "latency_seconds": 10, "auth_rounds": 2, "throughput": [(64, 10)],
+FULL = {"rates": [25, 50, 100, 200, 400], "latency_seconds": 10, "auth_rounds": 3, "throughput": [(64, 10)],
         "idle": {"streams": 19000, "processes": 4, "hold": 30},
-        "commit": {"streams": 1000, "token_rates": [5, 10, 20, 50], "seconds": 8, "warmup": 2},
+        "commit": {"streams": 1000, "token_rates": [5, 10, 20, 30, 50], "rounds": {"5": 3, "20": 3}, "direct_rates": [5, 20],
+                   "seconds": 8, "warmup": 2},
         "upstream": {"rates": [10, 100], "seconds": 10, "direct": 300, "relay": {"clients": 64, "seconds": 10, "tokens": 256}},
         "real": {"rounds": 5, "tokens": 256, "threads": 1},
         "metrics": {"rounds": 4, "rate": 50, "seconds": 10, "concurrency": 64}}
 SMOKE = {"rates": [20], "latency_seconds": 2, "auth_rounds": 1, "throughput": [(8, 2)],
          "idle": {"streams": 200, "processes": 2, "hold": 2},
-         "commit": {"streams": 20, "token_rates": [50], "seconds": 0.8, "warmup": 0.2},
+         "commit": {"streams": 20, "token_rates": [50], "rounds": {}, "direct_rates": [50], "seconds": 0.8, "warmup": 0.2},
         "upstream": {"rates": [20], "seconds": 2, "direct": 20, "relay": {"clients": 8, "seconds": 2, "tokens": 32}},
         "real": {"rounds": 1, "tokens": 16, "threads": 1},
         "metrics": {"rounds": 2, "rate": 20, "seconds": 2, "concurrency": 8}}
@@ -178,6 +179,46 @@ class CPUSampler:
         self.percent = {name: round(value, 1) for name, value in sorted(share.items(), key=lambda kv: -kv[1])}
 
 
+class StatementProfile:
+    """Where Postgres's time went while a scenario ran: the statements of the stack's database by total execution
+    time (pg_stat_statements, which `make bench` loads into its cluster), with calls and rows."""
+
+    def __init__(self, stack: Stack, top: int = 6):
+        self.stack, self.top = stack, top
+
+    def __enter__(self):
+        psql(ADMIN_URL, "SELECT pg_stat_statements_reset()")
+        self.start = time.monotonic()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        seconds = time.monotonic() - self.start
+        out = psql(ADMIN_URL, f"""
+            SELECT calls, rows, round(total_exec_time::numeric, 1), round(mean_exec_time::numeric, 3),
+                left(regexp_replace(query, '\\s+', ' ', 'g'), 90)
+            FROM pg_stat_statements WHERE dbid = (SELECT oid FROM pg_database WHERE datname = '{self.stack.database}')
+            ORDER BY total_exec_time DESC LIMIT {self.top}""")
+        self.statements = []
+        for line in out.splitlines():
+            calls, rows, total, mean, query = line.split("|", 4)
+            self.statements.append({"query": query, "callsPerSecond": round(int(calls) / seconds, 1),
+                                    "rowsPerSecond": round(int(rows) / seconds, 1),
+                                    "msPerSecond": round(float(total) / seconds, 1), "meanMs": float(mean)})
+
+
+def flush_timing(stack: Stack) -> dict:
+    """The worker's flushes so far, from its /metrics: how many, and their mean duration (tx start to return)."""
+    connection = http.client.HTTPConnection("127.0.0.1", stack.worker_ports["worker"], timeout=5)
+    connection.request("GET", "/metrics")
+    values = {}
+    for line in connection.getresponse().read().decode().splitlines():
+        for suffix in ("sum", "count"):
+            if line.startswith(f"handoff_stream_flush_duration_seconds_{suffix}"):
+                values[suffix] = float(line.rsplit(" ", 1)[1])
+    count = values.get("count", 0)
+    return {"flushes": int(count), "meanMs": 1000 * values.get("sum", 0) / count if count else None}
+
+
 def database_counters(stack: Stack) -> dict:
     commits = int(psql(ADMIN_URL, f"SELECT xact_commit FROM pg_stat_database WHERE datname = '{stack.database}'"))
     rows = stack.sql("SELECT count(*), coalesce(sum(event_count), 0) FROM handoff_stream").split("|")
@@ -223,22 +264,8 @@ def run_scenarios(plan: dict, session: Session, only: set[str]) -> dict:
         results["handoff"], results["handoffAuth"], results["handoffRounds"] = \
             measured["off"], measured["required"], measured["rounds"]
 
-    commit = plan["commit"]
     if "commit" in only:
-        results["commit"] = []
-        for rate in commit["token_rates"]:
-            tokens = int(rate * (commit["seconds"] + commit["warmup"]))
-            log(f"scenario 2: commit-to-client latency, {commit['streams']} streams at {rate} tokens/s each")
-
-            def committed(stack: Stack) -> dict:
-                with CPUSampler(stack) as cpu:
-                    row = bench(session.bin_dir, "commit-latency", "--port", str(PORTS.caddy), "--streams",
-                                str(commit["streams"]), "--tokens", str(tokens), "--warmup", str(commit["warmup"]))
-                return {**row, "tokensPerSecond": rate, "cpuPercent": cpu.percent}
-            results["commit"].append(session.run(
-                True, committed, HANDOFF_BENCH_STAMPS="1",
-                worker_settings={"HANDOFF_DEMO_TOKEN_DELAY_MS": str(1000 // rate),
-                                 "HANDOFF_WORKER_CONCURRENCY": str(commit["streams"] + 100)}))
+        results["commit"] = commit_latency(plan["commit"], session)
 
     def throughput(stack: Stack) -> list[dict]:
         rows = []
@@ -265,6 +292,47 @@ def run_scenarios(plan: dict, session: Session, only: set[str]) -> dict:
     if "metrics" in only:
         results["metrics"] = metrics_cost(plan["metrics"], session)
     return results
+
+
+def commit_latency(plan: dict, session: Session) -> list[dict]:
+    """Scenario 2 at each token rate per stream, on a fresh stack per run: through Caddy (`rounds` runs at the
+    rates the targets name, one elsewhere) and, at `direct_rates`, once straight from the replicas, which prices
+    Caddy's hop. One row per rate and path: each figure the median of its runs, every run kept under `runs`."""
+    rows = []
+    for rate in plan["token_rates"]:
+        tokens = int(rate * (plan["seconds"] + plan["warmup"]))
+        for path in ("caddy", "direct"):
+            if path == "direct" and rate not in plan["direct_rates"]:
+                continue
+            count = plan["rounds"].get(str(rate), 1) if path == "caddy" else 1
+            runs = []
+            for round_ in range(count):
+                log(f"scenario 2: commit-to-client latency, {plan['streams']} streams at {rate} tokens/s each, "
+                    f"{'through Caddy' if path == 'caddy' else 'straight from the replicas'} (run {round_ + 1} of {count})")
+
+                def committed(stack: Stack) -> dict:
+                    direct = [arg for port in PORTS.sse for arg in ("--replica-port", str(port))] if path == "direct" else []
+                    with CPUSampler(stack) as cpu, StatementProfile(stack) as statements:
+                        row = bench(session.bin_dir, "commit-latency", "--port", str(PORTS.caddy), "--streams",
+                                    str(plan["streams"]), "--tokens", str(tokens), "--warmup", str(plan["warmup"]),
+                                    "--database-url", stack.database_url, *direct)
+                    return {**row, "cpuPercent": cpu.percent, "statements": statements.statements, "flush": flush_timing(stack)}
+                runs.append(session.run(
+                    True, committed, HANDOFF_BENCH_STAMPS="1",
+                    worker_settings={"HANDOFF_DEMO_TOKEN_DELAY_MS": str(1000 // rate),
+                                     "HANDOFF_WORKER_CONCURRENCY": str(plan["streams"] + 100)}))
+            rows.append({**median_of(runs), "tokensPerSecond": rate, "runs": runs})
+    return rows
+
+
+def median_of(runs: list[dict]):
+    """One run's shape, each number the median of the runs' (a list, such as the statement profile, the first run's)."""
+    first = runs[0]
+    if isinstance(first, bool) or not isinstance(first, (int, float, dict)):
+        return first
+    if isinstance(first, dict):
+        return {key: median_of([run[key] for run in runs if key in run]) for key in first}
+    return statistics.median(runs)
 
 
 def metrics_cost(plan: dict, session: Session) -> dict:
@@ -501,10 +569,12 @@ def main() -> None:
         plan["idle"]["streams"] = options.idle_streams
     only = set(options.only.split(","))
 
-    env = {**os.environ, "HANDOFF_PG_PORT": str(PG_PORT)}
+    env = {**os.environ, "HANDOFF_PG_PORT": str(PG_PORT),
+           "HANDOFF_PG_OPTIONS": "-c shared_preload_libraries=pg_stat_statements -c track_commit_timestamp=on"}
     env.pop("HANDOFF_PGDATA", None)
     subprocess.run([str(ROOT / "scripts" / "postgres.sh"), "reset"], env=env, check=True)
     subprocess.run([str(ROOT / "scripts" / "postgres.sh"), "start"], env=env, check=True)
+    psql(ADMIN_URL, "CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
     try:
         with tempfile.TemporaryDirectory(prefix="handoff-bench-") as logs:
             results = run_scenarios(plan, Session(options.bin_dir.resolve(), Path(logs)), only)
@@ -532,8 +602,8 @@ def check_smoke(results: dict) -> None:
         assert row["errors"] == 0 and row["completed"] > 0, row
     for row in results["throughput"]:
         assert row["errors"] == 0 and row["completed"] > 0, row
-    for commit in results["commit"]:
-        assert commit["errors"] == 0 and commit["completed"] == commit["streams"] and commit["batches"] > 0, commit
+    for run in (run for commit in results["commit"] for run in commit["runs"]):
+        assert run["errors"] == 0 and run["completed"] == run["streams"] and run["batches"] > 0, run
     upstream = results["upstream"]
     assert upstream["relay"]["errors"] == 0 and upstream["relay"]["completed"] > 0, upstream["relay"]
     for row in upstream["firstToken"]:

@@ -7,7 +7,8 @@
 #   scripts/postgres.sh stop    stop a background cluster
 #   scripts/postgres.sh reset   stop it and delete its data
 #
-# HANDOFF_PG_PORT (default 54329) and HANDOFF_PGDATA choose the cluster. Postgres refuses to run as root, so as
+# HANDOFF_PG_PORT (default 54329) and HANDOFF_PGDATA choose the cluster; HANDOFF_PG_OPTIONS adds server options
+# (`-c name=value ...`: the benchmark turns on pg_stat_statements). Postgres refuses to run as root, so as
 # root it runs as the `postgres` user, with its data under /tmp (a clone may live under a 0700 home that
 # user cannot enter); .data/postgres then links to it.
 set -euo pipefail
@@ -38,7 +39,7 @@ init() {
     [ "$data" = "$root/.data/postgres-$port" ] || ln -sfn "$data" "$root/.data/postgres-$port"
 }
 
-server_options=(-h 127.0.0.1 -p "$port" -k /tmp -c max_connections=300)
+server_options=(-h 127.0.0.1 -p "$port" -k /tmp -c max_connections=300 ${HANDOFF_PG_OPTIONS:-})
 
 start() {
     "${as_pg[@]}" "$bin/pg_ctl" -D "$data" -l "$data/server.log" -w -t 60 -o "${server_options[*]}" start >/dev/null || {

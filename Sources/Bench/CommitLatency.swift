@@ -2,9 +2,10 @@ import ArgumentParser
 import Foundation
 import Shared
 
-/// Scenario 2: many streams active at once; each minibatch carries the time its transaction began (the SSE
-/// server's `HANDOFF_BENCH_STAMPS`), and the client measures how long after that the batch arrived. The stamp is
-/// the transaction's start, so the figure includes the commit itself and slightly overstates the latency.
+/// Scenario 2: many streams active at once. Each minibatch carries a trace (the SSE server's
+/// `HANDOFF_BENCH_STAMPS`): when its transaction began, when the replica's NOTIFY arrived, when the replica held
+/// its events and when it wrote them. The client adds when it parsed the batch, and — given the database — when
+/// Postgres committed it (`CommitTimes`), so the latency is measured from the commit and split hop by hop.
 struct CommitLatency: AsyncParsableCommand {
     static let configuration = CommandConfiguration(commandName: "commit-latency", abstract: "Commit-to-client latency under many active streams.")
 
@@ -13,22 +14,48 @@ struct CommitLatency: AsyncParsableCommand {
     @Option(help: "Streams active at once.") var streams = 1000
     @Option(help: "Tokens per reply (at the worker's token delay this sets how long each stream lasts).") var tokens = 250
     @Option(help: "Seconds at the start of each stream left out while all of them start up.") var warmup = 2.0
+    @Option(help: "Read the streams straight from these SSE replicas' ports, in turn, instead of through Caddy.")
+    var replicaPort: [Int] = []
+    @Option(help: "The stack's database, with track_commit_timestamp on: latencies are then measured from each commit.")
+    var databaseURL: String?
 
     struct Result: Encodable {
         let scenario = "commit"
+        /// Whether the streams were read through Caddy or straight from the replicas.
+        let path: String
         let streams: Int
         let tokens: Int
         let completed: Int
         let errors: Int
         let batches: Int
         let eventsPerSecond: Double
+        /// From the commit (without the database: from the transaction's start) to the client.
         let commitToClientMilliseconds: LatencySummary
-        /// The part of it before the replica wrote the batch: commit, NOTIFY, the replica's fetch and fan-out.
-        let commitToReplicaMilliseconds: LatencySummary
+        /// From the transaction's start to the client: the commit-to-client latency and the flush statement before it.
+        let transactionToClientMilliseconds: LatencySummary
+        /// The same way hop by hop (`Hop`), over the batches that took each hop.
+        let hopsMilliseconds: [String: LatencySummary]
+    }
+
+    /// The legs of a batch's way, between the stamps.
+    enum Hop: String, CaseIterable {
+        /// The flush statement from its transaction's start to its commit (needs the database).
+        case transactionToCommit
+        /// Commit to the replica's NOTIFY: the notification's delivery and the replica reading it.
+        case commitToNotified
+        /// NOTIFY to the events in hand: zero when the notification carried them, else the fetch.
+        case notifiedToReceived
+        /// Events in hand to written on the client's socket: the wake-ups, the event loop hop, rendering.
+        case receivedToSent
+        /// Written by the replica to parsed by the client: Caddy and the client.
+        case sentToClient
     }
 
     func run() async throws {
-        let client = CompletionClient(origin: HTTPExchange(host: host, port: port))
+        let caddy = HTTPExchange(host: host, port: port)
+        let clients = replicaPort.isEmpty
+            ? [CompletionClient(origin: caddy)]
+            : replicaPort.map { CompletionClient(origin: caddy, streamOrigin: HTTPExchange(host: host, port: $0)) }
         let errors = Tally()
         progress("commit-latency: \(streams) streams of \(tokens) tokens")
         let started = ContinuousClock.now
@@ -37,15 +64,16 @@ struct CommitLatency: AsyncParsableCommand {
             for index in 0..<streams {
                 group.addTask {
                     do {
+                        var task: UUID?
                         var samples: [Sample] = []
-                        let events = try await client.stream(tokens: tokens, prompt: "commit \(index)") { event in
+                        let events = try await clients[index % clients.count].stream(tokens: tokens, prompt: "commit \(index)") { location in
+                            task = Self.task(in: location)
+                        } onEvent: { event in
                             let arrived = Date().timeIntervalSince1970
-                            guard arrived >= measureFrom,
+                            guard arrived >= measureFrom, let task, let sequence = event.id.flatMap(Int.init),
                                 let stamp = event.comments.lazy.compactMap(Self.stamp).first
                             else { return }
-                            samples.append(Sample(
-                                toClient: .microseconds(Int64(arrived * 1e6) - stamp.committed),
-                                toReplica: .microseconds(stamp.sent - stamp.committed)))
+                            samples.append(Sample(task: task, sequence: sequence, stamp: stamp, arrived: Int64(arrived * 1e6)))
                         }
                         return (samples, events)
                     } catch {
@@ -58,24 +86,64 @@ struct CommitLatency: AsyncParsableCommand {
         }
         let elapsed = ContinuousClock.now - started
         let seconds = Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18
-        let samples = perStream.flatMap(\.0)
+        var samples = perStream.flatMap(\.0)
+        if let databaseURL {
+            let times = try await CommitTimes.load(databaseURL: databaseURL, tasks: Array(Set(samples.map(\.task))))
+            for index in samples.indices {
+                samples[index].committed = times.committed(task: samples[index].task, sequence: samples[index].sequence)
+            }
+        }
         try emit(Result(
-            streams: streams, tokens: tokens, completed: perStream.count, errors: errors["errors"], batches: samples.count,
+            path: replicaPort.isEmpty ? "caddy" : "direct", streams: streams, tokens: tokens, completed: perStream.count,
+            errors: errors["errors"], batches: samples.count,
             eventsPerSecond: Double(perStream.reduce(0) { $0 + $1.1 }) / seconds,
-            commitToClientMilliseconds: LatencySummary(samples.map(\.toClient)),
-            commitToReplicaMilliseconds: LatencySummary(samples.map(\.toReplica))))
+            commitToClientMilliseconds: LatencySummary(samples.map { .microseconds($0.arrived - ($0.committed ?? $0.stamp.began)) }),
+            transactionToClientMilliseconds: LatencySummary(samples.map { .microseconds($0.arrived - $0.stamp.began) }),
+            hopsMilliseconds: Dictionary(uniqueKeysWithValues: Hop.allCases.map { hop in
+                (hop.rawValue, LatencySummary(samples.compactMap { $0.duration(of: hop) }))
+            })))
+    }
+
+    /// One batch's stamp (`ServerSentEvents.commitStamp`), in Unix microseconds; `notified` and `received` are 0 for
+    /// a batch a stream read itself.
+    struct Stamp: Sendable {
+        let began: Int64
+        let notified: Int64
+        let received: Int64
+        let sent: Int64
     }
 
     struct Sample: Sendable {
-        let toClient: Duration
-        let toReplica: Duration
+        let task: UUID
+        /// The id of the batch's first event the client got.
+        let sequence: Int
+        let stamp: Stamp
+        let arrived: Int64
+        var committed: Int64?
+
+        func duration(of hop: Hop) -> Duration? {
+            let (from, to): (Int64?, Int64?) = switch hop {
+            case .transactionToCommit: (stamp.began, committed)
+            case .commitToNotified: (committed ?? stamp.began, stamp.notified)
+            case .notifiedToReceived: (stamp.notified, stamp.received)
+            case .receivedToSent: (stamp.received, stamp.sent)
+            case .sentToClient: (stamp.sent, arrived)
+            }
+            guard let from, let to, from > 0, to > 0 else { return nil }
+            return .microseconds(to - from)
+        }
     }
 
-    private static func stamp(_ comment: String) -> (committed: Int64, sent: Int64)? {
+    private static func stamp(_ comment: String) -> Stamp? {
         let prefix = ServerSentEvents.commitStampPrefix.dropFirst()  // the parser drops the colon
         guard comment.hasPrefix(prefix) else { return nil }
-        let fields = comment.dropFirst(prefix.count).split(separator: " ")
-        guard fields.count == 2, let committed = Int64(fields[0]), let sent = Int64(fields[1]) else { return nil }
-        return (committed, sent)
+        let fields = comment.dropFirst(prefix.count).split(separator: " ").compactMap { Int64($0) }
+        guard fields.count == 4 else { return nil }
+        return Stamp(began: fields[0], notified: fields[1], received: fields[2], sent: fields[3])
+    }
+
+    /// The task a hand-off's `Location` names (`StreamRoute.location`).
+    private static func task(in location: String) -> UUID? {
+        location.split(separator: "?").first?.split(separator: "/").last.flatMap { UUID(uuidString: String($0)) }
     }
 }

@@ -6,6 +6,8 @@ import Shared
 /// A client of the whole stack: POST through Caddy, follow the 302, read the stream to `[DONE]`.
 struct CompletionClient: Sendable {
     let origin: HTTPExchange
+    /// Where the stream is read when not through `origin`: straight from a replica, to measure Caddy's hop.
+    var streamOrigin: HTTPExchange? = nil
     /// The model asked for: `demo`, or a catalogue model in front of an upstream.
     var model = "demo"
     /// Sent as `Authorization: Bearer` on the POST only. The stream is opened by the token in the Location, as a
@@ -38,13 +40,13 @@ struct CompletionClient: Sendable {
     /// Runs one completion, handing the stream's response head to `onHead` and every event to `onEvent`;
     /// returns how many events came before `[DONE]`.
     func stream(
-        tokens: Int, prompt: String, onRedirect: () -> Void = {}, onHead: (HTTPExchange.Head) -> Void = { _ in },
+        tokens: Int, prompt: String, onRedirect: (_ location: String) -> Void = { _ in }, onHead: (HTTPExchange.Head) -> Void = { _ in },
         onEvent: (SSEParser.Event) -> Void
     ) async throws -> Int {
         let location = try await origin.handoff(
             path: CompletionsRoute.handoff, json: Self.body(model: model, tokens: tokens, prompt: prompt), headers: authorization)
-        onRedirect()
-        return try await origin.run(method: .GET, path: location) { head, parts in
+        onRedirect(location)
+        return try await (streamOrigin ?? origin).run(method: .GET, path: location) { head, parts in
             guard head.status == 200 else { throw BenchError.unexpectedStatus(head.status) }
             onHead(head)
             var parser = SSEParser()
@@ -71,7 +73,7 @@ struct CompletionClient: Sendable {
         var firstEvent: Duration?
         var firstToken: Duration?
         var replica = "?"
-        let events = try await stream(tokens: tokens, prompt: prompt) {
+        let events = try await stream(tokens: tokens, prompt: prompt) { _ in
             redirect = ContinuousClock.now - due
         } onHead: { head in
             firstByte = ContinuousClock.now - due

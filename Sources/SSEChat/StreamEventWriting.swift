@@ -40,7 +40,8 @@ extension ByteBuffer {
         for batch in batches {
             if commitStamps, let committed = batch.committedAtMicroseconds, batch.sequence > cursor.sequence {
                 let sent = Int64(Date().timeIntervalSince1970 * 1_000_000)
-                writeString(ServerSentEvents.commitStamp(committed: committed, sent: sent))
+                writeString(ServerSentEvents.commitStamp(
+                    committed: committed, notified: batch.notifiedAtMicroseconds ?? 0, received: batch.receivedAtMicroseconds ?? 0, sent: sent))
             }
             for event in batch.events(after: cursor) {
                 writeString(ServerSentEvents.event(id: event.cursor, data: event.data))

@@ -18,12 +18,13 @@ public enum ServerSentEvents {
     }
 
     /// Benchmarks only (`HANDOFF_BENCH_STAMPS`): written before a minibatch's first event, inside its block,
-    /// so no comment-only block is ever sent. It carries when the batch's transaction began and when the replica
-    /// wrote it, both in Unix microseconds, so the client can split its latency into before and after the replica.
+    /// so no comment-only block is ever sent. It traces the batch through the replica, in Unix microseconds: when
+    /// its transaction began, when the replica's NOTIFY arrived, when the replica held its events, and when it wrote
+    /// them (0 for a hop the batch did not take), so the client can split its latency hop by hop.
     public static let commitStampPrefix = ": committed "
 
-    public static func commitStamp(committed: Int64, sent: Int64) -> String {
-        "\(commitStampPrefix)\(committed) \(sent)\n"
+    public static func commitStamp(committed: Int64, notified: Int64, received: Int64, sent: Int64) -> String {
+        "\(commitStampPrefix)\(committed) \(notified) \(received) \(sent)\n"
     }
 }
 
