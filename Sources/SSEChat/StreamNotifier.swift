@@ -15,9 +15,9 @@ protocol StreamSubscriber: AnyObject, Sendable {
 ///
 /// One LISTEN connection per process (the `PostgresListener` it runs) — never one per client. It keeps the
 /// newest known sequence number of every task somebody watches and wakes that task's subscribers when it
-/// advances. A NOTIFY names the rows a flush committed; the notifier reads them once, by primary key, for all
-/// watched tasks at once, and keeps the last few batches of each, so a thousand woken clients do not run a
-/// thousand queries. Two timers cover what NOTIFY cannot: a poll that reads the heads of all watched tasks in one
+/// advances. A flush's NOTIFYs carry the rows it committed (`StreamAppendPayload`); the notifier keeps the last
+/// few batches of each watched task, so a thousand woken clients run no query at all (a row too large to travel
+/// in a NOTIFY is read once, by primary key, for all watched tasks at once). Two timers cover what NOTIFY cannot: a poll that reads the heads of all watched tasks in one
 /// statement, so a lost notification costs latency and never data; and a keepalive tick that lets each silent
 /// stream write its ping.
 final class StreamNotifier: Service {
@@ -31,16 +31,25 @@ final class StreamNotifier: Service {
         var subscribers: [Int: any StreamSubscriber] = [:]
         /// The latest batches read for this task's subscribers, oldest first; at most `recentLimit`.
         var recent: [StreamBatch] = []
+        /// An announcement reached this task since the last poll.
+        var announced = false
     }
 
     private struct State {
         var watches: [UUID: Watch] = [:]
         var nextID = 0
-        /// Rows named by notifications and not fetched yet.
-        var toFetch: [(task: UUID, sequence: Int)] = []
+        /// The listener (re)connected: announcements may have been lost, so the next poll looks at every task.
+        var pollEverything = false
+        /// Rows named by notifications and not fetched yet, with when each notification arrived.
+        var toFetch: [(task: UUID, sequence: Int, notified: Int64)] = []
     }
 
     private static let recentLimit = 8
+
+    private struct RowKey: Hashable {
+        let task: UUID
+        let sequence: Int
+    }
 
     private let configuration: Configuration
     private let log: StreamLog
@@ -124,20 +133,35 @@ final class StreamNotifier: Service {
         }
     }
 
+    /// A flush's announcement: the rows that came with their events go into the cache and wake their streams at
+    /// once; the others are fetched.
     private func receive(_ payload: String) {
-        let watched = state.withLock { state in
-            var any = false
-            for (task, sequence) in StreamAppendPayload.decode(payload) where state.watches[task] != nil {
-                state.toFetch.append((task, sequence))
-                any = true
-            }
-            return any
+        let announcement = StreamAppendPayload.decode(payload, notified: Self.microsecondsNow()) { task in
+            state.withLock { $0.watches[task] != nil }
         }
-        if watched { fetchNow.ring() }
+        let fetch = state.withLock { state in
+            state.toFetch += announcement.toFetch.map { ($0.task, $0.sequence, Self.microsecondsNow()) }
+            cache(announcement.batches, in: &state)
+            return !announcement.toFetch.isEmpty
+        }
+        for batch in announcement.batches { advance(batch.task, to: batch.sequence) }
+        if fetch { fetchNow.ring() }
     }
 
-    /// Reads every notified row in one statement, caches it, then wakes the subscribers. If the read fails they
-    /// are woken anyway and read the table themselves.
+    /// Keeps the newest `recentLimit` batches of each watched task, in order.
+    private func cache(_ batches: [StreamBatch], in state: inout State) {
+        for batch in batches where state.watches[batch.task] != nil {
+            state.watches[batch.task]!.recent.append(batch)
+            state.watches[batch.task]!.recent.sort { $0.sequence < $1.sequence }
+            if state.watches[batch.task]!.recent.count > Self.recentLimit {
+                state.watches[batch.task]!.recent.removeFirst()
+            }
+            state.watches[batch.task]!.announced = true
+        }
+    }
+
+    /// Reads the announced rows that came without their events in one statement, caches them, then wakes the
+    /// subscribers. If the read fails they are woken anyway and read the table themselves.
     private func fetch() async {
         let keys = state.withLock { state in
             defer { state.toFetch.removeAll() }
@@ -145,30 +169,48 @@ final class StreamNotifier: Service {
         }
         guard !keys.isEmpty else { return }
         do {
-            let batches = try await log.batches(at: keys).sorted { $0.sequence < $1.sequence }
+            let batches = try await log.batches(at: keys.map { ($0.task, $0.sequence) })
+            let received = Self.microsecondsNow()
+            let notified = Dictionary(keys.map { (RowKey(task: $0.task, sequence: $0.sequence), $0.notified) }, uniquingKeysWith: min)
             state.withLock { state in
-                for batch in batches where state.watches[batch.task] != nil {
-                    state.watches[batch.task]!.recent.append(batch)
-                    state.watches[batch.task]!.recent.sort { $0.sequence < $1.sequence }
-                    if state.watches[batch.task]!.recent.count > Self.recentLimit {
-                        state.watches[batch.task]!.recent.removeFirst()
-                    }
-                }
+                cache(batches.map { batch in
+                    var batch = batch
+                    batch.notifiedAtMicroseconds = notified[RowKey(task: batch.task, sequence: batch.sequence)]
+                    batch.receivedAtMicroseconds = received
+                    return batch
+                }, in: &state)
             }
         } catch {
             logger.warning("stream fetch failed", metadata: ["error": "\(String(reflecting: error))"])
         }
-        for (task, sequence) in keys {
+        for (task, sequence, _) in keys {
             advance(task, to: sequence)
         }
     }
 
-    /// One statement for all watched tasks; a failure is logged and retried on the next round.
+    /// Wall-clock time for the benchmark's trace: it is compared with Postgres's and the client's clocks.
+    private static func microsecondsNow() -> Int64 {
+        Int64(Date().timeIntervalSince1970 * 1_000_000)
+    }
+
+    /// One statement for all watched tasks (which also tells the workers they are watched); a failure is logged and
+    /// retried on the next round.
+    ///
+    /// Only the tasks no announcement reached since the last poll are advanced: a live stream's announcements
+    /// trail its commits by a few milliseconds, and a poll that advanced its head in between would send its clients
+    /// to the table for rows that are about to arrive. A lost announcement of a live stream shows as a gap in the
+    /// cache when its next one arrives; the poll is for a stream that fell silent.
     func poll() async {
-        let tasks = state.withLock { Array($0.watches.keys) }
+        let (tasks, silent) = state.withLock { state in
+            defer {
+                state.pollEverything = false
+                for task in Array(state.watches.keys) { state.watches[task]!.announced = false }
+            }
+            return (Array(state.watches.keys), Set(state.watches.filter { state.pollEverything || !$0.value.announced }.map(\.key)))
+        }
         guard !tasks.isEmpty else { return }
         do {
-            for (task, head) in try await log.heads(ofWatched: tasks) {
+            for (task, head) in try await log.heads(ofWatched: tasks) where silent.contains(task) {
                 advance(task, to: head)
             }
         } catch {
@@ -184,6 +226,7 @@ final class StreamNotifier: Service {
                     // Notifications may have been lost while disconnected: look at the table now.
                     onListening: {
                         self.readiness?.listener(listening: true)
+                        self.state.withLock { $0.pollEverything = true }
                         self.pollNow.ring()
                     },
                     onLost: { self.readiness?.listener(listening: false) },

@@ -9,7 +9,7 @@ import Synchronization
 ///
 /// Executors hand events to the writer; at most once per window (sooner when `maxPendingEvents` pile up, at once
 /// when the last flush is a window ago) the writer commits the pending events of ALL tasks as one statement —
-/// one batch row per task, the outcomes of the tasks that ended, one NOTIFY naming the tasks — because NOTIFY
+/// one batch row per task, the outcomes of the tasks that ended, the NOTIFYs carrying the rows — because NOTIFY
 /// serialises commits database-wide and a commit per token would not scale. Sequence numbers are assigned when a batch is built and only consumed
 /// once its commit succeeded, so a failed flush is retried with the same numbers and nothing is lost.
 final class StreamWriter: Service {
@@ -95,14 +95,22 @@ final class StreamWriter: Service {
     func run() async throws {
         await withGracefulShutdownHandler {
             var lastFlush = ContinuousClock.now - configuration.window
+            var rested = ContinuousClock.now
             while !Task.isCancelled, !Task.isShuttingDownGracefully {
                 await work.wait()
+                // Under load the writer rests after each flush for `restPerFlush` times as long as the flush took, so
+                // it keeps Postgres busy a bounded share of the time: the busier Postgres, the more events each row
+                // and each NOTIFY carries, instead of more rows a second than Postgres can write. Nothing cuts the
+                // rest short; idle, it is a millisecond or two.
+                if ContinuousClock.now < rested { try? await Task.sleep(until: rested) }
                 // At most one flush per window, but no waiting once a window has passed: an idle worker's first
                 // token commits at once, a busy worker's tokens share one commit per window.
                 let due = lastFlush + configuration.window
                 if ContinuousClock.now < due { await urgent.wait(timeout: due - ContinuousClock.now) }
                 lastFlush = ContinuousClock.now
                 await flush()
+                let took = ContinuousClock.now - lastFlush
+                rested = ContinuousClock.now + min(took * Self.restPerFlush, Self.longestRest)
             }
             let deadline = ContinuousClock.now + configuration.drainTimeout
             while !Task.isCancelled, hasPendingEvents, ContinuousClock.now < deadline {
@@ -125,6 +133,10 @@ final class StreamWriter: Service {
         }
         for continuation in abandoned { continuation.resume() }
     }
+
+    /// How long the writer rests after a flush, in flush durations, and at most.
+    static let restPerFlush = 1
+    static let longestRest = Duration.milliseconds(250)
 
     private var hasPendingEvents: Bool {
         state.withLock { $0.pendingEvents > 0 }

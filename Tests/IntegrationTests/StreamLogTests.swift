@@ -133,4 +133,47 @@ struct StreamLogTests {
             }
         }
     }
+
+    /// What a flush's NOTIFYs say, read off a raw LISTEN: a small flush travels whole, a big one as row keys; no
+    /// payload reaches Postgres's limit (it refuses one of 8,000 bytes); every inserted row is announced once.
+    @Test func announcementsCarrySmallFlushesWholeAndBigOnesAsKeys() async throws {
+        try await TestDatabase.with { database in
+            let tasks = try await database.runningTasks(1013)
+            let log = StreamLog(client: database.client, logger: database.logger)
+            // 13 rows of about 3.6 kB: just under what one flush carries, each row near the most a payload packs.
+            let small = tasks.prefix(13).enumerated().map { index, task in
+                StreamBatch(task: task, sequence: 1, events: [String(repeating: "s", count: 3_590 + index)], final: false)
+            }
+            // A thousand rows of every size, some too large to carry even alone.
+            let big = tasks.dropFirst(13).enumerated().map { index, task in
+                StreamBatch(task: task, sequence: 1, events: ["é" + String(repeating: "b", count: index * 37 % 4_200)], final: false)
+            }
+            let connection = try await PostgresConnection.connect(
+                configuration: database.settings.connectionConfiguration(applicationName: "payload-listener"), id: 1, logger: database.logger)
+            let payloads = try await connection.listen(on: NotifyChannel.streamAppended) { notifications in
+                try await log.append(small, outcomes: [], workerID: "w")
+                try await log.append(big, outcomes: [], workerID: "w")
+                return try await withDeadline(.seconds(20)) {
+                    var payloads: [String] = []
+                    var announced = 0
+                    for try await notification in notifications {
+                        payloads.append(notification.payload)
+                        let announcement = StreamAppendPayload.decode(notification.payload) { _ in true }
+                        announced += announcement.batches.count + announcement.toFetch.count
+                        if announced >= tasks.count { break }
+                    }
+                    return payloads
+                }
+            }
+            try await connection.close()
+            #expect(payloads.allSatisfy { $0.utf8.count < 8_000 })
+            let announcements = payloads.map { StreamAppendPayload.decode($0) { _ in true } }
+            let carried = announcements.flatMap(\.batches)
+            #expect(carried.count == small.count, "the small flush whole")
+            #expect(Dictionary(uniqueKeysWithValues: carried.map { ($0.task, $0.events) })
+                == Dictionary(uniqueKeysWithValues: small.map { ($0.task, $0.events) }))
+            #expect(Set(announcements.flatMap(\.toFetch).map(\.task)) == Set(big.map(\.task)))
+            #expect(announcements.flatMap(\.toFetch).count == big.count)
+        }
+    }
 }

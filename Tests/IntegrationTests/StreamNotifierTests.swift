@@ -125,8 +125,9 @@ struct StreamNotifierTests {
         }
     }
 
-    /// A notified batch is read once, by the notifier, and served to clients from its cache.
-    @Test func notifiedBatchesAreFetchedOnceAndCached() async throws {
+    /// Announced rows come with their events, straight into the cache clients are served from; a row too large to
+    /// travel in a NOTIFY is read once, by the notifier.
+    @Test func announcedBatchesAreCachedWithTheirEvents() async throws {
         try await TestDatabase.with { database in
             let notifier = makeNotifier(database, listener: "cache-listener")
             let task = try await insertTasks(database, count: 1)[0]
@@ -135,14 +136,60 @@ struct StreamNotifierTests {
                 let subscription = notifier.subscribe(to: task)
                 defer { notifier.unsubscribe(subscription) }
                 let log = StreamLog(client: database.client, logger: database.logger)
+                let large = String(repeating: "z", count: 9_000)
                 try await log.append([StreamBatch(task: task, sequence: 2, events: ["a", "b"], final: false)], outcomes: [], workerID: "w")
-                try await log.append([StreamBatch(task: task, sequence: 3, events: ["c"], final: true)], outcomes: [], workerID: "w")
-                // The per-process poll may advance the head before the notified fetch has cached the rows: wait for the
-                // cache, which only that fetch fills.
-                #expect(await eventually(timeout: .seconds(5)) { notifier.cachedBatches(of: task, after: .start)?.last?.sequence == 3 })
+                try await log.append([StreamBatch(task: task, sequence: 3, events: [large], final: false)], outcomes: [], workerID: "w")
+                try await log.append([StreamBatch(task: task, sequence: 4, events: ["c"], final: true)], outcomes: [], workerID: "w")
+                #expect(await eventually(timeout: .seconds(5)) { notifier.cachedBatches(of: task, after: .start)?.last?.sequence == 4 })
                 let cached = try #require(notifier.cachedBatches(of: task, after: .start))
-                #expect(cached.flatMap(\.events) == ["a", "b", "c"])
-                #expect(notifier.cachedBatches(of: task, after: StreamCursor(sequence: 2))?.flatMap(\.events) == ["c"])
+                #expect(cached.flatMap(\.events) == ["a", "b", large, "c"])
+                #expect(cached.map(\.final) == [false, false, true])
+                #expect(notifier.cachedBatches(of: task, after: StreamCursor(sequence: 3))?.flatMap(\.events) == ["c"])
+            }
+        }
+    }
+
+    /// One flush of a thousand tasks, with events of every size up to past what a NOTIFY may carry: Postgres
+    /// accepts every payload (it refuses one of 8,000 bytes and more), and every row reaches the cache exactly.
+    @Test func aFlushOfEverySizeIsAnnouncedWithinThePayloadLimit() async throws {
+        try await TestDatabase.with { database in
+            let notifier = makeNotifier(database, listener: "sizes-listener")
+            let tasks = try await insertTasks(database, count: 1000)
+            try await running(notifier) {
+                _ = try await listeningBackend(database, "sizes-listener")
+                let subscriptions = tasks.map { notifier.subscribe(to: $0) }
+                defer { subscriptions.forEach(notifier.unsubscribe) }
+                let batches = tasks.enumerated().map { index, task in
+                    StreamBatch(
+                        task: task, sequence: 2,
+                        events: ["é" + String(repeating: "x", count: index * 37 % 4_200), "\(index)"], final: false)
+                }
+                try await StreamLog(client: database.client, logger: database.logger).append(batches, outcomes: [], workerID: "w")
+                let all = await eventually(timeout: .seconds(10)) {
+                    zip(tasks, batches).allSatisfy { task, batch in notifier.cachedBatches(of: task, after: .start)?.flatMap(\.events) == batch.events }
+                }
+                #expect(all)
+            }
+        }
+    }
+
+    /// A row the insert skipped — its task held by another worker — is never announced: what a replica is told is
+    /// what the table holds.
+    @Test func aSkippedRowIsNotAnnounced() async throws {
+        try await TestDatabase.with { database in
+            let notifier = makeNotifier(database, listener: "skipped-listener")
+            let tasks = try await insertTasks(database, count: 2)
+            try await running(notifier) {
+                _ = try await listeningBackend(database, "skipped-listener")
+                let subscriptions = tasks.map { notifier.subscribe(to: $0) }
+                defer { subscriptions.forEach(notifier.unsubscribe) }
+                let log = StreamLog(client: database.client, logger: database.logger)
+                try await log.append([StreamBatch(task: tasks[0], sequence: 1, events: ["stale"], final: false)], outcomes: [], workerID: "other")
+                try await log.append([StreamBatch(task: tasks[1], sequence: 1, events: ["live"], final: false)], outcomes: [], workerID: "w")
+                // Announcements arrive in commit order: once the second is here, the first would have been.
+                #expect(await eventually(timeout: .seconds(5)) { notifier.head(of: tasks[1]) == 1 })
+                #expect(notifier.head(of: tasks[0]) == 0)
+                #expect(notifier.cachedBatches(of: tasks[0], after: .start) == nil)
             }
         }
     }

@@ -83,26 +83,45 @@ struct ChunkJSONTests {
 }
 
 struct StreamAppendPayloadTests {
-    @Test func roundTrips() {
-        let heads = (1...3).map { (task: UUID(), sequence: $0 * 10) }
-        let payloads = StreamAppendPayload.encode(heads)
-        #expect(payloads.count == 1)
-        let decoded = StreamAppendPayload.decode(payloads[0])
-        #expect(decoded.map(\.task) == heads.map(\.task))
-        #expect(decoded.map(\.sequence) == heads.map(\.sequence))
+    let first = UUID()
+    let second = UUID()
+
+    var payload: String {
+        """
+        1700000000123456
+        \(first.uuidString.lowercased()) 3 0 2
+        {"a":1}
+        {"b":2}
+        \(second.uuidString.lowercased()) 9 1 0
+        """
     }
 
-    @Test func manyTasksSplitBelowPostgresPayloadLimit() {
-        let heads = (0..<1000).map { (task: UUID(), sequence: $0) }
-        let payloads = StreamAppendPayload.encode(heads)
-        #expect(payloads.count > 1)
-        #expect(payloads.allSatisfy { $0.utf8.count < 8000 })
-        #expect(payloads.flatMap(StreamAppendPayload.decode).map(\.task) == heads.map(\.task))
+    @Test func carriedRowsBecomeBatchesAndTheOthersAreFetched() {
+        let announcement = StreamAppendPayload.decode(payload, notified: 42) { _ in true }
+        #expect(announcement.batches.map(\.task) == [first])
+        #expect(announcement.batches.map(\.sequence) == [3])
+        #expect(announcement.batches.map(\.events) == [[#"{"a":1}"#, #"{"b":2}"#]])
+        #expect(announcement.batches.map(\.final) == [false])
+        #expect(announcement.batches.first?.committedAtMicroseconds == 1_700_000_000_123_456)
+        #expect(announcement.batches.first?.notifiedAtMicroseconds == 42)
+        #expect(announcement.toFetch.map(\.task) == [second])
+        #expect(announcement.toFetch.map(\.sequence) == [9])
     }
 
-    @Test func malformedEntriesAreSkipped() {
-        let task = UUID()
-        #expect(StreamAppendPayload.decode("junk,\(task.uuidString):5,x:y").map(\.sequence) == [5])
+    @Test func onlyWantedTasksAreKept() {
+        let announcement = StreamAppendPayload.decode(payload) { $0 == second }
+        #expect(announcement.batches.isEmpty)
+        #expect(announcement.toFetch.map(\.task) == [second])
+    }
+
+    @Test func aMalformedPayloadIsReadUpToTheFault() {
+        let cutShort = payload.replacingOccurrences(of: "9 1 0", with: "9 1 5\nx")
+        let announcement = StreamAppendPayload.decode(cutShort) { _ in true }
+        #expect(announcement.batches.map(\.task) == [first], "a row missing events is not served")
+        #expect(announcement.toFetch.isEmpty)
+        #expect(StreamAppendPayload.decode("junk") { _ in true }.toFetch.isEmpty)
+        let badSecond = payload.replacingOccurrences(of: "9 1 0", with: "nine 1 0")
+        #expect(StreamAppendPayload.decode(badSecond) { _ in true }.batches.count == 1)
     }
 }
 

@@ -56,10 +56,10 @@ extension TaskQueue {
                 SELECT f.id, coalesce((SELECT max(s.seq) FROM handoff_stream s WHERE s.task_id = f.id), 0) + 1, 1,
                     \(error.json.text), true
                 FROM failed f
-                RETURNING task_id, seq
+                RETURNING task_id, seq, event_count, events, final
             )
             SELECT (SELECT count(*) FROM requeued), (SELECT count(*) FROM failed),
-                (SELECT count(pg_notify(\(NotifyChannel.streamAppended), task_id::text || ':' || seq)) FROM closed),
+                (SELECT count(notified) FROM (\(unescaped: StreamAppendPayload.notify(from: "closed"))) announced),
                 (SELECT count(pg_notify(\(NotifyChannel.taskQueued), '')) FROM requeued)
             """, timeout: timeout, logger: logger)
         for (requeued, failed, _, _) in try rows.decode((Int, Int, Int, Int).self) {

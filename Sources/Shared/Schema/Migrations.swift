@@ -126,11 +126,12 @@ public enum Migrations {
     ]
 }
 
-/// The NOTIFY channels. Payloads carry ids only, never content: the tables are the source of truth.
+/// The NOTIFY channels. The tables are the source of truth: a payload says what changed, and where it carries
+/// content (stream events), only content the same transaction committed.
 public enum NotifyChannel {
     /// A task was queued. No payload: any woken worker claims whatever is queued.
     public static let taskQueued = "handoff_task_queued"
-    /// Stream rows were committed. Payload: `StreamAppendPayload`.
+    /// Stream rows were committed. Payload: `StreamAppendPayload`, the rows and (when small) their events.
     public static let streamAppended = "handoff_stream_appended"
     /// Somebody asked to cancel a task. Payload: the task's id; the worker running it stops.
     public static let taskCancelled = "handoff_task_cancelled"

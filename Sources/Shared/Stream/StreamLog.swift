@@ -15,7 +15,8 @@ public struct StreamLog: Sendable {
         self.logger = logger
     }
 
-    /// Group commit: every batch of every task in one statement — so one transaction and one NOTIFY set —
+    /// Group commit: every batch of every task in one statement — so one transaction, whose NOTIFYs carry the
+    /// events it inserted (`StreamAppendPayload`) —
     /// together with the outcomes of the tasks that end here, and their settlement: each keyed task is charged
     /// its usage's `total_tokens` (0 without usage: it failed before any token) and its reservation is released
     /// (`RateLimitLedger.settlement`). Batches and outcomes only apply to tasks `workerID` still holds: a worker
@@ -29,7 +30,6 @@ public struct StreamLog: Sendable {
         guard !batches.isEmpty || !outcomes.isEmpty else { return }
         let usages = outcomes.map { $0.usage?.json.text ?? "" }
         let errors = outcomes.map { $0.error?.json.text ?? "" }
-        let payloads = StreamAppendPayload.encode(batches.map { ($0.task, $0.sequence) })
         // Only a flush that ends tasks pays for the settlement's CTEs.
         let settlement = outcomes.isEmpty ? "" : """
             , \(RateLimitLedger.clock), ended AS (
@@ -43,9 +43,13 @@ public struct StreamLog: Sendable {
                 SELECT b.* FROM unnest(\(batches.map(\.task))::uuid[], \(batches.map(\.sequence))::int[],
                     \(batches.map(\.events.count))::int[], \(batches.map(\.encodedEvents))::text[],
                     \(batches.map(\.final))::bool[]) AS b (task_id, seq, event_count, events, final)
-                JOIN handoff_tasks t ON t.id = b.task_id AND t.worker_id = \(workerID) AND t.status = 'running'
+                -- One primary-key probe per batch (OFFSET 0 keeps it a nested loop): the planner, misjudging how
+                -- many tasks a worker runs, would otherwise hash-join every running task of this worker.
+                CROSS JOIN LATERAL (
+                    SELECT FROM handoff_tasks t WHERE t.id = b.task_id AND t.worker_id = \(workerID) AND t.status = 'running' OFFSET 0
+                ) held
                 ON CONFLICT (task_id, seq) DO NOTHING
-                RETURNING 1
+                RETURNING task_id, seq, event_count, events, final
             ), finished AS (
                 UPDATE handoff_tasks t SET status = o.status, usage = nullif(o.usage, '')::jsonb,
                     error = nullif(o.error, '')::jsonb, finished_at = now(), updated_at = now(), lease_expires_at = NULL
@@ -54,7 +58,7 @@ public struct StreamLog: Sendable {
                 WHERE t.id = o.id AND t.worker_id = \(workerID) AND t.status = 'running'
                 RETURNING t.key_id, t.model, t.reserved_tokens, t.usage
             )\(unescaped: settlement)
-            SELECT pg_notify(\(NotifyChannel.streamAppended), payload) FROM unnest(\(payloads)::text[]) AS payload
+            \(unescaped: StreamAppendPayload.notify(from: "appended"))
             """, timeout: timeout, logger: logger)
     }
 
@@ -132,7 +136,8 @@ public struct StreamLog: Sendable {
     /// Whoever judges abandonment must allow for it.
     public static let watchRefresh = Duration.seconds(5)
 
-    /// The newest sequence number of each of `tasks` that has any rows; one statement for all of them. The SSE
+    /// The newest sequence number of each of `tasks` that has any rows; one statement for all of them, one index
+    /// probe per task (a `max` over all their rows would read every row of every stream each time). The SSE
     /// servers ask this about the tasks their clients watch, so the same statement records that they are watched
     /// (`watched_at`, at most every `watchRefresh` per task): a running task nobody watches is cancelled as abandoned.
     public func heads(ofWatched tasks: [UUID]) async throws -> [UUID: Int] {
@@ -144,7 +149,8 @@ public struct StreamLog: Sendable {
                 WHERE id = ANY(\(tasks)::uuid[]) AND status IN ('queued', 'running')
                     AND (watched_at IS NULL OR watched_at < now() - \(Int(Self.watchRefresh.components.seconds)) * interval '1 second')
             )
-            SELECT task_id, max(seq) FROM handoff_stream WHERE task_id = ANY(\(tasks)::uuid[]) GROUP BY task_id
+            SELECT t.id, h.seq FROM unnest(\(tasks)::uuid[]) AS t (id)
+            CROSS JOIN LATERAL (SELECT seq FROM handoff_stream WHERE task_id = t.id ORDER BY seq DESC LIMIT 1) h
             """,
             timeout: timeout, logger: logger)
         var heads: [UUID: Int] = [:]
