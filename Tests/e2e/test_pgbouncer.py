@@ -44,8 +44,8 @@ auth_type = trust
 auth_file = {directory / 'userlist.txt'}
 admin_users = postgres
 pool_mode = transaction
-; The pools send statement_timeout as a start-up option, which PgBouncer does not pass on: with it ignored, the
-; client-side deadline (HANDOFF_DB_TIMEOUT_MS) still holds, and a role-level statement_timeout can stand in.
+; The pools send statement_timeout and plan_cache_mode as a start-up option, which PgBouncer does not pass on: with
+; it ignored, the client-side deadline (HANDOFF_DB_TIMEOUT_MS) still holds, and role-level settings can stand in.
 ignore_startup_parameters = options
 logfile = {directory / 'pgbouncer.log'}
 pidfile = {directory / 'pgbouncer.pid'}
@@ -61,7 +61,9 @@ pidfile = {directory / 'pgbouncer.pid'}
     bounced = urllib.parse.urlunsplit(admin._replace(netloc=f"{admin.username}@127.0.0.1:{BOUNCER_PORT}",
                                                      path=f"/{stack.database}"))
     try:
-        stack.start_services(settings={"DATABASE_URL": bounced, "HANDOFF_LISTEN_DATABASE_URL": stack.database_url})
+        # PgBouncer 1.18 in transaction mode cannot follow a named prepared statement across server connections.
+        stack.start_services(settings={"DATABASE_URL": bounced, "HANDOFF_LISTEN_DATABASE_URL": stack.database_url,
+                                       "HANDOFF_DB_PREPARE": "off"})
         wait_started(stack)
         yield stack
     finally:

@@ -7,6 +7,7 @@ public enum ConfigKey: String, CaseIterable, Sendable {
     case listenDatabaseURL = "HANDOFF_LISTEN_DATABASE_URL"
     case databasePoolSize = "HANDOFF_DB_POOL_SIZE"
     case databaseTimeoutMilliseconds = "HANDOFF_DB_TIMEOUT_MS"
+    case databasePrepare = "HANDOFF_DB_PREPARE"
     case secret = "HANDOFF_SECRET"
     case secretFile = "HANDOFF_SECRET_FILE"
     case tokenTTLSeconds = "HANDOFF_TOKEN_TTL_SECONDS"
@@ -53,6 +54,7 @@ public enum ConfigKey: String, CaseIterable, Sendable {
         case .databaseURL: "postgres://postgres@127.0.0.1:54329/handoff"
         case .listenDatabaseURL: nil
         case .databasePoolSize: "4"
+        case .databasePrepare: "on"
         case .databaseTimeoutMilliseconds: "1500"
         case .secret: nil
         case .secretFile: ".data/stream-secret"
@@ -101,6 +103,7 @@ public enum ConfigKey: String, CaseIterable, Sendable {
         case .databaseURL: "Postgres URL (postgres://user[:password]@host[:port]/database)."
         case .listenDatabaseURL: "The LISTEN connection's Postgres URL (default: DATABASE_URL): a direct one when DATABASE_URL goes through a transaction-mode PgBouncer."
         case .databasePoolSize: "Most pooled Postgres connections a process holds (the listener has its own one)."
+        case .databasePrepare: "on: the hot statements are prepared once per pooled connection; off: behind a transaction-mode PgBouncer older than 1.21."
         case .databaseTimeoutMilliseconds: "How long the API waits for Postgres before answering 503."
         case .secret: "HMAC secret for stream tokens, shared by API and SSE servers. Overrides the secret file."
         case .secretFile: "Where the secret is read from, and created (random, mode 0600) when missing."

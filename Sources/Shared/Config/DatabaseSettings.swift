@@ -9,6 +9,8 @@ public struct DatabaseSettings: Sendable {
     /// The LISTEN connection's: the same Postgres, reached directly when the pool goes through a PgBouncer.
     public var listenAddress: PostgresAddress
     public var poolSize: Int
+    /// Whether the pool prepares its hot statements (`PreparedQuery`).
+    public var prepare: Bool
     /// Deadline for a request-path database call; past it the caller answers 503 instead of hanging.
     public var timeout: Duration
 
@@ -16,12 +18,19 @@ public struct DatabaseSettings: Sendable {
         self.address = try PostgresAddress(url: settings.string(.databaseURL) ?? "", key: .databaseURL)
         self.listenAddress = try settings.string(.listenDatabaseURL).map { try PostgresAddress(url: $0, key: .listenDatabaseURL) } ?? address
         self.poolSize = max(1, try settings.int(.databasePoolSize))
+        switch settings.string(.databasePrepare) {
+        case "on", nil: self.prepare = true
+        case "off": self.prepare = false
+        case let other?: throw SettingsError.invalid(.databasePrepare, other)
+        }
         self.timeout = try settings.milliseconds(.databaseTimeoutMilliseconds)
     }
 
-    /// The process's query pool; its size is exported as `handoff_postgres_pool_size`.
+    /// The process's query pool; its size is exported as `handoff_postgres_pool_size`, and whether it prepares
+    /// statements holds for the whole process.
     public func makeClient(applicationName: String) -> PostgresClient {
         PostgresMetrics.poolSize.record(poolSize)
+        PreparedQueries.prepare(prepare)
         return PostgresClient(configuration: clientConfiguration(applicationName: applicationName))
     }
 
@@ -36,8 +45,12 @@ public struct DatabaseSettings: Sendable {
         // The server enforces the deadline too: a statement cut off by it is rolled back, not left to commit
         // after the caller has already answered 503.
         let milliseconds = timeout.wholeMilliseconds
+        // Prepared statements keep one generic plan: every hot statement takes arrays through `unnest`, so a plan per
+        // call (Postgres's default for a statement's first five calls, and for good when it judges the generic plan
+        // dearer) buys nothing and cost a stream's first read 1 ms of planning.
         configuration.options.additionalStartupParameters = [
-            ("application_name", applicationName), ("options", "-c statement_timeout=\(milliseconds)"),
+            ("application_name", applicationName),
+            ("options", "-c statement_timeout=\(milliseconds) -c plan_cache_mode=force_generic_plan"),
         ]
         return configuration
     }

@@ -19,10 +19,15 @@ enum PostgresMetrics {
 extension PostgresClient {
     @discardableResult
     public func perform(_ query: PostgresQuery, timeout: Duration, logger: Logger) async throws -> [PostgresRow] {
+        try await measured(timeout: timeout) { try await self.query(query, logger: logger).collect() }
+    }
+
+    /// Runs `rows` within the deadline, counted as a connection in use (and a deadline miss when it runs out).
+    func measured(timeout: Duration, _ rows: @escaping @Sendable () async throws -> [PostgresRow]) async throws -> [PostgresRow] {
         PostgresMetrics.connectionsInUse.increment()
         defer { PostgresMetrics.connectionsInUse.decrement() }
         do {
-            return try await withDeadline(timeout) { try await self.query(query, logger: logger).collect() }
+            return try await withDeadline(timeout, rows)
         } catch let error as DeadlineExceeded {
             PostgresMetrics.deadlineMisses.increment()
             throw error

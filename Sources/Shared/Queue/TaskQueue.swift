@@ -30,47 +30,41 @@ public struct TaskQueue: Sendable {
     /// field of it, including those Handoff does not read (`tools`, `response_format`, ...).
     public func enqueue(_ submissions: [TaskSubmission]) async throws -> [Admission] {
         guard !submissions.isEmpty else { return [] }
-        let rows = try await client.perform(
-            """
-            WITH \(unescaped: RateLimitLedger.clock), requests AS (
-                SELECT * FROM unnest(\(submissions.map(\.id))::uuid[], \(submissions.map(\.request.model))::text[],
-                    \(submissions.map(\.body))::text[], \(submissions.map(\.caller))::text[], \(submissions.map(\.estimate))::bigint[],
-                    \(submissions.map(\.promptTokens))::int[], \(submissions.map { $0.request.tokenLimit ?? 0 })::int[],
-                    \(submissions.map { $0.response ?? "" })::text[])
-                    WITH ORDINALITY AS r (id, model, body, digest, estimate, prompt_tokens, max_tokens, response, ord)
-            ), \(unescaped: RateLimitLedger.admission), queued AS (
-                INSERT INTO handoff_tasks (id, model, request, key_id, reserved_tokens, prompt_tokens, response)
-                SELECT id, model, body::jsonb, key_id, reservation, prompt_tokens, nullif(response, '')::jsonb
-                FROM decided WHERE verdict = 'admitted'
-                RETURNING id, key_id, model, reserved_tokens
-            ), \(unescaped: RateLimitLedger.reservation), notified AS (
-                SELECT count(pg_notify(\(NotifyChannel.taskQueued), '')) AS workers FROM (SELECT 1 FROM queued LIMIT 1) q
-            )
-            SELECT \(unescaped: RateLimitLedger.standingColumns), notified.workers
-            FROM \(unescaped: RateLimitLedger.standingSource) CROSS JOIN notified
-            """, timeout: timeout, logger: logger)
+        let rows = try await client.perform(EnqueueStatement(query: Self.enqueueQuery(submissions)), timeout: timeout, logger: logger)
         return try Admission.assemble(rows.map { try AdmissionRow($0.makeRandomAccess()) }, count: submissions.count)
+    }
+
+    struct EnqueueStatement: PreparedQuery {
+        static let sql = TaskQueue.enqueueQuery([]).sql
+        let query: PostgresQuery
+    }
+
+    static func enqueueQuery(_ submissions: [TaskSubmission]) -> PostgresQuery {
+        """
+        WITH \(unescaped: RateLimitLedger.clock), requests AS (
+            SELECT * FROM unnest(\(submissions.map(\.id))::uuid[], \(submissions.map(\.request.model))::text[],
+                \(submissions.map(\.body))::text[], \(submissions.map(\.caller))::text[], \(submissions.map(\.estimate))::bigint[],
+                \(submissions.map(\.promptTokens))::int[], \(submissions.map { $0.request.tokenLimit ?? 0 })::int[],
+                \(submissions.map { $0.response ?? "" })::text[])
+                WITH ORDINALITY AS r (id, model, body, digest, estimate, prompt_tokens, max_tokens, response, ord)
+        ), \(unescaped: RateLimitLedger.admission), queued AS (
+            INSERT INTO handoff_tasks (id, model, request, key_id, reserved_tokens, prompt_tokens, response)
+            SELECT id, model, body::jsonb, key_id, reservation, prompt_tokens, nullif(response, '')::jsonb
+            FROM decided WHERE verdict = 'admitted'
+            RETURNING id, key_id, model, reserved_tokens
+        ), \(unescaped: RateLimitLedger.reservation), notified AS (
+            SELECT count(pg_notify(\(NotifyChannel.taskQueued), '')) AS workers FROM (SELECT 1 FROM queued LIMIT 1) q
+        )
+        SELECT \(unescaped: RateLimitLedger.standingColumns), notified.workers
+        FROM \(unescaped: RateLimitLedger.standingSource) CROSS JOIN notified
+        """
     }
 
     /// Claims up to `limit` queued tasks, oldest first (and returned in that order), for `workerID` with a lease of `lease`.
     public func claim(workerID: String, limit: Int, lease: Duration) async throws -> [ClaimedTask] {
         guard limit > 0 else { return [] }
         let rows = try await client.perform(
-            """
-            WITH claimed AS (
-                UPDATE handoff_tasks SET status = 'running', worker_id = \(workerID), attempts = attempts + 1,
-                    started_at = coalesce(started_at, now()), updated_at = now(),
-                    lease_expires_at = now() + \(Int(lease.components.seconds)) * interval '1 second'
-                WHERE id IN (
-                    SELECT id FROM handoff_tasks WHERE status = 'queued' ORDER BY created_at LIMIT \(limit)
-                    FOR UPDATE SKIP LOCKED
-                )
-                RETURNING id, request::text, attempts, created_at, cancel_requested_at IS NOT NULL AS cancelled
-            )
-            SELECT id, request, attempts, extract(epoch FROM created_at)::bigint, cancelled,
-                (extract(epoch FROM clock_timestamp() - created_at) * 1000000)::bigint
-            FROM claimed ORDER BY created_at
-            """, timeout: timeout, logger: logger)
+            ClaimStatement(query: Self.claimQuery(workerID: workerID, limit: limit, lease: lease)), timeout: timeout, logger: logger)
         var claimed: [ClaimedTask] = []
         for (id, json, attempt, created, cancelled, queuedMicroseconds) in try rows.decode((UUID, String, Int, Int64, Bool, Int64).self) {
             let request = try JSONDecoder().decode(ChatCompletionRequest.self, from: Data(json.utf8))
@@ -79,5 +73,28 @@ public struct TaskQueue: Sendable {
                 queuedFor: .microseconds(queuedMicroseconds)))
         }
         return claimed
+    }
+
+    struct ClaimStatement: PreparedQuery {
+        static let sql = TaskQueue.claimQuery(workerID: "", limit: 0, lease: .zero).sql
+        let query: PostgresQuery
+    }
+
+    static func claimQuery(workerID: String, limit: Int, lease: Duration) -> PostgresQuery {
+        """
+        WITH claimed AS (
+            UPDATE handoff_tasks SET status = 'running', worker_id = \(workerID), attempts = attempts + 1,
+                started_at = coalesce(started_at, now()), updated_at = now(),
+                lease_expires_at = now() + \(Int(lease.components.seconds)) * interval '1 second'
+            WHERE id IN (
+                SELECT id FROM handoff_tasks WHERE status = 'queued' ORDER BY created_at LIMIT \(limit)
+                FOR UPDATE SKIP LOCKED
+            )
+            RETURNING id, request::text, attempts, created_at, cancel_requested_at IS NOT NULL AS cancelled
+        )
+        SELECT id, request, attempts, extract(epoch FROM created_at)::bigint, cancelled,
+            (extract(epoch FROM clock_timestamp() - created_at) * 1000000)::bigint
+        FROM claimed ORDER BY created_at
+        """
     }
 }
