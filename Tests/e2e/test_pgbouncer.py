@@ -44,8 +44,8 @@ auth_type = trust
 auth_file = {directory / 'userlist.txt'}
 admin_users = postgres
 pool_mode = transaction
-; The pools send statement_timeout and plan_cache_mode as a start-up option, which PgBouncer does not pass on: with
-; it ignored, the client-side deadline (HANDOFF_DB_TIMEOUT_MS) still holds, and role-level settings can stand in.
+; The pools send statement_timeout as a start-up option, which PgBouncer does not pass on: with it ignored, the
+; client-side deadline (HANDOFF_DB_TIMEOUT_MS) still holds, and a role-level statement_timeout can stand in.
 ignore_startup_parameters = options
 logfile = {directory / 'pgbouncer.log'}
 pidfile = {directory / 'pgbouncer.pid'}

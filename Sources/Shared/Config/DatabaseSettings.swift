@@ -45,12 +45,8 @@ public struct DatabaseSettings: Sendable {
         // The server enforces the deadline too: a statement cut off by it is rolled back, not left to commit
         // after the caller has already answered 503.
         let milliseconds = timeout.wholeMilliseconds
-        // Prepared statements keep one generic plan: every hot statement takes arrays through `unnest`, so a plan per
-        // call (Postgres's default for a statement's first five calls, and for good when it judges the generic plan
-        // dearer) buys nothing and cost a stream's first read 1 ms of planning.
         configuration.options.additionalStartupParameters = [
-            ("application_name", applicationName),
-            ("options", "-c statement_timeout=\(milliseconds) -c plan_cache_mode=force_generic_plan"),
+            ("application_name", applicationName), ("options", "-c statement_timeout=\(milliseconds)"),
         ]
         return configuration
     }

@@ -28,13 +28,11 @@ public struct StreamLog: Sendable {
     /// longer finds its task running.
     public func append(_ batches: [StreamBatch], outcomes: [TaskOutcome], workerID: String) async throws {
         guard !batches.isEmpty || !outcomes.isEmpty else { return }
-        let query = Self.appendQuery(batches, outcomes: outcomes, workerID: workerID, settles: !outcomes.isEmpty)
-        // Only a flush that ends tasks pays for the settlement's CTEs.
-        if outcomes.isEmpty {
-            try await client.perform(AppendStatement(query: query), timeout: timeout, logger: logger)
-        } else {
-            try await client.perform(SettlingAppendStatement(query: query), timeout: timeout, logger: logger)
-        }
+        // Not prepared: a generic plan, made from a young table's statistics and then kept, probed each batch's task
+        // through the partial index of running tasks (measured: 169 ms for 1,000 batches, against 3 ms planned
+        // for the real arrays). Postgres plans this one for every flush.
+        try await client.perform(
+            Self.appendQuery(batches, outcomes: outcomes, workerID: workerID), timeout: timeout, logger: logger)
     }
 
     /// The batches at exactly these keys — the rows a NOTIFY named — in one primary-key lookup, so a process

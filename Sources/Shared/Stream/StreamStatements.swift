@@ -1,21 +1,9 @@
 import Foundation
 import PostgresNIO
 
-/// The stream table's statements, each prepared once per connection (`PreparedQuery`): the flush, the replicas'
-/// reads and their poll run many times a second.
+/// The stream table's statements: the flush, and the replicas' reads and poll, each prepared once per connection
+/// (`PreparedQuery`).
 extension StreamLog {
-    /// A flush that ends no task.
-    struct AppendStatement: PreparedQuery {
-        static let sql = StreamLog.appendQuery([], outcomes: [], workerID: "", settles: false).sql
-        let query: PostgresQuery
-    }
-
-    /// A flush that ends tasks, and settles their keys' usage.
-    struct SettlingAppendStatement: PreparedQuery {
-        static let sql = StreamLog.appendQuery([], outcomes: [], workerID: "", settles: true).sql
-        let query: PostgresQuery
-    }
-
     struct BatchesStatement: PreparedQuery {
         static let sql = StreamLog.batchesQuery(at: []).sql
         let query: PostgresQuery
@@ -31,15 +19,16 @@ extension StreamLog {
         let query: PostgresQuery
     }
 
-    /// `append`'s statement (its documentation says what it does).
-    static func appendQuery(_ batches: [StreamBatch], outcomes: [TaskOutcome], workerID: String, settles: Bool) -> PostgresQuery {
+    /// `append`'s statement (its documentation says what it does). Only a flush that ends tasks pays for the
+    /// settlement's CTEs.
+    static func appendQuery(_ batches: [StreamBatch], outcomes: [TaskOutcome], workerID: String) -> PostgresQuery {
         let usages = outcomes.map { $0.usage?.json.text ?? "" }
         let errors = outcomes.map { $0.error?.json.text ?? "" }
-        let settlement = settles ? """
+        let settlement = outcomes.isEmpty ? "" : """
             , \(RateLimitLedger.clock), ended AS (
                 SELECT key_id, model, reserved_tokens, coalesce((usage->>'total_tokens')::bigint, 0) AS charge FROM finished
             ), \(RateLimitLedger.settlement)
-            """ : ""
+            """
         return """
             WITH appended AS (
                 INSERT INTO handoff_stream (task_id, seq, event_count, events, final)
