@@ -10,6 +10,7 @@ struct DemoModel: ChatModel {
     static let naturalSentences = 3
 
     let tokenDelay: Duration
+    var timer: any TokenTimer = TaskSleepTimer()
 
     func reply(to task: ClaimedTask, events: CompletionEvents, output: ReplyOutput) async throws -> ReplyEnding {
         for try await delta in deltas(for: task.request) {
@@ -24,7 +25,7 @@ struct DemoModel: ChatModel {
     }
 
     func deltas(for request: ChatCompletionRequest) -> DemoReply {
-        DemoReply(request: request, tokenDelay: tokenDelay)
+        DemoReply(request: request, tokenDelay: tokenDelay, timer: timer)
     }
 
     func promptTokens(for request: ChatCompletionRequest) -> Int {
@@ -51,14 +52,16 @@ enum DemoDelta: Sendable, Equatable {
 struct DemoReply: AsyncSequence, Sendable {
     let request: ChatCompletionRequest
     let tokenDelay: Duration
+    let timer: any TokenTimer
 
     func makeAsyncIterator() -> Iterator {
-        Iterator(request: request, tokenDelay: tokenDelay, words: StoryWords(request: request))
+        Iterator(request: request, tokenDelay: tokenDelay, timer: timer, words: StoryWords(request: request))
     }
 
     struct Iterator: AsyncIteratorProtocol {
         let request: ChatCompletionRequest
         let tokenDelay: Duration
+        let timer: any TokenTimer
         var words: StoryWords
         var generated = 0
         var held = ""
@@ -68,7 +71,7 @@ struct DemoReply: AsyncSequence, Sendable {
         mutating func next() async throws -> DemoDelta? {
             while !done {
                 if !ending.isEmpty { return ending.removeFirst() }
-                if tokenDelay > .zero { try await Task.sleep(for: tokenDelay) } else { try Task.checkCancellation() }
+                if tokenDelay > .zero { try await timer.sleep(for: tokenDelay) } else { try Task.checkCancellation() }
                 guard let token = words.next(limit: request.tokenLimit) else {
                     let reason: FinishReason = request.tokenLimit == generated ? .length : .stop
                     end(releasing: held, reason: reason)

@@ -98,10 +98,11 @@ final class StreamWriter: Service {
             var rested = ContinuousClock.now
             while !Task.isCancelled, !Task.isShuttingDownGracefully {
                 await work.wait()
-                // Under load the writer rests after each flush for `restPerFlush` times as long as the flush took, so
-                // it keeps Postgres busy a bounded share of the time: the busier Postgres, the more events each row
-                // and each NOTIFY carries, instead of more rows a second than Postgres can write. Nothing cuts the
-                // rest short; idle, it is a millisecond or two.
+                // Under load the writer rests after each flush that outlasted the window, `restPerFlush` times as long
+                // as it overran, so it keeps Postgres busy a bounded share of the time: the busier Postgres, the more
+                // events each row and each NOTIFY carries, instead of more rows a second than Postgres can write.
+                // Nothing cuts the rest short. A flush within the window costs no rest: at low load small, frequent
+                // flushes keep each commit's burst of writes (replicas, Caddy, clients) small.
                 if ContinuousClock.now < rested { try? await Task.sleep(until: rested) }
                 // At most one flush per window, but no waiting once a window has passed: an idle worker's first
                 // token commits at once, a busy worker's tokens share one commit per window.
@@ -110,7 +111,8 @@ final class StreamWriter: Service {
                 lastFlush = ContinuousClock.now
                 await flush()
                 let took = ContinuousClock.now - lastFlush
-                rested = ContinuousClock.now + min(took * Self.restPerFlush, Self.longestRest)
+                let overran = max(.zero, took - configuration.window)
+                rested = ContinuousClock.now + min(overran * Self.restPerFlush, Self.longestRest)
             }
             let deadline = ContinuousClock.now + configuration.drainTimeout
             while !Task.isCancelled, hasPendingEvents, ContinuousClock.now < deadline {
@@ -134,8 +136,8 @@ final class StreamWriter: Service {
         for continuation in abandoned { continuation.resume() }
     }
 
-    /// How long the writer rests after a flush, in flush durations, and at most.
-    static let restPerFlush = 1
+    /// How long the writer rests after a flush, per unit of time the flush outlasted the window, and at most.
+    static let restPerFlush = 2
     static let longestRest = Duration.milliseconds(250)
 
     private var hasPendingEvents: Bool {

@@ -45,9 +45,10 @@ struct WorkerCommand: AsyncParsableCommand {
             let tokenDelay = Duration.milliseconds(try settings.int(.demoTokenDelayMilliseconds, override: tokenDelayMs))
             let queue = TaskQueue(client: client, timeout: database.timeout, logger: logger)
             let cancellations = TaskCancellations()
+            let clock = DemoClock()
             let backends = UpstreamBackends(
-                catalogue: try ModelCatalogue(settings: settings), settings: settings, demo: DemoModel(tokenDelay: tokenDelay),
-                logger: logger)
+                catalogue: try ModelCatalogue(settings: settings), settings: settings,
+                demo: DemoModel(tokenDelay: tokenDelay, timer: clock), logger: logger)
             let executor = TaskExecutor(
                 models: backends.registry, writer: writer, queue: queue,
                 cancellations: cancellations, workerID: workerID, logger: logger)
@@ -87,9 +88,9 @@ struct WorkerCommand: AsyncParsableCommand {
                 client: client, readiness: operations.readiness, deadline: try settings.milliseconds(.readyDeadlineMilliseconds), logger: logger)
             logger.info("worker started", metadata: ["worker": "\(workerID)"])
             // Shut down in reverse: readiness fails, stop claiming and finish tasks (their leases renewed meanwhile),
-            // then drain the writer, then close the upstream clients and Postgres.
+            // then drain the writer, then stop the demo model's clock, close the upstream clients and Postgres.
             try await ProcessRuntime.run(
-                [client, operationsServer, sampler, backends, listener, pruner, rescuer, leaseKeeper, writer, dispatcher, probe],
+                [client, operationsServer, sampler, backends, clock, listener, pruner, rescuer, leaseKeeper, writer, dispatcher, probe],
                 logger: logger)
         }
     }
