@@ -46,7 +46,7 @@ ADMIN_URL = f"postgres://postgres@127.0.0.1:{PG_PORT}/postgres"
 FULL = {"rates": [25, 50, 100, 200, 400], "latency_seconds": 10, "auth_rounds": 3, "throughput": [(64, 10)],
         "idle": {"streams": 19000, "processes": 4, "hold": 30},
         "commit": {"streams": 1000, "token_rates": [5, 10, 20, 30, 50], "rounds": {"5": 3, "20": 3}, "direct_rates": [5, 20],
-                   "seconds": 8, "warmup": 2},
+                   "seconds": 8, "warmup": 4},
         "upstream": {"rates": [10, 100], "seconds": 10, "direct": 300, "relay": {"clients": 64, "seconds": 10, "tokens": 256}},
         "real": {"rounds": 5, "tokens": 256, "threads": 1},
         "metrics": {"rounds": 4, "rate": 50, "seconds": 10, "concurrency": 64}}

@@ -137,7 +137,8 @@ struct CommitLatency: AsyncParsableCommand {
     private static func stamp(_ comment: String) -> Stamp? {
         let prefix = ServerSentEvents.commitStampPrefix.dropFirst()  // the parser drops the colon
         guard comment.hasPrefix(prefix) else { return nil }
-        let fields = comment.dropFirst(prefix.count).split(separator: " ").compactMap { Int64($0) }
+        let fields = comment.utf8.dropFirst(prefix.utf8.count).split(separator: UInt8(ascii: " "))
+            .compactMap { Int64(String(decoding: $0, as: UTF8.self)) }
         guard fields.count == 4 else { return nil }
         return Stamp(began: fields[0], notified: fields[1], received: fields[2], sent: fields[3])
     }
