@@ -127,7 +127,7 @@ public enum ConfigKey: String, CaseIterable, Sendable {
         case .workerID: "Name of a worker (default: the host name); its claims add the pid and a random suffix."
         case .workerConcurrency: "Tasks a worker runs at once (flag --concurrency)."
         case .workerPollMilliseconds: "Poll fallback of the worker's claim loop."
-        case .flushWindowMilliseconds: "Minibatch window: pending tokens of all tasks are committed together at most this often (under load the writer also rests twice as long as its last flush took)."
+        case .flushWindowMilliseconds: "Minibatch window: pending tokens of all tasks are committed together at most this often (under load the writer also rests twice as long as a flush overran it)."
         case .flushMaxEvents: "Pending events that force a flush before the window ends."
         case .leaseSeconds: "Lease on a running task; renewed every third of it, rescued when it expires."
         case .maxAttempts: "Claims of one task before an expired lease fails it instead of requeueing it."
@@ -143,7 +143,7 @@ public enum ConfigKey: String, CaseIterable, Sendable {
         case .workerHost: "Address the worker's operations server (/healthz, /readyz, /metrics) binds."
         case .workerPort: "Port of the worker's operations server (flag --port); each worker on a host needs its own."
         case .queueSampleMilliseconds: "How often each worker samples the queue's depth and oldest age for its metrics."
-        case .benchStamps: "Benchmarks only: 1 makes the SSE server prefix each minibatch with a ': committed <µs>' comment."
+        case .benchStamps: "Benchmarks only: 1 makes the SSE server prefix each minibatch with a ': committed <began> <notified> <received> <sent>' comment (µs)."
         }
     }
 }
