@@ -124,9 +124,10 @@ def commit_section(commit: list[dict]) -> list[str]:
         "it parsed the batch, and after the run reads each row's commit time from Postgres (`track_commit_timestamp`,",
         "on in the bench cluster). All on one machine and one clock. *Commit → client* starts at the commit;",
         "*transaction → client* at the flush statement's start, which is what this table measured before 2026-11-30.",
-        "The first seconds, while all streams start, are left out. *Offered* is streams × token rate; *delivered* what",
-        "arrived. Each row is the median of its runs, each on a fresh stack (`benchmarks/results.json` keeps every run).",
-        "CPU is % of one core over the run.",
+        "The first seconds (the plan's warm-up), while all streams start, are left out. *Offered* is streams × token rate;",
+        "*delivered* what arrived per second after the warm-up while every stream was still running (in brackets: over",
+        "the whole run, start-up and the streams' ends included). Each row is the median of its runs, each on a fresh",
+        "stack (`benchmarks/results.json` keeps every run). CPU is % of one core over the run.",
         "",
         "| tokens/s per stream | path | runs | offered events/s | delivered events/s | commit → client p50 / p90 / p99 / max (ms) | transaction → client p50 / p99 (ms) | CPU by process |",
         "| --- | --- | --- | --- | --- | --- | --- | --- |",
@@ -134,7 +135,7 @@ def commit_section(commit: list[dict]) -> list[str]:
     for row in commit:
         c, t = row["commitToClientMilliseconds"], row["transactionToClientMilliseconds"]
         lines.append(f"| {row['tokensPerSecond']} | {row['path']} | {len(row['runs'])} | "
-                     f"{row['streams'] * row['tokensPerSecond']:,} | {row['eventsPerSecond']:,.0f} | "
+                     f"{row['streams'] * row['tokensPerSecond']:,} | {row['eventsPerSecond']:,.0f} ({row['wholeRunEventsPerSecond']:,.0f}) | "
                      f"{fmt(c['p50'])} / {fmt(c['p90'])} / {fmt(c['p99'])} / {fmt(c['max'])} | {fmt(t['p50'])} / "
                      f"{fmt(t['p99'])} | " + ", ".join(f"{k} {fmt(v, 0)}" for k, v in row["cpuPercent"].items()) + " |")
     repeated = [row for row in commit if len(row["runs"]) > 1]

@@ -28,7 +28,11 @@ struct CommitLatency: AsyncParsableCommand {
         let completed: Int
         let errors: Int
         let batches: Int
+        /// Events that arrived while every stream was running, after the warm-up, per second: the steady rate the
+        /// offer (streams × token rate) is compared with.
         let eventsPerSecond: Double
+        /// All events over the whole run, start-up and the streams' ends included.
+        let wholeRunEventsPerSecond: Double
         /// From the commit (without the database: from the transaction's start) to the client.
         let commitToClientMilliseconds: LatencySummary
         /// From the transaction's start to the client: the commit-to-client latency and the flush statement before it.
@@ -60,29 +64,31 @@ struct CommitLatency: AsyncParsableCommand {
         progress("commit-latency: \(streams) streams of \(tokens) tokens")
         let started = ContinuousClock.now
         let measureFrom = Date().timeIntervalSince1970 + warmup
-        let perStream = await withTaskGroup(of: ([Sample], Int)?.self) { group in
+        let perStream = await withTaskGroup(of: ([Sample], [Double])?.self) { group in
             for index in 0..<streams {
                 group.addTask {
                     do {
                         var task: UUID?
                         var samples: [Sample] = []
-                        let events = try await clients[index % clients.count].stream(tokens: tokens, prompt: "commit \(index)") { location in
+                        var arrivals: [Double] = []
+                        _ = try await clients[index % clients.count].stream(tokens: tokens, prompt: "commit \(index)") { location in
                             task = Self.task(in: location)
                         } onEvent: { event in
                             let arrived = Date().timeIntervalSince1970
+                            arrivals.append(arrived)
                             guard arrived >= measureFrom, let task, let sequence = event.id.flatMap(Int.init),
                                 let stamp = event.comments.lazy.compactMap(Self.stamp).first
                             else { return }
                             samples.append(Sample(task: task, sequence: sequence, stamp: stamp, arrived: Int64(arrived * 1e6)))
                         }
-                        return (samples, events)
+                        return (samples, arrivals)
                     } catch {
                         errors.add("errors")
                         return nil
                     }
                 }
             }
-            return await group.reduce(into: [([Sample], Int)]()) { if let result = $1 { $0.append(result) } }
+            return await group.reduce(into: [([Sample], [Double])]()) { if let result = $1 { $0.append(result) } }
         }
         let elapsed = ContinuousClock.now - started
         let seconds = Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18
@@ -96,7 +102,8 @@ struct CommitLatency: AsyncParsableCommand {
         try emit(Result(
             path: replicaPort.isEmpty ? "caddy" : "direct", streams: streams, tokens: tokens, completed: perStream.count,
             errors: errors["errors"], batches: samples.count,
-            eventsPerSecond: Double(perStream.reduce(0) { $0 + $1.1 }) / seconds,
+            eventsPerSecond: Self.steadyRate(perStream.map(\.1), from: measureFrom) ?? 0,
+            wholeRunEventsPerSecond: Double(perStream.reduce(0) { $0 + $1.1.count }) / seconds,
             commitToClientMilliseconds: LatencySummary(samples.map { .microseconds($0.arrived - ($0.committed ?? $0.stamp.began)) }),
             transactionToClientMilliseconds: LatencySummary(samples.map { .microseconds($0.arrived - $0.stamp.began) }),
             hopsMilliseconds: Dictionary(uniqueKeysWithValues: Hop.allCases.map { hop in
@@ -141,6 +148,13 @@ struct CommitLatency: AsyncParsableCommand {
             .compactMap { Int64(String(decoding: $0, as: UTF8.self)) }
         guard fields.count == 4 else { return nil }
         return Stamp(began: fields[0], notified: fields[1], received: fields[2], sent: fields[3])
+    }
+
+    /// Events per second between `start` and the moment the first stream ended: while all were running.
+    private static func steadyRate(_ arrivals: [[Double]], from start: Double) -> Double? {
+        guard let end = arrivals.compactMap(\.last).min(), end > start else { return nil }
+        let events = arrivals.reduce(0) { count, stream in count + stream.count { $0 >= start && $0 <= end } }
+        return Double(events) / (end - start)
     }
 
     /// The task a hand-off's `Location` names (`StreamRoute.location`).
