@@ -16,10 +16,10 @@ protocol StreamSubscriber: AnyObject, Sendable {
 /// One LISTEN connection per process (the `PostgresListener` it runs) — never one per client. It keeps the
 /// newest known sequence number of every task somebody watches and wakes that task's subscribers when it
 /// advances. A flush's NOTIFYs carry the rows it committed (`StreamAppendPayload`); the notifier keeps the last
-/// few batches of each watched task, so a thousand woken clients run no query at all (a row too large to travel
-/// in a NOTIFY is read once, by primary key, for all watched tasks at once). Two timers cover what NOTIFY cannot: a poll that reads the heads of all watched tasks in one
-/// statement, so a lost notification costs latency and never data; and a keepalive tick that lets each silent
-/// stream write its ping.
+/// few batches of each watched task, so a thousand woken clients run no query at all (rows announced without
+/// their events are read once, by primary key, for all watched tasks at once). Two timers cover what NOTIFY
+/// cannot: a poll that reads the heads of all watched tasks in one statement, so a lost notification costs
+/// latency and never data; and a keepalive tick that lets each silent stream write its ping.
 final class StreamNotifier: Service {
     struct Configuration: Sendable {
         var pollInterval: Duration
@@ -136,11 +136,12 @@ final class StreamNotifier: Service {
     /// A flush's announcement: the rows that came with their events go into the cache and wake their streams at
     /// once; the others are fetched.
     private func receive(_ payload: String) {
-        let announcement = StreamAppendPayload.decode(payload, notified: Self.microsecondsNow()) { task in
+        let notified = Self.microsecondsNow()
+        let announcement = StreamAppendPayload.decode(payload, notified: notified) { task in
             state.withLock { $0.watches[task] != nil }
         }
         let fetch = state.withLock { state in
-            state.toFetch += announcement.toFetch.map { ($0.task, $0.sequence, Self.microsecondsNow()) }
+            state.toFetch += announcement.toFetch.map { ($0.task, $0.sequence, notified) }
             cache(announcement.batches, in: &state)
             return !announcement.toFetch.isEmpty
         }

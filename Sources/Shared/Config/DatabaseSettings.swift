@@ -18,11 +18,7 @@ public struct DatabaseSettings: Sendable {
         self.address = try PostgresAddress(url: settings.string(.databaseURL) ?? "", key: .databaseURL)
         self.listenAddress = try settings.string(.listenDatabaseURL).map { try PostgresAddress(url: $0, key: .listenDatabaseURL) } ?? address
         self.poolSize = max(1, try settings.int(.databasePoolSize))
-        switch settings.string(.databasePrepare) {
-        case "on", nil: self.prepare = true
-        case "off": self.prepare = false
-        case let other?: throw SettingsError.invalid(.databasePrepare, other)
-        }
+        self.prepare = try settings.isOn(.databasePrepare)
         self.timeout = try settings.milliseconds(.databaseTimeoutMilliseconds)
     }
 

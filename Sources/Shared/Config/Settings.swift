@@ -30,6 +30,15 @@ public struct Settings: Sendable {
         .seconds(try int(key))
     }
 
+    /// An `on`/`off` switch (unset: its default).
+    public func isOn(_ key: ConfigKey) throws(SettingsError) -> Bool {
+        switch string(key) {
+        case "on", nil: true
+        case "off": false
+        case let value?: throw .invalid(key, value)
+        }
+    }
+
     public func list(_ key: ConfigKey) -> [String] {
         (string(key) ?? "").split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }
     }

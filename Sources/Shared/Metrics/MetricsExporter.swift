@@ -18,21 +18,15 @@ public struct MetricsExporter: Sendable {
 
     /// Bootstraps swift-metrics for this process; call once, before any component makes a metric handle.
     public static func bootstrap(settings: Settings) throws(SettingsError) -> MetricsExporter {
-        switch settings.string(.metrics) {
-        case "on", nil:
-            let registry = PrometheusCollectorRegistry()
-            var factory = PrometheusMetricsFactory(registry: registry)
-            for name in MetricName.allCases {
-                if let buckets = name.durationBuckets { factory.durationHistogramBuckets[name.rawValue] = buckets }
-                if let buckets = name.valueBuckets { factory.valueHistogramBuckets[name.rawValue] = buckets }
-            }
-            MetricsSystem.bootstrap(factory)
-            return MetricsExporter(registry: registry)
-        case "off":
-            return .disabled
-        case let value?:
-            throw .invalid(.metrics, value)
+        guard try settings.isOn(.metrics) else { return .disabled }
+        let registry = PrometheusCollectorRegistry()
+        var factory = PrometheusMetricsFactory(registry: registry)
+        for name in MetricName.allCases {
+            if let buckets = name.durationBuckets { factory.durationHistogramBuckets[name.rawValue] = buckets }
+            if let buckets = name.valueBuckets { factory.valueHistogramBuckets[name.rawValue] = buckets }
         }
+        MetricsSystem.bootstrap(factory)
+        return MetricsExporter(registry: registry)
     }
 
     /// The text exposition of every metric, or nil when metrics are off.
