@@ -27,7 +27,7 @@ final class DemoClock: Service, TokenTimer {
     }
 
     func sleep(for delay: Duration) async throws {
-        let tick = self.tick(at: .now + delay)
+        let tick = self.tick(at: .now + delay, .up)
         let id = state.withLock { state in
             state.nextID += 1
             return state.nextID
@@ -59,7 +59,7 @@ final class DemoClock: Service, TokenTimer {
                 }
                 next += self.resolution
                 try? await Task.sleep(until: next)
-                self.wake(upTo: self.tick(at: .now))
+                self.wake(upTo: self.tick(at: .now, .down))
             }
         }
         let left = state.withLock { state in
@@ -86,8 +86,9 @@ final class DemoClock: Service, TokenTimer {
         for continuation in woken { continuation.resume() }
     }
 
-    /// The first tick at or after `instant`.
-    private func tick(at instant: ContinuousClock.Instant) -> Int64 {
-        Int64(((instant - origin) / resolution).rounded(.up))
+    /// The tick at or after `instant` (`.up`: a sleeper's due tick) or at or before it (`.down`: the ticks that
+    /// have passed), so that a sleeper is never woken before its deadline.
+    private func tick(at instant: ContinuousClock.Instant, _ rule: FloatingPointRoundingRule) -> Int64 {
+        Int64(((instant - origin) / resolution).rounded(rule))
     }
 }
