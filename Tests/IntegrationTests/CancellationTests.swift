@@ -53,7 +53,8 @@ struct CancellationTests {
                     return clock.now - asked
                 }
             }
-            #expect(stoppedAfter < .seconds(1), "stopped within a window or so (on a loaded machine), not at the story's end")
+            // Within a window or so; a loaded machine may take a second or more, but nothing near the story's ten.
+            #expect(stoppedAfter < .seconds(3), "stopped soon after the cancel, not at the story's end")
             let events = try await chunks(database, id)
             let contents = try events.dropFirst().dropLast().map { try decode($0).choices.first?.delta.content }
             #expect(contents.allSatisfy { $0 != nil } && (1...60).contains(contents.count), "\(contents.count) tokens before the cancel")

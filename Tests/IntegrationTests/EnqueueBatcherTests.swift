@@ -86,6 +86,7 @@ struct EnqueueBatcherTests {
             }
             group.cancelAll()
         }
-        #expect(ContinuousClock.now - started < .seconds(2))
+        // The deadline is 300 ms; the bound leaves room for a loaded machine.
+        #expect(ContinuousClock.now - started < .seconds(10))
     }
 }

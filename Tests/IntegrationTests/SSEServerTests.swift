@@ -78,6 +78,8 @@ struct SSEServerTests {
             let (body, silence) = try await withServer(database, keepalive: 200) { server in
                 try await withThrowingTaskGroup(of: String.self, returning: (String, Duration).self) { group in
                     group.addTask { try await server.get(server.path(task)).body }
+                    // 700 ms of silence from when the stream is open, however long opening it took.
+                    #expect(await eventually { server.notifier.subscriberCount == 1 })
                     try await Task.sleep(for: .milliseconds(700))
                     try await server.log.append(
                         [StreamBatch(task: task, sequence: 2, events: ["{\"n\":1}", "{\"n\":2}"], final: false)], outcomes: [], workerID: "w")

@@ -1,6 +1,7 @@
 import Foundation
 import PostgresNIO
 import Shared
+import Synchronization
 import Testing
 
 struct TaskQueueTests {
@@ -8,11 +9,18 @@ struct TaskQueueTests {
     @Test func claimsAreExclusive() async throws {
         try await TestDatabase.with { database in
             let tasks = Set(try await database.enqueue(200))
+            let workers = ["worker-a", "worker-b"]
+            // The race starts once both pools are connected: on a loaded machine one pool's first connection could
+            // otherwise take longer than the other worker needs to claim everything.
+            let connected = ConnectedWorkers()
             let claims = try await withThrowingTaskGroup(of: (String, [UUID]).self) { group in
-                for worker in ["worker-a", "worker-b"] {
+                for worker in workers {
                     group.addTask {
                         try await database.withSecondClient(applicationName: worker) { client in
                             let queue = TaskQueue(client: client, logger: database.logger)
+                            _ = try await client.query("SELECT 1", logger: database.logger)
+                            connected.count.withLock { $0 += 1 }
+                            while connected.count.withLock({ $0 }) < workers.count { try await Task.sleep(for: .milliseconds(1)) }
                             var mine: [UUID] = []
                             while true {
                                 let batch = try await queue.claim(workerID: worker, limit: 7, lease: .seconds(30))
@@ -68,4 +76,9 @@ struct TaskQueueTests {
             }
         }
     }
+}
+
+/// How many of the racing workers have their pool connected.
+private final class ConnectedWorkers: Sendable {
+    let count = Mutex(0)
 }

@@ -21,13 +21,15 @@ struct TestDatabase: Sendable {
         }
         var logger = Logger(label: "test")
         logger.logLevel = .warning
-        let admin = try DatabaseSettings(settings: Settings(environment: ["DATABASE_URL": adminURL]))
+        var admin = try DatabaseSettings(settings: Settings(environment: ["DATABASE_URL": adminURL]))
+        admin.connectTimeout = .seconds(10)
         let name = "handoff_test_\(UUID().uuidString.lowercased().replacingOccurrences(of: "-", with: "").prefix(16))"
         var components = URLComponents(string: adminURL)!
         components.path = "/\(name)"
-        let settings = try DatabaseSettings(settings: Settings(environment: [
+        var settings = try DatabaseSettings(settings: Settings(environment: [
             "DATABASE_URL": components.string!, "HANDOFF_DB_POOL_SIZE": "\(poolSize)",
         ]))
+        settings.connectTimeout = admin.connectTimeout
         do {
             try await admin.run("CREATE DATABASE \(name)", logger: logger)
             if migrated { try await Migrator().migrate(database: settings, logger: logger) }

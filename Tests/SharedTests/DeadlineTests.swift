@@ -18,7 +18,9 @@ struct DeadlineTests {
                 await withCheckedContinuation { continuation in stuck.withLock { $0 = continuation } }
             }
         }
-        #expect(clock.now - start < .seconds(2))
+        // Waiting for the operation would never return; the bound is about the deadline's 100 ms, with room for a
+        // loaded machine.
+        #expect(clock.now - start < .seconds(10))
         stuck.withLock { $0 }?.resume()  // let the abandoned operation end
     }
 }

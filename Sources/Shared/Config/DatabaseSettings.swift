@@ -13,6 +13,9 @@ public struct DatabaseSettings: Sendable {
     public var prepare: Bool
     /// Deadline for a request-path database call; past it the caller answers 503 instead of hanging.
     public var timeout: Duration
+    /// How long opening a connection may take: an unreachable Postgres fails a request fast. The tests allow
+    /// more, for a test cluster that forks backends on a loaded machine.
+    public var connectTimeout = Duration.seconds(2)
 
     public init(settings: Settings = Settings()) throws {
         self.address = try PostgresAddress(url: settings.string(.databaseURL) ?? "", key: .databaseURL)
@@ -37,7 +40,7 @@ public struct DatabaseSettings: Sendable {
             host: address.host, port: address.port, username: address.username, password: address.password,
             database: address.database, tls: .disable)
         configuration.options.maximumConnections = poolSize
-        configuration.options.connectTimeout = .seconds(2)
+        configuration.options.connectTimeout = connectTimeout
         // The server enforces the deadline too: a statement cut off by it is rolled back, not left to commit
         // after the caller has already answered 503.
         let milliseconds = timeout.wholeMilliseconds
@@ -52,7 +55,7 @@ public struct DatabaseSettings: Sendable {
         var configuration = PostgresConnection.Configuration(
             host: address.host, port: address.port, username: address.username, password: address.password,
             database: address.database, tls: .disable)
-        configuration.options.connectTimeout = .seconds(2)
+        configuration.options.connectTimeout = .milliseconds(connectTimeout.wholeMilliseconds)
         configuration.options.additionalStartupParameters = [("application_name", applicationName)]
         return configuration
     }
