@@ -25,6 +25,21 @@ struct StreamNotifierTests {
         }
     }
 
+    /// Runs a listening notifier for `count` new tasks, each subscribed, for the duration of `body`.
+    func withSubscribedNotifier(
+        _ database: TestDatabase, listener: String, tasks count: Int,
+        _ body: @Sendable (StreamNotifier, [UUID], [TestSubscription]) async throws -> Void
+    ) async throws {
+        let notifier = makeNotifier(database, listener: listener)
+        let tasks = try await insertTasks(database, count: count)
+        try await running(notifier) {
+            _ = try await listeningBackend(database, listener)
+            let subscriptions = tasks.map { notifier.subscribe(to: $0) }
+            defer { subscriptions.forEach(notifier.unsubscribe) }
+            try await body(notifier, tasks, subscriptions)
+        }
+    }
+
     /// The pid of the listener's backend once it is listening (and is not `previous`).
     func listeningBackend(_ database: TestDatabase, _ name: String, replacing previous: Int? = nil) async throws -> Int {
         let deadline = ContinuousClock.now + .seconds(10)
@@ -51,12 +66,7 @@ struct StreamNotifierTests {
 
     @Test func oneNotifierWakesAThousandWaitersOnDifferentTasks() async throws {
         try await TestDatabase.with { database in
-            let notifier = makeNotifier(database, listener: "fanout-listener")
-            let tasks = try await insertTasks(database, count: 1000)
-            try await running(notifier) {
-                _ = try await listeningBackend(database, "fanout-listener")
-                let subscriptions = tasks.map { notifier.subscribe(to: $0) }
-                defer { subscriptions.forEach(notifier.unsubscribe) }
+            try await withSubscribedNotifier(database, listener: "fanout-listener", tasks: 1000) { notifier, tasks, subscriptions in
                 // Drain the wake-up every subscriber may get when the listener (re)connects.
                 try await Task.sleep(for: .milliseconds(200))
 
@@ -153,12 +163,7 @@ struct StreamNotifierTests {
     /// accepts every payload (it refuses one of 8,000 bytes and more), and every row reaches the cache exactly.
     @Test func aFlushOfEverySizeIsAnnouncedWithinThePayloadLimit() async throws {
         try await TestDatabase.with { database in
-            let notifier = makeNotifier(database, listener: "sizes-listener")
-            let tasks = try await insertTasks(database, count: 1000)
-            try await running(notifier) {
-                _ = try await listeningBackend(database, "sizes-listener")
-                let subscriptions = tasks.map { notifier.subscribe(to: $0) }
-                defer { subscriptions.forEach(notifier.unsubscribe) }
+            try await withSubscribedNotifier(database, listener: "sizes-listener", tasks: 1000) { notifier, tasks, _ in
                 let batches = tasks.enumerated().map { index, task in
                     StreamBatch(
                         task: task, sequence: 2,
@@ -177,12 +182,7 @@ struct StreamNotifierTests {
     /// what the table holds.
     @Test func aSkippedRowIsNotAnnounced() async throws {
         try await TestDatabase.with { database in
-            let notifier = makeNotifier(database, listener: "skipped-listener")
-            let tasks = try await insertTasks(database, count: 2)
-            try await running(notifier) {
-                _ = try await listeningBackend(database, "skipped-listener")
-                let subscriptions = tasks.map { notifier.subscribe(to: $0) }
-                defer { subscriptions.forEach(notifier.unsubscribe) }
+            try await withSubscribedNotifier(database, listener: "skipped-listener", tasks: 2) { notifier, tasks, _ in
                 let log = StreamLog(client: database.client, logger: database.logger)
                 try await log.append([StreamBatch(task: tasks[0], sequence: 1, events: ["stale"], final: false)], outcomes: [], workerID: "other")
                 try await log.append([StreamBatch(task: tasks[1], sequence: 1, events: ["live"], final: false)], outcomes: [], workerID: "w")
