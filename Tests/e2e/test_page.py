@@ -148,12 +148,21 @@ def shown_usage(usage) -> str:
 # ----- on the session's stack --------------------------------------------------------------------------------
 
 def test_the_page_is_served_at_the_root_and_only_there(cluster):
-    for path in ("/", "/index.html"):
+    for path, file, kind in (("/", "index.html", "text/html"), ("/index.html", "index.html", "text/html"),
+                             ("/chat.js", "chat.js", "text/javascript"), ("/chat.css", "chat.css", "text/css")):
         reply = request("GET", path)
         assert reply.status == 200, (path, reply.status, reply.body[:200])
-        assert reply.headers["Content-Type"].startswith("text/html"), reply.headers["Content-Type"]
+        assert reply.headers["Content-Type"].startswith(kind), (path, reply.headers["Content-Type"])
         assert reply.headers["Cache-Control"] == "no-cache", reply.headers
-        assert reply.body == (ROOT / "web" / "index.html").read_bytes()
+        assert reply.body == (ROOT / "web" / file).read_bytes()
+        # Only the page's own files, only this origin: no inline script or style can run, whatever a reply holds.
+        policy = dict(part.strip().split(" ", 1) for part in reply.headers["Content-Security-Policy"].split(";"))
+        assert policy["default-src"] == "'none'" and policy["script-src"] == "'self'", policy
+        assert policy["connect-src"] == "'self'" and policy["style-src"] == "'self'", policy
+        assert reply.headers["X-Content-Type-Options"] == "nosniff"
+        assert reply.headers["Referrer-Policy"] == "no-referrer"
+    page = (ROOT / "web" / "index.html").read_text()
+    assert "<script>" not in page and "<style>" not in page and " style=" not in page and " on" + "click=" not in page
     for path in ("/web/index.html", "/favicon.ico", "/index.htm"):  # other URLs: still the JSON 404
         reply = request("GET", path)
         assert reply.status == 404 and reply.json()["error"]["code"] == "not_found", (path, reply.status, reply.body)
