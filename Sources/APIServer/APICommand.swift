@@ -27,7 +27,7 @@ struct APICommand: AsyncParsableCommand {
             try await ProcessRuntime.migrate(database: database, logger: logger)
 
             let client = database.makeClient(applicationName: "handoff-api")
-            let queue = TaskQueue(client: client, timeout: database.timeout, logger: logger)
+            let queue = TaskQueue(client: client, timeout: database.timeout, maxQueued: try settings.int(.maxQueued), logger: logger)
             let secret = try StreamSecret.load(settings: settings)
             let catalogue = try ModelCatalogue(settings: settings)
             let authentication = Authentication(

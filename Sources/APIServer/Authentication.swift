@@ -56,6 +56,16 @@ extension OpenAIError {
         case .maxTokens:
             error = .invalidRequest(
                 "'\(param)' is above this API key's cap of \(admission.keyMaxTokens ?? 0) tokens.", param: param, code: "invalid_value")
+        case .concurrency:
+            error = OpenAIError(
+                status: 429, message: "This API key already has \(admission.keyMaxConcurrentTasks ?? 0) tasks queued or running, its "
+                    + "cap (--max-concurrent-tasks). Please try again when one has finished.",
+                type: "concurrency", code: "rate_limit_exceeded")
+            retryAfter = .seconds(1)
+            Counter(label: MetricName.rateLimitRejections.rawValue, dimensions: [("kind", error.type)]).increment()
+        case .overloaded:
+            error = .overloaded
+            retryAfter = .seconds(1)
         case .requests, .tokensPerMinute, .tokensPerDay:
             (error, retryAfter) = admission.limits?.refusal(admission.verdict)
                 ?? (OpenAIError(status: 429, message: "Rate limit reached.", type: "tokens", code: "rate_limit_exceeded"), .seconds(1))

@@ -26,9 +26,10 @@ struct CompletionsController: Sendable {
         let submission: TaskSubmission
         switch try await admission.checked(request, {
             let json = try await admission.body(of: request)
+            let chat = try validation.decode(json)
             return TaskSubmission(
-                id: UUID(), request: try validation.decode(json), body: String(decoding: json, as: UTF8.self), caller: caller,
-                reservationCeiling: admission.reservationCeiling)
+                id: UUID(), request: chat, body: String(decoding: json, as: UTF8.self), caller: caller,
+                tokenCap: validation.tokenCap(of: chat), reservationCeiling: admission.reservationCeiling)
         }) {
         case .answered(let response): return response
         case .valid(let read): submission = read
@@ -38,7 +39,7 @@ struct CompletionsController: Sendable {
         case .refused(let response):
             return response
         case .admitted(let task, let limits, let counted):
-            let location = StreamRoute.location(task: task, token: admission.token(for: task, caller: caller, ttl: tokenTTL))
+            let location = StreamRoute.location(task: task, token: admission.token(for: task, kind: .chat, caller: caller, ttl: tokenTTL))
             // A small body for clients that do not follow redirects.
             let handoff = JSONValue.object([
                 ("id", .string(ClaimedTask.completionID(for: task))), ("task_id", .string(task.uuidString.lowercased())),

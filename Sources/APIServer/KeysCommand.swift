@@ -33,16 +33,28 @@ struct KeysCommand: AsyncParsableCommand {
         static let configuration = CommandConfiguration(abstract: "Make a key; it is printed once, alone on the last line.")
         @Option(help: "Who or what the key is for.") var name: String
         @OptionGroup var limits: LimitOptions
-        @Option(help: "The largest max_tokens a request with this key may ask for.") var maxTokens: Int?
+        @Option(help: "The largest max_tokens a request with this key may ask for (and the cap of one that sets none).")
+        var maxTokens: Int?
+        @Option(help: "Tasks this key may have queued or running at once, background responses included.")
+        var maxConcurrentTasks: Int?
         @Option(help: "Lifetime, e.g. 90s, 15m, 12h, 30d (default: until revoked).", transform: KeysCommand.duration) var expiresIn: Duration?
+
+        func validate() throws {
+            for (name, value) in [("max-tokens", maxTokens), ("max-concurrent-tasks", maxConcurrentTasks)] {
+                if let value, value <= 0 { throw ValidationError("--\(name) must be positive (omit it for no cap)") }
+            }
+        }
 
         func run() async throws {
             let limits = limits.limits(model: "")
-            let (id, key) = try await KeysCommand.withStore { try await $0.create(name: name, limits: limits, maxTokens: maxTokens, expiresIn: expiresIn) }
+            let (id, key) = try await KeysCommand.withStore {
+                try await $0.create(name: name, limits: limits, maxTokens: maxTokens, maxConcurrentTasks: maxConcurrentTasks, expiresIn: expiresIn)
+            }
             print("id: \(id.uuidString.lowercased())")
             print("name: \(name)")
             print("limits: \(KeysCommand.describe(limits))")
             print("max_tokens: \(maxTokens.map(String.init) ?? "not capped")")
+            print("max_concurrent_tasks: \(maxConcurrentTasks.map(String.init) ?? "not capped")")
             print("expires: \(expiresIn.map { AdminDatabase.iso(Date().addingTimeInterval(Double($0.components.seconds))) } ?? "never")")
             print("The key follows. It is shown only this once: store it now.")
             print(key.text)
@@ -63,7 +75,7 @@ struct KeysCommand: AsyncParsableCommand {
                 let scopes = record.limits.map { ($0.model.isEmpty ? "" : "model \($0.model): ") + KeysCommand.describe($0) }
                 print([record.id.uuidString.lowercased(), record.name, record.hint, record.status, "created \(AdminDatabase.iso(record.createdAt))",
                        "expires \(record.expiresAt.map(AdminDatabase.iso) ?? "never")", "max_tokens \(record.maxTokens.map(String.init) ?? "-")",
-                       scopes.joined(separator: "; ")].joined(separator: "  "))
+                       "max_concurrent_tasks \(record.maxConcurrentTasks.map(String.init) ?? "-")", scopes.joined(separator: "; ")].joined(separator: "  "))
             }
         }
     }
@@ -152,6 +164,7 @@ struct KeysCommand: AsyncParsableCommand {
             ("id", .string(record.id.uuidString.lowercased())), ("name", .string(record.name)), ("hint", .string(record.hint)),
             ("created_at", .string(AdminDatabase.iso(record.createdAt))), ("expires_at", .optional(record.expiresAt.map(AdminDatabase.iso))),
             ("revoked_at", .optional(record.revokedAt.map(AdminDatabase.iso))), ("status", .string(record.status)), ("max_tokens", AdminDatabase.json(record.maxTokens)),
+            ("max_concurrent_tasks", AdminDatabase.json(record.maxConcurrentTasks)),
             ("limits", .array(record.limits.map { limits in
                 .object([
                     ("model", .string(limits.model)), ("requests_per_minute", AdminDatabase.json(limits.requestsPerMinute)),

@@ -38,7 +38,8 @@ struct ResponsesController: Sendable {
         }
         let submission = TaskSubmission(
             id: UUID(), request: responses.chat, body: responses.chatBody, caller: caller,
-            reservationCeiling: admission.reservationCeiling, response: responses.settings.stored)
+            tokenCap: validation.tokenCap(of: responses.chat), reservationCeiling: admission.reservationCeiling,
+            response: responses.settings.stored)
         switch try await admission.admit(submission, request: request, context: context, maxTokensParam: "max_output_tokens") {
         case .refused(let response):
             return response
@@ -65,7 +66,7 @@ struct ResponsesController: Sendable {
         if query.get(ResponsesRoute.streamParameter) == "true" {
             var startingAfter: Int?
             if let text = query.get(ResponsesRoute.startingAfterParameter) {
-                guard let value = Int(text), value >= -1 else {
+                guard let value = ResponsesRoute.startingAfter(text) else {
                     throw OpenAIError.invalidRequest("'starting_after' must be a sequence number.", param: ResponsesRoute.startingAfterParameter)
                 }
                 startingAfter = value
@@ -142,7 +143,7 @@ struct ResponsesController: Sendable {
 
     private func handoff(_ task: UUID, caller: String, stream: Bool, startingAfter: Int?) -> Response {
         let location = ResponsesRoute.location(
-            task: task, token: admission.token(for: task, caller: caller, ttl: tokenTTL), stream: stream, startingAfter: startingAfter)
+            task: task, token: admission.token(for: task, kind: .responses, caller: caller, ttl: tokenTTL), stream: stream, startingAfter: startingAfter)
         return JSONValue.object([("id", .string(ResponseID.response(for: task))), ("stream_url", .string(location))])
             .response(status: .found, headers: [.location: location])
     }

@@ -86,9 +86,10 @@ struct TaskAdmission: Sendable {
         }
     }
 
-    /// A stream token for `task`, bound to its creator's key.
-    func token(for task: UUID, caller: String, ttl: Duration) -> String {
+    /// A stream token for `task`, bound to its creator's key, for the routes of `kind`.
+    func token(for task: UUID, kind: StreamToken.Kind, caller: String, ttl: Duration) -> String {
         let expiresAt = Int64(Date().timeIntervalSince1970) + Int64(ttl.components.seconds)
-        return StreamToken(taskID: task, expiresAt: expiresAt, owner: authentication.owner(of: caller)).encoded(secret: authentication.secret)
+        return StreamToken(taskID: task, expiresAt: expiresAt, owner: authentication.owner(of: caller), kind: kind)
+            .encoded(secret: authentication.secret)
     }
 }

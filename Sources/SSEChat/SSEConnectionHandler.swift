@@ -15,6 +15,9 @@ struct StreamEnvironment: Sendable {
     let replica: String
     let operations: Operations
     let metrics: StreamMetrics
+    let limits: ConnectionLimits
+    let connections: ConnectionCount
+    let abandoned: AbandonedTasks
     /// Logs one line per stream, naming its task: `grep <task>` across the processes' logs shows its whole life.
     let logger: Logger
 }
@@ -38,14 +41,18 @@ final class SSEConnectionHandler: ChannelInboundHandler {
     typealias OutboundOut = HTTPServerResponsePart
 
     private let environment: StreamEnvironment
+    /// Accepted past `HANDOFF_SSE_MAX_CONNECTIONS`: every request gets 503 and the connection closes.
+    private let overLimit: Bool
     private var head: HTTPRequestHead?
+    private var bodyBytes = 0
     private var stream: StreamDelivery?
     private var draining = false
     /// The route of the request being answered, for `handoff_http_requests_total`.
     private var route = "unmatched"
 
-    init(environment: StreamEnvironment) {
+    init(environment: StreamEnvironment, overLimit: Bool = false) {
         self.environment = environment
+        self.overLimit = overLimit
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
@@ -56,9 +63,18 @@ final class SSEConnectionHandler: ChannelInboundHandler {
                 context.close(promise: nil)
                 return
             }
+            context.pipeline.fireUserInboundEventTriggered(RequestCycle.headReceived)
             self.head = head
-        case .body:
-            break
+            bodyBytes = 0
+        case .body(let part):
+            guard let head else { return }
+            bodyBytes += part.readableBytes
+            if bodyBytes > environment.limits.maxRequestBodyBytes {
+                // The body is never read: answer now, and close, so the rest of it is not waited for.
+                self.head = nil
+                draining = true
+                send(.bodyTooLarge(limit: environment.limits.maxRequestBodyBytes), to: head, context: context)
+            }
         case .end:
             guard let head else { return }
             self.head = nil
@@ -90,9 +106,13 @@ final class SSEConnectionHandler: ChannelInboundHandler {
     }
 
     private func respond(to head: HTTPRequestHead, context: ChannelHandlerContext) {
-        let request: SSERequest
+        guard !overLimit else {
+            draining = true  // this connection closes after its answer
+            return send(.tooManyConnections, to: head, context: context, retryAfter: 1)
+        }
+        let request: StreamRequest
         do {
-            request = try SSERequest(head, secret: environment.secret)
+            request = try StreamRequest(head, secret: environment.secret)
         } catch {
             route = "unmatched"
             return send(error, to: head, context: context)
@@ -106,7 +126,8 @@ final class SSEConnectionHandler: ChannelInboundHandler {
                 send(status: .ok, contentType: "text/plain", body: OperationsRoute.healthBody, to: head, context: context)
             }
         case .readiness:
-            if let problem = draining ? .draining : environment.operations.readiness.problem {
+            let full = environment.connections.current >= environment.limits.maxConnections
+            if let problem = draining ? .draining : full ? .full : environment.operations.readiness.problem {
                 send(.notReady(problem), to: head, context: context)
             } else {
                 send(status: .ok, contentType: "text/plain", body: OperationsRoute.readyBody, to: head, context: context)
@@ -118,11 +139,17 @@ final class SSEConnectionHandler: ChannelInboundHandler {
                 send(.notFound("Metrics are off (HANDOFF_METRICS=off)."), to: head, context: context)
             }
         case .stream(let task, let start):
-            deliver(StreamDelivery.Request(task: task, start: start, form: .chat), head: head, context: context)
+            deliver(StreamDelivery.Request(task: task, start: start, form: .chat, followed: followed(head)), head: head, context: context)
         case .responses(let task, let streaming, let startingAfter):
-            deliver(StreamDelivery.Request(task: task, start: .start, form: .responses(streaming: streaming, startingAfter: startingAfter)),
-                    head: head, context: context)
+            deliver(
+                StreamDelivery.Request(
+                    task: task, start: .start, form: .responses(streaming: streaming, startingAfter: startingAfter), followed: followed(head)),
+                head: head, context: context)
         }
+    }
+
+    private func followed(_ head: HTTPRequestHead) -> Bool {
+        head.headers.first(name: StreamRoute.followedHeader) == "1"
     }
 
     private func deliver(_ request: StreamDelivery.Request, head: HTTPRequestHead, context: ChannelHandlerContext) {
@@ -144,7 +171,11 @@ final class SSEConnectionHandler: ChannelInboundHandler {
         }
         switch outcome {
         case .completed:
-            if draining || !head.isKeepAlive { context.close(promise: nil) }
+            if draining || !head.isKeepAlive {
+                context.close(promise: nil)
+            } else {
+                context.pipeline.fireUserInboundEventTriggered(RequestCycle.responded)
+            }
         case .interrupted:
             context.close(promise: nil)
         case .refused(let error):
@@ -156,16 +187,22 @@ final class SSEConnectionHandler: ChannelInboundHandler {
         }
     }
 
-    private func send(_ error: OpenAIError, to head: HTTPRequestHead, context: ChannelHandlerContext) {
-        send(status: HTTPResponseStatus(statusCode: error.status), contentType: "application/json", body: error.json.text, to: head, context: context)
+    private func send(_ error: OpenAIError, to head: HTTPRequestHead, context: ChannelHandlerContext, retryAfter: Int? = nil) {
+        send(
+            status: HTTPResponseStatus(statusCode: error.status), contentType: "application/json", body: error.json.text, to: head,
+            context: context, retryAfter: retryAfter)
     }
 
-    private func send(status: HTTPResponseStatus, contentType: String, body: String, to head: HTTPRequestHead, context: ChannelHandlerContext) {
+    private func send(
+        status: HTTPResponseStatus, contentType: String, body: String, to head: HTTPRequestHead, context: ChannelHandlerContext,
+        retryAfter: Int? = nil
+    ) {
         environment.metrics.answered(route: route, method: head.method.rawValue, status: Int(status.code))
         let keepAlive = head.isKeepAlive && !draining
         var headers = HTTPHeaders([
             ("Content-Type", contentType), ("Content-Length", String(body.utf8.count)), (StreamRoute.replicaHeader, environment.replica),
         ])
+        if let retryAfter { headers.add(name: "Retry-After", value: String(retryAfter)) }
         if !keepAlive { headers.add(name: "Connection", value: "close") }
         context.write(wrapOutboundOut(.head(HTTPResponseHead(version: head.version, status: status, headers: headers))), promise: nil)
         context.write(wrapOutboundOut(.body(.byteBuffer(context.channel.allocator.buffer(string: body)))), promise: nil)
@@ -173,6 +210,8 @@ final class SSEConnectionHandler: ChannelInboundHandler {
         context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: done)
         if !keepAlive {
             done.futureResult.whenComplete { [channel = context.channel] _ in channel.close(promise: nil) }
+        } else {
+            context.pipeline.fireUserInboundEventTriggered(RequestCycle.responded)
         }
     }
 }

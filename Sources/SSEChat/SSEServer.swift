@@ -38,8 +38,12 @@ final class SSEServer: Service {
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
             .childChannelInitializer { [environment] channel in
                 channel.eventLoop.makeCompletedFuture {
+                    let open = environment.connections.opened()
+                    channel.closeFuture.whenComplete { _ in environment.connections.closed() }
+                    try channel.pipeline.syncOperations.addHandler(RequestHeadTimeout(timeout: environment.limits.headerTimeout))
                     try channel.pipeline.syncOperations.configureHTTPServerPipeline(withPipeliningAssistance: false)
-                    try channel.pipeline.syncOperations.addHandler(SSEConnectionHandler(environment: environment))
+                    try channel.pipeline.syncOperations.addHandler(
+                        SSEConnectionHandler(environment: environment, overLimit: open > environment.limits.maxConnections))
                     self.track(channel)
                 }
             }

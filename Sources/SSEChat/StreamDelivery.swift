@@ -52,10 +52,13 @@ final class StreamDelivery {
         var task: UUID
         var start: StreamCursor
         var form: Form
+        /// Caddy followed the hand-off for this client (`StreamRoute.followedHeader`): it has no URL to come back to.
+        var followed = false
     }
 
     private let task: UUID
     private let form: Form
+    private let followed: Bool
     /// A Responses stream's rendering, made once the first read found the task's settings.
     private var renderer: ResponseRenderer?
     private var cursor: StreamCursor
@@ -79,6 +82,7 @@ final class StreamDelivery {
     ) {
         self.task = request.task
         self.form = request.form
+        self.followed = request.followed
         self.cursor = request.start
         self.version = version
         self.context = context
@@ -86,10 +90,15 @@ final class StreamDelivery {
         self.onFinish = onFinish
     }
 
-    /// Subscribes before the first read, so an append committed in between still wakes the stream.
+    /// Subscribes before the first read, so an append committed in between still wakes the stream. One task's
+    /// streams on this replica are capped (`HANDOFF_SSE_MAX_STREAMS_PER_TASK`): its token alone must not open
+    /// thousands of replays.
     func start() {
         let waker = StreamWaker(delivery: NIOLoopBound(self, eventLoop: context.eventLoop))
-        subscription = environment.notifier.subscribe(waker, to: task)
+        guard let subscription = environment.notifier.subscribe(waker, to: task, limit: environment.limits.streamsPerTask) else {
+            return finish(.refused(.tooManyStreams(limit: environment.limits.streamsPerTask)))
+        }
+        self.subscription = subscription
         environment.metrics.openStreams.increment()
         requestRead()
     }
@@ -112,9 +121,28 @@ final class StreamDelivery {
         }
     }
 
-    /// Ends the stream without writing anything more.
+    /// Ends the stream without writing anything more: the client left. One waiting for a single answer that was
+    /// handed off by Caddy cannot come back for it, so its task is cancelled now rather than after the grace.
     func cancel() {
+        if followed, collected != nil, phase != .finished { environment.abandoned.report(task) }
         finish(.cancelled)
+    }
+
+    /// Ends a stream whose task's key was revoked or has expired, as a failed completion ends: an error event and
+    /// `[DONE]` (a Responses stream: its error event). A client waiting for one `chat.completion` gets the error.
+    func ownerLapsed() {
+        guard phase == .streaming || phase == .reading else { return }
+        guard collected == nil else { return finish(.refused(.ownerLapsed)) }
+        var buffer = context.channel.allocator.buffer(capacity: 256)
+        if let renderer {
+            buffer.writeString(renderer.errorEvent(.ownerLapsed).frame)
+        } else {
+            buffer.writeString(ServerSentEvents.event(data: OpenAIError.ownerLapsed.json.text))
+            buffer.writeString(ServerSentEvents.done)
+        }
+        context.write(NIOAny(HTTPServerResponsePart.body(.byteBuffer(buffer))), promise: nil)
+        context.writeAndFlush(NIOAny(HTTPServerResponsePart.end(nil)), promise: nil)
+        finish(.interrupted)
     }
 
     /// Ends a stream the replica cannot finish (its drain time is over) with an error event and no `[DONE]`:
@@ -149,6 +177,8 @@ final class StreamDelivery {
             finish(.refused(OpenAIError(error)))
         case (.opening, .success(let catchUp)) where !catchUp.exists:
             finish(.refused(.notFound("No such completion stream.")))
+        case (.opening, .success(let catchUp)) where catchUp.ownerLapsed:
+            finish(.refused(.ownerLapsed))
         case (.opening, .success(let catchUp)) where form != .chat:
             openResponses(catchUp)
         case (.opening, .success(let catchUp)) where cursor.sequence > catchUp.head:
@@ -288,5 +318,9 @@ private final class StreamWaker: StreamSubscriber {
 
     func wake() {
         delivery.eventLoop.execute { self.delivery.value.wake() }
+    }
+
+    func ownerLapsed() {
+        delivery.eventLoop.execute { self.delivery.value.ownerLapsed() }
     }
 }

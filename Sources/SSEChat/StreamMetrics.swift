@@ -14,7 +14,7 @@ struct StreamMetrics: Sendable {
         form == .chat ? firstChatEvent : firstResponsesEvent
     }
 
-    /// Counts an answer; `route` is the pattern the request matched (`SSERequest.route`).
+    /// Counts an answer; `route` is the pattern the request matched (`StreamRequest.route`).
     func answered(route: String, method: String, status: Int) {
         Counter(label: MetricName.httpRequests.rawValue, dimensions: [("route", route), ("method", method), ("status", String(status))])
             .increment()

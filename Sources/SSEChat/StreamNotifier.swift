@@ -6,9 +6,11 @@ import Shared
 import Synchronization
 
 /// Whoever waits for a task's stream to move. `wake` is called on any thread, and means "look again": the
-/// subscriber asks `head(of:)` whether there is news, and a keepalive tick wakes it with none.
+/// subscriber asks `head(of:)` whether there is news, and a keepalive tick wakes it with none. `ownerLapsed`, also on
+/// any thread, means the key that created the task was revoked or has expired: the stream ends.
 protocol StreamSubscriber: AnyObject, Sendable {
     func wake()
+    func ownerLapsed()
 }
 
 /// Fans stream appends out to the clients of this process.
@@ -73,9 +75,11 @@ final class StreamNotifier: Service {
         self.logger = logger
     }
 
-    /// Registers `subscriber` for wake-ups about `task` until `unsubscribe` with the id returned.
-    func subscribe(_ subscriber: any StreamSubscriber, to task: UUID) -> Int {
+    /// Registers `subscriber` for wake-ups about `task` until `unsubscribe` with the id returned; `nil` when the task
+    /// already has `limit` subscribers here.
+    func subscribe(_ subscriber: any StreamSubscriber, to task: UUID, limit: Int = .max) -> Int? {
         state.withLock { state in
+            guard state.watches[task]?.subscribers.count ?? 0 < limit else { return nil }
             state.nextID += 1
             state.watches[task, default: Watch()].subscribers[state.nextID] = subscriber
             return state.nextID
@@ -211,9 +215,12 @@ final class StreamNotifier: Service {
         }
         guard !tasks.isEmpty else { return }
         do {
-            for (task, head) in try await log.heads(ofWatched: tasks) where silent.contains(task) {
+            let (heads, lapsed) = try await log.heads(ofWatched: tasks)
+            for (task, head) in heads where silent.contains(task) {
                 advance(task, to: head)
             }
+            let ended = state.withLock { state in lapsed.flatMap { state.watches[$0].map { Array($0.subscribers.values) } ?? [] } }
+            for subscriber in ended { subscriber.ownerLapsed() }
         } catch {
             logger.warning("stream poll failed", metadata: ["error": "\(String(reflecting: error))"])
         }

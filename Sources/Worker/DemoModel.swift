@@ -5,7 +5,8 @@ import Shared
 /// It tells a short bedtime story whose sentences are picked by a PRNG seeded with a stable hash of the
 /// conversation. Tokens are words (each after the first carries its leading space, as GPT tokens do); the
 /// prompt's token count is its word count. Without a token limit the story is three sentences and ends with
-/// `stop`; with one it runs to exactly that many tokens and ends with `length`.
+/// `stop` (or `length`, at the task's cap from admission, should that come first); with one it runs to exactly that
+/// many tokens and ends with `length`.
 struct DemoModel: ChatModel {
     static let naturalSentences = 3
 
@@ -13,7 +14,7 @@ struct DemoModel: ChatModel {
     var timer: any TokenTimer = TaskSleepTimer()
 
     func reply(to task: ClaimedTask, events: CompletionEvents, output: ReplyOutput) async throws -> ReplyEnding {
-        for try await delta in deltas(for: task.request) {
+        for try await delta in deltas(for: task.request, cap: task.tokenCap) {
             switch delta {
             case .content(let text):
                 await output.emit(events.content(text))
@@ -24,8 +25,8 @@ struct DemoModel: ChatModel {
         throw ReplyFailure.unfinished
     }
 
-    func deltas(for request: ChatCompletionRequest) -> DemoReply {
-        DemoReply(request: request, tokenDelay: tokenDelay, timer: timer)
+    func deltas(for request: ChatCompletionRequest, cap: Int? = nil) -> DemoReply {
+        DemoReply(request: request, cap: cap, tokenDelay: tokenDelay, timer: timer)
     }
 
     func promptTokens(for request: ChatCompletionRequest) -> Int {
@@ -51,15 +52,18 @@ enum DemoDelta: Sendable, Equatable {
 /// `stop`. Usage counts every token generated, held back or not.
 struct DemoReply: AsyncSequence, Sendable {
     let request: ChatCompletionRequest
+    /// The task's cap from admission: a story without a token limit still stops here.
+    let cap: Int?
     let tokenDelay: Duration
     let timer: any TokenTimer
 
     func makeAsyncIterator() -> Iterator {
-        Iterator(request: request, tokenDelay: tokenDelay, timer: timer, words: StoryWords(request: request))
+        Iterator(request: request, cap: cap, tokenDelay: tokenDelay, timer: timer, words: StoryWords(request: request))
     }
 
     struct Iterator: AsyncIteratorProtocol {
         let request: ChatCompletionRequest
+        let cap: Int?
         let tokenDelay: Duration
         let timer: any TokenTimer
         var words: StoryWords
@@ -72,8 +76,9 @@ struct DemoReply: AsyncSequence, Sendable {
             while !done {
                 if !ending.isEmpty { return ending.removeFirst() }
                 if tokenDelay > .zero { try await timer.sleep(for: tokenDelay) } else { try Task.checkCancellation() }
-                guard let token = words.next(limit: request.tokenLimit) else {
-                    let reason: FinishReason = request.tokenLimit == generated ? .length : .stop
+                let capped = cap.map { generated >= $0 } ?? false
+                guard !capped, let token = words.next(limit: request.tokenLimit) else {
+                    let reason: FinishReason = capped || request.tokenLimit == generated ? .length : .stop
                     end(releasing: held, reason: reason)
                     continue
                 }

@@ -19,7 +19,7 @@ struct EnqueueBatcherTests {
     let body = #"{"model":"demo","messages":[{"role":"user","content":"hi"}]}"#
 
     func submission(_ id: UUID) -> TaskSubmission {
-        TaskSubmission(id: id, request: request, body: body, caller: "", reservationCeiling: 16)
+        TaskSubmission(id: id, request: request, body: body, caller: "", tokenCap: request.tokenLimit, reservationCeiling: 16)
     }
 
     /// Two hundred requests at once on a pool of two connections: all committed, in a few statements.

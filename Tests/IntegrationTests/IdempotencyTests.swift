@@ -14,7 +14,7 @@ struct IdempotencyTests {
         -> (UUID, TaskQueue.IdempotentEnqueue)
     {
         let id = UUID()
-        let submission = TaskSubmission(id: id, request: request, body: body, caller: "", reservationCeiling: 16)
+        let submission = TaskSubmission(id: id, request: request, body: body, caller: "", tokenCap: request.tokenLimit, reservationCeiling: 16)
         let result = try await TaskQueue(client: database.client, logger: database.logger).enqueue(submission, scope: scope, window: window)
         return (id, result.outcome)
     }

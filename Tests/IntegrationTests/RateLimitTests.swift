@@ -10,7 +10,7 @@ struct RateLimitTests {
     static let body = #"{"model":"demo","max_tokens":20,"messages":[{"role":"user","content":"hi"}]}"#
 
     func submission(_ key: APIKey?) -> TaskSubmission {
-        TaskSubmission(id: UUID(), request: request, body: Self.body, caller: key?.digest ?? "", reservationCeiling: 1024)
+        TaskSubmission(id: UUID(), request: request, body: Self.body, caller: key?.digest ?? "", tokenCap: request.tokenLimit, reservationCeiling: 1024)
     }
 
     /// Waits out the last seconds of a UTC minute: a test that reads back this minute's counters must not straddle

@@ -21,6 +21,7 @@ struct SSEServerTests {
         let log: StreamLog
         /// Runs the server alone, as the replica's service group would.
         let group: ServiceGroup
+        let connections: ConnectionCount
 
         func path(_ task: UUID, token: String? = nil, query: String = "") -> String {
             let token = token ?? StreamToken(taskID: task, expiresAt: Int64(Date().timeIntervalSince1970) + 60).encoded(secret: SSEServerTests.secret)
@@ -40,6 +41,7 @@ struct SSEServerTests {
     /// Runs a replica for the duration of `body`.
     func withServer<R: Sendable>(
         _ database: TestDatabase, keepalive: Int64 = 600, drainTime: Duration = .seconds(1),
+        limits: ConnectionLimits = ConnectionLimits(headerTimeout: .seconds(10), maxConnections: 1000, streamsPerTask: 8),
         _ body: @escaping @Sendable (Running) async throws -> R
     ) async throws -> R {
         let log = StreamLog(client: database.client, logger: database.logger)
@@ -48,12 +50,15 @@ struct SSEServerTests {
             log: log, listenerEndpoint: nil, logger: database.logger)
         let reader = StreamReader(log: log, logger: database.logger)
         let port = Mutex<Int?>(nil)
+        let connections = ConnectionCount()
         let server = SSEServer(
             host: "127.0.0.1", port: 0, drainTime: drainTime,
             environment: StreamEnvironment(
                 notifier: notifier, reader: reader, secret: Self.secret, keepaliveInterval: .milliseconds(keepalive),
                 commitStamps: false, replica: "test",
                 operations: Operations(readiness: Readiness(listens: false), metrics: .disabled), metrics: StreamMetrics(),
+                limits: limits, connections: connections,
+                abandoned: AbandonedTasks(queue: TaskQueue(client: database.client, logger: database.logger), logger: database.logger),
                 logger: database.logger),
             logger: database.logger, onBound: { bound in port.withLock { $0 = bound } })
         let serverGroup = ServiceGroup(configuration: .init(services: [server], logger: database.logger))
@@ -66,7 +71,7 @@ struct SSEServerTests {
                 throw TestSetupError("the SSE server never bound")
             }
             return try await withDeadline(.seconds(20)) {
-                try await body(Running(port: port.withLock { $0 }!, notifier: notifier, log: log, group: serverGroup))
+                try await body(Running(port: port.withLock { $0 }!, notifier: notifier, log: log, group: serverGroup, connections: connections))
             }
         }
     }

@@ -90,7 +90,7 @@ struct StreamLogTests {
                  StreamBatch(task: tasks[1], sequence: 1, events: ["a"], final: false)],
                 outcomes: [], workerID: "w")
             try await log.append([StreamBatch(task: tasks[0], sequence: 5, events: ["c", "d", "e"], final: false)], outcomes: [], workerID: "w")
-            #expect(try await log.heads(ofWatched: tasks) == [tasks[0]: 5, tasks[1]: 1])
+            #expect(try await log.heads(ofWatched: tasks).heads == [tasks[0]: 5, tasks[1]: 1])
             let rows = try await database.client.query(
                 "SELECT count(*) FROM handoff_tasks WHERE watched_at > now() - interval '1 minute'", logger: database.logger)
             for try await watched in rows.decode(Int.self) { #expect(watched == 3, "every watched task, streamed or not") }

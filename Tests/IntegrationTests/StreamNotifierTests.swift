@@ -225,6 +225,10 @@ struct TestSubscription: Sendable {
         func wake() {
             continuation.yield()
         }
+
+        func ownerLapsed() {
+            continuation.yield()
+        }
     }
 
     let id: Int
@@ -241,7 +245,7 @@ extension StreamNotifier {
     func subscribe(to task: UUID) -> TestSubscription {
         let (signals, continuation) = AsyncStream.makeStream(of: Void.self)
         let subscriber = TestSubscription.Subscriber(continuation)
-        return TestSubscription(id: subscribe(subscriber, to: task), task: task, signals: signals, subscriber: subscriber)
+        return TestSubscription(id: subscribe(subscriber, to: task)!, task: task, signals: signals, subscriber: subscriber)
     }
 
     func unsubscribe(_ subscription: TestSubscription) {

@@ -6,11 +6,11 @@ import Testing
 @testable import Worker
 
 struct DemoModelTests {
-    func collect(_ request: ChatCompletionRequest) async throws -> (text: String, tokens: Int, finish: DemoDelta?) {
+    func collect(_ request: ChatCompletionRequest, cap: Int? = nil) async throws -> (text: String, tokens: Int, finish: DemoDelta?) {
         var text = ""
         var tokens = 0
         var finish: DemoDelta?
-        for try await delta in DemoModel(tokenDelay: .zero).deltas(for: request) {
+        for try await delta in DemoModel(tokenDelay: .zero).deltas(for: request, cap: cap) {
             switch delta {
             case .content(let piece):
                 text += piece
@@ -32,6 +32,19 @@ struct DemoModelTests {
         other.messages[0].content = "Another prompt"
         #expect(try await collect(other).text != first.text)
         #expect(first.text.filter { $0 == "." }.count == DemoModel.naturalSentences)
+    }
+
+    /// A request without `max_tokens` still stops at the cap admission stored with its task (its key's, its model's or
+    /// the deployment's): at the cap with `length`, or at its natural end when that comes first.
+    @Test func theTasksCapHoldsWhenTheRequestSetsNone() async throws {
+        let natural = try await collect(seed)
+        let capped = try await collect(seed, cap: 5)
+        #expect(capped.tokens == 5 && natural.text.hasPrefix(capped.text))
+        #expect(capped.finish == .finished(reason: .length, usage: Usage(promptTokens: 10, completionTokens: 5)))
+        #expect(try await collect(seed, cap: natural.tokens + 100).text == natural.text)
+        var limited = seed
+        limited.maxTokens = 3
+        #expect(try await collect(limited, cap: 3).tokens == 3)
     }
 
     @Test func naturalEndIsStopWithRealCounts() async throws {

@@ -87,3 +87,20 @@ struct StreamTokenTests {
         try StreamToken.authorize(keyless, taskID: task, authorization: "Bearer \(owner.text)", secret: secret)
     }
 }
+
+/// A token opens the routes of its kind only: a chat completion's stream token is no Responses token, and back.
+struct StreamTokenKindTests {
+    let secret = StreamSecret(bytes: Array("0123456789abcdef0123456789abcdef".utf8))
+    let task = UUID()
+    let now: Int64 = 1_800_000_000
+
+    @Test(arguments: [nil, "owner-tag"])
+    func aTokenOpensOnlyItsOwnKind(owner: String?) throws {
+        let chat = StreamToken(taskID: task, expiresAt: now + 60, owner: owner, kind: .chat).encoded(secret: secret)
+        let responses = StreamToken(taskID: task, expiresAt: now + 60, owner: owner, kind: .responses).encoded(secret: secret)
+        #expect(try StreamToken.verify(chat, taskID: task, kind: .chat, secret: secret, now: now).kind == .chat)
+        #expect(try StreamToken.verify(responses, taskID: task, kind: .responses, secret: secret, now: now).kind == .responses)
+        #expect(throws: StreamTokenError.forged) { try StreamToken.verify(chat, taskID: task, kind: .responses, secret: secret, now: now) }
+        #expect(throws: StreamTokenError.forged) { try StreamToken.verify(responses, taskID: task, kind: .chat, secret: secret, now: now) }
+    }
+}

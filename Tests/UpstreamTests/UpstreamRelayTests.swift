@@ -84,6 +84,25 @@ struct UpstreamRelayTests {
         }
     }
 
+    /// The upstream is told the task's cap when the client named none, so no server's own default (vLLM's: the rest of
+    /// the context) applies; a client's own limit goes through as it is.
+    @Test func theTasksCapReachesTheUpstreamWhenTheClientSetNone() throws {
+        let open = #"{"model":"local","messages":[{"role":"user","content":"hi"}]}"#
+        #expect(String(buffer: try UpstreamRequestBody.make(clientBody: open, upstreamModel: "m", tokenCap: 64)).hasSuffix(#","max_tokens":64}"#))
+        for own in [#""max_tokens":7"#, #""max_completion_tokens":7"#] {
+            let client = #"{"model":"local",\#(own),"messages":[{"role":"user","content":"hi"}]}"#
+            let body = String(buffer: try UpstreamRequestBody.make(clientBody: client, upstreamModel: "m", tokenCap: 7))
+            #expect(body.contains(own) && !body.contains(":64") && body.components(separatedBy: "max_").count == 2)
+        }
+    }
+
+    /// A stored body that names a key twice (jsonb never prints one; a row written by other means could) never reaches
+    /// an upstream: which of the two it would run is exactly what admission did not check.
+    @Test func aBodyNamingAKeyTwiceIsNeverSent() {
+        let twice = #"{"model":"local","max_tokens":2,"messages":[],"max_tokens":100000}"#
+        #expect(throws: UpstreamRequestBody.Ambiguous.self) { try UpstreamRequestBody.make(clientBody: twice, upstreamModel: "m") }
+    }
+
     @Test func theRequestBodyKeepsEveryFieldAndAsksForAStreamWithUsage() throws {
         let client = #"{"model":"local","messages":[{"role":"user","content":"hi"}],"tools":[{"type":"function"}],"temperature":0.70,"x_custom":{"a":[1,2.5e3]},"stream":false,"stream_options":null}"#
         let body = try UpstreamRequestBody.make(clientBody: client, upstreamModel: "smollm2")

@@ -26,6 +26,7 @@ public struct APIKeyRecord: Sendable {
     public var expiresAt: Date?
     public var revokedAt: Date?
     public var maxTokens: Int?
+    public var maxConcurrentTasks: Int?
     public var limits: [RateLimits]
 
     public var status: String {
@@ -49,15 +50,17 @@ public struct APIKeyStore: Sendable {
     }
 
     /// Stores a new key with its key-wide limits and returns it: the only time the key exists outside its owner.
-    public func create(name: String, limits: RateLimits, maxTokens: Int?, expiresIn: Duration?) async throws -> (id: UUID, key: APIKey) {
+    public func create(
+        name: String, limits: RateLimits, maxTokens: Int?, maxConcurrentTasks: Int? = nil, expiresIn: Duration?
+    ) async throws -> (id: UUID, key: APIKey) {
         let id = UUID()
         let key = APIKey.generate()
         let expiry = expiresIn.map { Int($0.components.seconds) }
         try await client.perform(
             """
             WITH key AS (
-                INSERT INTO handoff_api_keys (id, name, digest, hint, max_tokens, expires_at)
-                VALUES (\(id), \(name), \(key.digest), \(key.hint), \(maxTokens),
+                INSERT INTO handoff_api_keys (id, name, digest, hint, max_tokens, max_concurrent_tasks, expires_at)
+                VALUES (\(id), \(name), \(key.digest), \(key.hint), \(maxTokens), \(maxConcurrentTasks),
                     now() + \(expiry)::int * interval '1 second')
                 RETURNING id
             )
@@ -71,19 +74,19 @@ public struct APIKeyStore: Sendable {
     public func list() async throws -> [APIKeyRecord] {
         let rows = try await client.perform(
             """
-            SELECT k.id, k.name, k.hint, k.created_at, k.expires_at, k.revoked_at, k.max_tokens,
+            SELECT k.id, k.name, k.hint, k.created_at, k.expires_at, k.revoked_at, k.max_tokens, k.max_concurrent_tasks,
                 l.model, l.requests_per_minute, l.tokens_per_minute, l.tokens_per_day
             FROM handoff_api_keys k LEFT JOIN handoff_rate_limits l ON l.key_id = k.id
             ORDER BY k.created_at, k.id, l.model
             """, timeout: timeout, logger: logger)
         var records: [APIKeyRecord] = []
-        for (id, name, hint, created, expires, revoked, maxTokens, model, rpm, tpm, tpd) in try rows.decode(
-            (UUID, String, String, Date, Date?, Date?, Int?, String?, Int?, Int?, Int?).self)
+        for (id, name, hint, created, expires, revoked, maxTokens, maxConcurrent, model, rpm, tpm, tpd) in try rows.decode(
+            (UUID, String, String, Date, Date?, Date?, Int?, Int?, String?, Int?, Int?, Int?).self)
         {
             if records.last?.id != id {
                 records.append(APIKeyRecord(
                     id: id, name: name, hint: hint, createdAt: created, expiresAt: expires, revokedAt: revoked,
-                    maxTokens: maxTokens, limits: []))
+                    maxTokens: maxTokens, maxConcurrentTasks: maxConcurrent, limits: []))
             }
             if let model {
                 records[records.count - 1].limits.append(

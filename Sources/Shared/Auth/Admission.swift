@@ -12,28 +12,33 @@ public struct TaskSubmission: Sendable {
     /// what English text needs, and more for a short prompt's JSON), so that usage charged at the end rarely
     /// exceeds what was reserved for the prompt.
     public var promptTokens: Int
-    /// What the task reserves before the limits clamp it: the prompt and the reply's budget — `max_tokens` capped
-    /// by the reservation ceiling, or the ceiling when the request sets none.
+    /// The reply's cap before the key's own (`RequestValidation.tokenCap`); admission lowers it to the key's
+    /// `--max-tokens`, stores it with the task, and the worker holds the reply to it. `nil`: none but the key's.
+    public var tokenCap: Int?
+    /// What the task reserves before the limits clamp it: the prompt and the reply's cap, at most the reservation
+    /// ceiling (admission lowers it further to the key's cap).
     public var estimate: Int
     /// A Responses task's `ResponseSettings`, stored; `nil` for a chat completion.
     public var response: String?
 
     public init(
-        id: UUID, request: ChatCompletionRequest, body: String, caller: String, reservationCeiling: Int, response: String? = nil
+        id: UUID, request: ChatCompletionRequest, body: String, caller: String, tokenCap: Int?, reservationCeiling: Int,
+        response: String? = nil
     ) {
         self.id = id
         self.request = request
         self.body = body
         self.caller = caller
         self.response = response
+        self.tokenCap = tokenCap
         self.promptTokens = (body.utf8.count + 3) / 4
-        self.estimate = promptTokens + min(request.tokenLimit ?? reservationCeiling, reservationCeiling)
+        self.estimate = promptTokens + min(tokenCap ?? reservationCeiling, reservationCeiling)
     }
 
     /// A request built in code (not received from a client), with no owner: its body is its own encoding.
     public init(id: UUID, request: ChatCompletionRequest) throws {
         self.init(id: id, request: request, body: String(decoding: try JSONEncoder().encode(request), as: UTF8.self),
-                  caller: "", reservationCeiling: 0)
+                  caller: "", tokenCap: request.tokenLimit, reservationCeiling: 0)
     }
 }
 
@@ -45,6 +50,10 @@ public struct Admission: Sendable, Equatable {
         case invalidAPIKey = "invalid_api_key"
         /// The request's `max_tokens` is above its key's cap.
         case maxTokens = "max_tokens"
+        /// The key already has `--max-concurrent-tasks` tasks queued or running.
+        case concurrency
+        /// The queue holds `HANDOFF_MAX_QUEUED` tasks.
+        case overloaded
         case requests
         case tokensPerMinute = "tokens"
         case tokensPerDay = "tokens_per_day"
@@ -52,12 +61,14 @@ public struct Admission: Sendable, Equatable {
 
     public var verdict: Verdict
     public var keyMaxTokens: Int?
+    public var keyMaxConcurrentTasks: Int?
     /// The key's standing; `nil` without a valid key.
     public var limits: RateLimitReport?
 
-    public init(verdict: Verdict, keyMaxTokens: Int? = nil, limits: RateLimitReport? = nil) {
+    public init(verdict: Verdict, keyMaxTokens: Int? = nil, keyMaxConcurrentTasks: Int? = nil, limits: RateLimitReport? = nil) {
         self.verdict = verdict
         self.keyMaxTokens = keyMaxTokens
+        self.keyMaxConcurrentTasks = keyMaxConcurrentTasks
         self.limits = limits
     }
 }

@@ -3,7 +3,7 @@ import PostgresNIO
 /// One answer row of an enqueue statement (`RateLimitLedger.standingColumns`): one request and one row of its
 /// key's limits. A keyless request has one row and no scope.
 struct AdmissionRow {
-    static let columns = 15
+    static let columns = 16
 
     var ord: Int
     var verdict: Admission.Verdict
@@ -13,6 +13,7 @@ struct AdmissionRow {
     var reservation: Int
     var untilMinuteReset: Duration
     var untilDayReset: Duration
+    var keyMaxConcurrentTasks: Int?
 
     init(_ row: PostgresRandomAccessRow) throws {
         ord = try row[0].decode(Int.self)
@@ -27,6 +28,7 @@ struct AdmissionRow {
         reservation = try row[12].decode(Int.self)
         untilMinuteReset = .milliseconds(try row[13].decode(Int.self))
         untilDayReset = .milliseconds(try row[14].decode(Int.self))
+        keyMaxConcurrentTasks = try row[15].decode(Int?.self)
     }
 
     struct UnknownVerdict: Error {
@@ -51,7 +53,8 @@ extension Admission {
         var admissions = [Admission?](repeating: nil, count: count)
         for (ord, rows) in Dictionary(grouping: rows, by: \.ord) where (1...count).contains(ord) {
             let first = rows[0]
-            var admission = Admission(verdict: first.verdict, keyMaxTokens: first.keyMaxTokens)
+            var admission = Admission(
+                verdict: first.verdict, keyMaxTokens: first.keyMaxTokens, keyMaxConcurrentTasks: first.keyMaxConcurrentTasks)
             if let keyName = first.keyName {
                 admission.limits = RateLimitReport(
                     keyName: keyName, scopes: rows.compactMap(\.scope).sorted { $0.model < $1.model },

@@ -35,25 +35,39 @@ enum RateLimitLedger {
     }
 
     /// Admission, after `clock`, from a CTE `requests (id, model, body, digest, estimate, prompt_tokens, max_tokens,
-    /// response, ord)` (`digest` '' when auth is off). Ends with `decided (ord, id, model, body, response, key_id,
-    /// prompt_tokens, reservation, verdict)` and `running`, each request's standing in each scope it counts against.
+    /// cap, response, max_queued, ord)` (`digest` '' when auth is off; `max_tokens` the request's own, 0 when it
+    /// set none; `cap` the reply's cap before the key's, 0 for none; `max_queued` HANDOFF_MAX_QUEUED, 0 for none). Ends with
+    /// `decided (ord, id, model, body, response, key_id, prompt_tokens, reservation, token_cap, verdict)` and
+    /// `running`, each request's standing in each scope it counts against.
     ///
     /// The requests of one statement are checked in `ord` order against running sums, so a batch admits exactly what
     /// fits. A request refused in a batch still counts in the sums after it — a later, smaller request of the same
     /// key in the same batch may be refused though it would fit: conservative, never over.
+    ///
+    /// The load caps are counted after the locks: the queue's under the `gate` (taken before any key's rows, so
+    /// enqueues never wait on each other in two orders), a key's tasks from its locked rows (`active`), each through
+    /// a function that reads with a fresh snapshot (migration 6), so a task committed while this statement waited
+    /// counts.
     static let admission = """
         callers AS (
-            SELECT r.*, k.id AS key_id, k.name AS key_name, k.max_tokens AS key_max_tokens
+            SELECT r.*, k.id AS key_id, k.name AS key_name, k.max_tokens AS key_max_tokens,
+                k.max_concurrent_tasks AS key_max_concurrent, least(nullif(r.cap, 0), k.max_tokens) AS token_cap,
+                least(r.estimate, r.prompt_tokens + k.max_tokens) AS capped_estimate
             FROM requests r LEFT JOIN handoff_api_keys k ON r.digest <> '' AND k.digest = r.digest
                 AND k.revoked_at IS NULL AND (k.expires_at IS NULL OR k.expires_at > now())
+        ), gate AS (
+            SELECT handoff_queued_tasks(coalesce((SELECT max(max_queued) FROM requests), 0)) AS queued
         ), locked AS (
             SELECT l.* FROM handoff_rate_limits l
-            WHERE l.key_id IN (SELECT key_id FROM callers WHERE key_id IS NOT NULL)
+            WHERE l.key_id IN (SELECT key_id FROM callers WHERE key_id IS NOT NULL) AND (SELECT queued FROM gate) IS NOT NULL
             ORDER BY l.key_id, l.model FOR UPDATE
+        ), active AS (
+            SELECT l.key_id, handoff_active_tasks(l.key_id) AS tasks FROM locked l
+            WHERE l.model = '' AND l.key_id IN (SELECT key_id FROM callers WHERE key_max_concurrent IS NOT NULL)
         ), scopes AS (
-            SELECT c.ord, c.estimate, l.key_id, l.model, l.requests_per_minute AS rpm, l.tokens_per_minute AS tpm,
-                l.tokens_per_day AS tpd, l.reserved_tokens AS reserved, \(minuteRequests("l")) AS minute_requests,
-                \(minuteTokens("l")) AS minute_tokens, \(dayTokens("l")) AS day_tokens
+            SELECT c.ord, c.capped_estimate AS estimate, l.key_id, l.model, l.requests_per_minute AS rpm,
+                l.tokens_per_minute AS tpm, l.tokens_per_day AS tpd, l.reserved_tokens AS reserved,
+                \(minuteRequests("l")) AS minute_requests, \(minuteTokens("l")) AS minute_tokens, \(dayTokens("l")) AS day_tokens
             FROM callers c JOIN locked l ON l.key_id = c.key_id AND l.model IN ('', c.model) CROSS JOIN clock
         ), reservations AS (
             -- A request never reserves more than a whole window holds: one larger than a limit waits for an empty window.
@@ -69,12 +83,21 @@ enum RateLimitLedger {
                 WHEN NOT bool_and(tpd IS NULL OR day_tokens + reserved + tokens_through <= tpd) THEN 'tokens_per_day'
                 ELSE 'admitted' END AS verdict
             FROM running GROUP BY ord
+        ), loads AS (
+            SELECT c.ord, CASE
+                WHEN c.key_max_concurrent IS NOT NULL
+                    AND a.tasks + count(*) OVER (PARTITION BY c.key_id ORDER BY c.ord) > c.key_max_concurrent THEN 'concurrency'
+                WHEN c.max_queued > 0 AND gate.queued + count(*) OVER (ORDER BY c.ord) > c.max_queued THEN 'overloaded'
+                END AS verdict
+            FROM callers c LEFT JOIN active a USING (key_id) CROSS JOIN gate
         ), decided AS (
             SELECT c.ord, c.id, c.model, c.body, c.response, c.key_id, c.prompt_tokens, coalesce(r.tokens, 0) AS reservation,
-                CASE WHEN c.digest <> '' AND c.key_id IS NULL THEN 'invalid_api_key'
+                c.token_cap, CASE WHEN c.digest <> '' AND c.key_id IS NULL THEN 'invalid_api_key'
                     WHEN c.max_tokens > c.key_max_tokens THEN 'max_tokens'
-                    ELSE coalesce(v.verdict, 'admitted') END AS verdict
-            FROM callers c LEFT JOIN reservations r USING (ord) LEFT JOIN verdicts v USING (ord)
+                    WHEN o.verdict = 'concurrency' THEN o.verdict
+                    WHEN coalesce(v.verdict, 'admitted') <> 'admitted' THEN v.verdict
+                    ELSE coalesce(o.verdict, 'admitted') END AS verdict
+            FROM callers c LEFT JOIN reservations r USING (ord) LEFT JOIN verdicts v USING (ord) LEFT JOIN loads o USING (ord)
         )
         """
 
@@ -99,7 +122,8 @@ enum RateLimitLedger {
     static let standingColumns = """
         d.ord::bigint, d.verdict, c.key_name, c.key_max_tokens, s.model, s.rpm, s.tpm, s.tpd,
         (s.minute_requests + s.requests_through - 1)::bigint, s.minute_tokens, s.day_tokens,
-        (s.reserved + s.tokens_through - s.reservation)::bigint, d.reservation, clock.minute_reset_ms, clock.day_reset_ms
+        (s.reserved + s.tokens_through - s.reservation)::bigint, d.reservation, clock.minute_reset_ms, clock.day_reset_ms,
+        c.key_max_concurrent
         """
     static let standingSource = "decided d JOIN callers c USING (ord) LEFT JOIN running s USING (ord) CROSS JOIN clock"
 

@@ -26,15 +26,19 @@ public struct ModelCatalogue: Sendable, Equatable, Decodable {
         public var backend: Backend
         /// The servers of an `openai` model, tried least busy first.
         public var upstreams: [Upstream]
+        /// `max_tokens`: the most reply tokens a request to this model gets (below `HANDOFF_MAX_TOKENS_LIMIT`).
+        public var maxTokens: Int?
 
-        public init(name: String, backend: Backend, upstreams: [Upstream] = []) {
+        public init(name: String, backend: Backend, upstreams: [Upstream] = [], maxTokens: Int? = nil) {
             self.name = name
             self.backend = backend
             self.upstreams = upstreams
+            self.maxTokens = maxTokens
         }
 
         enum CodingKeys: String, CodingKey {
             case name, backend, upstreams
+            case maxTokens = "max_tokens"
         }
 
         public init(from decoder: any Decoder) throws {
@@ -42,6 +46,10 @@ public struct ModelCatalogue: Sendable, Equatable, Decodable {
             name = try container.decode(String.self, forKey: .name)
             backend = try container.decode(Backend.self, forKey: .backend)
             upstreams = try container.decodeIfPresent([Upstream].self, forKey: .upstreams) ?? []
+            maxTokens = try container.decodeIfPresent(Int.self, forKey: .maxTokens)
+            if let maxTokens, maxTokens <= 0 {
+                throw DecodingError.dataCorruptedError(forKey: .maxTokens, in: container, debugDescription: "must be a positive integer")
+            }
         }
     }
 
@@ -69,14 +77,25 @@ public struct ModelCatalogue: Sendable, Equatable, Decodable {
         public var maxConcurrentRequests: Int
         /// How long a server that failed (or answered 429 without `Retry-After`) is passed over.
         public var backoffMs: Int
+        /// The longest line (or event) of the server's stream Handoff reads; a longer one ends the reply with
+        /// `upstream_error`.
+        public var maxLineBytes: Int
+        /// The most bytes of one reply's stream Handoff reads; past it the reply ends with `upstream_error`.
+        public var maxReplyBytes: Int
 
-        public static let defaults = (connectMs: 5_000, firstTokenMs: 60_000, betweenTokensMs: 30_000, maxConcurrent: 16, backoffMs: 5_000)
+        public static let defaults = (
+            connectMs: 5_000, firstTokenMs: 60_000, betweenTokensMs: 30_000, maxConcurrent: 16, backoffMs: 5_000,
+            maxLineBytes: 1 << 20, maxReplyBytes: 64 << 20
+        )
 
         public init(
             baseURL: String, model: String, apiKeyEnv: String? = nil, connectTimeoutMs: Int = defaults.connectMs,
             firstTokenTimeoutMs: Int = defaults.firstTokenMs, betweenTokensTimeoutMs: Int = defaults.betweenTokensMs,
-            maxConcurrentRequests: Int = defaults.maxConcurrent, backoffMs: Int = defaults.backoffMs
+            maxConcurrentRequests: Int = defaults.maxConcurrent, backoffMs: Int = defaults.backoffMs,
+            maxLineBytes: Int = defaults.maxLineBytes, maxReplyBytes: Int = defaults.maxReplyBytes
         ) {
+            self.maxLineBytes = maxLineBytes
+            self.maxReplyBytes = maxReplyBytes
             self.baseURL = baseURL
             self.model = model
             self.apiKeyEnv = apiKeyEnv
@@ -96,6 +115,8 @@ public struct ModelCatalogue: Sendable, Equatable, Decodable {
             case betweenTokensTimeoutMs = "between_tokens_timeout_ms"
             case maxConcurrentRequests = "max_concurrent_requests"
             case backoffMs = "backoff_ms"
+            case maxLineBytes = "max_line_bytes"
+            case maxReplyBytes = "max_reply_bytes"
         }
 
         public init(from decoder: any Decoder) throws {
@@ -115,7 +136,9 @@ public struct ModelCatalogue: Sendable, Equatable, Decodable {
                 firstTokenTimeoutMs: try positive(.firstTokenTimeoutMs, Self.defaults.firstTokenMs),
                 betweenTokensTimeoutMs: try positive(.betweenTokensTimeoutMs, Self.defaults.betweenTokensMs),
                 maxConcurrentRequests: try positive(.maxConcurrentRequests, Self.defaults.maxConcurrent),
-                backoffMs: try positive(.backoffMs, Self.defaults.backoffMs))
+                backoffMs: try positive(.backoffMs, Self.defaults.backoffMs),
+                maxLineBytes: try positive(.maxLineBytes, Self.defaults.maxLineBytes),
+                maxReplyBytes: try positive(.maxReplyBytes, Self.defaults.maxReplyBytes))
         }
 
         /// The endpoint every request goes to.

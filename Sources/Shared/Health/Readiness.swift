@@ -14,6 +14,7 @@ public final class Readiness: Sendable {
         case database = "Postgres did not answer within the readiness deadline."
         case listener = "The LISTEN connection to Postgres is down."
         case draining = "This process is draining."
+        case full = "This stream server holds as many connections as it may (HANDOFF_SSE_MAX_CONNECTIONS)."
     }
 
     private struct State {

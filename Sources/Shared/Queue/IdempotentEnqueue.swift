@@ -34,7 +34,8 @@ extension TaskQueue {
                     SELECT \(submission.id)::uuid AS id, \(submission.request.model)::text AS model, \(submission.body)::text AS body,
                         \(submission.caller)::text AS digest, \(submission.estimate)::bigint AS estimate,
                         \(submission.promptTokens)::int AS prompt_tokens, \(submission.request.tokenLimit ?? 0)::int AS max_tokens,
-                        \(submission.response ?? "")::text AS response, 1::bigint AS ord
+                        \(submission.tokenCap ?? 0)::int AS cap, \(submission.response ?? "")::text AS response,
+                        \(maxQueued)::int AS max_queued, 1::bigint AS ord
                 ), \(unescaped: RateLimitLedger.admission), body AS (
                     SELECT encode(sha256(convert_to(\(submission.body)::jsonb::text, 'UTF8')), 'hex') AS hash
                 ), prior AS (
@@ -49,8 +50,9 @@ extension TaskQueue {
                     WHERE handoff_idempotency.created_at < now() - \(window) * interval '1 second'
                     RETURNING task_id
                 ), queued AS (
-                    INSERT INTO handoff_tasks (id, model, request, key_id, reserved_tokens, prompt_tokens, response)
-                    SELECT d.id, d.model, d.body::jsonb, d.key_id, d.reservation, d.prompt_tokens, nullif(d.response, '')::jsonb
+                    INSERT INTO handoff_tasks (id, model, request, key_id, reserved_tokens, prompt_tokens, response, max_tokens)
+                    SELECT d.id, d.model, d.body::jsonb, d.key_id, d.reservation, d.prompt_tokens, nullif(d.response, '')::jsonb,
+                        d.token_cap
                     FROM decided d, claimed
                     RETURNING id, key_id, model, reserved_tokens
                 ), \(unescaped: RateLimitLedger.reservation), notified AS (

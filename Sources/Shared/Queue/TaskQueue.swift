@@ -11,10 +11,13 @@ public struct TaskQueue: Sendable {
     /// Every statement's deadline (`HANDOFF_DB_TIMEOUT_MS` in the servers).
     let timeout: Duration
     let logger: Logger
+    /// `HANDOFF_MAX_QUEUED`: admission refuses a task that would make more than this many queued; 0 for no cap.
+    let maxQueued: Int
 
-    public init(client: PostgresClient, timeout: Duration = .seconds(5), logger: Logger) {
+    public init(client: PostgresClient, timeout: Duration = .seconds(5), maxQueued: Int = 0, logger: Logger) {
         self.client = client
         self.timeout = timeout
+        self.maxQueued = maxQueued
         self.logger = logger
     }
 
@@ -30,26 +33,27 @@ public struct TaskQueue: Sendable {
     /// field of it, including those Handoff does not read (`tools`, `response_format`, ...).
     public func enqueue(_ submissions: [TaskSubmission]) async throws -> [Admission] {
         guard !submissions.isEmpty else { return [] }
-        let rows = try await client.perform(EnqueueStatement(query: Self.enqueueQuery(submissions)), timeout: timeout, logger: logger)
+        let rows = try await client.perform(EnqueueStatement(query: Self.enqueueQuery(submissions, maxQueued: maxQueued)), timeout: timeout, logger: logger)
         return try Admission.assemble(rows.map { try AdmissionRow($0.makeRandomAccess()) }, count: submissions.count)
     }
 
     struct EnqueueStatement: PreparedQuery {
-        static let sql = TaskQueue.enqueueQuery([]).sql
+        static let sql = TaskQueue.enqueueQuery([], maxQueued: 0).sql
         let query: PostgresQuery
     }
 
-    static func enqueueQuery(_ submissions: [TaskSubmission]) -> PostgresQuery {
+    static func enqueueQuery(_ submissions: [TaskSubmission], maxQueued: Int) -> PostgresQuery {
         """
         WITH \(unescaped: RateLimitLedger.clock), requests AS (
-            SELECT * FROM unnest(\(submissions.map(\.id))::uuid[], \(submissions.map(\.request.model))::text[],
-                \(submissions.map(\.body))::text[], \(submissions.map(\.caller))::text[], \(submissions.map(\.estimate))::bigint[],
-                \(submissions.map(\.promptTokens))::int[], \(submissions.map { $0.request.tokenLimit ?? 0 })::int[],
+            SELECT r.*, \(maxQueued)::int AS max_queued FROM unnest(\(submissions.map(\.id))::uuid[],
+                \(submissions.map(\.request.model))::text[], \(submissions.map(\.body))::text[], \(submissions.map(\.caller))::text[],
+                \(submissions.map(\.estimate))::bigint[], \(submissions.map(\.promptTokens))::int[],
+                \(submissions.map { $0.request.tokenLimit ?? 0 })::int[], \(submissions.map { $0.tokenCap ?? 0 })::int[],
                 \(submissions.map { $0.response ?? "" })::text[])
-                WITH ORDINALITY AS r (id, model, body, digest, estimate, prompt_tokens, max_tokens, response, ord)
+                WITH ORDINALITY AS r (id, model, body, digest, estimate, prompt_tokens, max_tokens, cap, response, ord)
         ), \(unescaped: RateLimitLedger.admission), queued AS (
-            INSERT INTO handoff_tasks (id, model, request, key_id, reserved_tokens, prompt_tokens, response)
-            SELECT id, model, body::jsonb, key_id, reservation, prompt_tokens, nullif(response, '')::jsonb
+            INSERT INTO handoff_tasks (id, model, request, key_id, reserved_tokens, prompt_tokens, response, max_tokens)
+            SELECT id, model, body::jsonb, key_id, reservation, prompt_tokens, nullif(response, '')::jsonb, token_cap
             FROM decided WHERE verdict = 'admitted'
             RETURNING id, key_id, model, reserved_tokens
         ), \(unescaped: RateLimitLedger.reservation), notified AS (
@@ -66,11 +70,13 @@ public struct TaskQueue: Sendable {
         let rows = try await client.perform(
             ClaimStatement(query: Self.claimQuery(workerID: workerID, limit: limit, lease: lease)), timeout: timeout, logger: logger)
         var claimed: [ClaimedTask] = []
-        for (id, json, attempt, created, cancelled, queuedMicroseconds) in try rows.decode((UUID, String, Int, Int64, Bool, Int64).self) {
+        for (id, json, attempt, created, cancelled, queuedMicroseconds, tokenCap) in try rows.decode(
+            (UUID, String, Int, Int64, Bool, Int64, Int?).self)
+        {
             let request = try JSONDecoder().decode(ChatCompletionRequest.self, from: Data(json.utf8))
             claimed.append(ClaimedTask(
                 id: id, request: request, body: json, attempt: attempt, created: created, cancelRequested: cancelled,
-                queuedFor: .microseconds(queuedMicroseconds)))
+                queuedFor: .microseconds(queuedMicroseconds), tokenCap: tokenCap))
         }
         return claimed
     }
@@ -90,10 +96,10 @@ public struct TaskQueue: Sendable {
                 SELECT id FROM handoff_tasks WHERE status = 'queued' ORDER BY created_at LIMIT \(limit)
                 FOR UPDATE SKIP LOCKED
             )
-            RETURNING id, request::text, attempts, created_at, cancel_requested_at IS NOT NULL AS cancelled
+            RETURNING id, request::text, attempts, created_at, cancel_requested_at IS NOT NULL AS cancelled, max_tokens
         )
         SELECT id, request, attempts, extract(epoch FROM created_at)::bigint, cancelled,
-            (extract(epoch FROM clock_timestamp() - created_at) * 1000000)::bigint
+            (extract(epoch FROM clock_timestamp() - created_at) * 1000000)::bigint, max_tokens
         FROM claimed ORDER BY created_at
         """
     }

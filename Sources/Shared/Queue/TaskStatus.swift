@@ -25,11 +25,15 @@ public struct ClaimedTask: Sendable {
     public let cancelRequested: Bool
     /// From its enqueue to this claim (for a task handed back or requeued, its earlier runs included).
     public let queuedFor: Duration
+    /// The reply's cap that admission decided (the request's own `max_tokens`, else the smallest of its key's, its
+    /// model's and `HANDOFF_MAX_TOKENS_LIMIT`); `nil` for a task queued before caps were stored.
+    public let tokenCap: Int?
 
     public init(
         id: UUID, request: ChatCompletionRequest, body: String, attempt: Int, created: Int64, cancelRequested: Bool = false,
-        queuedFor: Duration = .zero
+        queuedFor: Duration = .zero, tokenCap: Int? = nil
     ) {
+        self.tokenCap = tokenCap
         self.id = id
         self.request = request
         self.body = body

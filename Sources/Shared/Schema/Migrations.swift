@@ -123,6 +123,35 @@ public enum Migrations {
                 // A Responses API task: what its Response object echoes (ResponseSettings). NULL for a chat completion.
                 "ALTER TABLE handoff_tasks ADD COLUMN response jsonb",
             ]),
+        Migration(
+            version: 6, name: "load caps",
+            statements: [
+                // max_tokens: the reply's effective cap, decided at admission (the request's own, else the smallest of
+                // the key's, the model's and HANDOFF_MAX_TOKENS_LIMIT): what the worker tells an upstream. NULL on
+                // tasks queued before this migration.
+                "ALTER TABLE handoff_tasks ADD COLUMN max_tokens integer CHECK (max_tokens > 0)",
+                "ALTER TABLE handoff_api_keys ADD COLUMN max_concurrent_tasks integer CHECK (max_concurrent_tasks > 0)",
+                "CREATE INDEX handoff_tasks_active_by_key ON handoff_tasks (key_id) WHERE status IN ('queued', 'running')",
+                // The load caps count what is queued or running after the enqueue's locks are held: a VOLATILE
+                // function takes a fresh snapshot for each query it runs (READ COMMITTED), where the statement's own
+                // snapshot was taken before it waited for the locks and would miss tasks committed meanwhile.
+                """
+                CREATE FUNCTION handoff_active_tasks(owner uuid) RETURNS bigint LANGUAGE plpgsql VOLATILE AS $$
+                BEGIN
+                    RETURN (SELECT count(*) FROM handoff_tasks WHERE key_id = owner AND status IN ('queued', 'running'));
+                END $$
+                """,
+                // With a cap (> 0), every enqueue takes one transaction-scoped advisory lock first, so concurrent
+                // enqueues from any number of API replicas count the queue one after another; 0 means no cap.
+                """
+                CREATE FUNCTION handoff_queued_tasks(cap integer) RETURNS bigint LANGUAGE plpgsql VOLATILE AS $$
+                BEGIN
+                    IF cap <= 0 THEN RETURN 0; END IF;
+                    PERFORM pg_advisory_xact_lock(7305424061447386449);
+                    RETURN (SELECT count(*) FROM handoff_tasks WHERE status = 'queued');
+                END $$
+                """,
+            ]),
     ]
 }
 

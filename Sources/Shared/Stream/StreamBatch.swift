@@ -72,8 +72,15 @@ public struct StreamCatchUp: Sendable, Equatable {
     /// was created — what its Response renders before any event.
     public var response: String?
     public var created: Int64
+    /// For an opening: the key that created the task has been revoked or has expired since, so its stream is no
+    /// longer served (a stream token follows its key).
+    public var ownerLapsed: Bool
 
-    public init(exists: Bool, streaming: Bool, head: Int, batches: [StreamBatch], response: String? = nil, created: Int64 = 0) {
+    public init(
+        exists: Bool, streaming: Bool, head: Int, batches: [StreamBatch], response: String? = nil, created: Int64 = 0,
+        ownerLapsed: Bool = false
+    ) {
+        self.ownerLapsed = ownerLapsed
         self.exists = exists
         self.streaming = streaming
         self.head = head

@@ -61,9 +61,10 @@ public struct StreamLog: Sendable {
         var results = Array(repeating: StreamCatchUp(exists: false, streaming: true, head: 0, batches: []), count: streams.count)
         let rows = try await client.perform(
             CatchUpStatement(query: Self.catchUpQuery(streams, pageSize: pageSize)), timeout: timeout, logger: logger)
-        for (ordinal, exists, streaming, head, response, created, task, sequence, events, final, committed) in try rows.decode(
-            (Int, Bool, Bool?, Int?, String?, Int64?, UUID?, Int?, String?, Bool?, Int64?).self)
+        for (ordinal, exists, streaming, head, response, created, lapsed, task, sequence, events, final, committed) in try rows.decode(
+            (Int, Bool, Bool?, Int?, String?, Int64?, Bool, UUID?, Int?, String?, Bool?, Int64?).self)
         {
+            results[ordinal - 1].ownerLapsed = lapsed
             results[ordinal - 1].exists = exists
             results[ordinal - 1].streaming = streaming ?? true
             results[ordinal - 1].head = head ?? 0
@@ -85,13 +86,16 @@ public struct StreamLog: Sendable {
     /// probe per task (a `max` over all their rows would read every row of every stream each time). The SSE
     /// servers ask this about the tasks their clients watch, so the same statement records that they are watched
     /// (`watched_at`, at most every `watchRefresh` per task): a running task nobody watches is cancelled as abandoned.
-    public func heads(ofWatched tasks: [UUID]) async throws -> [UUID: Int] {
-        guard !tasks.isEmpty else { return [:] }
+    /// It also names the tasks whose key has been revoked or has expired: their open streams end.
+    public func heads(ofWatched tasks: [UUID]) async throws -> (heads: [UUID: Int], lapsed: Set<UUID>) {
+        guard !tasks.isEmpty else { return ([:], []) }
         let rows = try await client.perform(HeadsStatement(query: Self.headsQuery(ofWatched: tasks)), timeout: timeout, logger: logger)
         var heads: [UUID: Int] = [:]
-        for (task, sequence) in try rows.decode((UUID, Int).self) {
+        var lapsed: Set<UUID> = []
+        for (task, sequence, ownerLapsed) in try rows.decode((UUID, Int?, Bool).self) {
             heads[task] = sequence
+            if ownerLapsed { lapsed.insert(task) }
         }
-        return heads
+        return (heads, lapsed)
     }
 }

@@ -63,7 +63,7 @@ extension StreamLog {
 
     static func catchUpQuery(_ streams: [(task: UUID, cursor: StreamCursor, opening: Bool)], pageSize: Int) -> PostgresQuery {
         """
-        SELECT r.ord::int, t.found IS NOT NULL, t.streaming, t.head, t.response, t.created,
+        SELECT r.ord::int, t.found IS NOT NULL, t.streaming, t.head, t.response, t.created, coalesce(t.lapsed, false),
             s.task_id, s.seq, s.events, s.final, (extract(epoch FROM s.created_at) * 1000000)::bigint
         FROM unnest(\(streams.map(\.task))::uuid[], \(streams.map(\.cursor.sequence))::int[], \(streams.map(\.opening))::bool[])
             WITH ORDINALITY AS r (task, after, opening, ord)
@@ -72,7 +72,8 @@ extension StreamLog {
                 CASE WHEN r.opening THEN coalesce((tasks.request->>'stream')::boolean, false) END AS streaming,
                 CASE WHEN r.opening THEN (SELECT coalesce(max(h.seq), 0) FROM handoff_stream h WHERE h.task_id = r.task) END AS head,
                 CASE WHEN r.opening THEN tasks.response::text END AS response,
-                extract(epoch FROM tasks.created_at)::bigint AS created
+                extract(epoch FROM tasks.created_at)::bigint AS created,
+                CASE WHEN r.opening THEN \(unescaped: Self.ownerLapsed("tasks")) END AS lapsed
             FROM handoff_tasks tasks WHERE tasks.id = r.task
         ) t ON true
         LEFT JOIN LATERAL (
@@ -90,8 +91,20 @@ extension StreamLog {
             WHERE id = ANY(\(tasks)::uuid[]) AND status IN ('queued', 'running')
                 AND (watched_at IS NULL OR watched_at < now() - \(Int(Self.watchRefresh.components.seconds)) * interval '1 second')
         )
-        SELECT t.id, h.seq FROM unnest(\(tasks)::uuid[]) AS t (id)
-        CROSS JOIN LATERAL (SELECT seq FROM handoff_stream WHERE task_id = t.id ORDER BY seq DESC LIMIT 1) h
+        SELECT t.id, h.seq, coalesce(l.lapsed, false) FROM unnest(\(tasks)::uuid[]) AS t (id)
+        LEFT JOIN LATERAL (SELECT seq FROM handoff_stream WHERE task_id = t.id ORDER BY seq DESC LIMIT 1) h ON true
+        LEFT JOIN LATERAL (
+            SELECT \(unescaped: Self.ownerLapsed("tasks")) AS lapsed FROM handoff_tasks tasks WHERE tasks.id = t.id
+        ) l ON true
+        WHERE h.seq IS NOT NULL OR l.lapsed
+        """
+    }
+
+    /// Whether the key that created the task `row` names has been revoked or has expired: its streams stop.
+    static func ownerLapsed(_ row: String) -> String {
+        """
+        EXISTS (SELECT 1 FROM handoff_api_keys k WHERE k.id = \(row).key_id
+            AND (k.revoked_at IS NOT NULL OR k.expires_at <= now()))
         """
     }
 }

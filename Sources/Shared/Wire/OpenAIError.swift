@@ -58,6 +58,28 @@ public struct OpenAIError: Error, Sendable, Equatable, Decodable {
         status: 503, message: "The service is temporarily unavailable: its database did not answer in time. Retry shortly.",
         type: "server_error", code: "service_unavailable")
 
+    /// The queue holds `HANDOFF_MAX_QUEUED` tasks: refused before anything is stored.
+    public static let overloaded = OpenAIError(
+        status: 503, message: "The service is overloaded: its queue is full. Please try again shortly.", type: "server_error",
+        code: "overloaded")
+
+    /// The key that created a task was revoked or has expired: its stream is no longer served, open or not.
+    public static let ownerLapsed = OpenAIError(
+        status: 401, message: "The API key that created this completion has been revoked or has expired.",
+        type: "invalid_request_error", code: "invalid_api_key")
+
+    /// One task's streams on one SSE replica are capped: a token alone must not open any number of replays.
+    public static func tooManyStreams(limit: Int) -> OpenAIError {
+        OpenAIError(
+            status: 429, message: "This completion already has \(limit) open streams here; close one first.",
+            type: "requests", code: "too_many_streams")
+    }
+
+    /// An SSE replica at its connection cap: the client retries, and Caddy sends new streams elsewhere.
+    public static let tooManyConnections = OpenAIError(
+        status: 503, message: "This stream server holds as many connections as it may. Retry shortly.",
+        type: "server_error", code: "overloaded")
+
     /// `/readyz` of a process that should not be sent work now.
     public static func notReady(_ problem: Readiness.Problem) -> OpenAIError {
         OpenAIError(status: 503, message: problem.rawValue, type: "server_error", code: "not_ready")

@@ -5,13 +5,19 @@ import Foundation
 public struct RequestValidation: Sendable {
     public var models: Set<String>
     public var maxTokensLimit: Int
+    /// The catalogue's per-model `max_tokens`, where a model has one.
+    public var modelMaxTokens: [String: Int]
     public var maxMessages: Int
     /// Characters of message content (text parts and names) over all messages.
     public var maxPromptCharacters: Int
 
-    public init(models: Set<String>, maxTokensLimit: Int, maxMessages: Int = 2048, maxPromptCharacters: Int = 1_000_000) {
+    public init(
+        models: Set<String>, maxTokensLimit: Int, modelMaxTokens: [String: Int] = [:], maxMessages: Int = 2048,
+        maxPromptCharacters: Int = 1_000_000
+    ) {
         self.models = models
         self.maxTokensLimit = maxTokensLimit
+        self.modelMaxTokens = modelMaxTokens
         self.maxMessages = maxMessages
         self.maxPromptCharacters = maxPromptCharacters
     }
@@ -19,7 +25,20 @@ public struct RequestValidation: Sendable {
     public init(catalogue: ModelCatalogue, settings: Settings) throws {
         self.init(
             models: Set(catalogue.names), maxTokensLimit: try settings.int(.maxTokensLimit),
+            modelMaxTokens: Dictionary(uniqueKeysWithValues: catalogue.models.compactMap { model in model.maxTokens.map { (model.name, $0) } }),
             maxMessages: try settings.int(.maxMessages), maxPromptCharacters: try settings.int(.maxPromptCharacters))
+    }
+
+    /// The most reply tokens `model` may be asked for: `HANDOFF_MAX_TOKENS_LIMIT`, or the model's own cap below it.
+    public func tokenLimit(of model: String) -> Int {
+        min(maxTokensLimit, modelMaxTokens[model] ?? maxTokensLimit)
+    }
+
+    /// The reply's cap before its key's: the request's own, else the model's limit. Admission lowers it to the key's
+    /// `--max-tokens`; the worker sends it to an upstream when the request named none, so no server's default (vLLM's
+    /// is the rest of the context) applies.
+    public func tokenCap(of request: ChatCompletionRequest) -> Int {
+        request.tokenLimit ?? tokenLimit(of: request.model)
     }
 
     public func decode(_ body: Data) throws(OpenAIError) -> ChatCompletionRequest {
@@ -31,9 +50,19 @@ public struct RequestValidation: Sendable {
         } catch {
             throw .invalidRequest("The request body is not valid JSON.", param: nil)
         }
+        try Self.rejectDuplicateKeys(body)
         try validate(request)
         try Self.rejectNUL(body)
         return request
+    }
+
+    /// One parse: the decoder keeps the first of two members of one name, the stored `jsonb` the last, so a body
+    /// naming one twice would run what was never validated (`"max_tokens":2, …, "max_tokens":100000`).
+    static func rejectDuplicateKeys(_ body: Data) throws(OpenAIError) {
+        guard let duplicate = JSONDuplicateKeys.first(in: body) else { return }
+        throw .invalidRequest(
+            "The request body names '\(duplicate.path)' more than once; each key may appear only once.",
+            param: duplicate.path, code: "duplicate_key")
     }
 
     /// The body is stored as jsonb, which cannot hold NUL in any field — including those only an upstream reads.
@@ -69,9 +98,10 @@ public struct RequestValidation: Sendable {
                 throw .invalidRequest("'messages[\(index)].\(field)' must not contain NUL characters.", param: "messages[\(index)].\(field)")
             }
         }
+        let limit = tokenLimit(of: request.model)
         for (field, value) in [("max_tokens", request.maxTokens), ("max_completion_tokens", request.maxCompletionTokens)] {
-            if let value, !(1...maxTokensLimit).contains(value) {
-                throw .invalidRequest("'\(field)' must be between 1 and \(maxTokensLimit); got \(value).", param: field)
+            if let value, !(1...limit).contains(value) {
+                throw .invalidRequest("'\(field)' must be between 1 and \(limit); got \(value).", param: field)
             }
         }
         if let n = request.n, n != 1 {

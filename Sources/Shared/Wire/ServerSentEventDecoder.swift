@@ -5,12 +5,32 @@ import NIOCore
 /// starting with `:` are comments; `data:` lines join with LF; `event:` sets the type and `id:` the last event id
 /// (unless it holds NUL); `retry:` and unknown fields are ignored; a blank line dispatches the event if it has
 /// data. Bytes are kept until their line ends, so a UTF-8 character split across reads decodes whole.
-struct ServerSentEventDecoder {
-    struct Event: Equatable, Sendable {
-        var type: String
-        var data: String
-        var lastEventID: String
+///
+/// What it holds is bounded: a line longer than `maxLineBytes`, an event whose data grows past it, or a stream of
+/// more than `maxStreamBytes` in all throws `Oversized`, so a server that never ends a line (or a reply) costs
+/// one task its stream and nothing else in the process.
+public struct ServerSentEventDecoder: Sendable {
+    public struct Event: Equatable, Sendable {
+        public var type: String
+        public var data: String
+        public var lastEventID: String
+
+        public init(type: String, data: String, lastEventID: String) {
+            self.type = type
+            self.data = data
+            self.lastEventID = lastEventID
+        }
     }
+
+    /// Which bound a stream broke.
+    public enum Oversized: Error, Equatable {
+        case line(limit: Int)
+        case stream(limit: Int)
+    }
+
+    public let maxLineBytes: Int
+    public let maxStreamBytes: Int
+    private var streamBytes = 0
 
     private static let bom: [UInt8] = [0xEF, 0xBB, 0xBF]
 
@@ -23,12 +43,19 @@ struct ServerSentEventDecoder {
     private var type = ""
     private var lastEventID = ""
 
-    /// Feeds the next bytes; returns the events they complete, in order.
-    mutating func feed(_ buffer: ByteBuffer) -> [Event] {
-        buffer.withUnsafeReadableBytes { feed($0) }
+    public init(maxLineBytes: Int = 1 << 20, maxStreamBytes: Int = 64 << 20) {
+        self.maxLineBytes = maxLineBytes
+        self.maxStreamBytes = maxStreamBytes
     }
 
-    mutating func feed(_ bytes: some Sequence<UInt8>) -> [Event] {
+    /// Feeds the next bytes; returns the events they complete, in order.
+    public mutating func feed(_ buffer: ByteBuffer) throws(Oversized) -> [Event] {
+        try buffer.withUnsafeReadableBytes { bytes throws(Oversized) in try feed(bytes) }
+    }
+
+    public mutating func feed(_ bytes: some Collection<UInt8>) throws(Oversized) -> [Event] {
+        streamBytes += bytes.count
+        guard streamBytes <= maxStreamBytes else { throw .stream(limit: maxStreamBytes) }
         var events: [Event] = []
         for byte in bytes {
             if let matched = bomMatched {
@@ -45,16 +72,17 @@ struct ServerSentEventDecoder {
                 lastByteWasCR = false
             case UInt8(ascii: "\n"), UInt8(ascii: "\r"):
                 lastByteWasCR = byte == UInt8(ascii: "\r")
-                if let event = endLine() { events.append(event) }
+                if let event = try endLine() { events.append(event) }
             default:
                 lastByteWasCR = false
+                guard line.count < maxLineBytes else { throw .line(limit: maxLineBytes) }
                 line.append(byte)
             }
         }
         return events
     }
 
-    private mutating func endLine() -> Event? {
+    private mutating func endLine() throws(Oversized) -> Event? {
         defer { line.removeAll(keepingCapacity: true) }
         if line.isEmpty { return dispatch() }
         if line.first == UInt8(ascii: ":") { return nil }
@@ -64,6 +92,8 @@ struct ServerSentEventDecoder {
         if value.first == UInt8(ascii: " ") { value = value.dropFirst() }
         switch String(decoding: field, as: UTF8.self) {
         case "data":
+            // An event of many short data lines grows as one long line would.
+            guard data.count + value.count < maxLineBytes else { throw Oversized.line(limit: maxLineBytes) }
             if hasData { data.append(UInt8(ascii: "\n")) }
             data.append(contentsOf: value)
             hasData = true

@@ -39,9 +39,13 @@ public struct StreamCursor: Sendable, Hashable, Comparable, CustomStringConverti
         self.sequence = sequence
     }
 
+    /// The largest sequence number the stream table holds (`seq integer`). A cursor past it would fail, as out of
+    /// range, the batched read that carries it, and with it every other stream of that read.
+    public static let maxSequence = Int(Int32.max)
+
     /// Parses an SSE event id (`Last-Event-ID`); `nil` for anything that is not one we could have sent.
     public init?(eventID: String) {
-        guard let value = Int(eventID), value >= 0 else { return nil }
+        guard let value = Int(eventID), (0...Self.maxSequence).contains(value) else { return nil }
         self.sequence = value
     }
 

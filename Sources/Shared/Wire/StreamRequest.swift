@@ -1,11 +1,9 @@
 import Foundation
-import NIOHTTP1
-import Shared
 
-/// What a request to the SSE server asks for, checked before any I/O: the health probe, or a stream whose
+/// What a request to an SSE server asks for, checked before any I/O: the health probe, or a stream whose
 /// token is valid for the task its path names (and whose owner is the request's API key, if it names one), with
-/// the cursor it resumes from.
-enum SSERequest: Equatable {
+/// the cursor it resumes from. Pure, over the request line and two headers, so it is fuzzed as it runs.
+public enum StreamRequest: Equatable, Sendable {
     case health
     case readiness
     case metrics
@@ -14,8 +12,9 @@ enum SSERequest: Equatable {
     /// events up to `startingAfter` are left out.
     case responses(task: UUID, streaming: Bool, startingAfter: Int)
 
-    init(_ head: HTTPRequestHead, secret: StreamSecret) throws(OpenAIError) {
-        let (path, query) = Self.split(head.uri)
+    /// `method` is the request's (`GET`); `header` looks a request header up by name.
+    public init(method: String, uri: String, header: (String) -> String?, secret: StreamSecret) throws(OpenAIError) {
+        let (path, query) = Self.split(uri)
         switch path {
         case OperationsRoute.health: self = .health; return
         case OperationsRoute.readiness: self = .readiness; return
@@ -29,24 +28,25 @@ enum SSERequest: Equatable {
         }
         // POST too: `curl -X POST -L` keeps the method (and body) across the 302, as many type it out of habit. The
         // URL's token is the capability; the body is ignored.
-        guard head.method == .GET || head.method == .POST else {
+        guard method == "GET" || method == "POST" else {
             throw OpenAIError(status: 405, message: "Streams are read with GET (or POST).", type: "invalid_request_error", code: "method_not_allowed")
         }
         try StreamToken.authorize(
-            query[StreamRoute.tokenParameter], taskID: task, authorization: head.headers.first(name: "Authorization"), secret: secret)
+            query[StreamRoute.tokenParameter], taskID: task, kind: chat == nil ? .responses : .chat,
+            authorization: header("Authorization"), secret: secret)
         guard chat == nil else {
-            self = .stream(task: task, start: try Self.startCursor(header: head.headers.first(name: StreamRoute.lastEventIDHeader), query: query))
+            self = .stream(task: task, start: try Self.startCursor(header: header(StreamRoute.lastEventIDHeader), query: query))
             return
         }
         let after = query[ResponsesRoute.startingAfterParameter] ?? "-1"
-        guard let startingAfter = Int(after), startingAfter >= -1 else {
+        guard let startingAfter = ResponsesRoute.startingAfter(after) else {
             throw .invalidRequest("'\(after)' is not a sequence number.", param: ResponsesRoute.startingAfterParameter)
         }
         self = .responses(task: task, streaming: query[ResponsesRoute.streamParameter] == "true", startingAfter: startingAfter)
     }
 
     /// The route pattern for `handoff_http_requests_total`: never the path itself, which names a task.
-    var route: String {
+    public var route: String {
         switch self {
         case .health: OperationsRoute.health
         case .readiness: OperationsRoute.readiness
@@ -71,7 +71,7 @@ enum SSERequest: Equatable {
     }
 
     /// The path and the decoded query parameters of a request target (the first value of a repeated name wins).
-    static func split(_ uri: String) -> (path: String, query: [String: String]) {
+    public static func split(_ uri: String) -> (path: String, query: [String: String]) {
         guard let mark = uri.firstIndex(of: "?") else { return (uri, [:]) }
         var query: [String: String] = [:]
         for pair in uri[uri.index(after: mark)...].split(separator: "&") {

@@ -22,6 +22,11 @@ public enum StreamRoute {
     public static let lastEventIDHeader = "Last-Event-ID"
     /// Names the SSE replica that serves a stream, so operators and tests behind the load balancer see who it is.
     public static let replicaHeader = "X-Handoff-Replica"
+    /// Set to `1` by Caddy on the request it makes when it follows a 302 itself (the transparent hand-off under
+    /// `/v1`): that client never saw the stream's URL, so a non-streaming one that leaves cannot come back, and its
+    /// task is cancelled at once instead of after the abandonment grace. Sent by anyone else, it only lets a token's
+    /// holder cancel its own task by hanging up.
+    public static let followedHeader = "X-Handoff-Followed"
 
     /// A same-origin relative URL, so the hand-off works behind any host name Caddy answers to.
     public static func location(task: UUID, token: String) -> String {

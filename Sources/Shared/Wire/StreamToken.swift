@@ -4,24 +4,33 @@ import Foundation
 /// The capability in a stream URL: `<expiry unix seconds>.<base64url HMAC-SHA256>` for a task nobody owns (auth
 /// off), `<expiry>.<owner>.<mac>` for a task an API key created.
 ///
-/// The MAC covers a version tag, the task id, the expiry and the owner, so a token opens exactly one task's stream
-/// until it expires. The task id travels in the path, not in the token. The owner is a tag derived from the key's
+/// The MAC covers a version tag, the token's kind, the task id, the expiry and the owner, so a token opens exactly
+/// one task's stream, through the routes of its kind only (a chat token is no Responses token), until it expires. The task id travels in the path, not in the token. The owner is a tag derived from the key's
 /// digest with the server secret (`ownerTag`): a replica checks a request's `Authorization` against it without the
 /// database, and the URL reveals nothing about the key.
 public struct StreamToken: Sendable, Equatable {
+    /// Which routes a token opens: a chat completion's stream (and its cancel), or a Responses task's. The kind is
+    /// signed, under its own domain tag, rather than spelled in the token, so no token can be relabelled.
+    public enum Kind: String, Sendable {
+        case chat
+        case responses
+    }
+
     public let taskID: UUID
     public let expiresAt: Int64
     /// `ownerTag` of the key that created the task; `nil` for a keyless task.
     public let owner: String?
+    public let kind: Kind
 
-    public init(taskID: UUID, expiresAt: Int64, owner: String? = nil) {
+    public init(taskID: UUID, expiresAt: Int64, owner: String? = nil, kind: Kind = .chat) {
         self.taskID = taskID
         self.expiresAt = expiresAt
         self.owner = owner
+        self.kind = kind
     }
 
     public func encoded(secret: StreamSecret) -> String {
-        let mac = Base64URL.encode(Self.mac(Self.message(taskID, expiresAt, owner), secret: secret))
+        let mac = Base64URL.encode(Self.mac(Self.message(kind, taskID, expiresAt, owner), secret: secret))
         guard let owner else { return "\(expiresAt).\(mac)" }
         return "\(expiresAt).\(owner).\(mac)"
     }
@@ -33,7 +42,7 @@ public struct StreamToken: Sendable, Equatable {
 
     /// Checks `text` for `taskID`; `now` is injectable so expiry is testable without sleeping.
     public static func verify(
-        _ text: String?, taskID: UUID, secret: StreamSecret, now: Int64 = Int64(Date().timeIntervalSince1970)
+        _ text: String?, taskID: UUID, kind: Kind = .chat, secret: StreamSecret, now: Int64 = Int64(Date().timeIntervalSince1970)
     ) throws(StreamTokenError) -> StreamToken {
         guard let text, !text.isEmpty else { throw .missing }
         let parts = text.split(separator: ".", omittingEmptySubsequences: false)
@@ -46,10 +55,10 @@ public struct StreamToken: Sendable, Equatable {
         guard Base64URL.encode(mac) == last else { throw .forged }
         // Constant-time comparison through Crypto's MAC check.
         guard mac.count == SHA256.byteCount,
-            HMAC<SHA256>.isValidAuthenticationCode(mac, authenticating: message(taskID, expiresAt, owner), using: secret.key)
+            HMAC<SHA256>.isValidAuthenticationCode(mac, authenticating: message(kind, taskID, expiresAt, owner), using: secret.key)
         else { throw .forged }
         guard expiresAt > now else { throw .expired }
-        return StreamToken(taskID: taskID, expiresAt: expiresAt, owner: owner)
+        return StreamToken(taskID: taskID, expiresAt: expiresAt, owner: owner, kind: kind)
     }
 
     /// `verify`, answered as the OpenAI error a request carrying the token gets: 401 when it is missing or
@@ -57,11 +66,11 @@ public struct StreamToken: Sendable, Equatable {
     /// SDK keeps it on the redirect) that is not the owner's: a leaked URL does not let another key in. The stream
     /// and the cancel endpoint both use it.
     public static func authorize(
-        _ text: String?, taskID: UUID, authorization: String?, secret: StreamSecret
+        _ text: String?, taskID: UUID, kind: Kind = .chat, authorization: String?, secret: StreamSecret
     ) throws(OpenAIError) {
         let token: StreamToken
         do {
-            token = try verify(text, taskID: taskID, secret: secret)
+            token = try verify(text, taskID: taskID, kind: kind, secret: secret)
         } catch .missing {
             throw .unauthorized("A stream token is required: use the one in the Location of POST /v1/chat/completions.")
         } catch .expired {
@@ -77,9 +86,15 @@ public struct StreamToken: Sendable, Equatable {
         }
     }
 
-    private static func message(_ taskID: UUID, _ expiresAt: Int64, _ owner: String?) -> Data {
-        guard let owner else { return Data("handoff-stream-v1|\(taskID.uuidString.lowercased())|\(expiresAt)".utf8) }
-        return Data("handoff-stream-v2|\(taskID.uuidString.lowercased())|\(expiresAt)|\(owner)".utf8)
+    /// A chat token signs what tokens signed before kinds existed (so those stay valid); a Responses token signs
+    /// under its own tag.
+    private static func message(_ kind: Kind, _ taskID: UUID, _ expiresAt: Int64, _ owner: String?) -> Data {
+        let task = taskID.uuidString.lowercased()
+        switch (kind, owner) {
+        case (.chat, nil): return Data("handoff-stream-v1|\(task)|\(expiresAt)".utf8)
+        case (.chat, let owner?): return Data("handoff-stream-v2|\(task)|\(expiresAt)|\(owner)".utf8)
+        case (.responses, let owner): return Data("handoff-responses-v1|\(task)|\(expiresAt)|\(owner ?? "")".utf8)
+        }
     }
 
     private static func mac(_ message: Data, secret: StreamSecret) -> Data {

@@ -25,7 +25,7 @@ struct UpstreamCall {
     func run(output: ReplyOutput) async throws(Failed) -> ReplyEnding {
         let progress = Progress()
         do {
-            let body = try UpstreamRequestBody.make(clientBody: task.body, upstreamModel: endpoint.configuration.model)
+            let body = try UpstreamRequestBody.make(clientBody: task.body, upstreamModel: endpoint.configuration.model, tokenCap: task.tokenCap)
             return try await withThrowingTaskGroup(of: ReplyEnding?.self) { group in
                 group.addTask {
                     try await watch(progress)
@@ -81,9 +81,16 @@ struct UpstreamCall {
                 retryAfter: response.headers.first(name: "Retry-After").flatMap { Int($0) }.map { .seconds($0) },
                 secrets: endpoint.secrets)
         }
-        var decoder = ServerSentEventDecoder()
+        var decoder = ServerSentEventDecoder(
+            maxLineBytes: endpoint.configuration.maxLineBytes, maxStreamBytes: endpoint.configuration.maxReplyBytes)
         for try await buffer in response.body {
-            for event in decoder.feed(buffer) {
+            let events: [ServerSentEventDecoder.Event]
+            do {
+                events = try decoder.feed(buffer)
+            } catch {
+                throw UpstreamFailure.oversized(error)
+            }
+            for event in events {
                 if event.data == "[DONE]" { return try relay.ending() }
                 for chunk in try relay.accept(event.data) {
                     await output.emit(chunk)

@@ -32,6 +32,16 @@ struct UpstreamFailure: Error {
         UpstreamFailure(error: .upstreamFailed(message), retryable: true)
     }
 
+    /// The server's reply broke a bound of the catalogue (`max_line_bytes`, `max_reply_bytes`): not a server to
+    /// read on, nor to try again for this request.
+    static func oversized(_ bound: ServerSentEventDecoder.Oversized) -> UpstreamFailure {
+        let message = switch bound {
+        case .line(let limit): "The model's server sent a line or an event longer than \(limit) bytes."
+        case .stream(let limit): "The model's server sent a reply longer than \(limit) bytes."
+        }
+        return UpstreamFailure(error: .upstreamFailed(message), retryable: false)
+    }
+
     /// A non-200 answer; `body` is what came with it.
     static func rejected(status: Int, body: Data, retryAfter: Duration?, secrets: [String]) -> UpstreamFailure {
         let text = String(decoding: body, as: UTF8.self)

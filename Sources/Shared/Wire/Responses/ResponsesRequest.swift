@@ -21,6 +21,7 @@ public struct ResponsesRequest: Sendable {
         } catch {
             throw .invalidRequest("The request body is not valid JSON.", param: nil)
         }
+        try RequestValidation.rejectDuplicateKeys(body)
         try RequestValidation.rejectNUL(body)
         try request.checkSupported()
         let settings = ResponseSettings(

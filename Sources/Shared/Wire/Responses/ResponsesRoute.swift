@@ -12,6 +12,13 @@ public enum ResponsesRoute {
     public static let startingAfterParameter = "starting_after"
 
     /// The SSE URL of a Responses task: a stream of events, or (without `stream`) the Response once it has ended.
+    /// A `starting_after` value: -1 (before the first event) up to the largest sequence number a stream holds;
+    /// `nil` for anything else.
+    public static func startingAfter(_ text: String) -> Int? {
+        guard let value = Int(text), (-1...StreamCursor.maxSequence).contains(value) else { return nil }
+        return value
+    }
+
     public static func location(task: UUID, token: String, stream: Bool, startingAfter: Int? = nil) -> String {
         var location = "\(ssePrefix)/\(task.uuidString.lowercased())?\(StreamRoute.tokenParameter)=\(token)"
         if stream { location += "&\(streamParameter)=true" }
