@@ -230,10 +230,11 @@ def run_scenarios(plan: dict, session: Session, only: set[str]) -> dict:
     idle = plan["idle"]
     if "idle" in only:
         log(f"scenario 3: {idle['streams']} idle streams on one replica, straight to it, no worker running")
+        # No worker: every stream's task stays queued, more of them than HANDOFF_MAX_QUEUED's default lets in.
         results["idle"] = session.run(False, lambda stack: bench(
         session.bin_dir, "idle", "--api-port", str(PORTS.api), "--sse-port", str(PORTS.sse[0]),
             "--sse-pid", str(stack.pid(f"sse-{PORTS.sse[0]}")), "--streams", str(idle["streams"]),
-            "--processes", str(idle["processes"]), "--hold", str(idle["hold"])))
+            "--processes", str(idle["processes"]), "--hold", str(idle["hold"])), HANDOFF_MAX_QUEUED="0")
 
     def latency(stack: Stack) -> dict:
         """Both modes on one stack: one database, worker and pair of SSE replicas; only the API process (and the

@@ -1,6 +1,7 @@
 import Foundation
 import HTTPTypes
 import Hummingbird
+import PostgresNIO
 import Shared
 
 /// The part of the hand-off every API that queues a task shares (chat completions, responses): reading the JSON
@@ -56,7 +57,16 @@ struct TaskAdmission: Sendable {
     /// Logs the task of an admitted request on the request's logger (which carries its `X-Request-Id`): the line that
     /// ties a request to its task.
     func admit(_ submission: TaskSubmission, request: Request, context: some RequestContext, maxTokensParam: String) async throws -> Outcome {
-        let outcome = try await enqueue(submission, request: request, maxTokensParam: maxTokensParam)
+        let outcome: Outcome
+        do {
+            outcome = try await enqueue(submission, request: request, maxTokensParam: maxTokensParam)
+        } catch let error as PSQLError where error.meansInvalidValue {
+            // What the decoder accepts and jsonb does not (1e999999, "\ud800"). The batcher ran this request alone
+            // before failing it, so its neighbours were queued.
+            throw OpenAIError.invalidRequest(
+                "The request holds a value that cannot be stored: a number out of range or an unpaired surrogate escape.",
+                param: nil, code: "invalid_value")
+        }
         if case .admitted(let task, _, let counted) = outcome {
             context.logger.info(counted ? "queued" : "idempotent retry", metadata: ["task": .task(task)])
         }

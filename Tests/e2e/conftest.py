@@ -142,6 +142,13 @@ def catalogue() -> dict:
         models.append({"name": name, "backend": "openai", "upstreams": [
             upstream(stub_url("A", f"/{name}"), model, backoff_ms=1)]})
     models += [
+        # Hostile upstreams and caps (test_hostile.py): a line and a reply past their bounds; a model's own reply cap.
+        {"name": "stub-long-line", "backend": "openai", "upstreams": [
+            upstream(stub_url("A", "/long-line"), "long-line", max_line_bytes=65536, backoff_ms=1)]},
+        {"name": "stub-flood", "backend": "openai", "upstreams": [
+            upstream(stub_url("A", "/flood"), "flood", max_reply_bytes=262144, backoff_ms=1)]},
+        {"name": "stub-capped", "backend": "openai", "max_tokens": 7, "upstreams": [
+            upstream(stub_url("A", "/capped"), "openai", backoff_ms=1)]},
         # Timeouts
         {"name": "stub-first-token-timeout", "backend": "openai", "upstreams": [
             upstream(stub_url("A", "/ftt"), "slow-first", first_token_timeout_ms=500, backoff_ms=1)]},

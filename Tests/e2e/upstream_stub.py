@@ -28,6 +28,8 @@ Models (the `model` field of the request):
   vllm-context-400                 400, vLLM's nested context-length error (the limit, 2048, in the message only)
   openai-context-400               400, OpenAI's context_length_exceeded error
   old-vllm-400                     400, older vLLM's flat `{"object":"error",...}` (not a context error)
+  long-line                        openai shape, 2 content chunks, then one `data:` line of 4 MiB that never ends
+  flood                            openai shape, content chunks of 1 KiB until 4 MiB were sent (or the client leaves)
 Anything else: 404 model_not_found, as the real servers answer.
 
 Recording: `GET /_stub/requests` answers every request seen as a JSON list of {"stub", "path", "model", "body",
@@ -515,7 +517,8 @@ class Handler(http.server.BaseHTTPRequestHandler):
 
         kind = {"reasoning": "vllm", "slow-first": "openai", "slow": "openai", "stall": "openai",
                 "midstream-error-llamacpp": "llamacpp", "midstream-error-vllm": "vllm",
-                "truncated-ollama": "ollama", "drop": "vllm", "drop-reset": "vllm"}.get(model, model)
+                "truncated-ollama": "ollama", "drop": "vllm", "drop-reset": "vllm", "long-line": "openai",
+                "flood": "openai"}.get(model, model)
         if kind not in SHAPES:
             recorder.update(record, status=404)
             self.reply(404, json.dumps({"error": {
@@ -544,7 +547,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
             self.send_header("openai-processing-ms", "112")
         self.end_headers()
         wire = Wire(self, rng)
-        coarse = model == "slow"
+        coarse = model in ("slow", "long-line", "flood")
         wire.send(shape.preamble())
 
         if model == "slow-first":
@@ -573,6 +576,20 @@ class Handler(http.server.BaseHTTPRequestHandler):
                 wire.send(shape.event(usage), coarse)
             wire.send(shape.event("[DONE]"), coarse)
             wire.end_after_done()
+            return "complete"
+
+        if model in ("long-line", "flood"):
+            # A server that never ends a line, or never ends its reply: the reader's bounds are all that stop it.
+            for n, text in enumerate(content_pieces(kind)[:2]):
+                token(shape.content(text, n))
+            if model == "long-line":
+                wire.send(b"data: ", coarse=True)
+                for _ in range(64):
+                    wire.send(b"x" * 65536, coarse=True)
+            else:
+                for n in range(4096):
+                    token(shape.content("y" * 1024, n))
+            wire.end()
             return "complete"
 
         if model in ("midstream-error-llamacpp", "midstream-error-vllm", "truncated-ollama", "drop", "drop-reset"):

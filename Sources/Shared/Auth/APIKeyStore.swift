@@ -96,8 +96,8 @@ public struct APIKeyStore: Sendable {
         return records
     }
 
-    /// Revokes the active keys `key` names; returns how many. Their open streams run on (a stream token is a
-    /// capability until it expires); every new request with them gets 401.
+    /// Revokes the active keys `key` names; returns how many. Every new request with them gets 401, and their tasks'
+    /// streams stop: refused at open, and ended within a poll when open (`StreamLog.ownerLapsed`).
     public func revoke(_ key: String) async throws -> Int {
         try await client.perform(
             """

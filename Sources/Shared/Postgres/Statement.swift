@@ -58,4 +58,10 @@ extension PSQLError {
         }
         return [.connectionError, .serverClosedConnection, .clientClosedConnection, .uncleanShutdown, .poolClosed].contains(code)
     }
+
+    /// Postgres refused a value the statement carried (class 22, data exception): a number `jsonb` cannot hold, an
+    /// unpaired surrogate escape. Said of a statement that carries one request alone, it is that request's fault.
+    public var meansInvalidValue: Bool {
+        serverInfo?[.sqlState]?.hasPrefix("22") == true
+    }
 }

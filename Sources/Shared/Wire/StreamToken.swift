@@ -5,7 +5,8 @@ import Foundation
 /// off), `<expiry>.<owner>.<mac>` for a task an API key created.
 ///
 /// The MAC covers a version tag, the token's kind, the task id, the expiry and the owner, so a token opens exactly
-/// one task's stream, through the routes of its kind only (a chat token is no Responses token), until it expires. The task id travels in the path, not in the token. The owner is a tag derived from the key's
+/// one task's stream, through the routes of its kind only (a chat token is no Responses token), until it expires or
+/// its key is revoked. The task id travels in the path, not in the token. The owner is a tag derived from the key's
 /// digest with the server secret (`ownerTag`): a replica checks a request's `Authorization` against it without the
 /// database, and the URL reveals nothing about the key.
 public struct StreamToken: Sendable, Equatable {
