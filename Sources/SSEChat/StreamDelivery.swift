@@ -132,17 +132,7 @@ final class StreamDelivery {
     /// `[DONE]` (a Responses stream: its error event). A client waiting for one `chat.completion` gets the error.
     func ownerLapsed() {
         guard phase == .streaming || phase == .reading else { return }
-        guard collected == nil else { return finish(.refused(.ownerLapsed)) }
-        var buffer = context.channel.allocator.buffer(capacity: 256)
-        if let renderer {
-            buffer.writeString(renderer.errorEvent(.ownerLapsed).frame)
-        } else {
-            buffer.writeString(ServerSentEvents.event(data: OpenAIError.ownerLapsed.json.text))
-            buffer.writeString(ServerSentEvents.done)
-        }
-        context.write(NIOAny(HTTPServerResponsePart.body(.byteBuffer(buffer))), promise: nil)
-        context.writeAndFlush(NIOAny(HTTPServerResponsePart.end(nil)), promise: nil)
-        finish(.interrupted)
+        end(with: .ownerLapsed, done: true)
     }
 
     /// Ends a stream the replica cannot finish (its drain time is over) with an error event and no `[DONE]`:
@@ -151,12 +141,19 @@ final class StreamDelivery {
     /// end to clients behind Caddy 2.6, which ends its own response cleanly when an upstream's breaks off.
     func interrupt() {
         guard phase == .streaming || phase == .reading else { return finish(.cancelled) }
-        guard collected == nil else { return finish(.refused(.streamInterrupted)) }
+        end(with: .streamInterrupted, done: false)
+    }
+
+    /// Ends an open stream early with `error` as its last event (and `[DONE]` after it, for a chat stream that is
+    /// over for good); a client waiting for one answer gets the error as that answer.
+    private func end(with error: OpenAIError, done: Bool) {
+        guard collected == nil else { return finish(.refused(error)) }
         var buffer = context.channel.allocator.buffer(capacity: 256)
         if let renderer {
-            buffer.writeString(renderer.errorEvent(.streamInterrupted).frame)
+            buffer.writeString(renderer.errorEvent(error).frame)
         } else {
-            buffer.writeString(ServerSentEvents.event(data: OpenAIError.streamInterrupted.json.text))
+            buffer.writeString(ServerSentEvents.event(data: error.json.text))
+            if done { buffer.writeString(ServerSentEvents.done) }
         }
         context.write(NIOAny(HTTPServerResponsePart.body(.byteBuffer(buffer))), promise: nil)
         context.writeAndFlush(NIOAny(HTTPServerResponsePart.end(nil)), promise: nil)

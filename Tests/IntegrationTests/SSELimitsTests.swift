@@ -39,6 +39,20 @@ struct SSELimitsTests {
         }
     }
 
+    /// Runs `body` while `count` clients stream `task`, then ends the task, so they finish.
+    func whileStreaming(
+        _ count: Int, of task: UUID, on server: SSEServerTests.Running, _ body: () async throws -> Void
+    ) async throws {
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            for _ in 0..<count { group.addTask { _ = try await server.get(server.path(task)) } }
+            #expect(await eventually { server.notifier.subscriberCount == count })
+            try await body()
+            try await server.log.append([StreamBatch(task: task, sequence: 1, events: ["a"], final: true)], outcomes: [], workerID: "w")
+            server.notifier.advance(task, to: 1)
+            try await group.waitForAll()
+        }
+    }
+
     @Test func aHeadThatDoesNotArriveInTimeClosesTheConnection() async throws {
         try await TestDatabase.with { database in
             let limits = ConnectionLimits(headerTimeout: .seconds(1), maxConnections: 100, streamsPerTask: 8)
@@ -77,14 +91,9 @@ struct SSELimitsTests {
             let task = try await database.runningTasks(1)[0]
             let limits = ConnectionLimits(headerTimeout: .seconds(10), maxConnections: 100, streamsPerTask: 2)
             try await servers.withServer(database, limits: limits) { server in
-                try await withThrowingTaskGroup(of: Void.self) { group in
-                    for _ in 0..<2 { group.addTask { _ = try await server.get(server.path(task)) } }
-                    #expect(await eventually { server.notifier.subscriberCount == 2 })
+                try await whileStreaming(2, of: task, on: server) {
                     let third = try await server.get(server.path(task))
                     #expect(third.status == 429 && third.body.contains("\"code\":\"too_many_streams\""), "\(third)")
-                    try await server.log.append([StreamBatch(task: task, sequence: 1, events: ["a"], final: true)], outcomes: [], workerID: "w")
-                    server.notifier.advance(task, to: 1)
-                    try await group.waitForAll()
                 }
                 // Once they ended, the task may be streamed again.
                 #expect(try await server.get(server.path(task)).status == 200)
@@ -97,9 +106,7 @@ struct SSELimitsTests {
             let task = try await database.runningTasks(1)[0]
             let limits = ConnectionLimits(headerTimeout: .seconds(10), maxConnections: 3, streamsPerTask: 8)
             try await servers.withServer(database, limits: limits) { server in
-                try await withThrowingTaskGroup(of: Void.self) { group in
-                    for _ in 0..<2 { group.addTask { _ = try await server.get(server.path(task)) } }
-                    #expect(await eventually { server.notifier.subscriberCount == 2 })
+                try await whileStreaming(2, of: task, on: server) {
                     // The third connection is the last one allowed: readiness, on it, says the replica is full.
                     let ready = try await server.get(OperationsRoute.readiness)
                     #expect(ready.status == 503 && ready.body.contains("HANDOFF_SSE_MAX_CONNECTIONS"), "\(ready)")
@@ -111,9 +118,6 @@ struct SSELimitsTests {
                         #expect(over.reply.contains("\"code\":\"overloaded\"") && over.closed)
                         held.cancelAll()
                     }
-                    try await server.log.append([StreamBatch(task: task, sequence: 1, events: ["a"], final: true)], outcomes: [], workerID: "w")
-                    server.notifier.advance(task, to: 1)
-                    try await group.waitForAll()
                 }
                 // Below the cap again, readiness no longer says full (the test replica has no probe: it says starting).
                 #expect(try await eventually { try await !server.get(OperationsRoute.readiness).body.contains("HANDOFF_SSE_MAX_CONNECTIONS") })
