@@ -3,13 +3,13 @@ import Shared
 import Testing
 
 @Suite struct MetricsTests {
-    /// The README's metrics table is what operators build dashboards from: every metric must be in it, described as
-    /// `MetricName` describes it.
+    /// The metrics table (docs/operations.md) is what operators build dashboards from: every metric must be in it,
+    /// described as `MetricName` describes it.
     @Test(arguments: MetricName.allCases)
-    func everyMetricIsDocumentedInTheReadme(metric: MetricName) throws {
-        let readme = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("../../README.md")
+    func everyMetricIsDocumented(metric: MetricName) throws {
+        let readme = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("../../docs/operations.md")
         let text = try String(contentsOf: readme, encoding: .utf8)
-        let row = try #require(text.split(separator: "\n").first { $0.hasPrefix("| `\(metric.rawValue)`") }, "README lacks \(metric.rawValue)")
+        let row = try #require(text.split(separator: "\n").first { $0.hasPrefix("| `\(metric.rawValue)`") }, "docs/operations.md lacks \(metric.rawValue)")
         #expect(row.hasSuffix("| \(metric.summary) |"))
     }
 

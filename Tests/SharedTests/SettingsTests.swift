@@ -38,12 +38,12 @@ struct SettingsTests {
         }
     }
 
-    /// The README's settings table is the user's reference: every key must be in it, with its default.
+    /// The settings table (docs/settings.md) is the user's reference: every key must be in it, with its default.
     @Test(arguments: ConfigKey.allCases)
-    func everyKeyIsDocumentedInTheReadme(key: ConfigKey) throws {
-        let readme = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("../../README.md")
-        let text = try String(contentsOf: readme, encoding: .utf8)
-        let row = try #require(text.split(separator: "\n").first { $0.hasPrefix("| `\(key.rawValue)`") }, "README lacks \(key.rawValue)")
+    func everyKeyIsDocumented(key: ConfigKey) throws {
+        let table = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("../../docs/settings.md")
+        let text = try String(contentsOf: table, encoding: .utf8)
+        let row = try #require(text.split(separator: "\n").first { $0.hasPrefix("| `\(key.rawValue)`") }, "docs/settings.md lacks \(key.rawValue)")
         #expect(row.contains(key.defaultValue.map { "`\($0)`" } ?? "none"))
     }
 }

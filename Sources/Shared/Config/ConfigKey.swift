@@ -1,7 +1,7 @@
 /// Every setting of every Handoff process: its environment variable, its default and what it does.
 ///
-/// This is the only place a key is named. The README's settings table is checked against this list by
-/// `SettingsTests.everyKeyIsDocumentedInTheReadme`, so a new key cannot ship undocumented.
+/// This is the only place a key is named. The settings table of docs/settings.md is checked against this list by
+/// `SettingsTests.everyKeyIsDocumented`, so a new key cannot ship undocumented.
 public enum ConfigKey: String, CaseIterable, Sendable {
     case databaseURL = "DATABASE_URL"
     case listenDatabaseURL = "HANDOFF_LISTEN_DATABASE_URL"

@@ -2,8 +2,8 @@
 /// `_total` on counters, and labels of bounded cardinality (a route pattern, a model of the catalogue, an outcome —
 /// never a task id or a key).
 ///
-/// This is the only place a metric is named. The README's metrics table is checked against this list
-/// (`MetricsTests.everyMetricIsDocumentedInTheReadme`), and the Prometheus rules in `ops/prometheus` use these names.
+/// This is the only place a metric is named. The metrics table of docs/operations.md is checked against this list
+/// (`MetricsTests.everyMetricIsDocumented`), and the Prometheus rules in `ops/prometheus` use these names.
 public enum MetricName: String, CaseIterable, Sendable {
     // Every process
     case httpRequests = "handoff_http_requests_total"
@@ -35,7 +35,7 @@ public enum MetricName: String, CaseIterable, Sendable {
     case eventsSent = "handoff_sse_events_sent_total"
     case keepalives = "handoff_sse_keepalives_total"
 
-    /// What it measures, and its labels: the README's table.
+    /// What it measures, and its labels: docs/operations.md's table.
     public var summary: String {
         switch self {
         case .httpRequests: "Requests answered, by `route` (the route's pattern), `method` and `status`."
