@@ -24,26 +24,60 @@ let package = Package(
         .package(url: "https://github.com/swift-server/swift-prometheus.git", from: "2.4.1"),
     ],
     targets: [
+        // Sources/Shared, in layers; each depends only on the ones below it (README, "The pieces").
+        // Wire: the contracts every process shares, as values — OpenAI and Responses JSON, stream events and tokens,
+        // keys, the model catalogue, configuration keys. No I/O.
         .target(
-            name: "Shared",
+            name: "HandoffWire",
+            dependencies: [.product(name: "Crypto", package: "swift-crypto")],
+            path: "Sources/Shared/Wire"
+        ),
+        // Runtime: what every process runs on — concurrency, deadlines, logging, metrics, readiness.
+        .target(
+            name: "HandoffRuntime",
             dependencies: [
-                .product(name: "PostgresNIO", package: "postgres-nio"),
-                .product(name: "Hummingbird", package: "hummingbird"),
-                .product(name: "HTTPTypes", package: "swift-http-types"),
+                "HandoffWire",
                 .product(name: "Logging", package: "swift-log"),
-                .product(name: "Crypto", package: "swift-crypto"),
-                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
-                .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Metrics", package: "swift-metrics"),
                 .product(name: "Prometheus", package: "swift-prometheus"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ],
+            path: "Sources/Shared/Runtime"
+        ),
+        // Store: Postgres — the schema, the queue, the stream log, keys and their limits, LISTEN.
+        .target(
+            name: "HandoffStore",
+            dependencies: [
+                "HandoffWire", "HandoffRuntime",
+                .product(name: "PostgresNIO", package: "postgres-nio"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
-            ]
+            ],
+            path: "Sources/Shared/Store"
+        ),
+        // Process: start-up of a Handoff command — logging, migrations, the service group.
+        .target(
+            name: "HandoffProcess",
+            dependencies: [
+                "HandoffWire", "HandoffRuntime", "HandoffStore",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ],
+            path: "Sources/Shared/Process"
+        ),
+        // HTTP: the Hummingbird application of the API server and the worker's operations port.
+        .target(
+            name: "HandoffHTTP",
+            dependencies: [
+                "HandoffWire", "HandoffRuntime", "HandoffStore",
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "HTTPTypes", package: "swift-http-types"),
+            ],
+            path: "Sources/Shared/HTTP"
         ),
         .executableTarget(
             name: "APIServer",
             dependencies: [
-                "Shared",
+                "HandoffWire", "HandoffRuntime", "HandoffStore", "HandoffProcess", "HandoffHTTP",
                 .product(name: "PostgresNIO", package: "postgres-nio"),
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "HTTPTypes", package: "swift-http-types"),
@@ -54,7 +88,7 @@ let package = Package(
         .executableTarget(
             name: "SSEChat",
             dependencies: [
-                "Shared",
+                "HandoffWire", "HandoffRuntime", "HandoffStore", "HandoffProcess",
                 .product(name: "PostgresNIO", package: "postgres-nio"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
@@ -67,7 +101,7 @@ let package = Package(
         .executableTarget(
             name: "Worker",
             dependencies: [
-                "Shared",
+                "HandoffWire", "HandoffRuntime", "HandoffStore", "HandoffProcess", "HandoffHTTP",
                 .product(name: "PostgresNIO", package: "postgres-nio"),
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "NIOCore", package: "swift-nio"),
@@ -80,7 +114,7 @@ let package = Package(
         .executableTarget(
             name: "Bench",
             dependencies: [
-                "Shared",
+                "HandoffWire", "HandoffRuntime", "HandoffStore",
                 .product(name: "PostgresNIO", package: "postgres-nio"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
@@ -90,18 +124,33 @@ let package = Package(
                 .product(name: "UnixSignals", package: "swift-service-lifecycle"),
             ]
         ),
-        .testTarget(name: "SharedTests", dependencies: ["Shared"]),
+        .testTarget(name: "SharedTests", dependencies: ["HandoffWire", "HandoffRuntime", "HandoffStore", "HandoffProcess", "HandoffHTTP"]),
         .testTarget(name: "BenchTests", dependencies: ["Bench"]),
-        .testTarget(name: "UpstreamTests", dependencies: ["Worker", "Shared", .product(name: "NIOCore", package: "swift-nio")]),
+        .testTarget(name: "UpstreamTests", dependencies: ["Worker", "HandoffWire", .product(name: "NIOCore", package: "swift-nio")]),
         .testTarget(
             name: "IntegrationTests",
             dependencies: [
-                "Shared", "APIServer", "SSEChat", "Worker", "Bench",
+                "HandoffWire", "HandoffRuntime", "HandoffStore", "HandoffProcess", "APIServer", "SSEChat", "Worker", "Bench",
                 .product(name: "PostgresNIO", package: "postgres-nio"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),
             ]
         ),
     ]
 )
+
+// libFuzzer targets for the parsers of hostile input (`make fuzz`, scripts/fuzz.sh). Declared only when
+// HANDOFF_FUZZ=1: each calls into libFuzzer and so links only with `-sanitize=fuzzer`, never in a normal build.
+// `Extern` lets a target declare libFuzzer's C entry point (`@_extern(c)`).
+if Context.environment["HANDOFF_FUZZ"] == "1" {
+    let fuzzTargets = [
+        "FuzzChatCompletionRequest", "FuzzResponsesRequest", "FuzzStreamRequest", "FuzzServerSentEventDecoder", "FuzzStreamToken",
+    ]
+    package.targets += fuzzTargets.map {
+        Target.executableTarget(
+            name: $0, dependencies: ["HandoffWire"], path: "Tests/Fuzz/\($0)", swiftSettings: [.enableExperimentalFeature("Extern")])
+    }
+    package.products += fuzzTargets.map { Product.executable(name: $0, targets: [$0]) }
+}

@@ -1,7 +1,11 @@
 import ArgumentParser
+import HandoffHTTP
+import HandoffProcess
+import HandoffRuntime
+import HandoffStore
+import HandoffWire
 import Logging
 import PostgresNIO
-import Shared
 
 @main
 struct APICommand: AsyncParsableCommand {

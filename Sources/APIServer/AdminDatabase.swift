@@ -1,8 +1,10 @@
 import ArgumentParser
 import Foundation
+import HandoffProcess
+import HandoffStore
+import HandoffWire
 import Logging
 import PostgresNIO
-import Shared
 
 /// What every admin subcommand of `handoff-api` (`keys`, `tasks`, `queue`) shares: the configured database
 /// (`DATABASE_URL`), migrated first so a fresh one works, for the length of one command — and how values print.

@@ -1,7 +1,9 @@
 import HTTPTypes
+import HandoffHTTP
+import HandoffStore
+import HandoffWire
 import Hummingbird
 import Metrics
-import Shared
 
 /// Who is calling the API: with `HANDOFF_AUTH=required`, the holder of the valid key in `Authorization`; with
 /// `off`, nobody in particular.

@@ -1,7 +1,9 @@
 import Foundation
 import HTTPTypes
+import HandoffHTTP
+import HandoffStore
+import HandoffWire
 import Hummingbird
-import Shared
 
 /// `POST /api|/v1/chat/completions/<id>/cancel`: the owner of a completion — whoever holds its stream token, and,
 /// when the request names an API key, only the key that created it — stops it. The API only marks the task and notifies; the worker running it stops within a minibatch window and

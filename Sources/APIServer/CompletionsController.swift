@@ -1,7 +1,8 @@
 import Foundation
 import HTTPTypes
+import HandoffHTTP
+import HandoffWire
 import Hummingbird
-import Shared
 
 /// `POST /chat/completions` under `/api` and `/v1`: validate, enqueue, hand off.
 ///

@@ -1,8 +1,10 @@
 import Foundation
+import HandoffRuntime
+import HandoffStore
+import HandoffWire
 import Logging
 import PostgresNIO
 import ServiceLifecycle
-import Shared
 import Synchronization
 
 /// Group commit for new tasks.

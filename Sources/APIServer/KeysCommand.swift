@@ -1,8 +1,9 @@
 import ArgumentParser
 import Foundation
+import HandoffStore
+import HandoffWire
 import Logging
 import PostgresNIO
-import Shared
 
 /// `handoff-api keys …`: API keys and their limits, in the configured database (`DATABASE_URL`). A key is printed
 /// once, by `create`, alone on the last line of its output (`key=$(handoff-api keys create --name ci | tail -n 1)`);

@@ -1,5 +1,6 @@
+import HandoffHTTP
+import HandoffWire
 import Hummingbird
-import Shared
 
 /// `GET /api|/v1/models` and `/models/<id>`: the models this deployment serves (the model catalogue's names, in its
 /// order), in OpenAI's list shape, so SDKs that list or look up models before use work unchanged.

@@ -1,7 +1,9 @@
 import Foundation
 import HTTPTypes
+import HandoffHTTP
+import HandoffStore
+import HandoffWire
 import Hummingbird
-import Shared
 
 /// The Responses API under `/v1` and `/api`: `POST /responses` queues a task like a chat completion (and hands off
 /// to the SSE server, or answers `queued` at once in background mode); `GET /responses/<id>` answers the Response

@@ -1,8 +1,11 @@
 import Foundation
 import HTTPTypes
+import HandoffHTTP
+import HandoffRuntime
+import HandoffStore
+import HandoffWire
 import Hummingbird
 import PostgresNIO
-import Shared
 
 /// The part of the hand-off every API that queues a task shares (chat completions, responses): reading the JSON
 /// body, and admission — batched with other requests, or alone when the request carries an `Idempotency-Key` (it

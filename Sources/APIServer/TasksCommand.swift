@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
-import Shared
+import HandoffStore
+import HandoffWire
 
 /// `handoff-api tasks list|show|cancel`: the task table as an operator sees it — status, owner, worker, usage,
 /// error, how far its stream got — never the request's content, which is the user's.

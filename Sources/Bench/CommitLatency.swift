@@ -1,6 +1,6 @@
 import ArgumentParser
 import Foundation
-import Shared
+import HandoffWire
 
 /// Scenario 2: many streams active at once. Each minibatch carries a trace (the SSE server's
 /// `HANDOFF_BENCH_STAMPS`): when its transaction began, when the replica's NOTIFY arrived, when the replica held

@@ -1,7 +1,8 @@
 import Foundation
+import HandoffStore
+import HandoffWire
 import Logging
 import PostgresNIO
-import Shared
 
 /// When each stream row was committed, by Postgres's own clock (`track_commit_timestamp`, which `make bench` turns
 /// on in its cluster). A batch's stamp only says when its transaction began; the statement and the commit lie

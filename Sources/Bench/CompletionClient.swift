@@ -1,7 +1,7 @@
 import Foundation
+import HandoffWire
 import NIOCore
 import NIOHTTP1
-import Shared
 
 /// A client of the whole stack: POST through Caddy, follow the 302, read the stream to `[DONE]`.
 struct CompletionClient: Sendable {

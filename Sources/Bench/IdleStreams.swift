@@ -1,8 +1,9 @@
 import ArgumentParser
 import Foundation
-import Synchronization
+import HandoffRuntime
+import HandoffWire
 import ServiceLifecycle
-import Shared
+import Synchronization
 import UnixSignals
 
 /// Scenario 3: many concurrent streams held open on ONE SSE replica, straight to it (through Caddy each stream

@@ -1,7 +1,8 @@
 import Foundation
+import HandoffRuntime
+import HandoffStore
 import Logging
 import ServiceLifecycle
-import Shared
 import Synchronization
 
 /// Cancels the tasks whose only client left and cannot come back: a non-streaming client that Caddy handed off

@@ -1,5 +1,5 @@
+import HandoffWire
 import NIOCore
-import Shared
 import Synchronization
 
 /// What one replica allows a client: how long it may take to send a request head, how many connections the

@@ -1,7 +1,10 @@
 import ArgumentParser
+import HandoffProcess
+import HandoffRuntime
+import HandoffStore
+import HandoffWire
 import Logging
 import PostgresNIO
-import Shared
 
 @main
 struct SSECommand: AsyncParsableCommand {

@@ -1,7 +1,8 @@
+import HandoffRuntime
+import HandoffWire
 import Logging
 import NIOCore
 import NIOHTTP1
-import Shared
 
 /// What every stream of this replica shares.
 struct StreamEnvironment: Sendable {

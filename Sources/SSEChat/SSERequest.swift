@@ -1,5 +1,5 @@
+import HandoffWire
 import NIOHTTP1
-import Shared
 
 extension StreamRequest {
     /// The request a NIO request head makes.

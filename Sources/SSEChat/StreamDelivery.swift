@@ -1,7 +1,8 @@
 import Foundation
+import HandoffRuntime
+import HandoffWire
 import NIOCore
 import NIOHTTP1
-import Shared
 
 /// One client's stream, confined to its channel's event loop: a first read (which also finds out whether the
 /// task exists), the response head, every event after the client's cursor, the live tail, and `[DONE]` — or, for

@@ -1,6 +1,6 @@
 import Foundation
+import HandoffWire
 import NIOCore
-import Shared
 
 /// What one write of a stream put in its buffer.
 struct StreamEventsWritten {

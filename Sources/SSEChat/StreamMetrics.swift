@@ -1,5 +1,5 @@
+import HandoffWire
 import Metrics
-import Shared
 
 /// An SSE replica's metrics, made once, after the process bootstrapped swift-metrics, and shared by every
 /// connection: the handles of a stream's hot path are looked up here, never in the registry per event.

@@ -1,8 +1,10 @@
 import Foundation
+import HandoffRuntime
+import HandoffStore
+import HandoffWire
 import Logging
 import PostgresNIO
 import ServiceLifecycle
-import Shared
 import Synchronization
 
 /// Whoever waits for a task's stream to move. `wake` is called on any thread, and means "look again": the

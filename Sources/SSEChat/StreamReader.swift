@@ -1,7 +1,9 @@
 import Foundation
+import HandoffRuntime
+import HandoffStore
+import HandoffWire
 import Logging
 import ServiceLifecycle
-import Shared
 import Synchronization
 
 /// The table reads of this process's streams that the notifier's cache cannot serve: each stream's first read

@@ -1,4 +1,4 @@
-import Shared
+import HandoffWire
 
 /// The seam between the queue and whatever produces text: the built-in demo model, or OpenAI-compatible upstream
 /// servers. A backend streams one task's chunk events into `output` and returns how the reply ended; the

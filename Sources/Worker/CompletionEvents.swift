@@ -1,4 +1,4 @@
-import Shared
+import HandoffWire
 
 /// The OpenAI stream of one task, as event JSON: a role chunk, content deltas, a finish chunk, and the usage
 /// chunk (`choices: []`) when the client asked for it. Every chunk shares the task's `id` and `created`.

@@ -1,5 +1,5 @@
+import HandoffRuntime
 import ServiceLifecycle
-import Shared
 import Synchronization
 
 /// One timer for every demo reply of the worker.

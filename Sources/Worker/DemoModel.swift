@@ -1,4 +1,4 @@
-import Shared
+import HandoffWire
 
 /// The built-in `demo` model: no network, no weights, the same reply for the same prompt on every machine.
 ///

@@ -1,6 +1,6 @@
+import HandoffStore
 import Logging
 import ServiceLifecycle
-import Shared
 
 /// Renews the leases of the tasks this worker runs, every third of the lease, in one statement — which also
 /// says which of them to stop: cancelled by their owner (a fallback for a missed cancel NOTIFY), or abandoned,

@@ -1,7 +1,9 @@
+import HandoffRuntime
+import HandoffStore
+import HandoffWire
 import Logging
 import Metrics
 import ServiceLifecycle
-import Shared
 
 /// Samples the queue's depth and the age of its oldest task for the metrics, every `interval`. Every worker
 /// samples (no leader to elect): each reports the same queue, so dashboards take the max over workers.

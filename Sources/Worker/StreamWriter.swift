@@ -1,8 +1,10 @@
 import Foundation
+import HandoffRuntime
+import HandoffStore
+import HandoffWire
 import Logging
 import Metrics
 import ServiceLifecycle
-import Shared
 import Synchronization
 
 /// Group commit of every running task's output.

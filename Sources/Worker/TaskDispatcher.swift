@@ -1,6 +1,8 @@
+import HandoffRuntime
+import HandoffStore
+import HandoffWire
 import Logging
 import ServiceLifecycle
-import Shared
 import Synchronization
 
 /// Claims queued tasks and runs up to `concurrency` of them at once.

@@ -1,5 +1,7 @@
+import HandoffRuntime
+import HandoffStore
+import HandoffWire
 import Logging
-import Shared
 import Synchronization
 
 /// Runs one claimed task: the model's deltas become chunk events in the stream writer, and the task ends with

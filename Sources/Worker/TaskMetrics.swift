@@ -1,5 +1,6 @@
+import HandoffRuntime
+import HandoffWire
 import Metrics
-import Shared
 
 /// What the worker's tasks add to the metrics: how long each waited in the queue, how it ended, and the tokens
 /// its usage names. Labels are outcomes and the catalogue's model names only.

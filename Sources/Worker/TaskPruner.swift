@@ -1,6 +1,7 @@
+import HandoffRuntime
+import HandoffStore
 import Logging
 import ServiceLifecycle
-import Shared
 
 /// Deletes tasks (and their streams) that finished longer than the retention ago. Every worker runs one; the
 /// statement takes its rows with `SKIP LOCKED`, so any number can run together, and it deletes in bounded

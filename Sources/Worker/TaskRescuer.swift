@@ -1,7 +1,9 @@
+import HandoffRuntime
+import HandoffStore
+import HandoffWire
 import Logging
 import Metrics
 import ServiceLifecycle
-import Shared
 
 /// Takes back tasks whose worker stopped renewing their lease. Every worker runs one; `SKIP LOCKED` lets them
 /// run at the same time without taking the same task twice. The check is one statement on a partial index, so

@@ -1,8 +1,12 @@
 import ArgumentParser
 import Foundation
+import HandoffHTTP
+import HandoffProcess
+import HandoffRuntime
+import HandoffStore
+import HandoffWire
 import Logging
 import PostgresNIO
-import Shared
 
 @main
 struct WorkerCommand: AsyncParsableCommand {

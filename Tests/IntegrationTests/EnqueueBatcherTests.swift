@@ -1,7 +1,8 @@
 import Foundation
+import HandoffStore
+import HandoffWire
 import Logging
 import PostgresNIO
-import Shared
 import Testing
 
 @testable import APIServer

@@ -1,6 +1,7 @@
 import Foundation
+import HandoffStore
+import HandoffWire
 import PostgresNIO
-import Shared
 import Testing
 
 /// `Idempotency-Key` against a real database: retries find their first task, a reused key is refused, and two

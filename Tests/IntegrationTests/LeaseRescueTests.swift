@@ -1,7 +1,7 @@
 import Foundation
-import Shared
+import HandoffStore
+import HandoffWire
 import Testing
-
 
 /// What happens to the tasks of a worker that stopped renewing its leases.
 struct LeaseRescueTests {

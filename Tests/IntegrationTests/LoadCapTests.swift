@@ -1,6 +1,7 @@
 import Foundation
+import HandoffStore
+import HandoffWire
 import PostgresNIO
-import Shared
 import Testing
 
 /// The load caps of admission against a real database, driven as two API replicas drive them: a key's tasks queued or

@@ -1,6 +1,7 @@
 import Foundation
+import HandoffStore
+import HandoffWire
 import PostgresNIO
-import Shared
 import Testing
 
 /// Admission, reservation and settlement against a real database: the SQL of `RateLimitLedger`, driven as the API

@@ -1,8 +1,9 @@
 import Foundation
+import HandoffStore
+import HandoffWire
 import NIOCore
 import NIOPosix
 import PostgresNIO
-import Shared
 import Testing
 
 @testable import Bench

@@ -1,9 +1,11 @@
 import Foundation
+import HandoffRuntime
+import HandoffStore
+import HandoffWire
 import Logging
 import NIOCore
 import NIOHTTP1
 import ServiceLifecycle
-import Shared
 import Synchronization
 import Testing
 

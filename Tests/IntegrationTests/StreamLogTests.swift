@@ -1,6 +1,8 @@
 import Foundation
+import HandoffRuntime
+import HandoffStore
+import HandoffWire
 import PostgresNIO
-import Shared
 import Testing
 
 struct StreamLogTests {

@@ -1,7 +1,9 @@
 import Foundation
+import HandoffRuntime
+import HandoffStore
+import HandoffWire
 import Logging
 import PostgresNIO
-import Shared
 import Testing
 
 @testable import SSEChat

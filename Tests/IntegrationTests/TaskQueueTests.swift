@@ -1,6 +1,7 @@
 import Foundation
+import HandoffStore
+import HandoffWire
 import PostgresNIO
-import Shared
 import Synchronization
 import Testing
 

@@ -1,7 +1,9 @@
 import Foundation
 import Logging
 import PostgresNIO
-@testable import Shared
+
+@testable import HandoffStore
+@testable import HandoffWire
 
 /// A fresh, migrated database on the test cluster for one test, dropped afterwards.
 ///

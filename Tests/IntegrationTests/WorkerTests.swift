@@ -1,6 +1,7 @@
 import Foundation
+import HandoffStore
+import HandoffWire
 import Logging
-import Shared
 import Testing
 
 @testable import Worker

@@ -1,5 +1,5 @@
 import Foundation
-import Shared
+import HandoffWire
 import Testing
 
 /// What a hostile client sends that a reader of the stored task could read otherwise than the validator did, and the

@@ -2,7 +2,10 @@ import Foundation
 import Logging
 import Testing
 
-@testable import Shared
+@testable import HandoffHTTP
+@testable import HandoffProcess
+@testable import HandoffRuntime
+@testable import HandoffWire
 
 struct LoggingTests {
     @Test func aJSONLogLineIsOneObjectWithTheFixedMembersAndTheMetadata() throws {

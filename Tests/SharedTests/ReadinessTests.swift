@@ -1,4 +1,4 @@
-import Shared
+import HandoffRuntime
 import Testing
 
 @Suite struct ReadinessTests {

@@ -1,7 +1,7 @@
 import Foundation
 import Testing
 
-@testable import Shared
+@testable import HandoffWire
 
 /// The Responses rendering of a chat stream, and the Responses request's translation into a chat completion.
 struct ResponsesTests {

@@ -1,7 +1,5 @@
-import NIOCore
+import HandoffWire
 import Testing
-
-import Shared
 
 /// The upstream SSE parser against the WHATWG rules, and a property test: whatever byte boundaries a stream is
 /// split at, the same events come out — no crash, no byte lost or duplicated.
@@ -10,7 +8,7 @@ struct ServerSentEventDecoderTests {
 
     func decode(_ pieces: [[UInt8]]) throws -> [Event] {
         var decoder = ServerSentEventDecoder()
-        return try pieces.flatMap { try decoder.feed(ByteBuffer(bytes: $0)) }
+        return try pieces.flatMap { try decoder.feed($0) }
     }
 
     func decode(_ text: String) throws -> [Event] {

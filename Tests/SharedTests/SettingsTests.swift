@@ -1,5 +1,6 @@
 import Foundation
-import Shared
+import HandoffStore
+import HandoffWire
 import Testing
 
 struct SettingsTests {

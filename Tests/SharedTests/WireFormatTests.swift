@@ -1,5 +1,5 @@
 import Foundation
-import Shared
+import HandoffWire
 import Testing
 
 struct ServerSentEventsTests {

@@ -1,11 +1,13 @@
+import HandoffRuntime
+import HandoffWire
 import Hummingbird
 import Logging
 
 /// The HTTP application of a Handoff server: an `X-Request-Id` on every answer, counted by route and status, OpenAI
 /// error JSON for every failure (the middlewares come before the routes, so unknown paths are covered too), and the
 /// `OperationsRoute`s: health, readiness and metrics.
-public enum HTTPService {
-    public static func make(
+package enum HTTPService {
+    package static func make(
         name: String, host: String, port: Int, logger: Logger, operations: Operations,
         routes: (Router<BasicRequestContext>) -> Void = { _ in }
     ) -> some ApplicationProtocol {
@@ -21,23 +23,7 @@ public enum HTTPService {
     }
 }
 
-/// What a process tells its operators: whether it is ready, and its metrics.
-public struct Operations: Sendable {
-    public let readiness: Readiness
-    public let metrics: MetricsExporter
-
-    public init(readiness: Readiness, metrics: MetricsExporter) {
-        self.readiness = readiness
-        self.metrics = metrics
-    }
-
-    /// A server process's: swift-metrics bootstrapped first, so that every handle made from here on (readiness's
-    /// gauge among them) reaches the registry. `listens`: the process has a LISTEN connection (see `Readiness`).
-    public static func bootstrap(settings: Settings, listens: Bool) throws(SettingsError) -> Operations {
-        let metrics = try MetricsExporter.bootstrap(settings: settings)
-        return Operations(readiness: Readiness(listens: listens), metrics: metrics)
-    }
-
+extension Operations {
     func addRoutes(to router: Router<BasicRequestContext>) {
         router.get(RouterPath(OperationsRoute.health)) { _, _ in OperationsRoute.healthBody }
         router.get(RouterPath(OperationsRoute.readiness)) { _, _ -> Response in

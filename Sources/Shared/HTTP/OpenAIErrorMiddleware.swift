@@ -1,20 +1,21 @@
 import Foundation
+import HandoffStore
+import HandoffWire
 import Hummingbird
 import Logging
-import PostgresNIO
 
 /// Turns every error a route throws into OpenAI's error JSON with the matching status, so no client ever sees
 /// Hummingbird's plain-text errors. Added before the routes, so it also covers unknown paths (404).
-public struct OpenAIErrorMiddleware<Context: RequestContext>: RouterMiddleware {
-    public init() {}
+package struct OpenAIErrorMiddleware<Context: RequestContext>: RouterMiddleware {
+    package init() {}
 
-    public func handle(
+    package func handle(
         _ request: Request, context: Context, next: (Request, Context) async throws -> Response
     ) async throws -> Response {
         do {
             return try await next(request, context)
         } catch {
-            let openAIError = OpenAIError(error)
+            let openAIError = OpenAIError(routeError: error)
             if openAIError.status >= 500 {
                 context.logger.error("request failed", metadata: ["error": "\(String(reflecting: error))"])
             }
@@ -24,19 +25,13 @@ public struct OpenAIErrorMiddleware<Context: RequestContext>: RouterMiddleware {
 }
 
 extension OpenAIError {
-    /// The OpenAI error for any error: our own pass through; Postgres being unreachable or too slow is 503.
-    public init(_ error: any Error) {
-        switch error {
-        case let error as OpenAIError:
-            self = error
-        case is DeadlineExceeded:
-            self = .databaseUnavailable
-        case let error as PSQLError where error.meansDatabaseUnavailable:
-            self = .databaseUnavailable
-        case let error as any HTTPResponseError:
+    /// The OpenAI error for any error a route throws: Hummingbird's own (an unknown path, a body too large) as OpenAI
+    /// words them, the rest as `OpenAIError(_:)` maps them.
+    init(routeError error: any Error) {
+        if !(error is OpenAIError), let error = error as? any HTTPResponseError {
             self = OpenAIError(httpError: error)
-        default:
-            self = .server("The server had an error while processing your request.")
+        } else {
+            self = OpenAIError(error)
         }
     }
 
@@ -55,14 +50,14 @@ extension OpenAIError {
         }
     }
 
-    public var response: Response {
+    package var response: Response {
         json.response(status: .init(code: status))
     }
 }
 
 extension JSONValue {
     /// This value as an `application/json` response.
-    public func response(status: HTTPResponse.Status = .ok, headers: HTTPFields = [:]) -> Response {
+    package func response(status: HTTPResponse.Status = .ok, headers: HTTPFields = [:]) -> Response {
         var headers = headers
         headers[.contentType] = "application/json"
         return Response(status: status, headers: headers, body: .init(byteBuffer: ByteBuffer(string: text)))

@@ -4,8 +4,8 @@ import Hummingbird
 import Logging
 
 /// `X-Request-Id`: the caller's (or a proxy's) id when it sent a sane one, else a new one.
-public enum RequestID {
-    public static var header: HTTPField.Name { HTTPField.Name("X-Request-Id")! }
+package enum RequestID {
+    package static var header: HTTPField.Name { HTTPField.Name("X-Request-Id")! }
 
     /// Up to 128 visible ASCII characters: anything else is not echoed into headers and logs.
     static func isSane(_ id: String) -> Bool {
@@ -19,10 +19,10 @@ public enum RequestID {
 
 /// Returns the `RequestID` on every answer, errors included, and sets it on the request's logger, so every line a
 /// request logs carries it.
-public struct RequestIDMiddleware<Context: RequestContext>: RouterMiddleware {
-    public init() {}
+package struct RequestIDMiddleware<Context: RequestContext>: RouterMiddleware {
+    package init() {}
 
-    public func handle(
+    package func handle(
         _ request: Request, context: Context, next: (Request, Context) async throws -> Response
     ) async throws -> Response {
         let id = RequestID.of(request)

@@ -1,13 +1,14 @@
+import HandoffWire
 import Hummingbird
 import Metrics
 
 /// Counts every answer by route pattern, method and status (`handoff_http_requests_total`) and times the
 /// hand-offs (`handoff_handoff_duration_seconds`: request in, `302` out). Sits outside `OpenAIErrorMiddleware`, so
 /// failures are counted with the status their client saw.
-public struct RequestMetricsMiddleware<Context: RequestContext>: RouterMiddleware {
-    public init() {}
+package struct RequestMetricsMiddleware<Context: RequestContext>: RouterMiddleware {
+    package init() {}
 
-    public func handle(
+    package func handle(
         _ request: Request, context: Context, next: (Request, Context) async throws -> Response
     ) async throws -> Response {
         let start = ContinuousClock.now

@@ -1,6 +1,6 @@
+import HandoffWire
 import Logging
 import ServiceLifecycle
-import Shared
 
 /// The worker's backends, built from the model catalogue, and the owner of the upstream HTTP clients: as a
 /// service it closes them once the dispatcher (which shuts down before it) has finished its tasks.

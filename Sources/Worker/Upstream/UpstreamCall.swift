@@ -1,8 +1,8 @@
 import AsyncHTTPClient
 import Foundation
+import HandoffWire
 import NIOCore
 import NIOHTTP1
-import Shared
 import Synchronization
 
 /// One request to one upstream server: send the task's body, then relay the stream as it arrives, under two

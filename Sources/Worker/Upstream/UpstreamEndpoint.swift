@@ -1,7 +1,7 @@
 import AsyncHTTPClient
 import Foundation
+import HandoffWire
 import NIOCore
-import Shared
 import Synchronization
 
 /// One upstream server of a model, as this worker sees it: its settings, its HTTP client (a connection pool of its

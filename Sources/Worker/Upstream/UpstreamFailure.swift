@@ -1,5 +1,5 @@
 import Foundation
-import Shared
+import HandoffWire
 
 /// An upstream server's failure, normalised to the OpenAI error a client sees, with what the failover needs:
 /// whether another server may do better, and for how long this one is to be left alone.

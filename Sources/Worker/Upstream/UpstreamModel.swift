@@ -1,6 +1,6 @@
+import HandoffWire
 import Logging
 import Metrics
-import Shared
 
 /// A model served by OpenAI-compatible upstream servers (llama.cpp, vLLM, Ollama, OpenAI).
 ///

@@ -1,5 +1,5 @@
 import Foundation
-import Shared
+import HandoffWire
 
 /// What happens to one upstream stream, apart from any I/O: each `data:` payload goes in, the chunk events for the
 /// client come out.

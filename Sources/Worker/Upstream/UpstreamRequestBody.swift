@@ -1,5 +1,5 @@
+import HandoffWire
 import NIOCore
-import Shared
 
 /// The body an upstream server gets: the client's request as it sent it — every field, those Handoff does not
 /// read (`tools`, `response_format`, `logprobs`, `reasoning_effort`, ...) byte for byte — with the model renamed

@@ -1,14 +1,14 @@
 import Foundation
 
 /// One event of a Responses stream: `event: <type>` and its JSON, numbered from 0 per response.
-public struct ResponseEvent: Sendable, Equatable {
-    public var sequenceNumber: Int
-    public var type: String
-    public var json: JSONValue
+package struct ResponseEvent: Sendable, Equatable {
+    package var sequenceNumber: Int
+    package var type: String
+    package var json: JSONValue
 
     /// The SSE frame; no `id:` line (openai-python's decoder breaks on a keepalive once ids were sent): a client
     /// resumes by `sequence_number`.
-    public var frame: String {
+    package var frame: String {
         "event: \(type)\ndata: \(json.text)\n\n"
     }
 }
@@ -21,15 +21,15 @@ public struct ResponseEvent: Sendable, Equatable {
 /// resume exact: a client that resumes after `sequence_number` N is rendered everything again and sent what
 /// follows N (openai-python's own resume replays from 0 and filters itself, so a replay must start with
 /// `response.created`).
-public struct ResponseRenderer: Sendable {
-    public enum Status: String, Sendable {
+package struct ResponseRenderer: Sendable {
+    package enum Status: String, Sendable {
         case queued, inProgress = "in_progress", completed, incomplete, failed, cancelled
     }
 
-    public let task: UUID
-    public let created: Int64
-    public let settings: ResponseSettings
-    public private(set) var status: Status
+    package let task: UUID
+    package let created: Int64
+    package let settings: ResponseSettings
+    package private(set) var status: Status
     private var next = 0
     private var started = false
     private var text = ""
@@ -38,7 +38,7 @@ public struct ResponseRenderer: Sendable {
     private var error: ChatEvent.Failure?
     private var completedAt: Int64?
 
-    public init(task: UUID, created: Int64, settings: ResponseSettings) {
+    package init(task: UUID, created: Int64, settings: ResponseSettings) {
         self.task = task
         self.created = created
         self.settings = settings
@@ -46,13 +46,13 @@ public struct ResponseRenderer: Sendable {
     }
 
     /// Whether a terminal status was reached: the stream has nothing more to say.
-    public var ended: Bool {
+    package var ended: Bool {
         [.completed, .incomplete, .failed, .cancelled].contains(status)
     }
 
     /// The events every stream starts with, before the task's own: `response.created` (and `response.queued` in
     /// background mode).
-    public mutating func opening() -> [ResponseEvent] {
+    package mutating func opening() -> [ResponseEvent] {
         var events = [event("response.created", [("response", response)])]
         if settings.background { events.append(event("response.queued", [("response", response)])) }
         return events
@@ -60,7 +60,7 @@ public struct ResponseRenderer: Sendable {
 
     /// The Responses events of one chat event of the task's stream (a chunk, or an error event); `committed` is
     /// when its batch was committed (unix seconds), so a replay renders the same `completed_at`.
-    public mutating func render(_ chatEvent: String, committed: Int64) -> [ResponseEvent] {
+    package mutating func render(_ chatEvent: String, committed: Int64) -> [ResponseEvent] {
         guard !ended, let parsed = try? JSONDecoder().decode(ChatEvent.self, from: Data(chatEvent.utf8)) else { return [] }
         var events: [ResponseEvent] = []
         if let failure = parsed.error {
@@ -128,7 +128,7 @@ public struct ResponseRenderer: Sendable {
     /// The `error` event of a stream the server cannot finish (not part of the task's rendering: it takes the next
     /// sequence number without using it up). It carries the nested `error` — openai-python raises on it — and the
     /// flat `code` and `message` of the documented shape.
-    public func errorEvent(_ error: OpenAIError) -> ResponseEvent {
+    package func errorEvent(_ error: OpenAIError) -> ResponseEvent {
         let body: [(String, JSONValue)] = [("type", .string(error.type)), ("code", .optional(error.code)), ("message", .string(error.message)), ("param", .null)]
         return ResponseEvent(
             sequenceNumber: next, type: "error",
@@ -137,12 +137,12 @@ public struct ResponseRenderer: Sendable {
     }
 
     /// The Response object as it stands.
-    public var response: JSONValue {
+    package var response: JSONValue {
         response(status: status)
     }
 
     /// The Response object with `status`, for a task whose row knows more than its stream (cancelled while queued).
-    public func response(status: Status) -> JSONValue {
+    package func response(status: Status) -> JSONValue {
         var output: [JSONValue] = []
         if started {
             let itemStatus = status == .completed ? "completed" : status == .inProgress ? "in_progress" : "incomplete"

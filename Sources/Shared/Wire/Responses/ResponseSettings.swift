@@ -2,17 +2,17 @@ import Foundation
 
 /// What a Responses request asked for that its Response object echoes — stored with the task (`handoff_tasks.
 /// response`; NULL for a chat completion), so every process renders the same Response from the same task.
-public struct ResponseSettings: Codable, Sendable, Equatable {
-    public var model: String
-    public var background: Bool
-    public var store: Bool
-    public var instructions: String?
-    public var maxOutputTokens: Int?
-    public var temperature: Double?
-    public var topP: Double?
-    public var metadata: [String: String]
+package struct ResponseSettings: Codable, Sendable, Equatable {
+    package var model: String
+    package var background: Bool
+    package var store: Bool
+    package var instructions: String?
+    package var maxOutputTokens: Int?
+    package var temperature: Double?
+    package var topP: Double?
+    package var metadata: [String: String]
 
-    public init(
+    package init(
         model: String, background: Bool = false, store: Bool = true, instructions: String? = nil, maxOutputTokens: Int? = nil,
         temperature: Double? = nil, topP: Double? = nil, metadata: [String: String] = [:]
     ) {
@@ -33,27 +33,27 @@ public struct ResponseSettings: Codable, Sendable, Equatable {
     }
 
     /// The stored form.
-    public var stored: String {
+    package var stored: String {
         String(decoding: (try? JSONEncoder().encode(self)) ?? Data("{}".utf8), as: UTF8.self)
     }
 
-    public init(stored: String) throws {
+    package init(stored: String) throws {
         self = try JSONDecoder().decode(ResponseSettings.self, from: Data(stored.utf8))
     }
 }
 
 /// The ids of a Response and its one message, derived from the task id, so every process names them alike.
-public enum ResponseID {
-    public static func response(for task: UUID) -> String {
+package enum ResponseID {
+    package static func response(for task: UUID) -> String {
         "resp_" + hex(task)
     }
 
-    public static func message(for task: UUID) -> String {
+    package static func message(for task: UUID) -> String {
         "msg_" + hex(task)
     }
 
     /// The task of `resp_<hex>`, or of a bare task id.
-    public static func task(from id: String) -> UUID? {
+    package static func task(from id: String) -> UUID? {
         let hex = id.hasPrefix("resp_") ? String(id.dropFirst(5)) : id
         return ClaimedTask.taskID(fromCompletionID: "chatcmpl-" + hex) ?? UUID(uuidString: id)
     }

@@ -5,14 +5,14 @@ import Foundation
 /// A Responses task is a chat task: the worker runs `chatBody` like any chat completion (instructions become the
 /// system message, `input` the messages, `max_output_tokens` the `max_tokens`), and what it streams is rendered
 /// as Responses events (`ResponseRenderer`). What the Response echoes travels with the task as `settings`.
-public struct ResponsesRequest: Sendable {
-    public var settings: ResponseSettings
-    public var stream: Bool
+package struct ResponsesRequest: Sendable {
+    package var settings: ResponseSettings
+    package var stream: Bool
     /// The chat completion the worker runs, as JSON (always streamed with usage: the renderer needs both).
-    public var chatBody: String
-    public var chat: ChatCompletionRequest
+    package var chatBody: String
+    package var chat: ChatCompletionRequest
 
-    public init(_ body: Data, validation: RequestValidation) throws(OpenAIError) {
+    package init(_ body: Data, validation: RequestValidation) throws(OpenAIError) {
         let request: Body
         do {
             request = try JSONDecoder().decode(Body.self, from: body)

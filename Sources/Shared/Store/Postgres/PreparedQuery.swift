@@ -1,0 +1,48 @@
+import Logging
+import PostgresNIO
+import Synchronization
+
+/// A statement Postgres parses once per connection, not on every call, and plans as it sees fit: a plan per call
+/// for its first five, then one generic plan if that promises to cost no more.
+///
+/// Parsing and planning cost more than running our statements: the server's log showed the enqueue statement
+/// parsed in 1.05 ms, planned in 1.7 ms and run in 0.5 ms; a stream's first read 0.5, 0.6 and 0.15. Only
+/// statements whose every plan is sound are prepared: the flush is not (`StreamLog.append` says why). A conforming
+/// type names one statement; its SQL is the text of a query built by the same interpolation as every call's
+/// (`query`), so text and binds cannot drift apart, and each call sends only binds.
+package protocol PreparedQuery: PostgresPreparedStatement where Row == PostgresRow {
+    /// This call's query: `Self.sql` with this call's binds.
+    var query: PostgresQuery { get }
+}
+
+extension PreparedQuery {
+    package func makeBindings() throws -> PostgresBindings { query.binds }
+    package func decodeRow(_ row: PostgresRow) throws -> PostgresRow { row }
+}
+
+/// Whether this process prepares its statements (`HANDOFF_DB_PREPARE`). Off behind a PgBouncer in transaction
+/// mode older than 1.21, which cannot follow a named statement from one server connection to the next; every
+/// statement then goes unnamed, as a `PostgresQuery`.
+package enum PreparedQueries {
+    static let enabled = Atomic<Bool>(true)
+
+    package static func prepare(_ enabled: Bool) {
+        self.enabled.store(enabled, ordering: .relaxed)
+    }
+}
+
+extension PostgresClient {
+    /// `perform` for a prepared statement.
+    @discardableResult
+    package func perform(_ statement: some PreparedQuery, timeout: Duration, logger: Logger) async throws -> [PostgresRow] {
+        assert(statement.query.sql == type(of: statement).sql, "\(type(of: statement)) built a different text")
+        guard PreparedQueries.enabled.load(ordering: .relaxed) else {
+            return try await perform(statement.query, timeout: timeout, logger: logger)
+        }
+        return try await measured(timeout: timeout) {
+            var rows: [PostgresRow] = []
+            for try await row in try await self.execute(statement, logger: logger) { rows.append(row) }
+            return rows
+        }
+    }
+}

@@ -1,0 +1,104 @@
+import Foundation
+import HandoffWire
+import Logging
+import PostgresNIO
+
+/// Stopping tasks before their end: an owner's explicit cancel, abandonment (nobody has watched the stream for a
+/// grace period), a worker handing its tasks back at shutdown, and the pruning of finished tasks.
+extension TaskQueue {
+    /// Asks for `id` to be cancelled and wakes the worker running it. Returns the task's status when asked (`nil`:
+    /// no such task); only a queued or running task is marked.
+    package func requestCancel(_ id: UUID) async throws -> TaskStatus? {
+        let rows = try await client.perform(
+            """
+            WITH target AS (
+                SELECT id, status FROM handoff_tasks WHERE id = \(id) FOR UPDATE
+            ), marked AS (
+                UPDATE handoff_tasks t SET cancel_requested_at = coalesce(t.cancel_requested_at, now()), updated_at = now()
+                FROM target WHERE t.id = target.id AND target.status IN ('queued', 'running')
+                RETURNING t.id
+            )
+            SELECT target.status, (SELECT count(pg_notify(\(NotifyChannel.taskCancelled), id::text)) FROM marked) FROM target
+            """, timeout: timeout, logger: logger)
+        for (status, _) in try rows.decode((String, Int).self) {
+            return TaskStatus(rawValue: status)
+        }
+        return nil
+    }
+
+    /// Renews the lease of every task `workerID` runs, in one statement, and returns those it should stop: the
+    /// ones somebody cancelled, and the ones no client has watched for `abandonAfter` (which this marks cancelled) —
+    /// except background responses, which run on without a client by design (their owner polls or resumes later).
+    /// It doubles as the fallback for a cancel NOTIFY the worker missed. A watched task's `watched_at` can be
+    /// `StreamLog.watchRefresh` old, so that much is added to the grace.
+    ///
+    /// Only the tasks in `running` — the ones the worker is actually running — are renewed, not every task the table
+    /// says it holds: a claim that committed after the worker gave up waiting for it (a partition healing mid-claim)
+    /// leaves tasks held by a worker that never runs them, and renewing those would keep them from the rescue forever.
+    package func renewLeases(workerID: String, running: [UUID], lease: Duration, abandonAfter: Duration) async throws -> [LeaseStop] {
+        let unwatched = Int((abandonAfter + StreamLog.watchRefresh).components.seconds)
+        let abandoned = """
+            coalesce(watched_at, started_at) < now() - \(unwatched) * interval '1 second'
+                AND NOT coalesce((response->>'background')::boolean, false)
+            """
+        let rows = try await client.perform(
+            """
+            UPDATE handoff_tasks SET lease_expires_at = now() + \(Int(lease.components.seconds)) * interval '1 second',
+                cancel_requested_at = CASE WHEN \(unescaped: abandoned) THEN coalesce(cancel_requested_at, now()) ELSE cancel_requested_at END
+            WHERE worker_id = \(workerID) AND status = 'running' AND id = ANY(\(running)::uuid[])
+            RETURNING id, cancel_requested_at IS NOT NULL, \(unescaped: abandoned)
+            """, timeout: timeout, logger: logger)
+        var stop: [LeaseStop] = []
+        for (id, cancelled, abandoned) in try rows.decode((UUID, Bool, Bool).self) where cancelled {
+            stop.append(LeaseStop(id: id, abandoned: abandoned))
+        }
+        return stop
+    }
+
+    /// Hands a task back to the queue, for a worker shutting down before the task streamed anything; `false` when
+    /// it had streamed (then the worker ends its stream with an error instead, so no client sees a restart).
+    package func release(_ id: UUID, workerID: String) async throws -> Bool {
+        let rows = try await client.perform(
+            """
+            WITH released AS (
+                UPDATE handoff_tasks SET status = 'queued', worker_id = NULL, lease_expires_at = NULL,
+                    attempts = greatest(attempts - 1, 0), updated_at = now()
+                WHERE id = \(id) AND worker_id = \(workerID) AND status = 'running'
+                    AND NOT \(unescaped: Self.streamedContent("handoff_tasks.id"))
+                RETURNING id
+            )
+            SELECT count(*), (SELECT count(pg_notify(\(NotifyChannel.taskQueued), '')) FROM released) FROM released
+            """, timeout: timeout, logger: logger)
+        for (released, _) in try rows.decode((Int, Int).self) {
+            return released > 0
+        }
+        return false
+    }
+
+    /// Deletes up to `limit` tasks that finished more than `retention` ago, with their stream rows. Any number of
+    /// processes may run it at once: each takes different rows (`SKIP LOCKED`).
+    package func prune(retention: Duration, limit: Int = 1000) async throws -> Int {
+        let rows = try await client.perform(
+            """
+            WITH doomed AS (
+                SELECT id FROM handoff_tasks
+                WHERE finished_at < now() - \(Int(retention.components.seconds)) * interval '1 second'
+                ORDER BY finished_at LIMIT \(limit) FOR UPDATE SKIP LOCKED
+            ), deleted AS (
+                DELETE FROM handoff_tasks t USING doomed WHERE t.id = doomed.id RETURNING 1
+            )
+            SELECT count(*) FROM deleted
+            """, timeout: timeout, logger: logger)
+        for count in try rows.decode(Int.self) {
+            return count
+        }
+        return 0
+    }
+}
+
+/// A running task its worker must stop, as its lease renewal found it.
+package struct LeaseStop: Sendable, Hashable {
+    package let id: UUID
+    /// Nobody watched its stream for the abandonment grace (else its owner cancelled it).
+    package let abandoned: Bool
+}

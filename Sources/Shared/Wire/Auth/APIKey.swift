@@ -1,0 +1,71 @@
+import Crypto
+import Foundation
+
+/// An API key: `hk-` and 43 base64url characters (256 random bits), shown once when it is made.
+///
+/// Handoff stores only its SHA-256 digest and looks keys up by it. Digests are what Postgres compares, never keys:
+/// an attacker timing the lookup learns at most a prefix of a digest, and a digest does not lead back to a key of
+/// 256 random bits — which is why a random key needs no slow, salted hash.
+package struct APIKey: Sendable, Equatable {
+    package static let prefix = "hk-"
+    private static let randomBytes = 32
+
+    package let text: String
+
+    /// A new random key.
+    package static func generate() -> APIKey {
+        var generator = SystemRandomNumberGenerator()
+        let bytes = (0..<randomBytes).map { _ in UInt8.random(in: .min ... .max, using: &generator) }
+        return APIKey(text: prefix + Base64URL.encode(Data(bytes)))
+    }
+
+    /// The key in `Authorization: Bearer <key>`; `nil` when the header is absent, has another scheme, or holds
+    /// something that cannot be one of our keys (so it never reaches the database).
+    package init?(authorization: String?) {
+        guard let authorization else { return nil }
+        let parts = authorization.split(separator: " ", maxSplits: 1, omittingEmptySubsequences: true)
+        guard parts.count == 2, parts[0].lowercased() == "bearer" else { return nil }
+        let key = parts[1].trimmingCharacters(in: .whitespaces)
+        guard key.hasPrefix(Self.prefix), key.utf8.count == Self.prefix.utf8.count + 43,
+            key.utf8.dropFirst(Self.prefix.utf8.count).allSatisfy(Base64URL.isAlphabet)
+        else { return nil }
+        self.text = key
+    }
+
+    private init(text: String) {
+        self.text = text
+    }
+
+    /// What the database holds and compares: the lowercase hex SHA-256 of the key.
+    package var digest: String {
+        SHA256.hash(data: Data(text.utf8)).map { String(format: "%02x", $0) }.joined()
+    }
+
+    /// Enough of the key for a person to tell keys apart (`hk-…abcd`), too little to matter.
+    package var hint: String {
+        "\(Self.prefix)…\(text.suffix(4))"
+    }
+}
+
+/// Unpadded base64url (RFC 4648 §5), as keys and stream tokens write it.
+package enum Base64URL {
+    package static func encode(_ data: Data) -> String {
+        data.base64EncodedString().replacingOccurrences(of: "+", with: "-").replacingOccurrences(of: "/", with: "_")
+            .replacingOccurrences(of: "=", with: "")
+    }
+
+    package static func decode(_ text: Substring) -> Data? {
+        var base64 = text.replacingOccurrences(of: "-", with: "+").replacingOccurrences(of: "_", with: "/")
+        base64 += String(repeating: "=", count: (4 - base64.count % 4) % 4)
+        return Data(base64Encoded: base64)
+    }
+
+    static func isAlphabet(_ byte: UInt8) -> Bool {
+        switch byte {
+        case UInt8(ascii: "A")...UInt8(ascii: "Z"), UInt8(ascii: "a")...UInt8(ascii: "z"), UInt8(ascii: "0")...UInt8(ascii: "9"),
+            UInt8(ascii: "-"), UInt8(ascii: "_"):
+            true
+        default: false
+        }
+    }
+}
