@@ -47,8 +47,12 @@ def metrics_cost(results: dict) -> dict | None:
     p50 = {mode: row["handoff"]["firstByteMilliseconds"]["p50"] for mode, row in (("on", on), ("off", off))}
     handoff = p50["on"] / p50["off"] - 1
     throughput = 1 - on["completionsPerSecond"] / off["completionsPerSecond"]
-    return {"p50": p50, "handoff": handoff, "throughput": throughput,
-            "ok": handoff < METRICS_BUDGET and throughput < METRICS_BUDGET}
+    return {
+        "p50": p50,
+        "handoff": handoff,
+        "throughput": throughput,
+        "ok": handoff < METRICS_BUDGET and throughput < METRICS_BUDGET,
+    }
 
 
 def metrics_section(results: dict) -> list[str]:
@@ -70,16 +74,22 @@ def metrics_section(results: dict) -> list[str]:
     for mode in ("off", "on"):
         row = results["metrics"][mode]
         handoff = row["handoff"]
-        lines.append(f"| {mode} | {fmt(handoff['redirectMilliseconds']['p50'], 2)} ms | "
-                     f"{fmt(handoff['firstByteMilliseconds']['p50'], 2)} ms | {fmt(handoff['firstByteMilliseconds']['p99'], 2)} ms | "
-                     f"{fmt(row['completionsPerSecond'], 0)} |")
+        lines.append(
+            f"| {mode} | {fmt(handoff['redirectMilliseconds']['p50'], 2)} ms | "
+            f"{fmt(handoff['firstByteMilliseconds']['p50'], 2)} ms | {fmt(handoff['firstByteMilliseconds']['p99'], 2)} ms | "
+            f"{fmt(row['completionsPerSecond'], 0)} |"
+        )
     lines += ["", f"On against off: hand-off p50 {cost['handoff']:+.1%}, throughput {-cost['throughput']:+.1%}.", ""]
     return lines
 
 
-HOPS = [("transactionToCommit", "flush statement and commit"), ("commitToNotified", "commit → replica's NOTIFY"),
-        ("notifiedToReceived", "NOTIFY → events in hand"), ("receivedToSent", "in hand → written"),
-        ("sentToClient", "written → client (Caddy, client)")]
+HOPS = [
+    ("transactionToCommit", "flush statement and commit"),
+    ("commitToNotified", "commit → replica's NOTIFY"),
+    ("notifiedToReceived", "NOTIFY → events in hand"),
+    ("receivedToSent", "in hand → written"),
+    ("sentToClient", "written → client (Caddy, client)"),
+]
 
 
 def commit_row(commit: list[dict], rate: int, path: str = "caddy") -> dict | None:
@@ -92,24 +102,39 @@ def commit_targets(commit: list[dict], at100: dict) -> list[str]:
     low, high = commit_row(commit, 5), commit_row(commit, 20)
     if low:
         c = low["commitToClientMilliseconds"]
-        lines.append(f"| {low['streams']:,} streams × 5 tokens/s: commit → client p50 ≤ 5 ms, p99 ≤ 15 ms (median of "
-                     f"{len(low['runs'])} runs) | p50 {fmt(c['p50'])} ms, p99 {fmt(c['p99'])} ms | "
-                     f"{verdict(c['p50'] <= 5 and c['p99'] <= 15)} |")
+        lines.append(
+            f"| {low['streams']:,} streams × 5 tokens/s: commit → client p50 ≤ 5 ms, p99 ≤ 15 ms (median of "
+            f"{len(low['runs'])} runs) | p50 {fmt(c['p50'])} ms, p99 {fmt(c['p99'])} ms | "
+            f"{verdict(c['p50'] <= 5 and c['p99'] <= 15)} |"
+        )
     if high:
         c = high["commitToClientMilliseconds"]
-        lines.append(f"| {high['streams']:,} streams × 20 tokens/s: ≥ 19,000 events/s delivered, commit → client p99 ≤ "
-                     f"50 ms (median of {len(high['runs'])} runs) | {high['eventsPerSecond']:,.0f} events/s, p99 "
-                     f"{fmt(c['p99'])} ms | {verdict(high['eventsPerSecond'] >= 19000 and c['p99'] <= 50)} |")
+        lines.append(
+            f"| {high['streams']:,} streams × 20 tokens/s: ≥ 19,000 events/s delivered, commit → client p99 ≤ "
+            f"50 ms (median of {len(high['runs'])} runs) | {high['eventsPerSecond']:,.0f} events/s, p99 "
+            f"{fmt(c['p99'])} ms | {verdict(high['eventsPerSecond'] >= 19000 and c['p99'] <= 50)} |"
+        )
     caddy = [row for row in commit if row["path"] == "caddy"]
-    followed = [row["tokensPerSecond"] for row in caddy if row["eventsPerSecond"] >= 0.95 * row["streams"] * row["tokensPerSecond"]]
-    lines.append("| where delivery stops following the offer (≥ 95 % delivered) | "
-                 + (f"follows up to {max(followed)} tokens/s per stream; " if followed else "follows at no rate measured; ")
-                 + ", ".join(f"{row['eventsPerSecond']:,.0f} of {row['streams'] * row['tokensPerSecond']:,} at "
-                             f"{row['tokensPerSecond']}" for row in caddy) + " | — |")
+    followed = [
+        row["tokensPerSecond"]
+        for row in caddy
+        if row["eventsPerSecond"] >= 0.95 * row["streams"] * row["tokensPerSecond"]
+    ]
+    lines.append(
+        "| where delivery stops following the offer (≥ 95 % delivered) | "
+        + (f"follows up to {max(followed)} tokens/s per stream; " if followed else "follows at no rate measured; ")
+        + ", ".join(
+            f"{row['eventsPerSecond']:,.0f} of {row['streams'] * row['tokensPerSecond']:,} at {row['tokensPerSecond']}"
+            for row in caddy
+        )
+        + " | — |"
+    )
     e = at100["firstEventMilliseconds"]
-    lines.append(f"| hand-off p50 ≤ 5 ms, p99 ≤ 15 ms at 100 requests/s (POST → first event, through Caddy; median of "
-                 f"{at100.get('rounds', 1)} rounds) | p50 {fmt(e['p50'])} ms, p99 {fmt(e['p99'])} ms | "
-                 f"{verdict(e['p50'] <= 5 and e['p99'] <= 15)} |")
+    lines.append(
+        f"| hand-off p50 ≤ 5 ms, p99 ≤ 15 ms at 100 requests/s (POST → first event, through Caddy; median of "
+        f"{at100.get('rounds', 1)} rounds) | p50 {fmt(e['p50'])} ms, p99 {fmt(e['p99'])} ms | "
+        f"{verdict(e['p50'] <= 5 and e['p99'] <= 15)} |"
+    )
     return lines
 
 
@@ -134,16 +159,28 @@ def commit_section(commit: list[dict]) -> list[str]:
     ]
     for row in commit:
         c, t = row["commitToClientMilliseconds"], row["transactionToClientMilliseconds"]
-        lines.append(f"| {row['tokensPerSecond']} | {row['path']} | {len(row['runs'])} | "
-                     f"{row['streams'] * row['tokensPerSecond']:,} | {row['eventsPerSecond']:,.0f} ({row['wholeRunEventsPerSecond']:,.0f}) | "
-                     f"{fmt(c['p50'])} / {fmt(c['p90'])} / {fmt(c['p99'])} / {fmt(c['max'])} | {fmt(t['p50'])} / "
-                     f"{fmt(t['p99'])} | " + ", ".join(f"{k} {fmt(v, 0)}" for k, v in row["cpuPercent"].items()) + " |")
+        lines.append(
+            f"| {row['tokensPerSecond']} | {row['path']} | {len(row['runs'])} | "
+            f"{row['streams'] * row['tokensPerSecond']:,} | {row['eventsPerSecond']:,.0f} ({row['wholeRunEventsPerSecond']:,.0f}) | "
+            f"{fmt(c['p50'])} / {fmt(c['p90'])} / {fmt(c['p99'])} / {fmt(c['max'])} | {fmt(t['p50'])} / "
+            f"{fmt(t['p99'])} | " + ", ".join(f"{k} {fmt(v, 0)}" for k, v in row["cpuPercent"].items()) + " |"
+        )
     repeated = [row for row in commit if len(row["runs"]) > 1]
     if repeated:
-        lines += ["", "Each run at the target rates, commit → client p50 / p99 (ms) at delivered events/s: "
-                  + "; ".join(f"{row['tokensPerSecond']} tokens/s: " + ", ".join(
-                      f"{fmt(run['commitToClientMilliseconds']['p50'])} / {fmt(run['commitToClientMilliseconds']['p99'])} at "
-                      f"{run['eventsPerSecond']:,.0f}" for run in row["runs"]) for row in repeated) + "."]
+        lines += [
+            "",
+            "Each run at the target rates, commit → client p50 / p99 (ms) at delivered events/s: "
+            + "; ".join(
+                f"{row['tokensPerSecond']} tokens/s: "
+                + ", ".join(
+                    f"{fmt(run['commitToClientMilliseconds']['p50'])} / {fmt(run['commitToClientMilliseconds']['p99'])} at "
+                    f"{run['eventsPerSecond']:,.0f}"
+                    for run in row["runs"]
+                )
+                for row in repeated
+            )
+            + ".",
+        ]
     lines += [
         "",
         "### Where the time goes, hop by hop",
@@ -158,9 +195,11 @@ def commit_section(commit: list[dict]) -> list[str]:
     ]
     for row in commit:
         hops, flush = row["hopsMilliseconds"], row.get("flush") or {}
-        lines.append(f"| {row['tokensPerSecond']} | {row['path']} | "
-                     + " | ".join(f"{fmt(hops[key]['p50'], 2)} / {fmt(hops[key]['p99'], 1)}" for key, _ in HOPS)
-                     + f" | {fmt(flush.get('flushes') or 0, 0)}, {fmt(flush.get('meanMs') or 0)} |")
+        lines.append(
+            f"| {row['tokensPerSecond']} | {row['path']} | "
+            + " | ".join(f"{fmt(hops[key]['p50'], 2)} / {fmt(hops[key]['p99'], 1)}" for key, _ in HOPS)
+            + f" | {fmt(flush.get('flushes') or 0, 0)}, {fmt(flush.get('meanMs') or 0)} |"
+        )
     lines += [
         "",
         "Postgres's statements over the first run at each target rate (pg_stat_statements, the four with the most",
@@ -171,15 +210,19 @@ def commit_section(commit: list[dict]) -> list[str]:
     ]
     for row in repeated:
         for statement in row["runs"][0]["statements"][:4]:
-            lines.append(f"| {row['tokensPerSecond']} | `{statement['query'][:60]}…` | {fmt(statement['callsPerSecond'])} | "
-                         f"{fmt(statement['meanMs'], 2)} | {fmt(statement['msPerSecond'])} |")
+            lines.append(
+                f"| {row['tokensPerSecond']} | `{statement['query'][:60]}…` | {fmt(statement['callsPerSecond'])} | "
+                f"{fmt(statement['meanMs'], 2)} | {fmt(statement['msPerSecond'])} |"
+            )
     return lines + [""]
 
 
 def write_report(results: dict, out: Path, svg: Path) -> None:
     m = results["machine"]
-    where = (f"{m['cores']} cores ({m['cpu']}), {m['memory_gib']} GiB, Linux {m['kernel']}; "
-             f"commit {m['commit']}, {m['date']}")
+    where = (
+        f"{m['cores']} cores ({m['cpu']}), {m['memory_gib']} GiB, Linux {m['kernel']}; "
+        f"commit {m['commit']}, {m['date']}"
+    )
     idle, handoff, throughput, commit = results["idle"], results["handoff"], results["throughput"][0], results["commit"]
     at100 = next((row for row in handoff if row["rate"] == 100), handoff[-1])
     pg = throughput["postgres"]
@@ -207,13 +250,25 @@ def write_report(results: dict, out: Path, svg: Path) -> None:
         f"| hand-off p50 ≤ 5 ms, p99 ≤ 20 ms at 100 requests/s (POST → first byte of the stream) | "
         f"p50 {fmt(at100['firstByteMilliseconds']['p50'])} ms, p99 {fmt(at100['firstByteMilliseconds']['p99'])} ms | "
         f"{verdict(at100['firstByteMilliseconds']['p50'] <= 5 and at100['firstByteMilliseconds']['p99'] <= 20)} |",
-        *([f"| an API key with limits (never reached) adds ≤ {AUTH_BUDGET_MS} ms to hand-off p50 (first byte; same run, "
-            f"keyless against keyed) | " + ", ".join(f"{c['firstByteMilliseconds']:+.2f} ms at {fmt(rate, 0)}/s"
-                                                     for rate, c in cost.items())
-            + f" | {by_rate({rate: c['ok'] for rate, c in cost.items()})} |"] if cost else []),
-        *([f"| Prometheus metrics on every process cost < {METRICS_BUDGET:.0%} of hand-off p50 and of throughput (same "
-            f"run, on against off) | p50 {metrics['handoff']:+.1%}, throughput {-metrics['throughput']:+.1%} | "
-            f"{verdict(metrics['ok'])} |"] if metrics else []),
+        *(
+            [
+                f"| an API key with limits (never reached) adds ≤ {AUTH_BUDGET_MS} ms to hand-off p50 (first byte; same run, "
+                f"keyless against keyed) | "
+                + ", ".join(f"{c['firstByteMilliseconds']:+.2f} ms at {fmt(rate, 0)}/s" for rate, c in cost.items())
+                + f" | {by_rate({rate: c['ok'] for rate, c in cost.items()})} |"
+            ]
+            if cost
+            else []
+        ),
+        *(
+            [
+                f"| Prometheus metrics on every process cost < {METRICS_BUDGET:.0%} of hand-off p50 and of throughput (same "
+                f"run, on against off) | p50 {metrics['handoff']:+.1%}, throughput {-metrics['throughput']:+.1%} | "
+                f"{verdict(metrics['ok'])} |"
+            ]
+            if metrics
+            else []
+        ),
         f"| ≥ 500 whole-stack completions/s | {fmt(throughput['completionsPerSecond'], 0)}/s | "
         f"{verdict(throughput['completionsPerSecond'] >= 500)} |",
         f"| Postgres connections per SSE replica constant in clients | peak {sse_pools} with "
@@ -242,19 +297,28 @@ def write_report(results: dict, out: Path, svg: Path) -> None:
         "| --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for row in (row for off in handoff for row in (off, keyed.get(off["rate"])) if row):
-        r, b, e, d = row["redirectMilliseconds"], row["firstByteMilliseconds"], row["firstEventMilliseconds"], row["doneMilliseconds"]
-        lines.append(f"| {fmt(row['rate'], 0)} | {'key' if row.get('auth') == 'required' else 'off'} | {row['completed']} | "
-                     f"{row['errors']} | {fmt(r['p50'])} / {fmt(r['p99'])} | "
-                     f"{fmt(b['p50'])} / {fmt(b['p90'])} / {fmt(b['p99'])} / {fmt(b['max'])} | "
-                     f"{fmt(e['p50'])} / {fmt(e['p99'])} / {fmt(e['max'])} | {fmt(d['p50'])} / {fmt(d['p99'])} |")
+        r, b, e, d = (
+            row["redirectMilliseconds"],
+            row["firstByteMilliseconds"],
+            row["firstEventMilliseconds"],
+            row["doneMilliseconds"],
+        )
+        lines.append(
+            f"| {fmt(row['rate'], 0)} | {'key' if row.get('auth') == 'required' else 'off'} | {row['completed']} | "
+            f"{row['errors']} | {fmt(r['p50'])} / {fmt(r['p99'])} | "
+            f"{fmt(b['p50'])} / {fmt(b['p90'])} / {fmt(b['p99'])} / {fmt(b['max'])} | "
+            f"{fmt(e['p50'])} / {fmt(e['p99'])} / {fmt(e['max'])} | {fmt(d['p50'])} / {fmt(d['p99'])} |"
+        )
     if cost:
         lines += [
             "",
             "What the key added, p50 with it minus without: first byte (the hand-off) "
             + ", ".join(f"{c['firstByteMilliseconds']:+.2f} ms at {fmt(rate, 0)}/s" for rate, c in cost.items())
-            + "; 302 " + ", ".join(f"{c['redirectMilliseconds']:+.2f} ms" for c in cost.values())
+            + "; 302 "
+            + ", ".join(f"{c['redirectMilliseconds']:+.2f} ms" for c in cost.values())
             + f". Budget ≤ {AUTH_BUDGET_MS} ms on the hand-off p50, no keyed errors: "
-            + by_rate({rate: c["ok"] for rate, c in cost.items()}) + ".",
+            + by_rate({rate: c["ok"] for rate, c in cost.items()})
+            + ".",
         ]
     lines += [
         "",
@@ -282,7 +346,8 @@ def write_report(results: dict, out: Path, svg: Path) -> None:
         "| --- | --- | --- | --- |",
         f"| {fmt(throughput['completionsPerSecond'], 0)} | {throughput['errors']} | "
         f"{fmt(throughput['completionMilliseconds']['p50'])} / {fmt(throughput['completionMilliseconds']['p99'])} | "
-        + ", ".join(f"{k}: {fmt(v, 0)}" for k, v in sorted(throughput["eventsPerSecondByReplica"].items())) + " |",
+        + ", ".join(f"{k}: {fmt(v, 0)}" for k, v in sorted(throughput["eventsPerSecondByReplica"].items()))
+        + " |",
         "",
         "| Postgres | value |",
         "| --- | --- |",
@@ -292,7 +357,9 @@ def write_report(results: dict, out: Path, svg: Path) -> None:
         f"({fmt(pg['events_per_minibatch'])} events per row) |",
         f"| transactions per minibatch row (all processes, reads included) | {fmt(pg['commits_per_minibatch'], 2)} |",
         "",
-        "CPU during the run (% of one core): " + ", ".join(f"{k} {fmt(v)}" for k, v in throughput["cpuPercent"].items()) + ".",
+        "CPU during the run (% of one core): "
+        + ", ".join(f"{k} {fmt(v)}" for k, v in throughput["cpuPercent"].items())
+        + ".",
         "",
     ]
     lines += upstream_section(results["upstream"], results["real"])
@@ -308,8 +375,10 @@ def write_report(results: dict, out: Path, svg: Path) -> None:
 
 def upstream_section(upstream: dict, real: dict) -> list[str]:
     direct, relay = upstream["direct"], upstream["relay"]
-    added = {row["rate"]: row["fast"]["firstTokenMilliseconds"]["p50"] - row["demo"]["firstTokenMilliseconds"]["p50"]
-             for row in upstream["firstToken"]}
+    added = {
+        row["rate"]: row["fast"]["firstTokenMilliseconds"]["p50"] - row["demo"]["firstTokenMilliseconds"]["p50"]
+        for row in upstream["firstToken"]
+    }
     worker = relay["cpuPercent"].get("worker", 0)
     ratio = real["ratio"]
     median = lambda rows, key: sorted(row[key] for row in rows)[len(rows) // 2]  # noqa: E731
@@ -325,8 +394,10 @@ def upstream_section(upstream: dict, real: dict) -> list[str]:
     ]
     for row in upstream["firstToken"]:
         demo, fast = row["demo"]["firstTokenMilliseconds"], row["fast"]["firstTokenMilliseconds"]
-        lines.append(f"| {row['rate']} | {fmt(demo['p50'], 2)} / {fmt(demo['p99'], 2)} | {fmt(fast['p50'], 2)} / "
-                     f"{fmt(fast['p99'], 2)} | {added[row['rate']]:+.2f} ms |")
+        lines.append(
+            f"| {row['rate']} | {fmt(demo['p50'], 2)} / {fmt(demo['p99'], 2)} | {fmt(fast['p50'], 2)} / "
+            f"{fmt(fast['p99'], 2)} | {added[row['rate']]:+.2f} ms |"
+        )
     best = min(added.values())
     lines += [
         "",
@@ -335,9 +406,14 @@ def upstream_section(upstream: dict, real: dict) -> list[str]:
         "",
         "| target | measured | |",
         "| --- | --- | --- |",
-        "| upstream first token ≤ demo's + 1 ms (p50) | " + ", ".join(f"{v:+.2f} ms at {k}/s" for k, v in added.items())
+        "| upstream first token ≤ demo's + 1 ms (p50) | "
+        + ", ".join(f"{v:+.2f} ms at {k}/s" for k, v in added.items())
         + f" | {'met at ' + ', '.join(f'{k}/s' for k, v in added.items() if v <= 1) if best <= 1 else '**not met**'}"
-        + (", **not met** at " + ", ".join(f"{k}/s" for k, v in added.items() if v > 1) if best <= 1 and max(added.values()) > 1 else "")
+        + (
+            ", **not met** at " + ", ".join(f"{k}/s" for k, v in added.items() if v > 1)
+            if best <= 1 and max(added.values()) > 1
+            else ""
+        )
         + " |",
         f"| one worker relays ≥ 10,000 upstream chunks/s | {fmt(relay['chunksPerSecond'], 0)} chunks/s with "
         f"{relay['concurrency']} clients, {relay['tokens']}-chunk replies, worker at {fmt(worker)} % of a core | "
@@ -362,10 +438,12 @@ def plot(rows: list[dict], caption: str) -> str:
     """p50 and p99 of first byte and first event against request rate, on log-free linear axes."""
     width, height, left, right, top, bottom = 720, 420, 70, 20, 40, 70
     rates = [row["rate"] for row in rows]
-    series = [("first byte p50", "firstByteMilliseconds", "p50", "#1f77b4", ""),
-              ("first byte p99", "firstByteMilliseconds", "p99", "#1f77b4", "6 4"),
-              ("first event p50", "firstEventMilliseconds", "p50", "#d62728", ""),
-              ("first event p99", "firstEventMilliseconds", "p99", "#d62728", "6 4")]
+    series = [
+        ("first byte p50", "firstByteMilliseconds", "p50", "#1f77b4", ""),
+        ("first byte p99", "firstByteMilliseconds", "p99", "#1f77b4", "6 4"),
+        ("first event p50", "firstEventMilliseconds", "p50", "#d62728", ""),
+        ("first event p99", "firstEventMilliseconds", "p99", "#d62728", "6 4"),
+    ]
     highest = max(row[key][stat] for row in rows for _, key, stat, _, _ in series) or 1
     step = next(step for step in (1, 2, 5, 10, 20, 25, 50, 100, 200, 250, 500, 1000, 2000, 5000) if highest / step <= 5)
     top_value = step * (int(highest // step) + 1)
@@ -377,29 +455,41 @@ def plot(rows: list[dict], caption: str) -> str:
     def y(ms: float) -> float:
         return height - bottom - (height - top - bottom) * ms / top_value
 
-    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" font-family="sans-serif" font-size="12">',
-             '<rect width="100%" height="100%" fill="white"/>',
-             f'<text x="{width / 2}" y="22" text-anchor="middle" font-size="15">Hand-off latency against request rate</text>',
-             f'<line x1="{left}" y1="{height - bottom}" x2="{width - right}" y2="{height - bottom}" stroke="black"/>',
-             f'<line x1="{left}" y1="{top}" x2="{left}" y2="{height - bottom}" stroke="black"/>']
+    parts = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" font-family="sans-serif" font-size="12">',
+        '<rect width="100%" height="100%" fill="white"/>',
+        f'<text x="{width / 2}" y="22" text-anchor="middle" font-size="15">Hand-off latency against request rate</text>',
+        f'<line x1="{left}" y1="{height - bottom}" x2="{width - right}" y2="{height - bottom}" stroke="black"/>',
+        f'<line x1="{left}" y1="{top}" x2="{left}" y2="{height - bottom}" stroke="black"/>',
+    ]
     for i in range(int(top_value // step) + 1):
         value = step * i
         parts.append(f'<text x="{left - 8}" y="{y(value) + 4}" text-anchor="end">{value:.0f}</text>')
         parts.append(f'<line x1="{left}" y1="{y(value)}" x2="{width - right}" y2="{y(value)}" stroke="#ddd"/>')
     for rate in rates:
         parts.append(f'<text x="{x(rate)}" y="{height - bottom + 18}" text-anchor="middle">{rate:.0f}</text>')
-    parts.append(f'<text x="{(width + left) / 2}" y="{height - bottom + 38}" text-anchor="middle">requests per second (open loop)</text>')
-    parts.append(f'<text x="18" y="{(height + top - bottom) / 2}" transform="rotate(-90 18 {(height + top - bottom) / 2})" '
-                 'text-anchor="middle">milliseconds after the POST was due</text>')
+    parts.append(
+        f'<text x="{(width + left) / 2}" y="{height - bottom + 38}" text-anchor="middle">requests per second (open loop)</text>'
+    )
+    parts.append(
+        f'<text x="18" y="{(height + top - bottom) / 2}" transform="rotate(-90 18 {(height + top - bottom) / 2})" '
+        'text-anchor="middle">milliseconds after the POST was due</text>'
+    )
     for index, (label, key, stat, colour, dash) in enumerate(series):
         points = " ".join(f"{x(row['rate']):.1f},{y(row[key][stat]):.1f}" for row in rows)
-        parts.append(f'<polyline points="{points}" fill="none" stroke="{colour}" stroke-width="2" stroke-dasharray="{dash}"/>')
+        parts.append(
+            f'<polyline points="{points}" fill="none" stroke="{colour}" stroke-width="2" stroke-dasharray="{dash}"/>'
+        )
         for row in rows:
             parts.append(f'<circle cx="{x(row["rate"]):.1f}" cy="{y(row[key][stat]):.1f}" r="3" fill="{colour}"/>')
         ly = top + 10 + index * 16
-        parts.append(f'<line x1="{left + 20}" y1="{ly}" x2="{left + 50}" y2="{ly}" stroke="{colour}" '
-                     f'stroke-width="2" stroke-dasharray="{dash}"/>')
+        parts.append(
+            f'<line x1="{left + 20}" y1="{ly}" x2="{left + 50}" y2="{ly}" stroke="{colour}" '
+            f'stroke-width="2" stroke-dasharray="{dash}"/>'
+        )
         parts.append(f'<text x="{left + 56}" y="{ly + 4}">{label}</text>')
-    parts.append(f'<text x="{width / 2}" y="{height - 12}" text-anchor="middle" font-size="10" fill="#555">{caption}</text>')
+    parts.append(
+        f'<text x="{width / 2}" y="{height - 12}" text-anchor="middle" font-size="10" fill="#555">{caption}</text>'
+    )
     parts.append("</svg>")
     return "\n".join(parts) + "\n"

@@ -22,17 +22,55 @@ def chunk(payload: dict) -> bytes:
 
 
 def reply(tokens: int, model: str) -> bytes:
-    head = {"id": "chatcmpl-fast", "object": "chat.completion.chunk", "created": 1, "model": model,
-            "system_fingerprint": "fp_fast"}
-    parts = [chunk({**head, "choices": [{"index": 0, "delta": {"role": "assistant", "content": ""}, "logprobs": None,
-                                         "finish_reason": None}], "usage": None})]
+    head = {
+        "id": "chatcmpl-fast",
+        "object": "chat.completion.chunk",
+        "created": 1,
+        "model": model,
+        "system_fingerprint": "fp_fast",
+    }
+    parts = [
+        chunk(
+            {
+                **head,
+                "choices": [
+                    {"index": 0, "delta": {"role": "assistant", "content": ""}, "logprobs": None, "finish_reason": None}
+                ],
+                "usage": None,
+            }
+        )
+    ]
     for index in range(tokens):
-        parts.append(chunk({**head, "choices": [{"index": 0, "delta": {"content": WORDS[index % len(WORDS)]},
-                                                 "logprobs": None, "finish_reason": None}], "usage": None}))
-    parts.append(chunk({**head, "choices": [{"index": 0, "delta": {}, "logprobs": None, "finish_reason": "length"}],
-                        "usage": None}))
-    parts.append(chunk({**head, "choices": [], "usage": {"prompt_tokens": 8, "completion_tokens": tokens,
-                                                         "total_tokens": 8 + tokens}}))
+        parts.append(
+            chunk(
+                {
+                    **head,
+                    "choices": [
+                        {
+                            "index": 0,
+                            "delta": {"content": WORDS[index % len(WORDS)]},
+                            "logprobs": None,
+                            "finish_reason": None,
+                        }
+                    ],
+                    "usage": None,
+                }
+            )
+        )
+    parts.append(
+        chunk(
+            {**head, "choices": [{"index": 0, "delta": {}, "logprobs": None, "finish_reason": "length"}], "usage": None}
+        )
+    )
+    parts.append(
+        chunk(
+            {
+                **head,
+                "choices": [],
+                "usage": {"prompt_tokens": 8, "completion_tokens": tokens, "total_tokens": 8 + tokens},
+            }
+        )
+    )
     parts.append(b"data: [DONE]\n\n")
     return b"".join(parts)
 
@@ -42,13 +80,23 @@ async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> N
     try:
         while True:  # keep-alive: one request after another on the connection
             head = await reader.readuntil(b"\r\n\r\n")
-            length = next((int(line.split(b":", 1)[1]) for line in head.split(b"\r\n")
-                           if line.lower().startswith(b"content-length:")), 0)
+            length = next(
+                (
+                    int(line.split(b":", 1)[1])
+                    for line in head.split(b"\r\n")
+                    if line.lower().startswith(b"content-length:")
+                ),
+                0,
+            )
             request = json.loads(await reader.readexactly(length)) if length else {}
             key = (int(request.get("max_tokens") or 16), str(request.get("model", "fast")))
             body = cache.get(key) or cache.setdefault(key, reply(*key))
-            writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nContent-Length: "
-                         + str(len(body)).encode() + b"\r\n\r\n" + body)
+            writer.write(
+                b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nContent-Length: "
+                + str(len(body)).encode()
+                + b"\r\n\r\n"
+                + body
+            )
             await writer.drain()
     except (asyncio.IncompleteReadError, ConnectionError):
         pass

@@ -26,8 +26,12 @@ LOG_TAIL_LINES = 40
 
 def psql(url: str, sql: str, timeout: float = 20) -> str:
     """Runs one statement; returns its unaligned, tuples-only output."""
-    done = subprocess.run(["psql", url, "-v", "ON_ERROR_STOP=1", "-X", "-q", "-tA", "-c", sql],
-                          capture_output=True, text=True, timeout=timeout)
+    done = subprocess.run(
+        ["psql", url, "-v", "ON_ERROR_STOP=1", "-X", "-q", "-tA", "-c", sql],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
     if done.returncode != 0:
         raise RuntimeError(f"psql failed ({done.returncode}) on {sql!r}: {done.stderr.strip()}")
     return done.stdout.strip()
@@ -67,8 +71,10 @@ class Stack:
 
     def connection_counts(self) -> dict[str, int]:
         """Open Postgres connections of the system, by application_name (psql itself uses the admin database)."""
-        out = psql(self.admin_url, "SELECT application_name, count(*) FROM pg_stat_activity "
-                                   f"WHERE datname = '{self.database}' GROUP BY 1")
+        out = psql(
+            self.admin_url,
+            f"SELECT application_name, count(*) FROM pg_stat_activity WHERE datname = '{self.database}' GROUP BY 1",
+        )
         return {name: int(count) for name, count in (line.rsplit("|", 1) for line in out.splitlines() if line)}
 
     def start(self, name: str, argv: list[str], env: dict[str, str]) -> None:
@@ -76,35 +82,57 @@ class Stack:
         log = open(self.log_dir / f"{name}.log", "ab")
         # Settings of a developer's shell (HANDOFF_WORKER_CONCURRENCY, ...) must not change what is measured.
         inherited = {k: v for k, v in os.environ.items() if not k.startswith("HANDOFF_") and k != "DATABASE_URL"}
-        self.processes[name] = subprocess.Popen(argv, env={**inherited, **env}, cwd=self.log_dir, stdout=log,
-                                                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        self.processes[name] = subprocess.Popen(
+            argv,
+            env={**inherited, **env},
+            cwd=self.log_dir,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+        )
         log.close()
 
-    def start_services(self, settings: dict[str, str] | None = None, worker_settings: dict[str, str] | None = None,
-                       worker: bool = True) -> None:
+    def start_services(
+        self, settings: dict[str, str] | None = None, worker_settings: dict[str, str] | None = None, worker: bool = True
+    ) -> None:
         """Starts the API server, the worker (unless told not to), every SSE replica and Caddy."""
         # Keyless unless the caller says otherwise (the API's own default is HANDOFF_AUTH=required): the tests and
         # the benchmark that want keys start keyed API servers of their own.
-        common = {"DATABASE_URL": self.database_url, "HANDOFF_SECRET": self.secret, "HANDOFF_AUTH": "off",
-                  "HANDOFF_LOG_LEVEL": os.environ.get("HANDOFF_LOG_LEVEL", "info"),
-                  "HANDOFF_SECRET_FILE": str(self.log_dir / "unused-secret"), **(settings or {})}
+        common = {
+            "DATABASE_URL": self.database_url,
+            "HANDOFF_SECRET": self.secret,
+            "HANDOFF_AUTH": "off",
+            "HANDOFF_LOG_LEVEL": os.environ.get("HANDOFF_LOG_LEVEL", "info"),
+            "HANDOFF_SECRET_FILE": str(self.log_dir / "unused-secret"),
+            **(settings or {}),
+        }
         self.start("api", [str(self.bin_dir / "handoff-api")], {**common, "HANDOFF_API_PORT": str(self.ports.api)})
         if worker:
             self.start_worker(common, worker_settings or {})
         for port in self.ports.sse:
             self.start(f"sse-{port}", [str(self.bin_dir / "handoff-sse")], {**common, "HANDOFF_SSE_PORT": str(port)})
-        self.start("caddy", [str(CADDY), "run", "--config", str(ROOT / "Caddyfile"), "--adapter", "caddyfile"], {
-            "HANDOFF_CADDY_PORT": str(self.ports.caddy), "HANDOFF_API_UPSTREAM": f"127.0.0.1:{self.ports.api}",
-            "HANDOFF_SSE_UPSTREAMS": " ".join(f"127.0.0.1:{port}" for port in self.ports.sse),
-            "HANDOFF_WEB_ROOT": str(ROOT / "web"),
-            "XDG_DATA_HOME": str(self.log_dir / "xdg-data"), "XDG_CONFIG_HOME": str(self.log_dir / "xdg-config")})
+        self.start(
+            "caddy",
+            [str(CADDY), "run", "--config", str(ROOT / "Caddyfile"), "--adapter", "caddyfile"],
+            {
+                "HANDOFF_CADDY_PORT": str(self.ports.caddy),
+                "HANDOFF_API_UPSTREAM": f"127.0.0.1:{self.ports.api}",
+                "HANDOFF_SSE_UPSTREAMS": " ".join(f"127.0.0.1:{port}" for port in self.ports.sse),
+                "HANDOFF_WEB_ROOT": str(ROOT / "web"),
+                "XDG_DATA_HOME": str(self.log_dir / "xdg-data"),
+                "XDG_CONFIG_HOME": str(self.log_dir / "xdg-config"),
+            },
+        )
 
     def start_worker(self, common: dict[str, str], worker_settings: dict[str, str], name: str = "worker") -> None:
         """Starts a worker; its operations server gets a free port of its own, unless `worker_settings` names one."""
         port = int(worker_settings.get("HANDOFF_WORKER_PORT") or self.worker_ports.get(name) or free_port())
         self.worker_ports[name] = port
-        self.start(name, [str(self.bin_dir / "handoff-worker")],
-                   {**common, "HANDOFF_WORKER_ID": name, "HANDOFF_WORKER_PORT": str(port), **worker_settings})
+        self.start(
+            name,
+            [str(self.bin_dir / "handoff-worker")],
+            {**common, "HANDOFF_WORKER_ID": name, "HANDOFF_WORKER_PORT": str(port), **worker_settings},
+        )
 
     def signal(self, name: str, signum: int) -> subprocess.Popen:
         """Sends `signum` to one process (SIGKILL, SIGTERM) and returns it, for the caller to wait on."""

@@ -27,11 +27,11 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "scripts"))
-from handoff_stack import ROOT, Ports, Stack, healthy, status, wait_until  # noqa: E402
-
 from handoff_e2e import API_PORT, CADDY_PORT, POOL_SIZE, SSE_PORTS, TOKEN_DELAY_MS  # noqa: E402
-from keys_e2e import API_PORTS as KEYED_API_PORTS, CADDY as KEYED_CADDY, MAX_MESSAGES, MAX_PROMPT_CHARS  # noqa: E402
-from keys_e2e import Key, KeysCLI, keyed_one_token, unique  # noqa: E402
+from handoff_stack import ROOT, Ports, Stack, healthy, status, wait_until  # noqa: E402
+from keys_e2e import API_PORTS as KEYED_API_PORTS  # noqa: E402
+from keys_e2e import CADDY as KEYED_CADDY
+from keys_e2e import MAX_MESSAGES, MAX_PROMPT_CHARS, Key, KeysCLI, keyed_one_token, unique  # noqa: E402
 
 START_TIMEOUT = 60
 CLUSTER = pytest.StashKey["Stack"]()
@@ -119,13 +119,26 @@ def upstream(base_url: str, model: str, **options) -> dict:
 # Catalogue models of the stubs, by scenario: public name -> upstream model on stub A. Single-endpoint models get a
 # 1 ms backoff, so that asking the same model twice in a row meets the same failure twice.
 STUB_SCENARIOS = {
-    "stub-openai": "openai", "stub-vllm": "vllm", "stub-ollama": "ollama", "stub-llamacpp": "llamacpp",
-    "stub-reasoning": "reasoning", "stub-slow-first": "slow-first", "stub-slow": "slow",
-    "stub-midstream-error-llamacpp": "midstream-error-llamacpp", "stub-midstream-error-vllm": "midstream-error-vllm",
-    "stub-truncated-ollama": "truncated-ollama", "stub-drop": "drop", "stub-drop-reset": "drop-reset",
-    "stub-fail-503": "fail-503", "stub-fail-502": "fail-502", "stub-fail-500-json": "fail-500-json",
-    "stub-fail-429": "fail-429", "stub-fail-404": "fail-404", "stub-context-400": "context-400",
-    "stub-vllm-context-400": "vllm-context-400", "stub-openai-context-400": "openai-context-400",
+    "stub-openai": "openai",
+    "stub-vllm": "vllm",
+    "stub-ollama": "ollama",
+    "stub-llamacpp": "llamacpp",
+    "stub-reasoning": "reasoning",
+    "stub-slow-first": "slow-first",
+    "stub-slow": "slow",
+    "stub-midstream-error-llamacpp": "midstream-error-llamacpp",
+    "stub-midstream-error-vllm": "midstream-error-vllm",
+    "stub-truncated-ollama": "truncated-ollama",
+    "stub-drop": "drop",
+    "stub-drop-reset": "drop-reset",
+    "stub-fail-503": "fail-503",
+    "stub-fail-502": "fail-502",
+    "stub-fail-500-json": "fail-500-json",
+    "stub-fail-429": "fail-429",
+    "stub-fail-404": "fail-404",
+    "stub-context-400": "context-400",
+    "stub-vllm-context-400": "vllm-context-400",
+    "stub-openai-context-400": "openai-context-400",
     "stub-old-vllm-400": "old-vllm-400",
 }
 
@@ -134,68 +147,156 @@ def catalogue() -> dict:
     """`demo` first, the real model, one model per stub scenario, and the multi-endpoint and keyed ones."""
     models: list[dict] = [
         {"name": "demo", "backend": "demo"},
-        {"name": "local", "backend": "openai", "upstreams": [upstream(
-            f"http://127.0.0.1:{LLAMA_PORT}/v1", "smollm2", max_concurrent_requests=2, connect_timeout_ms=2000,
-            first_token_timeout_ms=60000, between_tokens_timeout_ms=30000)]},
+        {
+            "name": "local",
+            "backend": "openai",
+            "upstreams": [
+                upstream(
+                    f"http://127.0.0.1:{LLAMA_PORT}/v1",
+                    "smollm2",
+                    max_concurrent_requests=2,
+                    connect_timeout_ms=2000,
+                    first_token_timeout_ms=60000,
+                    between_tokens_timeout_ms=30000,
+                )
+            ],
+        },
     ]
     for name, model in STUB_SCENARIOS.items():
-        models.append({"name": name, "backend": "openai", "upstreams": [
-            upstream(stub_url("A", f"/{name}"), model, backoff_ms=1)]})
+        models.append(
+            {"name": name, "backend": "openai", "upstreams": [upstream(stub_url("A", f"/{name}"), model, backoff_ms=1)]}
+        )
     models += [
         # Hostile upstreams and caps (test_hostile.py): a line and a reply past their bounds; a model's own reply cap.
-        {"name": "stub-long-line", "backend": "openai", "upstreams": [
-            upstream(stub_url("A", "/long-line"), "long-line", max_line_bytes=65536, backoff_ms=1)]},
-        {"name": "stub-flood", "backend": "openai", "upstreams": [
-            upstream(stub_url("A", "/flood"), "flood", max_reply_bytes=262144, backoff_ms=1)]},
-        {"name": "stub-capped", "backend": "openai", "max_tokens": 7, "upstreams": [
-            upstream(stub_url("A", "/capped"), "openai", backoff_ms=1)]},
+        {
+            "name": "stub-long-line",
+            "backend": "openai",
+            "upstreams": [upstream(stub_url("A", "/long-line"), "long-line", max_line_bytes=65536, backoff_ms=1)],
+        },
+        {
+            "name": "stub-flood",
+            "backend": "openai",
+            "upstreams": [upstream(stub_url("A", "/flood"), "flood", max_reply_bytes=262144, backoff_ms=1)],
+        },
+        {
+            "name": "stub-capped",
+            "backend": "openai",
+            "max_tokens": 7,
+            "upstreams": [upstream(stub_url("A", "/capped"), "openai", backoff_ms=1)],
+        },
         # Timeouts
-        {"name": "stub-first-token-timeout", "backend": "openai", "upstreams": [
-            upstream(stub_url("A", "/ftt"), "slow-first", first_token_timeout_ms=500, backoff_ms=1)]},
-        {"name": "stub-stall", "backend": "openai", "upstreams": [
-            upstream(stub_url("A", "/stall"), "stall", between_tokens_timeout_ms=1000, backoff_ms=1)]},
-        {"name": "stub-refused", "backend": "openai", "upstreams": [
-            upstream(f"http://127.0.0.1:{REFUSED_PORT}/v1", "openai", connect_timeout_ms=1000, backoff_ms=1)]},
+        {
+            "name": "stub-first-token-timeout",
+            "backend": "openai",
+            "upstreams": [upstream(stub_url("A", "/ftt"), "slow-first", first_token_timeout_ms=500, backoff_ms=1)],
+        },
+        {
+            "name": "stub-stall",
+            "backend": "openai",
+            "upstreams": [upstream(stub_url("A", "/stall"), "stall", between_tokens_timeout_ms=1000, backoff_ms=1)],
+        },
+        {
+            "name": "stub-refused",
+            "backend": "openai",
+            "upstreams": [
+                upstream(f"http://127.0.0.1:{REFUSED_PORT}/v1", "openai", connect_timeout_ms=1000, backoff_ms=1)
+            ],
+        },
         # Keys: STUB_API_KEY is in the worker's environment, STUB_UNSET_KEY is not
-        {"name": "stub-keyed", "backend": "openai", "upstreams": [
-            upstream(stub_url("A", "/keyed"), "openai", api_key_env="STUB_API_KEY", backoff_ms=1)]},
-        {"name": "stub-keyed-401", "backend": "openai", "upstreams": [
-            upstream(stub_url("A", "/keyed-401"), "fail-401", api_key_env="STUB_API_KEY", backoff_ms=1)]},
-        {"name": "stub-unset-key", "backend": "openai", "upstreams": [
-            upstream(stub_url("A", "/unset-key"), "openai", api_key_env="STUB_UNSET_KEY", backoff_ms=1)]},
+        {
+            "name": "stub-keyed",
+            "backend": "openai",
+            "upstreams": [upstream(stub_url("A", "/keyed"), "openai", api_key_env="STUB_API_KEY", backoff_ms=1)],
+        },
+        {
+            "name": "stub-keyed-401",
+            "backend": "openai",
+            "upstreams": [upstream(stub_url("A", "/keyed-401"), "fail-401", api_key_env="STUB_API_KEY", backoff_ms=1)],
+        },
+        {
+            "name": "stub-unset-key",
+            "backend": "openai",
+            "upstreams": [upstream(stub_url("A", "/unset-key"), "openai", api_key_env="STUB_UNSET_KEY", backoff_ms=1)],
+        },
         # Several endpoints: A fails before its first chunk in some way, B answers
-        {"name": "failover", "backend": "openai", "upstreams": [
-            upstream(stub_url("A", "/failover"), "fail-503", backoff_ms=5000),
-            upstream(stub_url("B", "/failover"), "openai", backoff_ms=5000)]},
-        {"name": "failover-429", "backend": "openai", "upstreams": [
-            upstream(stub_url("A", "/failover-429"), "fail-429", backoff_ms=5000),
-            upstream(stub_url("B", "/failover-429"), "vllm", backoff_ms=5000)]},
-        {"name": "failover-refused", "backend": "openai", "upstreams": [
-            upstream(f"http://127.0.0.1:{REFUSED_PORT}/failover/v1", "openai", connect_timeout_ms=1000,
-                     backoff_ms=5000),
-            upstream(stub_url("B", "/failover-refused"), "llamacpp", backoff_ms=5000)]},
-        {"name": "failover-timeout", "backend": "openai", "upstreams": [
-            upstream(stub_url("A", "/failover-timeout"), "slow-first", first_token_timeout_ms=500, backoff_ms=5000),
-            upstream(stub_url("B", "/failover-timeout"), "ollama", backoff_ms=5000)]},
+        {
+            "name": "failover",
+            "backend": "openai",
+            "upstreams": [
+                upstream(stub_url("A", "/failover"), "fail-503", backoff_ms=5000),
+                upstream(stub_url("B", "/failover"), "openai", backoff_ms=5000),
+            ],
+        },
+        {
+            "name": "failover-429",
+            "backend": "openai",
+            "upstreams": [
+                upstream(stub_url("A", "/failover-429"), "fail-429", backoff_ms=5000),
+                upstream(stub_url("B", "/failover-429"), "vllm", backoff_ms=5000),
+            ],
+        },
+        {
+            "name": "failover-refused",
+            "backend": "openai",
+            "upstreams": [
+                upstream(
+                    f"http://127.0.0.1:{REFUSED_PORT}/failover/v1", "openai", connect_timeout_ms=1000, backoff_ms=5000
+                ),
+                upstream(stub_url("B", "/failover-refused"), "llamacpp", backoff_ms=5000),
+            ],
+        },
+        {
+            "name": "failover-timeout",
+            "backend": "openai",
+            "upstreams": [
+                upstream(stub_url("A", "/failover-timeout"), "slow-first", first_token_timeout_ms=500, backoff_ms=5000),
+                upstream(stub_url("B", "/failover-timeout"), "ollama", backoff_ms=5000),
+            ],
+        },
         # Only the metrics test uses these two, so it can expect exact counts of them.
         {"name": "demo-metered", "backend": "demo"},
-        {"name": "failover-metered", "backend": "openai", "upstreams": [
-            upstream(stub_url("A", "/failover-metered"), "fail-503", backoff_ms=1),
-            upstream(stub_url("B", "/failover-metered"), "openai", backoff_ms=1)]},
-        {"name": "failover-all-503", "backend": "openai", "upstreams": [
-            upstream(stub_url("A", "/all-503"), "fail-503", backoff_ms=1),
-            upstream(stub_url("B", "/all-503"), "fail-502", backoff_ms=1)]},
-        {"name": "failover-all-429", "backend": "openai", "upstreams": [
-            upstream(stub_url("A", "/all-429"), "fail-429", backoff_ms=1),
-            upstream(stub_url("B", "/all-429"), "fail-429", backoff_ms=1)]},
+        {
+            "name": "failover-metered",
+            "backend": "openai",
+            "upstreams": [
+                upstream(stub_url("A", "/failover-metered"), "fail-503", backoff_ms=1),
+                upstream(stub_url("B", "/failover-metered"), "openai", backoff_ms=1),
+            ],
+        },
+        {
+            "name": "failover-all-503",
+            "backend": "openai",
+            "upstreams": [
+                upstream(stub_url("A", "/all-503"), "fail-503", backoff_ms=1),
+                upstream(stub_url("B", "/all-503"), "fail-502", backoff_ms=1),
+            ],
+        },
+        {
+            "name": "failover-all-429",
+            "backend": "openai",
+            "upstreams": [
+                upstream(stub_url("A", "/all-429"), "fail-429", backoff_ms=1),
+                upstream(stub_url("B", "/all-429"), "fail-429", backoff_ms=1),
+            ],
+        },
         # A failure after the first chunk is never failed over
-        {"name": "failover-midstream", "backend": "openai", "upstreams": [
-            upstream(stub_url("A", "/failover-midstream"), "midstream-error-vllm", backoff_ms=1),
-            upstream(stub_url("B", "/failover-midstream"), "openai", backoff_ms=1)]},
+        {
+            "name": "failover-midstream",
+            "backend": "openai",
+            "upstreams": [
+                upstream(stub_url("A", "/failover-midstream"), "midstream-error-vllm", backoff_ms=1),
+                upstream(stub_url("B", "/failover-midstream"), "openai", backoff_ms=1),
+            ],
+        },
         # Least busy first
-        {"name": "stub-pair", "backend": "openai", "upstreams": [
-            upstream(stub_url("A", "/pair"), "slow", max_concurrent_requests=4, backoff_ms=1),
-            upstream(stub_url("B", "/pair"), "slow", max_concurrent_requests=4, backoff_ms=1)]},
+        {
+            "name": "stub-pair",
+            "backend": "openai",
+            "upstreams": [
+                upstream(stub_url("A", "/pair"), "slow", max_concurrent_requests=4, backoff_ms=1),
+                upstream(stub_url("B", "/pair"), "slow", max_concurrent_requests=4, backoff_ms=1),
+            ],
+        },
     ]
     return {"models": models}
 
@@ -240,26 +341,46 @@ class Upstreams:
     def start(self, name: str, argv: list[str], env: dict[str, str] | None = None) -> None:
         with open(self.log_dir / f"{name}.log", "ab") as log:
             # A session of its own, so a stop reaches the process and whatever it started (the llama build).
-            self.processes[name] = subprocess.Popen(argv, env={**os.environ, **(env or {})}, cwd=self.log_dir,
-                                                    stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                                    start_new_session=True)
+            self.processes[name] = subprocess.Popen(
+                argv,
+                env={**os.environ, **(env or {})},
+                cwd=self.log_dir,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+            )
 
     def start_stubs(self) -> None:
         for name, port in STUB_PORTS.items():
-            self.start(f"stub-{name}", [sys.executable, "-u", str(Path(__file__).with_name("upstream_stub.py")),
-                                        "--port", str(port), "--name", name])
+            self.start(
+                f"stub-{name}",
+                [
+                    sys.executable,
+                    "-u",
+                    str(Path(__file__).with_name("upstream_stub.py")),
+                    "--port",
+                    str(port),
+                    "--name",
+                    name,
+                ],
+            )
         deadline = time.monotonic() + 15
         for name, port in STUB_PORTS.items():
             self.wait(f"stub-{name}", lambda port=port: status(port, "/health") == 200, deadline)
 
     def start_llama(self) -> None:
-        binary = subprocess.run([str(ROOT / "scripts" / "llama-server.sh"), "paths"], capture_output=True, text=True,
-                                timeout=10, check=True).stdout.split()[0]
+        binary = subprocess.run(
+            [str(ROOT / "scripts" / "llama-server.sh"), "paths"], capture_output=True, text=True, timeout=10, check=True
+        ).stdout.split()[0]
         self.llama_binary_was_built = os.access(binary, os.X_OK)
         template = self.log_dir / "smollm2-tools.jinja"
         template.write_text(TOOLS_TEMPLATE)
-        self.start("llama-server", [str(ROOT / "scripts" / "llama-server.sh"), "run", str(LLAMA_PORT)],
-                   {"HANDOFF_LLAMA_ARGS": LLAMA_ARGS.format(template=template)})
+        self.start(
+            "llama-server",
+            [str(ROOT / "scripts" / "llama-server.sh"), "run", str(LLAMA_PORT)],
+            {"HANDOFF_LLAMA_ARGS": LLAMA_ARGS.format(template=template)},
+        )
         self.llama_started_at = time.monotonic()
 
     def wait_llama(self) -> str:
@@ -344,22 +465,28 @@ def llama_server(upstreams) -> str:
 @pytest.fixture(scope="session")
 def task_usage(cluster):
     """task_usage(completion or task id) -> the usage recorded on the task row, once the task has ended."""
+
     def usage_of(task: str, timeout: float = 10) -> dict:
         task_id = str(uuid.UUID(hex=task.removeprefix("chatcmpl-"))) if task.startswith("chatcmpl-") else task
         deadline = time.monotonic() + timeout
-        while (status := cluster.sql(f"SELECT status FROM handoff_tasks WHERE id = '{task_id}'")) in ("queued", "running"):
+        while (status := cluster.sql(f"SELECT status FROM handoff_tasks WHERE id = '{task_id}'")) in (
+            "queued",
+            "running",
+        ):
             assert time.monotonic() < deadline, f"task {task_id} still {status} after {timeout} s"
             time.sleep(0.05)
         usage = cluster.sql(f"SELECT usage FROM handoff_tasks WHERE id = '{task_id}'")
         assert usage, f"task {task_id} ended ({status!r}) with no usage recorded"
         return json.loads(usage)
+
     return usage_of
 
 
 def start_cluster(cluster: Stack, catalogue_file: Path) -> None:
-    cluster.start_services(settings={"HANDOFF_DB_POOL_SIZE": str(POOL_SIZE), "HANDOFF_MODELS_FILE": str(catalogue_file)},
-                           worker_settings={"HANDOFF_DEMO_TOKEN_DELAY_MS": str(TOKEN_DELAY_MS),
-                                            "STUB_API_KEY": STUB_API_KEY})
+    cluster.start_services(
+        settings={"HANDOFF_DB_POOL_SIZE": str(POOL_SIZE), "HANDOFF_MODELS_FILE": str(catalogue_file)},
+        worker_settings={"HANDOFF_DEMO_TOKEN_DELAY_MS": str(TOKEN_DELAY_MS), "STUB_API_KEY": STUB_API_KEY},
+    )
     deadline = time.monotonic() + START_TIMEOUT
     cluster.wait_healthy(deadline)
     cluster.wait_routed(deadline)
@@ -369,11 +496,19 @@ def start_cluster(cluster: Stack, catalogue_file: Path) -> None:
 def cluster(request, log_dir, upstreams) -> Stack:
     admin_url = os.environ.get("HANDOFF_TEST_DATABASE_URL")
     if not admin_url:
-        pytest.fail("HANDOFF_TEST_DATABASE_URL is not set: run `make test` (scripts/test.sh), or start a cluster with "
-                    "`HANDOFF_PG_PORT=25439 scripts/postgres.sh start` and export "
-                    "HANDOFF_TEST_DATABASE_URL=postgres://postgres@127.0.0.1:25439/postgres", pytrace=False)
-    cluster = Stack(admin_url, Ports(caddy=CADDY_PORT, api=API_PORT, sse=SSE_PORTS), log_dir=log_dir,
-                    bin_dir=Path(os.environ.get("HANDOFF_BIN_DIR", ROOT / ".build" / "debug")).resolve(), prefix="handoff_e2e")
+        pytest.fail(
+            "HANDOFF_TEST_DATABASE_URL is not set: run `make test` (scripts/test.sh), or start a cluster with "
+            "`HANDOFF_PG_PORT=25439 scripts/postgres.sh start` and export "
+            "HANDOFF_TEST_DATABASE_URL=postgres://postgres@127.0.0.1:25439/postgres",
+            pytrace=False,
+        )
+    cluster = Stack(
+        admin_url,
+        Ports(caddy=CADDY_PORT, api=API_PORT, sse=SSE_PORTS),
+        log_dir=log_dir,
+        bin_dir=Path(os.environ.get("HANDOFF_BIN_DIR", ROOT / ".build" / "debug")).resolve(),
+        prefix="handoff_e2e",
+    )
     cluster.create_database()
     request.config.stash[CLUSTER] = cluster
     try:
@@ -426,23 +561,38 @@ def keyed(cluster) -> Keyed:
         try:
             for port in KEYED_API_PORTS:
                 name = f"api-keyed-{port}"
-                cluster.start(name, argv, {**settings, "HANDOFF_AUTH": "required", "HANDOFF_API_PORT": str(port),
-                                           "HANDOFF_MAX_MESSAGES": str(MAX_MESSAGES),
-                                           "HANDOFF_MAX_PROMPT_CHARS": str(MAX_PROMPT_CHARS)})
+                cluster.start(
+                    name,
+                    argv,
+                    {
+                        **settings,
+                        "HANDOFF_AUTH": "required",
+                        "HANDOFF_API_PORT": str(port),
+                        "HANDOFF_MAX_MESSAGES": str(MAX_MESSAGES),
+                        "HANDOFF_MAX_PROMPT_CHARS": str(MAX_PROMPT_CHARS),
+                    },
+                )
                 started.append(name)
             caddy_argv, caddy_settings = cluster.commands["caddy"]
-            cluster.start("caddy-keyed", caddy_argv, {
-                **caddy_settings, "HANDOFF_CADDY_PORT": str(KEYED_CADDY),
-                "HANDOFF_API_UPSTREAM": " ".join(f"127.0.0.1:{port}" for port in KEYED_API_PORTS),
-                "XDG_DATA_HOME": str(cluster.log_dir / "xdg-data-keyed"),
-                "XDG_CONFIG_HOME": str(cluster.log_dir / "xdg-config-keyed")})
+            cluster.start(
+                "caddy-keyed",
+                caddy_argv,
+                {
+                    **caddy_settings,
+                    "HANDOFF_CADDY_PORT": str(KEYED_CADDY),
+                    "HANDOFF_API_UPSTREAM": " ".join(f"127.0.0.1:{port}" for port in KEYED_API_PORTS),
+                    "XDG_DATA_HOME": str(cluster.log_dir / "xdg-data-keyed"),
+                    "XDG_CONFIG_HOME": str(cluster.log_dir / "xdg-config-keyed"),
+                },
+            )
             started.append("caddy-keyed")
             deadline = time.monotonic() + START_TIMEOUT
             for port in KEYED_API_PORTS:
                 wait_until(f"/healthz on port {port}", cluster, deadline, lambda port=port: healthy(port))
             probe = cli.create(unique("probe"))
-            wait_until("a keyed stream through the keys' Caddy", cluster, deadline,
-                       lambda: keyed_one_token(probe, KEYED_CADDY))
+            wait_until(
+                "a keyed stream through the keys' Caddy", cluster, deadline, lambda: keyed_one_token(probe, KEYED_CADDY)
+            )
         except (RuntimeError, OSError, AssertionError) as error:
             raise pytest.fail.Exception(f"the keyed API servers did not start: {error}", pytrace=False) from None
         yield Keyed(cli, cluster)
@@ -469,6 +619,7 @@ def pytest_collection_modifyitems(session, config, items):
 
 def pytest_terminal_summary(terminalreporter, exitstatus, config):
     from faults import HEADER, RESULTS
+
     if RESULTS:
         terminalreporter.section("fault injection")
         terminalreporter.write_line(HEADER)

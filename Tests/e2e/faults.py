@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Iterable
 
 import httpx
-
 from handoff_e2e import iter_sse
 from handoff_stack import ROOT, Ports, Stack, healthy, wait_until
 
@@ -28,16 +27,24 @@ ABANDON_SECONDS = 2
 DRAIN_SECONDS = 3
 TOKEN_DELAY_MS = 20
 READ_TIMEOUT = 5  # keepalives come every second: five silent seconds mean the connection is dead
-SETTINGS = {"HANDOFF_LEASE_SECONDS": str(LEASE_SECONDS), "HANDOFF_ABANDON_SECONDS": str(ABANDON_SECONDS),
-            "HANDOFF_SSE_DRAIN_SECONDS": str(DRAIN_SECONDS), "HANDOFF_KEEPALIVE_SECONDS": "1",
-            "HANDOFF_WORKER_GRACE_SECONDS": "2", "HANDOFF_DB_TIMEOUT_MS": "1000"}
+SETTINGS = {
+    "HANDOFF_LEASE_SECONDS": str(LEASE_SECONDS),
+    "HANDOFF_ABANDON_SECONDS": str(ABANDON_SECONDS),
+    "HANDOFF_SSE_DRAIN_SECONDS": str(DRAIN_SECONDS),
+    "HANDOFF_KEEPALIVE_SECONDS": "1",
+    "HANDOFF_WORKER_GRACE_SECONDS": "2",
+    "HANDOFF_DB_TIMEOUT_MS": "1000",
+}
 WORKER_SETTINGS = {"HANDOFF_DEMO_TOKEN_DELAY_MS": str(TOKEN_DELAY_MS), "HANDOFF_WORKER_CONCURRENCY": "128"}
 WORKERS = ("worker-a", "worker-b")
 
 
 def postgres(command: str) -> None:
-    subprocess.run([str(ROOT / "scripts" / "postgres.sh"), command], check=True,
-                   env={**os.environ, "HANDOFF_PG_PORT": str(PG_PORT)})
+    subprocess.run(
+        [str(ROOT / "scripts" / "postgres.sh"), command],
+        check=True,
+        env={**os.environ, "HANDOFF_PG_PORT": str(PG_PORT)},
+    )
 
 
 def start_stack(log_dir: Path, bin_dir: Path) -> Stack:
@@ -71,11 +78,22 @@ class Client:
     a silent truncation, which must never happen.
     """
 
-    def __init__(self, max_tokens: int, resume: bool = True, prompt: str = "fault", stop_after: int | None = None,
-                 host: str = "127.0.0.1", port: int | None = None):
+    def __init__(
+        self,
+        max_tokens: int,
+        resume: bool = True,
+        prompt: str = "fault",
+        stop_after: int | None = None,
+        host: str = "127.0.0.1",
+        port: int | None = None,
+    ):
         self.host, self.port = host, port or PORTS.caddy  # Caddy: the suite's own, or another host's (Tests/multihost)
-        self.body = {"model": "demo", "stream": True, "max_tokens": max_tokens,
-                     "messages": [{"role": "user", "content": prompt}]}
+        self.body = {
+            "model": "demo",
+            "stream": True,
+            "max_tokens": max_tokens,
+            "messages": [{"role": "user", "content": prompt}],
+        }
         self.resume = resume
         self.stop_after = stop_after
         self.task_id: str | None = None
@@ -112,8 +130,9 @@ class Client:
         while True:
             connection = http.client.HTTPConnection(self.host, self.port, timeout=READ_TIMEOUT)
             try:
-                connection.request("POST", "/api/chat/completions", json.dumps(self.body),
-                                   {"Content-Type": "application/json"})
+                connection.request(
+                    "POST", "/api/chat/completions", json.dumps(self.body), {"Content-Type": "application/json"}
+                )
                 response = connection.getresponse()
                 body = response.read()
                 if response.status == 302:
@@ -153,8 +172,9 @@ class Client:
 
     def follow_once(self, headers: dict[str, str]) -> bool:
         try:
-            with httpx.stream("GET", f"http://{self.host}:{self.port}{self.location}", headers=headers,
-                              timeout=READ_TIMEOUT) as response:
+            with httpx.stream(
+                "GET", f"http://{self.host}:{self.port}{self.location}", headers=headers, timeout=READ_TIMEOUT
+            ) as response:
                 if response.status_code != 200:
                     self.visible_failure = True
                     return True
@@ -202,9 +222,12 @@ def start_all(clients: list[Client], settle: float) -> float:
 
 def table_events(stack: Stack, task_id: str) -> dict[int, str]:
     """The task's events by position, from the stream table (rows may overlap after a requeue)."""
-    rows = json.loads(stack.sql(
-        f"SELECT coalesce(json_agg(json_build_array(seq, events) ORDER BY seq), '[]') FROM handoff_stream "
-        f"WHERE task_id = '{task_id}'"))
+    rows = json.loads(
+        stack.sql(
+            f"SELECT coalesce(json_agg(json_build_array(seq, events) ORDER BY seq), '[]') FROM handoff_stream "
+            f"WHERE task_id = '{task_id}'"
+        )
+    )
     events: dict[int, str] = {}
     for seq, text in rows:
         batch = text.split("\n")
@@ -225,15 +248,19 @@ class Verdict:
     recover_seconds: float = 0.0
 
     def row(self) -> str:
-        return (f"| {self.scenario} | {self.streams} | {self.lost} | {self.duplicated} | {self.hung} | "
-                f"{self.explicit_errors} | {self.silently_truncated} | {self.recover_seconds:.1f} |")
+        return (
+            f"| {self.scenario} | {self.streams} | {self.lost} | {self.duplicated} | {self.hung} | "
+            f"{self.explicit_errors} | {self.silently_truncated} | {self.recover_seconds:.1f} |"
+        )
 
 
 RESULTS: list[Verdict] = []  # printed as a table at the end of the test session
 
-HEADER = ("| scenario | streams | lost | duplicated | hung | ended with an error event | silently truncated | "
-          "max time to recover (s): longest silence a client lived through |\n"
-          "| --- | --- | --- | --- | --- | --- | --- | --- |")
+HEADER = (
+    "| scenario | streams | lost | duplicated | hung | ended with an error event | silently truncated | "
+    "max time to recover (s): longest silence a client lived through |\n"
+    "| --- | --- | --- | --- | --- | --- | --- | --- |"
+)
 
 
 def judge(stack: Stack, scenario: str, clients: list[Client], fault_at: float) -> Verdict:

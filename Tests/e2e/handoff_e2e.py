@@ -53,8 +53,14 @@ def connect(port: int = CADDY_PORT, timeout: float = SOCKET_TIMEOUT) -> http.cli
     return http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
 
 
-def request(method: str, path: str, body: bytes | str | dict | None = None, headers: dict | None = None,
-            port: int = CADDY_PORT, timeout: float = SOCKET_TIMEOUT) -> Reply:
+def request(
+    method: str,
+    path: str,
+    body: bytes | str | dict | None = None,
+    headers: dict | None = None,
+    port: int = CADDY_PORT,
+    timeout: float = SOCKET_TIMEOUT,
+) -> Reply:
     """One request on a fresh connection, body read whole. A dict body is sent as JSON."""
     headers = dict(headers or {})
     if isinstance(body, dict):
@@ -69,8 +75,9 @@ def request(method: str, path: str, body: bytes | str | dict | None = None, head
         conn.close()
 
 
-def iter_sse(lines: Iterable[bytes | str], comments: list[str] | None = None,
-             deadline: float | None = None) -> Iterator[dict]:
+def iter_sse(
+    lines: Iterable[bytes | str], comments: list[str] | None = None, deadline: float | None = None
+) -> Iterator[dict]:
     """Yields each SSE event as {"id": str | None, "data": str}; appends comment lines (without the colon) to
     `comments`. Fails if `deadline` (a time.monotonic() value) passes before the input ends."""
     event: dict = {}
@@ -99,6 +106,7 @@ def iter_sse(lines: Iterable[bytes | str], comments: list[str] | None = None,
 @dataclasses.dataclass
 class Stream:
     """A whole chat-completion stream, as a client saw it."""
+
     events: list[dict]
     comments: list[str]
     replica: str | None = None
@@ -114,8 +122,11 @@ class Stream:
     @property
     def content_chunks(self) -> list[dict]:
         """Chunks carrying a reply token (the first chunk carries the role and an empty content)."""
-        return [c for c in self.chunks if c["choices"] and "role" not in c["choices"][0]["delta"]
-                and "content" in c["choices"][0]["delta"]]
+        return [
+            c
+            for c in self.chunks
+            if c["choices"] and "role" not in c["choices"][0]["delta"] and "content" in c["choices"][0]["delta"]
+        ]
 
     @property
     def text(self) -> str:
@@ -123,8 +134,11 @@ class Stream:
 
     @property
     def finish_reasons(self) -> list[str]:
-        return [c["choices"][0]["finish_reason"] for c in self.chunks
-                if c["choices"] and c["choices"][0].get("finish_reason") is not None]
+        return [
+            c["choices"][0]["finish_reason"]
+            for c in self.chunks
+            if c["choices"] and c["choices"][0].get("finish_reason") is not None
+        ]
 
 
 def read_stream(response: http.client.HTTPResponse, timeout: float = 60) -> Stream:
@@ -133,8 +147,9 @@ def read_stream(response: http.client.HTTPResponse, timeout: float = 60) -> Stre
     return Stream(events, comments, response.getheader("X-Handoff-Replica"))
 
 
-def get_stream(path: str, timeout: float = 60,
-               while_open: Callable[[], ContextManager] = contextlib.nullcontext) -> Stream:
+def get_stream(
+    path: str, timeout: float = 60, while_open: Callable[[], ContextManager] = contextlib.nullcontext
+) -> Stream:
     """GETs an SSE URL through Caddy and reads the stream to its end; `while_open()` wraps the reading."""
     conn = connect()
     try:
@@ -149,8 +164,12 @@ def get_stream(path: str, timeout: float = 60,
         conn.close()
 
 
-def post_and_follow(body: dict, path: str = "/api/chat/completions", timeout: float = 60,
-                    while_open: Callable[[], ContextManager] = contextlib.nullcontext) -> tuple[dict, Stream]:
+def post_and_follow(
+    body: dict,
+    path: str = "/api/chat/completions",
+    timeout: float = 60,
+    while_open: Callable[[], ContextManager] = contextlib.nullcontext,
+) -> tuple[dict, Stream]:
     """POSTs a streaming completion through Caddy, checks the 302 hand-off and follows it; returns (hand-off body,
     stream)."""
     reply = request("POST", path, {"stream": True, **body})
@@ -176,7 +195,9 @@ def assert_well_formed(stream: Stream, completion_id: str | None = None) -> None
     assert stream.done, f"the stream did not end with data: [DONE]; last event: {stream.events[-1]}"
     assert stream.events[-1]["id"] is None, "[DONE] carries an id"
     numbered = stream.events[:-1]
-    assert [e["id"] for e in numbered] == [str(n) for n in range(1, len(numbered) + 1)], "event ids are not 1, 2, 3, ..."
+    assert [e["id"] for e in numbered] == [str(n) for n in range(1, len(numbered) + 1)], (
+        "event ids are not 1, 2, 3, ..."
+    )
     assert not any(e.get("unterminated") for e in stream.events), "the last event is not followed by a blank line"
     assert set(stream.comments) <= {"ping"}, stream.comments
     chunks = stream.chunks

@@ -32,12 +32,22 @@ _DURATION = r"\d+h\d+m\d+(?:\.\d+)?s|\d+m\d+(?:\.\d+)?s|\d+(?:\.\d+)?(?:ms|s)"
 RATE_LIMIT_MESSAGE = re.compile(
     r"^Rate limit reached for key '(?P<name>[^']+)'(?: and model '(?P<model>[^']*)')? on (?P<window>requests per min \(RPM\)|tokens per min \(TPM\)|"
     r"tokens per day \(TPD\)): Limit (?P<limit>\d+), Used (?P<used>\d+), Requested (?P<requested>\d+)\. "
-    rf"Please try again in (?P<wait>{_DURATION})\.")
+    rf"Please try again in (?P<wait>{_DURATION})\."
+)
 # window -> (error type, how the message names it)
-WINDOWS = {"RPM": ("requests", "requests per min (RPM)"), "TPM": ("tokens", "tokens per min (TPM)"),
-           "TPD": ("tokens", "tokens per day (TPD)")}
-RATE_HEADERS = ("x-ratelimit-limit-requests", "x-ratelimit-remaining-requests", "x-ratelimit-reset-requests",
-                "x-ratelimit-limit-tokens", "x-ratelimit-remaining-tokens", "x-ratelimit-reset-tokens")
+WINDOWS = {
+    "RPM": ("requests", "requests per min (RPM)"),
+    "TPM": ("tokens", "tokens per min (TPM)"),
+    "TPD": ("tokens", "tokens per day (TPD)"),
+}
+RATE_HEADERS = (
+    "x-ratelimit-limit-requests",
+    "x-ratelimit-remaining-requests",
+    "x-ratelimit-reset-requests",
+    "x-ratelimit-limit-tokens",
+    "x-ratelimit-remaining-tokens",
+    "x-ratelimit-reset-tokens",
+)
 READ_TIMEOUT = 20  # seconds a stream read may wait; the demo model writes a token every 20 ms
 
 # The keyed API servers of the `keyed` fixture (conftest.py), the Caddy in front of them, and their input limits.
@@ -89,8 +99,9 @@ def admin_command(binary: Path, database_url: str, *args: str, timeout: float = 
     """`handoff-api <args>` as an operator runs it: DATABASE_URL, no other Handoff setting."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("HANDOFF_") and k != "DATABASE_URL"}
     env["DATABASE_URL"] = database_url
-    return subprocess.run([str(binary), *args], env=env, capture_output=True, text=True, timeout=timeout,
-                          stdin=subprocess.DEVNULL)
+    return subprocess.run(
+        [str(binary), *args], env=env, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL
+    )
 
 
 class KeysCLI:
@@ -106,8 +117,10 @@ class KeysCLI:
     def ok(self, *args: str) -> str:
         done = self.run(*args)
         if done.returncode != 0:
-            raise AssertionError(f"`handoff-api keys {' '.join(args)}` exited {done.returncode}: "
-                                 f"stdout {done.stdout[-1000:]!r} stderr {done.stderr[-1000:]!r}")
+            raise AssertionError(
+                f"`handoff-api keys {' '.join(args)}` exited {done.returncode}: "
+                f"stdout {done.stdout[-1000:]!r} stderr {done.stderr[-1000:]!r}"
+            )
         return done.stdout
 
     def create(self, name: str, **options: int | str) -> Key:
@@ -152,8 +165,10 @@ class KeysCLI:
 
 # ----- requests ------------------------------------------------------------------------------------------------
 
-def post(path: str, body: bytes | str | dict | None, key: Key | str | None, port: int,
-         headers: dict | None = None) -> Reply:
+
+def post(
+    path: str, body: bytes | str | dict | None, key: Key | str | None, port: int, headers: dict | None = None
+) -> Reply:
     """A POST with `key` as Bearer (a Key, a raw Authorization value's secret, or None for no header)."""
     all_headers = {"Content-Type": "application/json", **(headers or {})}
     if key is not None:
@@ -164,6 +179,7 @@ def post(path: str, body: bytes | str | dict | None, key: Key | str | None, port
 @dataclasses.dataclass
 class Handoff:
     """A 302 answer of POST /api/chat/completions."""
+
     reply: Reply
 
     @property
@@ -199,7 +215,9 @@ class OpenStream:
     """A GET of an SSE URL (or a POST whose answer is a stream: `body`), read as far as a test wants; a context
     manager that closes the connection."""
 
-    def __init__(self, path: str, headers: dict | None, port: int, timeout: float = 60, body: bytes | dict | None = None):
+    def __init__(
+        self, path: str, headers: dict | None, port: int, timeout: float = 60, body: bytes | dict | None = None
+    ):
         self.conn = connect(port, timeout=READ_TIMEOUT)
         all_headers = {"Accept": "text/event-stream", **(headers or {})}
         if body is None:
@@ -262,14 +280,20 @@ class OpenStream:
 
     @property
     def finish_reasons(self) -> list[str]:
-        return [c["choices"][0]["finish_reason"] for c in self.chunks
-                if c.get("choices") and c["choices"][0].get("finish_reason") is not None]
+        return [
+            c["choices"][0]["finish_reason"]
+            for c in self.chunks
+            if c.get("choices") and c["choices"][0].get("finish_reason") is not None
+        ]
 
 
 def content_chunks(chunks: list[dict]) -> list[dict]:
     """Chunks carrying a reply token: not the role chunk, not an error, not the usage chunk."""
-    return [c for c in chunks if c.get("choices") and "role" not in c["choices"][0]["delta"]
-            and "content" in c["choices"][0]["delta"]]
+    return [
+        c
+        for c in chunks
+        if c.get("choices") and "role" not in c["choices"][0]["delta"] and "content" in c["choices"][0]["delta"]
+    ]
 
 
 def read_whole(path: str, headers: dict | None, port: int, timeout: float = 60) -> OpenStream:
@@ -291,6 +315,7 @@ def wait_ended(stack, task_id: str, timeout: float = 20) -> tuple[str, dict | No
 
 
 # ----- answers -------------------------------------------------------------------------------------------------
+
 
 def openai_error(reply: Reply, status: int) -> dict:
     """The `error` object of an OpenAI error answer with `status`."""
@@ -372,6 +397,7 @@ def reset_seconds(text: str) -> float:
 
 
 # ----- time and ports ------------------------------------------------------------------------------------------
+
 
 def fresh_minute(needed: float) -> None:
     """Sleeps into the next UTC minute unless `needed` seconds are left in this one: per-minute counters are fixed

@@ -15,7 +15,6 @@ import uuid
 from typing import Callable
 
 import openai
-
 from handoff_e2e import API_PORT, CADDY_PORT, GOLDEN, connect, request
 
 PROMPT = "Tell me a three sentence bedtime story about a unicorn."  # the demo answers GOLDEN, 67 tokens, 10 in
@@ -27,16 +26,48 @@ TERMINAL = ("response.completed", "response.incomplete", "response.failed")
 TEXT_EVENTS = ("response.output_text.delta", "response.output_text.done")
 # Every field of a Response that OpenAI always sends (null where it has no value).
 RESPONSE_FIELDS = {
-    "id", "object", "created_at", "status", "background", "completed_at", "error", "incomplete_details", "instructions",
-    "max_output_tokens", "max_tool_calls", "model", "output", "parallel_tool_calls", "previous_response_id",
-    "prompt_cache_key", "reasoning", "safety_identifier", "service_tier", "store", "temperature", "text", "tool_choice",
-    "tools", "top_logprobs", "top_p", "truncation", "usage", "user", "metadata"}
+    "id",
+    "object",
+    "created_at",
+    "status",
+    "background",
+    "completed_at",
+    "error",
+    "incomplete_details",
+    "instructions",
+    "max_output_tokens",
+    "max_tool_calls",
+    "model",
+    "output",
+    "parallel_tool_calls",
+    "previous_response_id",
+    "prompt_cache_key",
+    "reasoning",
+    "safety_identifier",
+    "service_tier",
+    "store",
+    "temperature",
+    "text",
+    "tool_choice",
+    "tools",
+    "top_logprobs",
+    "top_p",
+    "truncation",
+    "usage",
+    "user",
+    "metadata",
+}
 
 
 def sdk(port: int = CADDY_PORT, base: str = "/v1", key: str = "unused", timeout: float = READ_TIMEOUT) -> openai.OpenAI:
     # No retries: a retried POST would be a second response.
-    return openai.OpenAI(base_url=f"http://127.0.0.1:{port}{base}", api_key=key, max_retries=0, timeout=timeout,
-                         _strict_response_validation=True)
+    return openai.OpenAI(
+        base_url=f"http://127.0.0.1:{port}{base}",
+        api_key=key,
+        max_retries=0,
+        timeout=timeout,
+        _strict_response_validation=True,
+    )
 
 
 def task_of(response_id: str) -> str:
@@ -67,25 +98,28 @@ def text_of(events: list[dict]) -> str:
 
 
 def expected_types(background: bool, count: int, terminal: str = "response.completed") -> list[str]:
-    head = ["response.created"] + (["response.queued"] if background else []) + ["response.in_progress",
-            "response.output_item.added", "response.content_part.added"]
+    head = (
+        ["response.created"]
+        + (["response.queued"] if background else [])
+        + ["response.in_progress", "response.output_item.added", "response.content_part.added"]
+    )
     tail = ["response.output_text.done", "response.content_part.done", "response.output_item.done", terminal]
     return head + ["response.output_text.delta"] * count + tail
 
 
 def check_events(events: list[dict], background: bool, terminal: str = "response.completed") -> dict:
     """A whole stream, from sequence number 0 to its terminal event: returns the terminal event's Response."""
-    assert [e["sequence_number"] for e in events] == list(range(len(events))), \
-        [e["sequence_number"] for e in events]
+    assert [e["sequence_number"] for e in events] == list(range(len(events))), [e["sequence_number"] for e in events]
     types = [e["type"] for e in events]
     if terminal == "response.failed":  # may follow a delta: no *.done needed
-        assert types[:len(expected_types(background, 0)) - 4] == expected_types(background, 0)[:-4], types[:6]
+        assert types[: len(expected_types(background, 0)) - 4] == expected_types(background, 0)[:-4], types[:6]
         assert types[-1] == terminal and terminal not in types[:-1], types[-6:]
     else:
         assert types == expected_types(background, deltas(events), terminal), types
     lifecycle = [e["response"] for e in events if "response" in e]
-    assert {r["id"] for r in lifecycle} == {lifecycle[0]["id"]} and RESPONSE_ID.fullmatch(lifecycle[0]["id"]), \
+    assert {r["id"] for r in lifecycle} == {lifecycle[0]["id"]} and RESPONSE_ID.fullmatch(lifecycle[0]["id"]), (
         "lifecycle events carry different or malformed ids"
+    )
     assert lifecycle[0]["status"] == ("queued" if background else "in_progress") and lifecycle[0]["output"] == []
     assert all(r["background"] is background and r["model"] == "demo" for r in lifecycle)
     items = {e.get("item_id") or e["item"]["id"] for e in events if "item_id" in e or "item" in e}
@@ -105,8 +139,11 @@ def check_events(events: list[dict], background: bool, terminal: str = "response
 
 
 def check_usage(usage: dict, output_tokens: int) -> None:
-    assert (usage["input_tokens"], usage["output_tokens"], usage["total_tokens"]) == \
-           (PROMPT_TOKENS, output_tokens, PROMPT_TOKENS + output_tokens), usage
+    assert (usage["input_tokens"], usage["output_tokens"], usage["total_tokens"]) == (
+        PROMPT_TOKENS,
+        output_tokens,
+        PROMPT_TOKENS + output_tokens,
+    ), usage
     assert usage["input_tokens_details"] == {"cached_tokens": 0, "cache_write_tokens": 0}, usage
     assert usage["output_tokens_details"] == {"reasoning_tokens": 0}, usage
 
@@ -122,6 +159,7 @@ def check_golden(final: dict) -> None:
 
 # ----- raw: a replica's own port ------------------------------------------------------------------------------
 
+
 def handoff_path(response_id: str, starting_after: int | None = None) -> str:
     """The SSE path the API hands a stream of `response_id` off to (its 302 on the API's own port)."""
     query = "stream=true" + (f"&starting_after={starting_after}" if starting_after is not None else "")
@@ -132,8 +170,9 @@ def handoff_path(response_id: str, starting_after: int | None = None) -> str:
     return location
 
 
-def read_raw(port: int, path: str, stop: Callable[[list[dict]], bool] | None = None,
-             deadline: float = 60) -> tuple[list[dict], bool]:
+def read_raw(
+    port: int, path: str, stop: Callable[[list[dict]], bool] | None = None, deadline: float = 60
+) -> tuple[list[dict], bool]:
     """GETs an event stream on `port` and parses it by hand: (events, ended), `ended` when the server closed it.
     Checks the framing: `event:` names the data's type, no `id:` lines, no [DONE]."""
     conn = connect(port, READ_TIMEOUT)

@@ -45,7 +45,10 @@ def test_tasks_list_show_and_cancel(cluster):
     listed = json.loads(admin(cluster, "tasks", "list", "--json", "--limit", "50"))
     assert {short, long} <= {task["id"] for task in listed}
     assert [task["created_at"] for task in listed] == sorted((task["created_at"] for task in listed), reverse=True)
-    assert all(task["status"] == "succeeded" for task in json.loads(admin(cluster, "tasks", "list", "--status", "succeeded", "--json")))
+    assert all(
+        task["status"] == "succeeded"
+        for task in json.loads(admin(cluster, "tasks", "list", "--status", "succeeded", "--json"))
+    )
     assert short in admin(cluster, "tasks", "list")  # the text form names each task
 
     wait_status(cluster, long, {"running"})
@@ -53,8 +56,9 @@ def test_tasks_list_show_and_cancel(cluster):
     cancelled = wait_status(cluster, long, {"cancelled"})
     assert cancelled["usage"]["completion_tokens"] < 2000
     assert "nothing to cancel" in admin(cluster, "tasks", "cancel", long)
-    unknown = admin_command(cluster.bin_dir / "handoff-api", cluster.database_url, "tasks", "show",
-                            "00000000-0000-0000-0000-000000000000")
+    unknown = admin_command(
+        cluster.bin_dir / "handoff-api", cluster.database_url, "tasks", "show", "00000000-0000-0000-0000-000000000000"
+    )
     assert unknown.returncode != 0 and "no task" in unknown.stderr
 
 
@@ -72,38 +76,77 @@ def test_queue_stats(cluster):
 
 
 def test_curl_x_post_keeps_post_across_the_handoff_and_still_streams():
-    done = subprocess.run(["curl", "-sS", "-N", "-X", "POST", "-L", "--max-time", "60",
-                           f"http://127.0.0.1:{CADDY_PORT}/api/chat/completions", "-H", "Content-Type: application/json",
-                           "-d", README_BODY], capture_output=True, text=True, timeout=90)
+    done = subprocess.run(
+        [
+            "curl",
+            "-sS",
+            "-N",
+            "-X",
+            "POST",
+            "-L",
+            "--max-time",
+            "60",
+            f"http://127.0.0.1:{CADDY_PORT}/api/chat/completions",
+            "-H",
+            "Content-Type: application/json",
+            "-d",
+            README_BODY,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=90,
+    )
     assert done.returncode == 0, done.stderr
-    chunks = [json.loads(line[len("data: "):]) for line in done.stdout.splitlines()
-              if line.startswith("data: {")]
+    chunks = [json.loads(line[len("data: ") :]) for line in done.stdout.splitlines() if line.startswith("data: {")]
     assert done.stdout.rstrip().endswith("data: [DONE]"), done.stdout[-300:]
     assert "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks if c["choices"]) == GOLDEN
 
 
 def test_a_request_id_is_returned_and_ties_the_request_to_its_task_in_the_api_log(cluster):
-    reply = request("POST", "/api/chat/completions", {"model": "demo", "messages": [{"role": "user", "content": "hi"}]},
-                    headers={"X-Request-Id": "req-e2e-4711"})
+    reply = request(
+        "POST",
+        "/api/chat/completions",
+        {"model": "demo", "messages": [{"role": "user", "content": "hi"}]},
+        headers={"X-Request-Id": "req-e2e-4711"},
+    )
     assert reply.status == 302 and reply.headers["X-Request-Id"] == "req-e2e-4711"
     task = reply.json()["task_id"]
     deadline = time.monotonic() + 10
-    while not [line for line in (cluster.log_dir / "api.log").read_text().splitlines()
-               if "req-e2e-4711" in line and task in line.lower()]:
+    while not [
+        line
+        for line in (cluster.log_dir / "api.log").read_text().splitlines()
+        if "req-e2e-4711" in line and task in line.lower()
+    ]:
         assert time.monotonic() < deadline, "no API log line names both the request id and its task"
         time.sleep(0.1)
-    generated = request("POST", "/api/chat/completions", {"model": "nope", "messages": [{"role": "user", "content": "hi"}]})
+    generated = request(
+        "POST", "/api/chat/completions", {"model": "nope", "messages": [{"role": "user", "content": "hi"}]}
+    )
     assert generated.status == 404 and len(generated.headers["X-Request-Id"]) == 36, "errors carry a generated id too"
 
 
 def test_json_logs_are_one_object_a_line(cluster):
-    done = subprocess.run([str(cluster.bin_dir / "handoff-api"), "migrate"], capture_output=True, text=True, timeout=60,
-                          env={"PATH": "/usr/bin:/bin", "DATABASE_URL": cluster.database_url, "HANDOFF_LOG_FORMAT": "json",
-                               "HANDOFF_LOG_LEVEL": "debug"})
+    done = subprocess.run(
+        [str(cluster.bin_dir / "handoff-api"), "migrate"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={
+            "PATH": "/usr/bin:/bin",
+            "DATABASE_URL": cluster.database_url,
+            "HANDOFF_LOG_FORMAT": "json",
+            "HANDOFF_LOG_LEVEL": "debug",
+        },
+    )
     assert done.returncode == 0, done.stderr
     records = [json.loads(line) for line in done.stderr.splitlines()]
     assert records and all({"time", "level", "process", "message"} <= record.keys() for record in records), done.stderr
     assert {record["process"] for record in records} == {"handoff.migrate"}
-    refused = subprocess.run([str(cluster.bin_dir / "handoff-api"), "migrate"], capture_output=True, text=True, timeout=60,
-                             env={"PATH": "/usr/bin:/bin", "DATABASE_URL": cluster.database_url, "HANDOFF_LOG_FORMAT": "xml"})
+    refused = subprocess.run(
+        [str(cluster.bin_dir / "handoff-api"), "migrate"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={"PATH": "/usr/bin:/bin", "DATABASE_URL": cluster.database_url, "HANDOFF_LOG_FORMAT": "xml"},
+    )
     assert refused.returncode != 0 and "HANDOFF_LOG_FORMAT=xml" in refused.stderr

@@ -18,12 +18,24 @@ import signal
 import time
 
 import pytest
-
 from faults import table_events
 from handoff_e2e import GOLDEN, README_BODY
 from handoff_stack import Ports, Stack, wait_until
-from keys_e2e import (CADDY, KeysCLI, OpenStream, content_chunks, demo, encoded, fresh_minute, hand_off, post,
-                      read_whole, reservation, unique, wait_ended)
+from keys_e2e import (
+    CADDY,
+    KeysCLI,
+    OpenStream,
+    content_chunks,
+    demo,
+    encoded,
+    fresh_minute,
+    hand_off,
+    post,
+    read_whole,
+    reservation,
+    unique,
+    wait_ended,
+)
 
 FAULTS = Ports(caddy=18089, api=18087, sse=(18088,))  # no Caddy: the fault tests talk to the API and SSE directly
 FAULT_WORKERS = ("keys-faults-worker-a", "keys-faults-worker-b")
@@ -46,22 +58,37 @@ def fault_stack(cluster) -> FaultStack:
     grace. Its logs go beside the session's (names start with keys-faults-)."""
     stack = Stack(cluster.admin_url, FAULTS, cluster.log_dir, cluster.bin_dir, prefix="handoff_keys")
     stack.create_database()
-    common = {"DATABASE_URL": stack.database_url, "HANDOFF_SECRET": stack.secret,
-              "HANDOFF_SECRET_FILE": str(cluster.log_dir / "unused-secret"),
-              "HANDOFF_LOG_LEVEL": os.environ.get("HANDOFF_LOG_LEVEL", "info")}
+    common = {
+        "DATABASE_URL": stack.database_url,
+        "HANDOFF_SECRET": stack.secret,
+        "HANDOFF_SECRET_FILE": str(cluster.log_dir / "unused-secret"),
+        "HANDOFF_LOG_LEVEL": os.environ.get("HANDOFF_LOG_LEVEL", "info"),
+    }
     try:
         try:
-            stack.start("keys-faults-api", [str(stack.bin_dir / "handoff-api")],
-                        {**common, "HANDOFF_AUTH": "required", "HANDOFF_API_PORT": str(FAULTS.api)})
+            stack.start(
+                "keys-faults-api",
+                [str(stack.bin_dir / "handoff-api")],
+                {**common, "HANDOFF_AUTH": "required", "HANDOFF_API_PORT": str(FAULTS.api)},
+            )
             for port in FAULTS.sse:
-                stack.start(f"keys-faults-sse-{port}", [str(stack.bin_dir / "handoff-sse")],
-                            {**common, "HANDOFF_SSE_PORT": str(port), "HANDOFF_KEEPALIVE_SECONDS": "1"})
+                stack.start(
+                    f"keys-faults-sse-{port}",
+                    [str(stack.bin_dir / "handoff-sse")],
+                    {**common, "HANDOFF_SSE_PORT": str(port), "HANDOFF_KEEPALIVE_SECONDS": "1"},
+                )
             deadline = time.monotonic() + START_TIMEOUT
             stack.wait_healthy(deadline)  # the API has migrated the database
             for name in FAULT_WORKERS:
-                stack.start_worker(common, {"HANDOFF_LEASE_SECONDS": str(LEASE_SECONDS),
-                                            "HANDOFF_ABANDON_SECONDS": str(ABANDON_SECONDS),
-                                            "HANDOFF_DEMO_TOKEN_DELAY_MS": "20"}, name=name)
+                stack.start_worker(
+                    common,
+                    {
+                        "HANDOFF_LEASE_SECONDS": str(LEASE_SECONDS),
+                        "HANDOFF_ABANDON_SECONDS": str(ABANDON_SECONDS),
+                        "HANDOFF_DEMO_TOKEN_DELAY_MS": "20",
+                    },
+                    name=name,
+                )
             for name in FAULT_WORKERS:
                 log = cluster.log_dir / f"{name}.log"
                 wait_until(f"{name} started", stack, deadline, lambda log=log: "worker started" in log.read_text())
@@ -75,12 +102,14 @@ def fault_stack(cluster) -> FaultStack:
 
 # ----- charged when the task ends, by outcome --------------------------------------------------------------------
 
+
 def test_a_succeeded_task_is_charged_its_usage(keyed, task_usage):
     fresh_minute(10)
     key = keyed.key("succeeded", tokens_per_minute=100_000)
     handoff = hand_off(README_BODY.encode(), key, CADDY)
-    assert keyed.cli.usage_row(key)["reserved_tokens"] == reservation(README_BODY, None, CEILING), \
+    assert keyed.cli.usage_row(key)["reserved_tokens"] == reservation(README_BODY, None, CEILING), (
         "the README's request has no max_tokens: the ceiling is reserved"
+    )
     assert read_whole(handoff.location, key.auth, CADDY).text == GOLDEN
     assert task_usage(handoff.task_id)["total_tokens"] == 77
     row = keyed.cli.usage_row(key)
@@ -96,20 +125,31 @@ def test_a_cancelled_task_is_charged_what_it_streamed_prompt_included(keyed, tas
     with OpenStream(handoff.location, key.auth, CADDY) as stream:
         assert stream.status == 200
         stream.read_content(5)
-        cancelled = post(f"/api/chat/completions/{handoff.completion_id}/cancel?token={handoff.token}", None, key, CADDY)
+        cancelled = post(
+            f"/api/chat/completions/{handoff.completion_id}/cancel?token={handoff.token}", None, key, CADDY
+        )
         assert cancelled.status == 200, cancelled.body
         stream.read_to_end()
     assert stream.finish_reasons == ["cancelled"]
     usage = task_usage(handoff.task_id)
     assert 5 <= usage["completion_tokens"] < 500 and usage["total_tokens"] > usage["prompt_tokens"] > 0, usage
     row = keyed.cli.usage_row(key)
-    assert (row["reserved_tokens"], row["tokens_this_minute"], row["tokens_today"]) == \
-           (0, usage["total_tokens"], usage["total_tokens"]), (row, usage)
+    assert (row["reserved_tokens"], row["tokens_this_minute"], row["tokens_today"]) == (
+        0,
+        usage["total_tokens"],
+        usage["total_tokens"],
+    ), (row, usage)
 
 
 def test_a_task_that_failed_before_any_token_is_charged_nothing(keyed):
-    body = encoded({"model": "stub-fail-404", "stream": True, "max_tokens": 50,
-                    "messages": [{"role": "user", "content": "fails before its first token"}]})
+    body = encoded(
+        {
+            "model": "stub-fail-404",
+            "stream": True,
+            "max_tokens": 50,
+            "messages": [{"role": "user", "content": "fails before its first token"}],
+        }
+    )
     each = reservation(body, 50)
     key = keyed.key("failed", tokens_per_day=each)  # room for exactly one reservation, and for nothing more
     for attempt in range(2):  # the second fits only if the first was charged 0 and its reservation released
@@ -127,8 +167,9 @@ def test_an_abandoned_task_is_charged_what_it_streamed(fault_stack):
     key = cli.create(unique("abandoned"), tokens_per_day=1_000_000)
     body = encoded(demo("nobody watches this one for long", max_tokens=2000))
     handoff = hand_off(body, key, FAULTS.api)
-    assert cli.usage_row(key)["reserved_tokens"] == reservation(body, 2000, CEILING) == \
-           math.ceil(len(body) / 4) + CEILING, "max_tokens above the ceiling reserves the ceiling"
+    assert (
+        cli.usage_row(key)["reserved_tokens"] == reservation(body, 2000, CEILING) == math.ceil(len(body) / 4) + CEILING
+    ), "max_tokens above the ceiling reserves the ceiling"
     with OpenStream(handoff.location, None, FAULTS.sse[0]) as stream:  # a browser's EventSource, then gone
         assert stream.status == 200
         stream.read_content(5)
@@ -163,8 +204,10 @@ def test_a_lost_worker_is_charged_the_prompt_estimate_and_the_content_it_streame
         streamed = len(content_chunks(table))
         assert 10 <= streamed < 1000 and len(content_chunks(stream.chunks)) == streamed
         row = cli.usage_row(key)
-        assert (row["reserved_tokens"], row["tokens_today"]) == (0, math.ceil(len(body) / 4) + streamed), \
-            (row, f"prompt estimate {math.ceil(len(body) / 4)}, content events {streamed}")
+        assert (row["reserved_tokens"], row["tokens_today"]) == (0, math.ceil(len(body) / 4) + streamed), (
+            row,
+            f"prompt estimate {math.ceil(len(body) / 4)}, content events {streamed}",
+        )
     finally:
         if victim is not None:
             stack.restart(victim)

@@ -4,7 +4,6 @@ import json
 import uuid
 
 import pytest
-
 from handoff_e2e import assert_well_formed, post_and_follow, request, sign_stream_token
 
 HELLO = [{"role": "user", "content": "hello"}]
@@ -33,27 +32,64 @@ def assert_error(reply, status: int, param: str | None = None, code: str | None 
 JSON = {"Content-Type": "application/json"}
 
 
-@pytest.mark.parametrize("payload, headers, status, param, code", [
-    pytest.param(json.dumps(body(model="no-such-model")), JSON, 404, "model", "model_not_found", id="unknown-model"),
-    pytest.param(json.dumps(body(messages=[])), JSON, 400, "messages", None, id="no-messages"),
-    pytest.param(json.dumps(body(messages=[{"role": "wizard", "content": "hi"}])), JSON, 400, "messages[0].role", None,
-                 id="bad-role"),
-    pytest.param(json.dumps(body(messages=[{"role": "user", "content": 42}])), JSON, 400, "messages[0].content", None,
-                 id="content-not-string"),
-    pytest.param('{"model": "demo", "messages": [', JSON, 400, None, None, id="broken-json"),
-    pytest.param(json.dumps(body()), {"Content-Type": "text/plain"}, 415, None, None, id="text-plain"),
-    pytest.param(json.dumps(body(messages=[{"role": "user", "content": "x" * (2 << 20)}])), JSON, 413, None, None,
-                 id="2MB-body"),
-    pytest.param(json.dumps(body(stream_options={"include_usage": True})), JSON, 400, "stream_options", None,
-                 id="stream-options-without-stream"),
-    pytest.param(json.dumps(body(max_tokens=0)), JSON, 400, "max_tokens", None, id="max-tokens-0"),
-    pytest.param(json.dumps(body(n=2)), JSON, 400, "n", "unsupported_value", id="n-2"),
-    pytest.param(json.dumps(body(temperature=3)), JSON, 400, "temperature", None, id="temperature-3"),
-    pytest.param(json.dumps(body(top_p=-1)), JSON, 400, "top_p", None, id="top-p-negative"),
-    pytest.param(json.dumps(body(stop=["a", "b", "c", "d", "e"])), JSON, 400, "stop", None, id="five-stops"),
-    pytest.param(json.dumps(body(messages=[{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "x"}}]}])),
-                 JSON, 400, "messages[0].content[0].type", None, id="image-part"),
-])
+@pytest.mark.parametrize(
+    "payload, headers, status, param, code",
+    [
+        pytest.param(
+            json.dumps(body(model="no-such-model")), JSON, 404, "model", "model_not_found", id="unknown-model"
+        ),
+        pytest.param(json.dumps(body(messages=[])), JSON, 400, "messages", None, id="no-messages"),
+        pytest.param(
+            json.dumps(body(messages=[{"role": "wizard", "content": "hi"}])),
+            JSON,
+            400,
+            "messages[0].role",
+            None,
+            id="bad-role",
+        ),
+        pytest.param(
+            json.dumps(body(messages=[{"role": "user", "content": 42}])),
+            JSON,
+            400,
+            "messages[0].content",
+            None,
+            id="content-not-string",
+        ),
+        pytest.param('{"model": "demo", "messages": [', JSON, 400, None, None, id="broken-json"),
+        pytest.param(json.dumps(body()), {"Content-Type": "text/plain"}, 415, None, None, id="text-plain"),
+        pytest.param(
+            json.dumps(body(messages=[{"role": "user", "content": "x" * (2 << 20)}])),
+            JSON,
+            413,
+            None,
+            None,
+            id="2MB-body",
+        ),
+        pytest.param(
+            json.dumps(body(stream_options={"include_usage": True})),
+            JSON,
+            400,
+            "stream_options",
+            None,
+            id="stream-options-without-stream",
+        ),
+        pytest.param(json.dumps(body(max_tokens=0)), JSON, 400, "max_tokens", None, id="max-tokens-0"),
+        pytest.param(json.dumps(body(n=2)), JSON, 400, "n", "unsupported_value", id="n-2"),
+        pytest.param(json.dumps(body(temperature=3)), JSON, 400, "temperature", None, id="temperature-3"),
+        pytest.param(json.dumps(body(top_p=-1)), JSON, 400, "top_p", None, id="top-p-negative"),
+        pytest.param(json.dumps(body(stop=["a", "b", "c", "d", "e"])), JSON, 400, "stop", None, id="five-stops"),
+        pytest.param(
+            json.dumps(
+                body(messages=[{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "x"}}]}])
+            ),
+            JSON,
+            400,
+            "messages[0].content[0].type",
+            None,
+            id="image-part",
+        ),
+    ],
+)
 def test_bad_request_is_refused(cluster, payload, headers, status, param, code):
     assert_error(request("POST", "/v1/chat/completions", payload, headers), status, param, code)
 

@@ -10,9 +10,20 @@ import time
 from pathlib import Path
 
 import pytest
-
-from faults import (ABANDON_SECONDS, DRAIN_SECONDS, LEASE_SECONDS, PORTS, RESULTS, Client, Verdict, judge, postgres,
-                    restart_and_wait, start_all, start_stack)
+from faults import (
+    ABANDON_SECONDS,
+    DRAIN_SECONDS,
+    LEASE_SECONDS,
+    PORTS,
+    RESULTS,
+    Client,
+    Verdict,
+    judge,
+    postgres,
+    restart_and_wait,
+    start_all,
+    start_stack,
+)
 from handoff_stack import ROOT
 
 STREAMS = 100
@@ -97,10 +108,12 @@ def test_4_sigterm_drains_a_replica(stack):
     assert (verdict.lost, verdict.duplicated, verdict.hung, verdict.silently_truncated) == (0, 0, 0, 0), verdict
     assert exit_code == 0 and exited_after <= DRAIN_SECONDS + 1.5, (exit_code, exited_after)
     on_victim = [c for c in short if c.replicas[0] == VICTIM]
-    assert on_victim and all(c.replicas == [VICTIM] and c.interruptions == 0 for c in on_victim), \
+    assert on_victim and all(c.replicas == [VICTIM] and c.interruptions == 0 for c in on_victim), (
         "short streams finish on the draining replica"
-    assert all(c.interruptions == 1 for c in long if c.replicas[0] == VICTIM), \
-        [(c.replicas, c.interruptions, c.reconnects, len(c.events)) for c in long if c.replicas[0] == VICTIM]
+    )
+    assert all(c.interruptions == 1 for c in long if c.replicas[0] == VICTIM), [
+        (c.replicas, c.interruptions, c.reconnects, len(c.events)) for c in long if c.replicas[0] == VICTIM
+    ]
     assert all(c.visible_failure or c.done for c in plain)
 
 
@@ -113,14 +126,20 @@ def test_5_abandoned_streams_are_cancelled(stack):
     left_at = max(client.ended_at for client in clients)
     ids = ",".join(f"'{client.task_id}'" for client in clients)
     deadline = left_at + ABANDON_SECONDS + 5 + LEASE_SECONDS + 5  # grace, watched_at refresh, a renewal, slack
-    while (cancelled := int(stack.sql(f"SELECT count(*) FROM handoff_tasks WHERE id IN ({ids}) AND status = 'cancelled'"))) < STREAMS:
+    while (
+        cancelled := int(stack.sql(f"SELECT count(*) FROM handoff_tasks WHERE id IN ({ids}) AND status = 'cancelled'"))
+    ) < STREAMS:
         if time.monotonic() > deadline:
             break
         time.sleep(0.2)
     recovered = time.monotonic() - left_at
     tokens = stack.sql(f"SELECT max((usage->>'completion_tokens')::int) FROM handoff_tasks WHERE id IN ({ids})")
-    verdict = Verdict("5. clients leave mid-stream and never return (tasks still running = hung)", STREAMS,
-                      hung=STREAMS - cancelled, recover_seconds=recovered)
+    verdict = Verdict(
+        "5. clients leave mid-stream and never return (tasks still running = hung)",
+        STREAMS,
+        hung=STREAMS - cancelled,
+        recover_seconds=recovered,
+    )
     RESULTS.append(verdict)
     assert cancelled == STREAMS, f"{STREAMS - cancelled} abandoned tasks still run after {recovered:.1f} s"
     assert int(tokens) < 2000 // 2, f"an abandoned task generated {tokens} tokens"

@@ -17,10 +17,10 @@ import time
 import urllib.parse
 
 import pytest
-
 from handoff_e2e import CADDY_PORT, SSE_PORTS, connect, request
 from handoff_stack import ROOT, Ports, Stack, healthy
-from keys_e2e import CADDY as KEYED_CADDY, OpenStream, content_chunks, demo, hand_off, post, read_whole, wait_ended
+from keys_e2e import CADDY as KEYED_CADDY
+from keys_e2e import OpenStream, content_chunks, demo, hand_off, post, read_whole, wait_ended
 
 HOSTILE_PORTS = Ports(caddy=18110, api=18111, sse=(18112,))
 PROCFILE_API_PORT = 18113
@@ -49,19 +49,31 @@ def tasks_with(stack: Stack, marker: str) -> int:
 
 # ----- keyed in one command --------------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("procfile", ["Procfile", "Procfile.local"])
 def test_the_procfiles_api_takes_handoff_auth_from_the_environment(cluster, tmp_path, procfile):
     """`HANDOFF_AUTH=required make run` starts the API keyed; without it, keyless: the Procfile's own `api` line, run
     by a shell as honcho runs it, with the built binary in place of the release one."""
-    line = next(l for l in (ROOT / procfile).read_text().splitlines() if l.startswith("api:"))
+    line = next(entry for entry in (ROOT / procfile).read_text().splitlines() if entry.startswith("api:"))
     command = line.split(":", 1)[1].strip().replace(".build/release/", f"{cluster.bin_dir}/")
-    base = {"PATH": os.environ["PATH"], "DATABASE_URL": cluster.database_url, "HANDOFF_SECRET": cluster.secret,
-            "HANDOFF_API_PORT": str(PROCFILE_API_PORT), "HANDOFF_SECRET_FILE": str(tmp_path / "secret")}
+    base = {
+        "PATH": os.environ["PATH"],
+        "DATABASE_URL": cluster.database_url,
+        "HANDOFF_SECRET": cluster.secret,
+        "HANDOFF_API_PORT": str(PROCFILE_API_PORT),
+        "HANDOFF_SECRET_FILE": str(tmp_path / "secret"),
+    }
     body = demo("who are you?", max_tokens=1)
     for auth, expected in (({"HANDOFF_AUTH": "required"}, 401), ({}, 302)):
         log = open(tmp_path / f"api-{expected}.log", "w")
-        process = subprocess.Popen(["sh", "-c", command], env={**base, **auth}, cwd=ROOT, stdout=log,
-                                   stderr=subprocess.STDOUT, start_new_session=True)
+        process = subprocess.Popen(
+            ["sh", "-c", command],
+            env={**base, **auth},
+            cwd=ROOT,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
         try:
             deadline = time.monotonic() + 30
             while not answering(PROCFILE_API_PORT):
@@ -78,6 +90,7 @@ def test_the_procfiles_api_takes_handoff_auth_from_the_environment(cluster, tmp_
 
 
 # ----- one parse ---------------------------------------------------------------------------------------------------
+
 
 def test_a_key_named_twice_is_refused_and_nothing_runs(cluster):
     """The decoder keeps the first `max_tokens`, jsonb the last: the body is refused, at any depth and however the
@@ -100,7 +113,7 @@ def test_a_key_named_twice_is_refused_and_nothing_runs(cluster):
     assert error["code"] == "duplicate_key" and error["param"] == "max_output_tokens"
     assert tasks_with(cluster, marker) == 0
     # What the decoder accepts and jsonb cannot hold is this request's 400, not its batch's 500.
-    for value in ('1e999999', '"\\ud800"'):
+    for value in ("1e999999", '"\\ud800"'):
         body = f'{{"model":"demo","messages":{messages},"x":{value}}}'
         error = error_of(request("POST", "/api/chat/completions", body, {"Content-Type": "application/json"}), 400)
         assert error["code"] == "invalid_value", error
@@ -113,6 +126,7 @@ def test_a_key_named_twice_is_refused_and_nothing_runs(cluster):
 
 
 # ----- caps that hold ----------------------------------------------------------------------------------------------
+
 
 def test_a_request_without_max_tokens_gets_the_keys_cap(keyed):
     key = keyed.key("cap", max_tokens=5)
@@ -127,8 +141,11 @@ def test_a_request_without_max_tokens_gets_the_keys_cap(keyed):
 def test_an_upstream_is_told_the_cap_when_the_client_set_none(cluster, upstreams):
     """The catalogue's `stub-capped` caps its replies at 7: the stub upstream receives `max_tokens: 7`."""
     marker = "capped-" + os.urandom(4).hex()
-    reply = request("POST", "/api/chat/completions", {"model": "stub-capped", "stream": True,
-                                                      "messages": [{"role": "user", "content": marker}]})
+    reply = request(
+        "POST",
+        "/api/chat/completions",
+        {"model": "stub-capped", "stream": True, "messages": [{"role": "user", "content": marker}]},
+    )
     assert reply.status == 302, reply.body[:300]
     wait_ended(cluster, reply.json()["task_id"])
     sent = [r["body"] for r in upstreams.requests("A") if marker in json.dumps(r["body"])]
@@ -139,11 +156,16 @@ def test_an_upstream_is_told_the_cap_when_the_client_set_none(cluster, upstreams
 
 # ----- load caps -----------------------------------------------------------------------------------------------------
 
+
 def test_a_keys_concurrent_tasks_are_capped_background_responses_included(keyed):
     key = keyed.key("busy", max_concurrent_tasks=2)
     first = hand_off(demo("long one", max_tokens=400), key, KEYED_CADDY)
-    background = post("/v1/responses", {"model": "demo", "input": "long two", "max_output_tokens": 400,
-                                        "background": True}, key, KEYED_CADDY)
+    background = post(
+        "/v1/responses",
+        {"model": "demo", "input": "long two", "max_output_tokens": 400, "background": True},
+        key,
+        KEYED_CADDY,
+    )
     assert background.status == 200 and background.json()["status"] == "queued", background.body[:300]
     refused = post("/api/chat/completions", demo("third", max_tokens=5), key, KEYED_CADDY)
     error = error_of(refused, 429)
@@ -159,14 +181,19 @@ def test_a_keys_concurrent_tasks_are_capped_background_responses_included(keyed)
         assert time.monotonic() < deadline, "no room after the background response was cancelled"
         time.sleep(0.2)
     assert reply.status == 302
-    assert post(f"/api/chat/completions/{first.completion_id}/cancel?token={first.token}", None, key, KEYED_CADDY).status == 200
+    assert (
+        post(f"/api/chat/completions/{first.completion_id}/cancel?token={first.token}", None, key, KEYED_CADDY).status
+        == 200
+    )
     alive(keyed.cluster)
 
 
 @pytest.fixture(scope="module")
 def queue_capped(cluster):
     """An API with HANDOFF_MAX_QUEUED=3 and no worker, on a database of its own: what it queues stays queued."""
-    stack = Stack(cluster.admin_url, HOSTILE_PORTS, log_dir=cluster.log_dir, bin_dir=cluster.bin_dir, prefix="handoff_hostile")
+    stack = Stack(
+        cluster.admin_url, HOSTILE_PORTS, log_dir=cluster.log_dir, bin_dir=cluster.bin_dir, prefix="handoff_hostile"
+    )
     stack.create_database()
     try:
         stack.start_services(settings={"HANDOFF_MAX_QUEUED": "3"}, worker=False)
@@ -193,20 +220,26 @@ def test_a_full_queue_answers_503_before_storing_anything(queue_capped):
 
 # ----- isolated reads ------------------------------------------------------------------------------------------------
 
+
 def test_a_bad_cursor_beside_fifty_good_streams_harms_none(cluster):
     """Last-Event-ID 3000000000 once failed the batched read it shared with other streams (they got 500s): now it
     is its own 400, and 50 ordinary streams beside four clients looping it all complete."""
     reply = request("POST", "/api/chat/completions", demo("victim", max_tokens=40))
     assert reply.status == 302
     victim = reply.json()["stream_url"]
-    responses = request("POST", "/v1/responses", {"model": "demo", "input": "x", "max_output_tokens": 3, "background": True})
+    responses = request(
+        "POST", "/v1/responses", {"model": "demo", "input": "x", "max_output_tokens": 3, "background": True}
+    )
     stop = threading.Event()
     bad: list[int] = []
 
     def hostile() -> None:
         while not stop.is_set():
-            for path, headers in ((victim, {"Last-Event-ID": "3000000000"}), (victim + "&last_event_id=-5", {}),
-                                  (f"/v1/responses/{responses.json()['id']}?stream=true&starting_after=3000000000", {})):
+            for path, headers in (
+                (victim, {"Last-Event-ID": "3000000000"}),
+                (victim + "&last_event_id=-5", {}),
+                (f"/v1/responses/{responses.json()['id']}?stream=true&starting_after=3000000000", {}),
+            ):
                 bad.append(request("GET", path, headers=headers).status)
 
     good: list[object] = [None] * 50
@@ -220,7 +253,11 @@ def test_a_bad_cursor_beside_fifty_good_streams_harms_none(cluster):
             response = conn.getresponse()
             text = response.read().decode()
             conn.close()
-            good[n] = (response.status, text.endswith("data: [DONE]\n\n"), text.count("\nid: ") + text.startswith("id: "))
+            good[n] = (
+                response.status,
+                text.endswith("data: [DONE]\n\n"),
+                text.count("\nid: ") + text.startswith("id: "),
+            )
         except Exception as error:  # noqa: BLE001 (reported below, per stream)
             good[n] = error
 
@@ -241,6 +278,7 @@ def test_a_bad_cursor_beside_fifty_good_streams_harms_none(cluster):
 
 # ----- bounded connections on the replicas ---------------------------------------------------------------------------
 
+
 def test_one_tasks_streams_are_capped_and_stream_bodies_bounded(cluster):
     reply = request("POST", "/api/chat/completions", demo("popular", max_tokens=200))
     location = reply.headers["Location"]
@@ -260,7 +298,9 @@ def test_one_tasks_streams_are_capped_and_stream_bodies_bounded(cluster):
     # A stream route ignores a body; a large one is refused without waiting for all of it.
     sock = socket.create_connection(("127.0.0.1", replica), timeout=10)
     try:
-        sock.sendall(f"POST {location} HTTP/1.1\r\nHost: x\r\nContent-Length: {1 << 20}\r\n\r\n".encode() + b"x" * 80_000)
+        sock.sendall(
+            f"POST {location} HTTP/1.1\r\nHost: x\r\nContent-Length: {1 << 20}\r\n\r\n".encode() + b"x" * 80_000
+        )
         answer = b""
         while chunk := sock.recv(65536):
             answer += chunk
@@ -285,6 +325,7 @@ def test_a_connection_that_never_finishes_its_head_is_closed(cluster):
 
 # ----- tokens that follow the key ----------------------------------------------------------------------------------
 
+
 def test_a_revoked_keys_streams_stop_open_or_not(keyed):
     key = keyed.key("revoked")
     handoff = hand_off(demo("a long story", max_tokens=500), key, KEYED_CADDY)
@@ -304,29 +345,47 @@ def test_a_revoked_keys_streams_stop_open_or_not(keyed):
 
 def test_a_token_opens_only_routes_of_its_kind(cluster):
     chat = request("POST", "/api/chat/completions", demo("chat token", max_tokens=1))
-    task, token = chat.json()["task_id"], urllib.parse.parse_qs(urllib.parse.urlsplit(chat.headers["Location"]).query)["token"][0]
-    assert error_of(request("GET", f"/sse/responses/{task}?token={token}&stream=true"), 403)["code"] == "invalid_stream_token"
-    response = request("POST", "/api/responses", {"model": "demo", "input": "x", "max_output_tokens": 1, "stream": True})
+    task, token = (
+        chat.json()["task_id"],
+        urllib.parse.parse_qs(urllib.parse.urlsplit(chat.headers["Location"]).query)["token"][0],
+    )
+    assert (
+        error_of(request("GET", f"/sse/responses/{task}?token={token}&stream=true"), 403)["code"]
+        == "invalid_stream_token"
+    )
+    response = request(
+        "POST", "/api/responses", {"model": "demo", "input": "x", "max_output_tokens": 1, "stream": True}
+    )
     assert response.status == 302, response.body[:300]
     location = urllib.parse.urlsplit(response.headers["Location"])
     rtask = location.path.rsplit("/", 1)[1]
     rtoken = urllib.parse.parse_qs(location.query)["token"][0]
-    assert error_of(request("GET", f"/sse/chat/completions/{rtask}?token={rtoken}"), 403)["code"] == "invalid_stream_token"
+    assert (
+        error_of(request("GET", f"/sse/chat/completions/{rtask}?token={rtoken}"), 403)["code"] == "invalid_stream_token"
+    )
 
 
 # ----- no work for a client that cannot come back ------------------------------------------------------------------
+
 
 def test_a_non_streaming_v1_client_that_hangs_up_stops_its_task(keyed):
     """It never saw the stream's URL (Caddy followed the 302): its task is cancelled at once, and charged what ran."""
     key = keyed.key("leaver")
     marker = "leaver-" + os.urandom(4).hex()
     conn = connect(KEYED_CADDY, timeout=30)
-    conn.request("POST", "/v1/chat/completions", json.dumps(demo(marker, max_tokens=1000, stream=False)),
-                 {"Content-Type": "application/json", **key.auth})
+    conn.request(
+        "POST",
+        "/v1/chat/completions",
+        json.dumps(demo(marker, max_tokens=1000, stream=False)),
+        {"Content-Type": "application/json", **key.auth},
+    )
     deadline = time.monotonic() + 10
     task = ""
-    while not (task := keyed.cluster.sql(
-            f"SELECT id FROM handoff_tasks WHERE request::text LIKE '%{marker}%' AND status = 'running'")):
+    while not (
+        task := keyed.cluster.sql(
+            f"SELECT id FROM handoff_tasks WHERE request::text LIKE '%{marker}%' AND status = 'running'"
+        )
+    ):
         assert time.monotonic() < deadline, "the task never started"
         time.sleep(0.05)
     time.sleep(0.5)
@@ -340,10 +399,14 @@ def test_a_non_streaming_v1_client_that_hangs_up_stops_its_task(keyed):
 
 # ----- bounded upstream parsing ------------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("model, bound", [("stub-long-line", "65536 bytes"), ("stub-flood", "262144 bytes")])
 def test_an_upstream_past_its_bounds_ends_with_upstream_error(cluster, model, bound):
-    reply = request("POST", "/api/chat/completions", {"model": model, "stream": True,
-                                                      "messages": [{"role": "user", "content": "flood me"}]})
+    reply = request(
+        "POST",
+        "/api/chat/completions",
+        {"model": model, "stream": True, "messages": [{"role": "user", "content": "flood me"}]},
+    )
     assert reply.status == 302
     conn = connect(CADDY_PORT, timeout=60)
     conn.request("GET", reply.headers["Location"])

@@ -17,19 +17,36 @@ import time
 from datetime import datetime, timedelta
 
 import pytest
-
 from handoff_e2e import GOLDEN, README_BODY, SSE_PORTS, request
 from handoff_stack import Stack, healthy
-from keys_e2e import (API_PORTS, CADDY, KEY_PATTERN, KEYS_SEEN, SEED, OpenStream, assert_invalid_key, demo, free_port,
-                      hand_off, listening, openai_error, post, rate_headers, read_whole, unique, wait_ended)
-
+from keys_e2e import (
+    API_PORTS,
+    CADDY,
+    KEY_PATTERN,
+    KEYS_SEEN,
+    SEED,
+    OpenStream,
+    assert_invalid_key,
+    demo,
+    free_port,
+    hand_off,
+    listening,
+    openai_error,
+    post,
+    rate_headers,
+    read_whole,
+    unique,
+    wait_ended,
+)
 
 # ----- keys --------------------------------------------------------------------------------------------------------
 
+
 def test_create_prints_the_key_alone_on_the_last_line_and_nothing_else_ever_shows_it(keyed):
     cli = keyed.cli
-    key = keyed.key("alice", requests_per_minute=60, tokens_per_minute=1000, tokens_per_day=10000, max_tokens=100,
-                    expires_in="30d")
+    key = keyed.key(
+        "alice", requests_per_minute=60, tokens_per_minute=1000, tokens_per_day=10000, max_tokens=100, expires_in="30d"
+    )
     other = keyed.key("alice-too")
     assert key.secret != other.secret and key.id != other.id
     assert key.stdout.rstrip("\n").split("\n")[-1] == key.secret and key.stdout.count(key.secret) == 1, key.stdout
@@ -40,14 +57,32 @@ def test_create_prints_the_key_alone_on_the_last_line_and_nothing_else_ever_show
     created = datetime.fromisoformat(row["created_at"])
     expires = datetime.fromisoformat(row["expires_at"])
     assert abs(expires - created - timedelta(days=30)) < timedelta(minutes=1), row
-    assert {"model": "", "requests_per_minute": 60, "tokens_per_minute": 1000, "tokens_per_day": 10000} in row["limits"], row
+    assert {"model": "", "requests_per_minute": 60, "tokens_per_minute": 1000, "tokens_per_day": 10000} in row[
+        "limits"
+    ], row
     assert cli.listed(other)["expires_at"] is None and cli.listed(other)["max_tokens"] is None
 
     usage = cli.usage_row(key)
-    assert {k: usage[k] for k in ("requests_this_minute", "tokens_this_minute", "tokens_today", "reserved_tokens",
-                                  "requests_per_minute", "tokens_per_minute", "tokens_per_day")} == {
-        "requests_this_minute": 0, "tokens_this_minute": 0, "tokens_today": 0, "reserved_tokens": 0,
-        "requests_per_minute": 60, "tokens_per_minute": 1000, "tokens_per_day": 10000}, usage
+    assert {
+        k: usage[k]
+        for k in (
+            "requests_this_minute",
+            "tokens_this_minute",
+            "tokens_today",
+            "reserved_tokens",
+            "requests_per_minute",
+            "tokens_per_minute",
+            "tokens_per_day",
+        )
+    } == {
+        "requests_this_minute": 0,
+        "tokens_this_minute": 0,
+        "tokens_today": 0,
+        "reserved_tokens": 0,
+        "requests_per_minute": 60,
+        "tokens_per_minute": 1000,
+        "tokens_per_day": 10000,
+    }, usage
 
     for args in (("list",), ("list", "--json"), ("usage",), ("usage", "--json"), ("usage", key.id)):
         out = cli.ok(*args)
@@ -73,16 +108,26 @@ def test_every_bad_key_gets_the_same_401_and_never_a_hint(keyed):
     assert cli.listed(expiring)["status"] == "expired"
 
     authorizations = {
-        "missing": None, "empty": "Bearer ", "no scheme": good.secret, "basic": f"Basic {good.secret}",
-        "garbled": "Bearer hk-not-a-key", "unknown": f"Bearer {unknown}", "tampered": f"Bearer {tampered}",
-        "revoked": f"Bearer {revoked.secret}", "expired": f"Bearer {expiring.secret}",
+        "missing": None,
+        "empty": "Bearer ",
+        "no scheme": good.secret,
+        "basic": f"Basic {good.secret}",
+        "garbled": "Bearer hk-not-a-key",
+        "unknown": f"Bearer {unknown}",
+        "tampered": f"Bearer {tampered}",
+        "revoked": f"Bearer {revoked.secret}",
+        "expired": f"Bearer {expiring.secret}",
     }
-    routes = [("POST", "/api/chat/completions", demo("hi", max_tokens=1)),
-              ("POST", "/v1/chat/completions", demo("hi", max_tokens=1)),
-              ("POST", "/v1/chat/completions", demo("hi", max_tokens=1, stream=False)),
-              ("POST", f"/api/chat/completions/{task.completion_id}/cancel?token={task.token}", None),
-              ("POST", f"/v1/chat/completions/{task.task_id}/cancel?token={task.token}", None),
-              ("GET", "/v1/models", None), ("GET", "/v1/models/demo", None), ("GET", "/api/models", None)]
+    routes = [
+        ("POST", "/api/chat/completions", demo("hi", max_tokens=1)),
+        ("POST", "/v1/chat/completions", demo("hi", max_tokens=1)),
+        ("POST", "/v1/chat/completions", demo("hi", max_tokens=1, stream=False)),
+        ("POST", f"/api/chat/completions/{task.completion_id}/cancel?token={task.token}", None),
+        ("POST", f"/v1/chat/completions/{task.task_id}/cancel?token={task.token}", None),
+        ("GET", "/v1/models", None),
+        ("GET", "/v1/models/demo", None),
+        ("GET", "/api/models", None),
+    ]
     messages: dict[str, str] = {}
     for what, authorization in authorizations.items():
         headers = {} if authorization is None else {"Authorization": authorization}
@@ -134,6 +179,7 @@ def test_a_key_streams_the_readme_reply_through_api_and_v1(keyed):
 
 # ----- ownership ---------------------------------------------------------------------------------------------------
 
+
 def test_another_key_cannot_open_resume_or_cancel_a_stream(keyed):
     a, b = keyed.key("owner"), keyed.key("intruder")
     mine = hand_off(demo("mine alone", max_tokens=400), a, CADDY)
@@ -144,8 +190,12 @@ def test_another_key_cannot_open_resume_or_cancel_a_stream(keyed):
         with OpenStream(mine.location, a.auth, CADDY) as stream:
             assert stream.status == 200, stream.body
             stream.read_events(3)
-        for headers, suffix, first in (({"Last-Event-ID": "2", **a.auth}, "", 3), (a.auth, "&last_event_id=2", 3),
-                                       ({"Last-Event-ID": "2"}, "", 3), ({}, "", 1)):
+        for headers, suffix, first in (
+            ({"Last-Event-ID": "2", **a.auth}, "", 3),
+            (a.auth, "&last_event_id=2", 3),
+            ({"Last-Event-ID": "2"}, "", 3),
+            ({}, "", 1),
+        ):
             with OpenStream(mine.location + suffix, headers, CADDY) as stream:
                 assert stream.status == 200, (list(headers), suffix, stream.body)
                 stream.read_events(1)
@@ -169,13 +219,20 @@ def test_another_key_cannot_open_resume_or_cancel_a_stream(keyed):
             openai_error(post(cancel, None, b, CADDY, headers={"X-Handoff-Stream-Token": mine.token}), 403)
             openai_error(post(f"{cancel}?token={theirs.token}", None, b, CADDY), 403)
             assert_invalid_key(post(f"{cancel}?token={mine.token}", None, None, CADDY))
-        row = keyed.cluster.sql(f"SELECT status, cancel_requested_at IS NULL FROM handoff_tasks WHERE id = '{mine.task_id}'")
+        row = keyed.cluster.sql(
+            f"SELECT status, cancel_requested_at IS NULL FROM handoff_tasks WHERE id = '{mine.task_id}'"
+        )
         assert row == "running|t", f"another key's cancel reached the task: {row}"
 
         ok = post(f"/api/chat/completions/{mine.completion_id}/cancel?token={mine.token}", None, a, CADDY)
         assert ok.status == 200 and ok.json()["status"] == "cancelling", ok.body
-        ok = post(f"/v1/chat/completions/{theirs.completion_id}/cancel", None, b, CADDY,
-                  headers={"X-Handoff-Stream-Token": theirs.token})
+        ok = post(
+            f"/v1/chat/completions/{theirs.completion_id}/cancel",
+            None,
+            b,
+            CADDY,
+            headers={"X-Handoff-Stream-Token": theirs.token},
+        )
         assert ok.status == 200, ok.body
         assert wait_ended(keyed.cluster, mine.task_id)[0] == "cancelled"
     finally:
@@ -193,19 +250,28 @@ def test_an_idempotency_key_is_scoped_to_its_api_key(keyed):
     assert (first.status, again.status, other.status) == (302, 302, 302), (first.body, again.body, other.body)
     assert again.json()["task_id"] == first.json()["task_id"], "a retry with the same key did not find its task"
     assert other.json()["task_id"] != first.json()["task_id"], "another API key got the first key's task"
-    owner = keyed.cluster.sql(f"SELECT count(DISTINCT key_id) FROM handoff_tasks WHERE id IN "
-                              f"('{first.json()['task_id']}', '{other.json()['task_id']}')")
+    owner = keyed.cluster.sql(
+        f"SELECT count(DISTINCT key_id) FROM handoff_tasks WHERE id IN "
+        f"('{first.json()['task_id']}', '{other.json()['task_id']}')"
+    )
     assert owner == "2", "the two tasks do not record their two keys"
 
 
 # ----- start-up ----------------------------------------------------------------------------------------------------
 
+
 def spawn_api(cluster: Stack, name: str, port: int, **settings: str) -> subprocess.Popen:
     argv, env = cluster.commands["api"]
     inherited = {k: v for k, v in os.environ.items() if not k.startswith("HANDOFF_") and k != "DATABASE_URL"}
     with open(cluster.log_dir / f"{name}.log", "ab") as log:
-        return subprocess.Popen(argv, env={**inherited, **env, "HANDOFF_API_PORT": str(port), **settings},
-                                cwd=cluster.log_dir, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        return subprocess.Popen(
+            argv,
+            env={**inherited, **env, "HANDOFF_API_PORT": str(port), **settings},
+            cwd=cluster.log_dir,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+        )
 
 
 def stop(process: subprocess.Popen) -> None:
@@ -231,12 +297,19 @@ def test_auth_off_refuses_a_network_address_unless_told_explicitly(cluster):
     finally:
         stop(refused)
     assert refused.returncode != 0 and not bound, (refused.returncode, bound)
-    assert "HANDOFF_AUTH_OFF_ALLOW_NETWORK" in (cluster.log_dir / "api-auth-off-network.log").read_text(), \
+    assert "HANDOFF_AUTH_OFF_ALLOW_NETWORK" in (cluster.log_dir / "api-auth-off-network.log").read_text(), (
         "the refusal does not say how to allow it"
+    )
 
     port = free_port()
-    allowed = spawn_api(cluster, "api-auth-off-allowed", port, HANDOFF_AUTH="off", HANDOFF_API_HOST="0.0.0.0",
-                        HANDOFF_AUTH_OFF_ALLOW_NETWORK="1")
+    allowed = spawn_api(
+        cluster,
+        "api-auth-off-allowed",
+        port,
+        HANDOFF_AUTH="off",
+        HANDOFF_API_HOST="0.0.0.0",
+        HANDOFF_AUTH_OFF_ALLOW_NETWORK="1",
+    )
     try:
         deadline = time.monotonic() + 30
         while not listening(port):
@@ -253,6 +326,7 @@ def test_auth_off_refuses_a_network_address_unless_told_explicitly(cluster):
 
 
 # ----- last: nothing logged a key ----------------------------------------------------------------------------------
+
 
 # Marked run_last: conftest.py's pytest_collection_modifyitems moves it after every other test of the session, so
 # that KEYS_SEEN (keys_e2e.py) holds the keys that test_limits.py and test_charges.py created too, whatever the order

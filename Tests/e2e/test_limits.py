@@ -13,11 +13,32 @@ import time
 
 import openai
 import pytest
-
 from handoff_e2e import GOLDEN, Reply
-from keys_e2e import (API_PORTS, CADDY, MAX_MESSAGES, MAX_PROMPT_CHARS, SEED, Handoff, Key, OpenStream,
-                      assert_rate_headers, assert_rate_limited, content_chunks, demo, encoded, fresh_minute, hand_off,
-                      openai_error, post, rate_headers, read_whole, reservation, reset_seconds, utc_minute, wait_ended)
+from keys_e2e import (
+    API_PORTS,
+    CADDY,
+    MAX_MESSAGES,
+    MAX_PROMPT_CHARS,
+    SEED,
+    Handoff,
+    Key,
+    OpenStream,
+    assert_rate_headers,
+    assert_rate_limited,
+    content_chunks,
+    demo,
+    encoded,
+    fresh_minute,
+    hand_off,
+    openai_error,
+    post,
+    rate_headers,
+    read_whole,
+    reservation,
+    reset_seconds,
+    utc_minute,
+    wait_ended,
+)
 
 
 def burst(body: bytes, key: Key, count: int) -> list[tuple[int, Reply]]:
@@ -50,6 +71,7 @@ def tally(replies: list[tuple[int, Reply]]) -> dict:
 
 # ----- admission under concurrency ---------------------------------------------------------------------------------
 
+
 def test_fifty_concurrent_requests_on_two_replicas_admit_exactly_what_the_token_limit_fits(keyed, task_usage):
     fresh_minute(25)  # the per-minute counters are checked at the end
     minute = utc_minute()
@@ -66,8 +88,9 @@ def test_fifty_concurrent_requests_on_two_replicas_admit_exactly_what_the_token_
     row = keyed.cli.usage_row(key)
     assert row["reserved_tokens"] == 10 * each, (row, each)
 
-    remaining = sorted(assert_rate_headers(r, requests=None, tokens=limit)["x-ratelimit-remaining-tokens"]
-                       for r in admitted)
+    remaining = sorted(
+        assert_rate_headers(r, requests=None, tokens=limit)["x-ratelimit-remaining-tokens"] for r in admitted
+    )
     assert remaining == [each * k for k in range(10)], f"remaining after each admission: {remaining}, each {each}"
     for reply in refused:
         assert_rate_limited(reply, "TPM", key, limit, requested=each)
@@ -82,8 +105,12 @@ def test_fifty_concurrent_requests_on_two_replicas_admit_exactly_what_the_token_
     assert charged == 10 * (3 + max_tokens)  # the demo model: the prompt's words plus max_tokens
     row = keyed.cli.usage_row(key)
     assert utc_minute() == minute, "the test straddled a minute: fresh_minute did not leave enough time"
-    assert (row["reserved_tokens"], row["tokens_this_minute"], row["tokens_today"], row["requests_this_minute"]) == \
-           (0, charged, charged, 10), row
+    assert (row["reserved_tokens"], row["tokens_this_minute"], row["tokens_today"], row["requests_this_minute"]) == (
+        0,
+        charged,
+        charged,
+        10,
+    ), row
 
 
 def test_twenty_concurrent_requests_admit_exactly_the_requests_per_minute(keyed):
@@ -95,7 +122,9 @@ def test_twenty_concurrent_requests_admit_exactly_the_requests_per_minute(keyed)
     refused = [reply for _, reply in replies if reply.status == 429]
     assert (len(admitted), len(refused)) == (5, 15), f"(port, status): count = {tally(replies)}"
     left = 60 - time.time() % 60
-    remaining = sorted(assert_rate_headers(r, requests=5, tokens=None)["x-ratelimit-remaining-requests"] for r in admitted)
+    remaining = sorted(
+        assert_rate_headers(r, requests=5, tokens=None)["x-ratelimit-remaining-requests"] for r in admitted
+    )
     assert remaining == [0, 1, 2, 3, 4], remaining
     for reply in refused:
         match = assert_rate_limited(reply, "RPM", key, 5, requested=1)
@@ -121,9 +150,11 @@ def test_limits_count_api_v1_and_non_streaming_requests_alike(keyed):
     whole = post("/v1/chat/completions", demo("whole", max_tokens=2, stream=False), key, CADDY)
     assert whole.status == 200 and whole.json()["object"] == "chat.completion", whole.body[:500]
 
-    for path, body in (("/api/chat/completions", demo("fourth", max_tokens=2)),
-                       ("/v1/chat/completions", demo("fourth", max_tokens=2)),
-                       ("/v1/chat/completions", demo("fourth", max_tokens=2, stream=False))):
+    for path, body in (
+        ("/api/chat/completions", demo("fourth", max_tokens=2)),
+        ("/v1/chat/completions", demo("fourth", max_tokens=2)),
+        ("/v1/chat/completions", demo("fourth", max_tokens=2, stream=False)),
+    ):
         assert_rate_limited(post(path, body, key, CADDY), "RPM", key, 3, requested=1)
     assert keyed.cli.usage_row(key)["requests_this_minute"] == 3
 
@@ -132,7 +163,9 @@ def test_a_model_scope_counts_only_requests_for_that_model(keyed):
     key = keyed.key("scoped")
     keyed.cli.limit(key.id, model="demo", requests_per_minute=1)
     limits = keyed.cli.listed(key)["limits"]
-    assert {"model": "demo", "requests_per_minute": 1, "tokens_per_minute": None, "tokens_per_day": None} in limits, limits
+    assert {"model": "demo", "requests_per_minute": 1, "tokens_per_minute": None, "tokens_per_day": None} in limits, (
+        limits
+    )
     fresh_minute(10)
     hand_off(demo("scoped one", max_tokens=1), key, CADDY)
     refused = post("/api/chat/completions", demo("scoped two", max_tokens=1), key, CADDY)
@@ -140,8 +173,17 @@ def test_a_model_scope_counts_only_requests_for_that_model(keyed):
     error = openai_error(refused, 429)
     assert (error["type"], error["code"]) == ("requests", "rate_limit_exceeded"), error
     assert "requests per min (RPM): Limit 1," in error["message"], error
-    other = post("/api/chat/completions", {"model": "stub-openai", "stream": True, "max_tokens": 1,
-                                            "messages": [{"role": "user", "content": "another model"}]}, key, CADDY)
+    other = post(
+        "/api/chat/completions",
+        {
+            "model": "stub-openai",
+            "stream": True,
+            "max_tokens": 1,
+            "messages": [{"role": "user", "content": "another model"}],
+        },
+        key,
+        CADDY,
+    )
     assert other.status == 302, other.body[:500]
     assert keyed.cli.usage_row(key, "demo")["requests_this_minute"] == 1
     whole_key = keyed.cli.usage_row(key, "")
@@ -149,6 +191,7 @@ def test_a_model_scope_counts_only_requests_for_that_model(keyed):
 
 
 # ----- headers -----------------------------------------------------------------------------------------------------
+
 
 def test_remaining_tokens_decrease_as_tokens_are_spent(keyed, task_usage):
     fresh_minute(15)
@@ -172,6 +215,7 @@ def test_remaining_tokens_decrease_as_tokens_are_spent(keyed, task_usage):
 
 
 # ----- the openai SDK ----------------------------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("base", ["/api", "/v1"])
 def test_the_sdk_raises_rate_limit_error_without_retries(keyed, base):
@@ -197,12 +241,15 @@ def test_the_sdk_waits_retry_after_and_succeeds_once_a_reservation_is_released(k
     base = f"http://127.0.0.1:{CADDY}/api"
     with pytest.raises(openai.RateLimitError) as raised:
         openai.OpenAI(base_url=base, api_key=key.secret, max_retries=0, timeout=30).chat.completions.create(
-            model="demo", messages=SEED, max_tokens=5)
+            model="demo", messages=SEED, max_tokens=5
+        )
     assert raised.value.type == "tokens" and "tokens per day (TPD)" in raised.value.message, raised.value.message
     assert float(raised.value.response.headers["retry-after-ms"]) <= 2000, "only a reservation blocks: about 1 s"
 
     statuses: list[int] = []
-    http_client = openai.DefaultHttpxClient(event_hooks={"response": [lambda response: statuses.append(response.status_code)]})
+    http_client = openai.DefaultHttpxClient(
+        event_hooks={"response": [lambda response: statuses.append(response.status_code)]}
+    )
     client = openai.OpenAI(base_url=base, api_key=key.secret, max_retries=2, timeout=30, http_client=http_client)
     started = time.monotonic()
     completion = client.chat.completions.create(model="demo", messages=SEED, max_tokens=5)
@@ -214,6 +261,7 @@ def test_the_sdk_waits_retry_after_and_succeeds_once_a_reservation_is_released(k
 
 
 # ----- input limits ------------------------------------------------------------------------------------------------
+
 
 def test_max_tokens_above_the_keys_cap_is_refused_and_not_counted(keyed):
     fresh_minute(10)
@@ -239,8 +287,11 @@ def test_too_many_messages_or_prompt_characters_are_refused(keyed):
         "characters in all": [user("b" * (MAX_PROMPT_CHARS // 2 + 200)), user("c" * (MAX_PROMPT_CHARS // 2 + 200))],
     }
     for what, messages in refused.items():
-        for port, path in ((API_PORTS[0], "/api/chat/completions"), (API_PORTS[1], "/api/chat/completions"),
-                           (CADDY, "/v1/chat/completions")):
+        for port, path in (
+            (API_PORTS[0], "/api/chat/completions"),
+            (API_PORTS[1], "/api/chat/completions"),
+            (CADDY, "/v1/chat/completions"),
+        ):
             reply = post(path, {"model": "demo", "max_tokens": 1, "messages": messages}, key, port)
             assert openai_error(reply, 400)["param"] == "messages", (what, reply.body)
             assert "x-ratelimit-limit-tokens" in rate_headers(reply), (what, "a 400 of a limited key has headers")

@@ -13,7 +13,6 @@ import httpx
 import httpx_sse
 import openai
 import pytest
-
 from handoff_e2e import CADDY_PORT, GOLDEN
 from handoff_stack import ROOT, Ports, Stack
 
@@ -36,13 +35,18 @@ def text_of(chunks) -> str:
 
 
 def test_streaming_with_usage(client):
-    chunks = list(client.chat.completions.create(model="demo", messages=SEED, stream=True,
-                                                 stream_options={"include_usage": True}))
+    chunks = list(
+        client.chat.completions.create(model="demo", messages=SEED, stream=True, stream_options={"include_usage": True})
+    )
     assert text_of(chunks) == GOLDEN
     assert [c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason] == ["stop"]
     *content, usage = chunks
     assert all(chunk.usage is None for chunk in content)
-    assert usage.choices == [] and (usage.usage.prompt_tokens, usage.usage.completion_tokens, usage.usage.total_tokens) == (10, 67, 77)
+    assert usage.choices == [] and (
+        usage.usage.prompt_tokens,
+        usage.usage.completion_tokens,
+        usage.usage.total_tokens,
+    ) == (10, 67, 77)
     assert {chunk.id for chunk in chunks} == {chunks[0].id} and chunks[0].id.startswith("chatcmpl-")
     assert all(chunk.object == "chat.completion.chunk" and chunk.model == "demo" for chunk in chunks)
 
@@ -59,12 +63,18 @@ def test_non_streaming(client):
     assert completion.choices[0].message.role == "assistant"
     assert completion.choices[0].message.content == GOLDEN
     assert completion.choices[0].finish_reason == "stop"
-    assert (completion.usage.prompt_tokens, completion.usage.completion_tokens, completion.usage.total_tokens) == (10, 67, 77)
+    assert (completion.usage.prompt_tokens, completion.usage.completion_tokens, completion.usage.total_tokens) == (
+        10,
+        67,
+        77,
+    )
 
 
 def test_stop_sequences_and_text_parts(client):
     parts = [{"role": "user", "content": [{"type": "text", "text": SEED[0]["content"]}]}]
-    completion = client.chat.completions.create(model="demo", messages=parts, stop=[" upon", "zzz"], max_completion_tokens=50)
+    completion = client.chat.completions.create(
+        model="demo", messages=parts, stop=[" upon", "zzz"], max_completion_tokens=50
+    )
     assert completion.choices[0].message.content == "Once"
     assert completion.choices[0].finish_reason == "stop"
 
@@ -115,10 +125,23 @@ def test_a_second_parser_sees_well_formed_events(cluster, base):
 
 
 def test_curl_through_the_transparent_base_url(cluster):
-    done = subprocess.run(["curl", "-sS", "-N", "--max-time", "60", f"http://127.0.0.1:{CADDY_PORT}/v1/chat/completions",
-                           "-H", "Content-Type: application/json", "-d",
-                           '{"model":"demo","stream":true,"max_tokens":3,"messages":[{"role":"user","content":"hi"}]}'],
-                          capture_output=True, text=True, timeout=90)
+    done = subprocess.run(
+        [
+            "curl",
+            "-sS",
+            "-N",
+            "--max-time",
+            "60",
+            f"http://127.0.0.1:{CADDY_PORT}/v1/chat/completions",
+            "-H",
+            "Content-Type: application/json",
+            "-d",
+            '{"model":"demo","stream":true,"max_tokens":3,"messages":[{"role":"user","content":"hi"}]}',
+        ],
+        capture_output=True,
+        text=True,
+        timeout=90,
+    )
     assert done.returncode == 0, done.stderr
     assert done.stdout.startswith("id: 1\ndata: {") and done.stdout.endswith("data: [DONE]\n\n")
 
@@ -130,12 +153,18 @@ SLOW = Ports(caddy=17080, api=17081, sse=(17082, 17083))
 def slow_stack(tmp_path_factory):
     """Tokens 1.5 s apart and a keepalive every second: pings fall between events that carry ids."""
     admin_url = os.environ["HANDOFF_TEST_DATABASE_URL"]
-    stack = Stack(admin_url, SLOW, tmp_path_factory.mktemp("slow-logs"),
-                  Path(os.environ.get("HANDOFF_BIN_DIR", ROOT / ".build" / "debug")).resolve(), prefix="handoff_slow")
+    stack = Stack(
+        admin_url,
+        SLOW,
+        tmp_path_factory.mktemp("slow-logs"),
+        Path(os.environ.get("HANDOFF_BIN_DIR", ROOT / ".build" / "debug")).resolve(),
+        prefix="handoff_slow",
+    )
     stack.create_database()
     try:
-        stack.start_services(settings={"HANDOFF_KEEPALIVE_SECONDS": "1"},
-                             worker_settings={"HANDOFF_DEMO_TOKEN_DELAY_MS": "1500"})
+        stack.start_services(
+            settings={"HANDOFF_KEEPALIVE_SECONDS": "1"}, worker_settings={"HANDOFF_DEMO_TOKEN_DELAY_MS": "1500"}
+        )
         stack.wait_healthy(time.monotonic() + 60)
         stack.wait_routed(time.monotonic() + 60)
         yield stack
@@ -154,4 +183,4 @@ def test_keepalives_between_events_do_not_break_the_sdk(slow_stack, base):
         with http.stream("POST", f"{base}/chat/completions", json=body) as response:
             raw = "".join(response.iter_text())
     # (The role chunk goes out with the first token, so pings may also come before the first id.)
-    assert raw.count(": ping\n") >= 2 and ": ping\n" in raw[raw.index("id: 1\n"):raw.rindex("id: ")], raw[:400]
+    assert raw.count(": ping\n") >= 2 and ": ping\n" in raw[raw.index("id: 1\n") : raw.rindex("id: ")], raw[:400]

@@ -14,9 +14,8 @@ import urllib.request
 
 import openai
 import pytest
-
-from handoff_stack import ROOT, Ports, Stack, wait_until
 from handoff_e2e import API_PORT, CADDY_PORT, SSE_PORTS, wait_started
+from handoff_stack import ROOT, Ports, Stack, wait_until
 
 PROMETHEUS_PORT = 18094
 UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}", re.IGNORECASE)
@@ -65,19 +64,32 @@ class Prometheus:
 def prometheus(cluster, tmp_path_factory):
     """Debian's Prometheus, scraping the session's API, worker and SSE replicas every second, with the repo's rules."""
     directory = tmp_path_factory.mktemp("prometheus")
-    targets = {"handoff-api": [API_PORT], "handoff-worker": [cluster.worker_ports["worker"]], "handoff-sse": list(SSE_PORTS)}
+    targets = {
+        "handoff-api": [API_PORT],
+        "handoff-worker": [cluster.worker_ports["worker"]],
+        "handoff-sse": list(SSE_PORTS),
+    }
     config = {
         "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
         "rule_files": [str(ROOT / "ops" / "prometheus" / "rules.yml")],
-        "scrape_configs": [{"job_name": job, "static_configs": [{"targets": [f"127.0.0.1:{port}" for port in ports]}]}
-                           for job, ports in targets.items()],
+        "scrape_configs": [
+            {"job_name": job, "static_configs": [{"targets": [f"127.0.0.1:{port}" for port in ports]}]}
+            for job, ports in targets.items()
+        ],
     }
     (directory / "prometheus.yml").write_text(json.dumps(config))  # JSON is YAML
     log = open(directory / "prometheus.log", "ab")
     process = subprocess.Popen(
-        ["prometheus", f"--config.file={directory / 'prometheus.yml'}", f"--storage.tsdb.path={directory / 'data'}",
-         f"--web.listen-address=127.0.0.1:{PROMETHEUS_PORT}"], stdout=log, stderr=subprocess.STDOUT,
-        stdin=subprocess.DEVNULL)
+        [
+            "prometheus",
+            f"--config.file={directory / 'prometheus.yml'}",
+            f"--storage.tsdb.path={directory / 'data'}",
+            f"--web.listen-address=127.0.0.1:{PROMETHEUS_PORT}",
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+    )
     log.close()
     server = Prometheus(PROMETHEUS_PORT)
     try:
@@ -100,8 +112,10 @@ def test_prometheus_sees_completions_move_the_counters(cluster, prometheus):
     demo = 'model="demo-metered"'
     before = {
         "succeeded": prometheus.scalar('sum(handoff_tasks_total{outcome="succeeded"})'),
-        "handoffs": prometheus.scalar('sum(handoff_http_requests_total{job="handoff-api",route="/api/chat/completions",'
-                                      'method="POST",status="302"})'),
+        "handoffs": prometheus.scalar(
+            'sum(handoff_http_requests_total{job="handoff-api",route="/api/chat/completions",'
+            'method="POST",status="302"})'
+        ),
         "handoff_seconds": prometheus.scalar("sum(handoff_handoff_duration_seconds_count)"),
         "waits": prometheus.scalar("sum(handoff_task_queue_wait_seconds_count)"),
         "written": prometheus.scalar("sum(handoff_stream_events_written_total)"),
@@ -112,8 +126,12 @@ def test_prometheus_sees_completions_move_the_counters(cluster, prometheus):
     completion_tokens = prompt_tokens = chunks = 0
     for n in range(COMPLETIONS):
         stream = client.chat.completions.create(
-            model="demo-metered", stream=True, stream_options={"include_usage": True}, max_tokens=8 + n,
-            messages=[{"role": "user", "content": f"count me {n}"}])
+            model="demo-metered",
+            stream=True,
+            stream_options={"include_usage": True},
+            max_tokens=8 + n,
+            messages=[{"role": "user", "content": f"count me {n}"}],
+        )
         for chunk in stream:
             chunks += 1
             if chunk.usage:
@@ -123,18 +141,33 @@ def test_prometheus_sees_completions_move_the_counters(cluster, prometheus):
     assert failover.choices[0].message.content
 
     # Exact for the models only this test uses.
-    prometheus.wait_for("the tokens of the metered model", lambda: prometheus.scalar(
-        f'sum(handoff_tokens_total{{{demo},kind="completion"}})') == completion_tokens or None)
+    prometheus.wait_for(
+        "the tokens of the metered model",
+        lambda: (
+            prometheus.scalar(f'sum(handoff_tokens_total{{{demo},kind="completion"}})') == completion_tokens or None
+        ),
+    )
     assert prometheus.scalar(f'sum(handoff_tokens_total{{{demo},kind="prompt"}})') == prompt_tokens
-    prometheus.wait_for("the failover", lambda: (
-        prometheus.scalar('sum(handoff_upstream_requests_total{model="failover-metered"})'),
-        prometheus.scalar('sum(handoff_upstream_errors_total{model="failover-metered"})'),
-        prometheus.scalar('sum(handoff_upstream_failovers_total{model="failover-metered"})')) == (2, 1, 1) or None)
+    prometheus.wait_for(
+        "the failover",
+        lambda: (
+            (
+                prometheus.scalar('sum(handoff_upstream_requests_total{model="failover-metered"})'),
+                prometheus.scalar('sum(handoff_upstream_errors_total{model="failover-metered"})'),
+                prometheus.scalar('sum(handoff_upstream_failovers_total{model="failover-metered"})'),
+            )
+            == (2, 1, 1)
+            or None
+        ),
+    )
     # At least ours for the rest: other tests' tasks may end meanwhile.
     moved = {
         "succeeded": ('sum(handoff_tasks_total{outcome="succeeded"})', COMPLETIONS + 1),
-        "handoffs": ('sum(handoff_http_requests_total{job="handoff-api",route="/api/chat/completions",'
-                     'method="POST",status="302"})', COMPLETIONS + 1),
+        "handoffs": (
+            'sum(handoff_http_requests_total{job="handoff-api",route="/api/chat/completions",'
+            'method="POST",status="302"})',
+            COMPLETIONS + 1,
+        ),
         "handoff_seconds": ("sum(handoff_handoff_duration_seconds_count)", COMPLETIONS + 1),
         "waits": ("sum(handoff_task_queue_wait_seconds_count)", COMPLETIONS + 1),
         "written": ("sum(handoff_stream_events_written_total)", chunks),
@@ -145,7 +178,11 @@ def test_prometheus_sees_completions_move_the_counters(cluster, prometheus):
         prometheus.wait_for(f"{name} move by {least}", lambda: prometheus.scalar(expr) - before[name] >= least or None)
 
     # Every process is ready, listens where it should, and says how big its pool is.
-    assert {r["metric"]["job"] for r in prometheus.query("handoff_ready == 1")} == {"handoff-api", "handoff-worker", "handoff-sse"}
+    assert {r["metric"]["job"] for r in prometheus.query("handoff_ready == 1")} == {
+        "handoff-api",
+        "handoff-worker",
+        "handoff-sse",
+    }
     assert len(prometheus.query("handoff_ready == 1")) == 4
     listening = prometheus.query("handoff_postgres_listener_connected == 1")
     assert sorted(r["metric"]["job"] for r in listening) == ["handoff-sse", "handoff-sse", "handoff-worker"], listening
@@ -155,8 +192,9 @@ def test_prometheus_sees_completions_move_the_counters(cluster, prometheus):
     # The shipped rules load, evaluate without errors, and record.
     groups = json.loads(get(PROMETHEUS_PORT, "/api/v1/rules")[1])["data"]["groups"]
     assert {g["name"] for g in groups} == {"handoff-recording", "handoff-alerts"}
-    prometheus.wait_for("every rule evaluated", lambda: all(
-        r.get("health") == "ok" for g in groups for r in g["rules"]) or None)
+    prometheus.wait_for(
+        "every rule evaluated", lambda: all(r.get("health") == "ok" for g in groups for r in g["rules"]) or None
+    )
     prometheus.wait_for("a recorded hand-off p99", lambda: prometheus.query("handoff:handoff_duration_seconds:p99_5m"))
     firing = prometheus.query('ALERTS{alertstate="firing"}')
     assert not firing, firing
@@ -176,8 +214,13 @@ READY_DEADLINE_MS = 500
 
 
 def postgres(command: str) -> None:
-    subprocess.run([str(ROOT / "scripts" / "postgres.sh"), command], check=True, timeout=60, capture_output=True,
-                   env={**os.environ, "HANDOFF_PG_PORT": str(READY_PG_PORT)})
+    subprocess.run(
+        [str(ROOT / "scripts" / "postgres.sh"), command],
+        check=True,
+        timeout=60,
+        capture_output=True,
+        env={**os.environ, "HANDOFF_PG_PORT": str(READY_PG_PORT)},
+    )
 
 
 @pytest.fixture(scope="module")
@@ -186,8 +229,13 @@ def own_postgres_stack(cluster, tmp_path_factory):
     Postgres is down (`test_processes_started_before_postgres_wait_for_it` brings it up)."""
     postgres("init")
     postgres("start")
-    stack = Stack(f"postgres://postgres@127.0.0.1:{READY_PG_PORT}/postgres", READY,
-                  tmp_path_factory.mktemp("readiness-logs"), cluster.bin_dir, prefix="handoff_ready")
+    stack = Stack(
+        f"postgres://postgres@127.0.0.1:{READY_PG_PORT}/postgres",
+        READY,
+        tmp_path_factory.mktemp("readiness-logs"),
+        cluster.bin_dir,
+        prefix="handoff_ready",
+    )
     stack.create_database()
     postgres("stop")
     try:
@@ -239,8 +287,10 @@ def test_readyz_fails_within_its_deadline_when_postgres_stops_and_recovers(own_p
     postgres("start")
     started = time.monotonic()
     wait_until("every process ready again", stack, started + 20, lambda: set(statuses("/readyz").values()) == {200})
-    print(f"/readyz: 503 on every process {took:.2f} s after Postgres stopped, 200 again "
-          f"{time.monotonic() - started:.2f} s after it started")
+    print(
+        f"/readyz: 503 on every process {took:.2f} s after Postgres stopped, 200 again "
+        f"{time.monotonic() - started:.2f} s after it started"
+    )
     # And it serves: a completion streams end to end through Caddy, whose health checks use /readyz.
     wait_until("a stream through Caddy", stack, time.monotonic() + 20, lambda: stream_through(stack.ports.caddy))
 

@@ -28,17 +28,17 @@ from pathlib import Path
 
 import openai
 import pytest
+from faults import restart_and_wait
+from handoff_e2e import CADDY_PORT, GOLDEN, SSE_PORTS, request, wait_started
+from handoff_stack import ROOT, Ports, Stack
+from keys_e2e import CADDY as KEYED_CADDY
+from keys_e2e import MAX_PROMPT_CHARS
 from selenium import webdriver
 from selenium.common.exceptions import TimeoutException, WebDriverException
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.support.ui import Select, WebDriverWait
-
-from faults import restart_and_wait
-from handoff_e2e import CADDY_PORT, GOLDEN, SSE_PORTS, request, wait_started
-from handoff_stack import ROOT, Ports, Stack
-from keys_e2e import CADDY as KEYED_CADDY, MAX_PROMPT_CHARS
 
 CHROMIUM = Path(shutil.which("chromium") or "/usr/bin/chromium")  # Debian's chromium and chromium-driver
 CHROMEDRIVER = Path(shutil.which("chromedriver") or "/usr/bin/chromedriver")
@@ -53,12 +53,15 @@ ECHO_PORT = 17194
 
 # ----- the browser and the page -------------------------------------------------------------------------------
 
+
 @pytest.fixture(scope="module")
 def browser():
     missing = [str(path) for path in (CHROMIUM, CHROMEDRIVER) if not path.exists()]
     if missing:
-        pytest.fail(f"{', '.join(missing)} missing: scripts/install-deps.sh installs chromium and chromium-driver",
-                    pytrace=False)
+        pytest.fail(
+            f"{', '.join(missing)} missing: scripts/install-deps.sh installs chromium and chromium-driver",
+            pytrace=False,
+        )
     options = webdriver.ChromeOptions()
     options.binary_location = str(CHROMIUM)
     # --no-sandbox: the tests run as root. No chromedriver log: it would record the keys typed into the page, and
@@ -136,8 +139,15 @@ def sdk_reply(port: int, prompt: str, max_tokens: int | None = None, model: str 
     """(text, usage) of the same completion, streamed by the official SDK through the visible hand-off."""
     client = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/api", api_key="unused", max_retries=0, timeout=60)
     limit = {} if max_tokens is None else {"max_tokens": max_tokens}
-    chunks = list(client.chat.completions.create(model=model, messages=[{"role": "user", "content": prompt}],
-                                                 stream=True, stream_options={"include_usage": True}, **limit))
+    chunks = list(
+        client.chat.completions.create(
+            model=model,
+            messages=[{"role": "user", "content": prompt}],
+            stream=True,
+            stream_options={"include_usage": True},
+            **limit,
+        )
+    )
     return "".join(c.choices[0].delta.content or "" for c in chunks if c.choices), chunks[-1].usage
 
 
@@ -147,9 +157,14 @@ def shown_usage(usage) -> str:
 
 # ----- on the session's stack --------------------------------------------------------------------------------
 
+
 def test_the_page_is_served_at_the_root_and_only_there(cluster):
-    for path, file, kind in (("/", "index.html", "text/html"), ("/index.html", "index.html", "text/html"),
-                             ("/chat.js", "chat.js", "text/javascript"), ("/chat.css", "chat.css", "text/css")):
+    for path, file, kind in (
+        ("/", "index.html", "text/html"),
+        ("/index.html", "index.html", "text/html"),
+        ("/chat.js", "chat.js", "text/javascript"),
+        ("/chat.css", "chat.css", "text/css"),
+    ):
         reply = request("GET", path)
         assert reply.status == 200, (path, reply.status, reply.body[:200])
         assert reply.headers["Content-Type"].startswith(kind), (path, reply.headers["Content-Type"])
@@ -181,8 +196,10 @@ def test_a_prompt_streams_through_the_handoff_and_matches_the_sdk(cluster, page,
     assert page.text("finish") == "stop"
     assert page.text("usage") == shown_usage(usage) == "10 prompt + 67 completion = 77 tokens"
     task = page.text("task-id")
-    assert str(uuid.UUID(task)) == task and cluster.sql(f"SELECT status FROM handoff_tasks WHERE id = '{task}'") == \
-        "succeeded", task
+    assert (
+        str(uuid.UUID(task)) == task
+        and cluster.sql(f"SELECT status FROM handoff_tasks WHERE id = '{task}'") == "succeeded"
+    ), task
     assert re.fullmatch(r"\d{1,2}:\d\d:\d\d\.\d{3} \(\+\d+ ms\)", page.text("handoff-time")), page.text("handoff-time")
     assert page.text("replica") in {f"127.0.0.1:{port}" for port in SSE_PORTS}, page.text("replica")
     ttft = re.fullmatch(r"(\d+) ms", page.text("ttft"))
@@ -217,8 +234,10 @@ def test_stop_cancels_the_completion_and_the_page_shows_it(cluster, page, task_u
     task = page.text("task-id")
     assert cluster.sql(f"SELECT status FROM handoff_tasks WHERE id = '{task}'") == "cancelled"
     recorded = task_usage(task)
-    assert page.text("usage") == (f"{recorded['prompt_tokens']} prompt + {recorded['completion_tokens']} completion = "
-                                  f"{recorded['total_tokens']} tokens"), (page.text("usage"), recorded)
+    assert page.text("usage") == (
+        f"{recorded['prompt_tokens']} prompt + {recorded['completion_tokens']} completion = "
+        f"{recorded['total_tokens']} tokens"
+    ), (page.text("usage"), recorded)
     assert not page.shown("error"), page.state()
     assert page.el("send").is_enabled() and not page.el("stop").is_enabled()
 
@@ -251,6 +270,7 @@ def test_keys_and_openai_error_bodies(keyed, page):
 
 # ----- on a stack of its own: a replica is killed -------------------------------------------------------------
 
+
 class Echo(http.server.BaseHTTPRequestHandler):
     """An OpenAI-compatible upstream that streams the last message back, cut into 4-character chunks (so markup is
     split across chunks, as a model's tokens would split it)."""
@@ -259,12 +279,19 @@ class Echo(http.server.BaseHTTPRequestHandler):
         body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
         text = body["messages"][-1]["content"]
         base = {"id": "chatcmpl-echo", "object": "chat.completion.chunk", "created": 0, "model": body["model"]}
-        pieces = [text[i:i + 4] for i in range(0, len(text), 4)]
-        chunks = [{**base, "choices": [{"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}]}]
+        pieces = [text[i : i + 4] for i in range(0, len(text), 4)]
+        chunks = [
+            {**base, "choices": [{"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}]}
+        ]
         chunks += [{**base, "choices": [{"index": 0, "delta": {"content": p}, "finish_reason": None}]} for p in pieces]
-        chunks += [{**base, "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]},
-                   {**base, "choices": [], "usage": {"prompt_tokens": 1, "completion_tokens": len(pieces),
-                                                     "total_tokens": 1 + len(pieces)}}]
+        chunks += [
+            {**base, "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]},
+            {
+                **base,
+                "choices": [],
+                "usage": {"prompt_tokens": 1, "completion_tokens": len(pieces), "total_tokens": 1 + len(pieces)},
+            },
+        ]
         self.send_response(200)
         self.send_header("Content-Type", "text/event-stream")
         self.send_header("Connection", "close")
@@ -284,15 +311,26 @@ def page_stack(cluster, tmp_path_factory) -> Stack:
     echo = http.server.ThreadingHTTPServer(("127.0.0.1", ECHO_PORT), Echo)
     threading.Thread(target=echo.serve_forever, daemon=True).start()
     catalogue = logs / "models.json"
-    catalogue.write_text(json.dumps({"models": [
-        {"name": "demo", "backend": "demo"},
-        {"name": "echo", "backend": "openai", "upstreams": [{"base_url": f"http://127.0.0.1:{ECHO_PORT}/v1",
-                                                             "model": "echo"}]}]}))
+    catalogue.write_text(
+        json.dumps(
+            {
+                "models": [
+                    {"name": "demo", "backend": "demo"},
+                    {
+                        "name": "echo",
+                        "backend": "openai",
+                        "upstreams": [{"base_url": f"http://127.0.0.1:{ECHO_PORT}/v1", "model": "echo"}],
+                    },
+                ]
+            }
+        )
+    )
     stack = Stack(cluster.admin_url, PAGE, logs, cluster.bin_dir, prefix="handoff_page")
     stack.create_database()
     try:
-        stack.start_services(settings={"HANDOFF_MODELS_FILE": str(catalogue)},
-                             worker_settings={"HANDOFF_DEMO_TOKEN_DELAY_MS": "20"})
+        stack.start_services(
+            settings={"HANDOFF_MODELS_FILE": str(catalogue)}, worker_settings={"HANDOFF_DEMO_TOKEN_DELAY_MS": "20"}
+        )
         wait_started(stack)
         yield stack
     finally:
@@ -303,7 +341,9 @@ def page_stack(cluster, tmp_path_factory) -> Stack:
 
 
 def test_a_reply_with_html_is_shown_as_text(page_stack, page):
-    markup = '<img id="pwned" src="/none" onerror="document.title=\'pwned\'"><b>bold</b> & <script>window.pwned=1</script>'
+    markup = (
+        '<img id="pwned" src="/none" onerror="document.title=\'pwned\'"><b>bold</b> & <script>window.pwned=1</script>'
+    )
     page.open(PAGE.caddy)
     page.ask(markup, model="echo")
     assert page.ended() == "Done (finish_reason: stop).", page.state()

@@ -15,7 +15,6 @@ from pathlib import Path
 
 import openai
 import pytest
-
 from handoff_e2e import wait_started
 from handoff_stack import Ports, Stack, psql
 
@@ -41,29 +40,39 @@ listen_addr = 127.0.0.1
 listen_port = {BOUNCER_PORT}
 unix_socket_dir =
 auth_type = trust
-auth_file = {directory / 'userlist.txt'}
+auth_file = {directory / "userlist.txt"}
 admin_users = postgres
 pool_mode = transaction
 ; The pools send statement_timeout as a start-up option, which PgBouncer does not pass on: with it ignored, the
 ; client-side deadline (HANDOFF_DB_TIMEOUT_MS) still holds, and a role-level statement_timeout can stand in.
 ignore_startup_parameters = options
-logfile = {directory / 'pgbouncer.log'}
-pidfile = {directory / 'pgbouncer.pid'}
+logfile = {directory / "pgbouncer.log"}
+pidfile = {directory / "pgbouncer.pid"}
 """)
     for path in directory.iterdir():
         path.chmod(0o644)
     shutil.chown(directory, "postgres")
-    bouncer = subprocess.Popen([pgbouncer, "-u", "postgres", str(directory / "pgbouncer.ini")],
-                               stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
-    stack = Stack(cluster.admin_url, PORTS, tmp_path_factory.mktemp("pgbouncer-logs"), cluster.bin_dir,
-                  prefix="handoff_bounced")
+    bouncer = subprocess.Popen(
+        [pgbouncer, "-u", "postgres", str(directory / "pgbouncer.ini")],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.STDOUT,
+    )
+    stack = Stack(
+        cluster.admin_url, PORTS, tmp_path_factory.mktemp("pgbouncer-logs"), cluster.bin_dir, prefix="handoff_bounced"
+    )
     stack.create_database()
-    bounced = urllib.parse.urlunsplit(admin._replace(netloc=f"{admin.username}@127.0.0.1:{BOUNCER_PORT}",
-                                                     path=f"/{stack.database}"))
+    bounced = urllib.parse.urlunsplit(
+        admin._replace(netloc=f"{admin.username}@127.0.0.1:{BOUNCER_PORT}", path=f"/{stack.database}")
+    )
     try:
         # PgBouncer 1.18 in transaction mode cannot follow a named prepared statement across server connections.
-        stack.start_services(settings={"DATABASE_URL": bounced, "HANDOFF_LISTEN_DATABASE_URL": stack.database_url,
-                                       "HANDOFF_DB_PREPARE": "off"})
+        stack.start_services(
+            settings={
+                "DATABASE_URL": bounced,
+                "HANDOFF_LISTEN_DATABASE_URL": stack.database_url,
+                "HANDOFF_DB_PREPARE": "off",
+            }
+        )
         wait_started(stack)
         yield stack
     finally:
@@ -90,16 +99,19 @@ def test_pools_go_through_a_transaction_mode_pgbouncer_and_listen_goes_around_it
     client = openai.OpenAI(base_url=f"http://127.0.0.1:{PORTS.caddy}/api", api_key="unused", max_retries=0, timeout=30)
     for n in range(5):
         started = time.monotonic()
-        stream = client.chat.completions.create(model="demo", stream=True, max_tokens=20,
-                                                messages=[{"role": "user", "content": f"bounced {n}"}])
+        stream = client.chat.completions.create(
+            model="demo", stream=True, max_tokens=20, messages=[{"role": "user", "content": f"bounced {n}"}]
+        )
         chunks = list(stream)
         assert chunks[-1].choices[0].finish_reason == "length", chunks[-1]
         assert time.monotonic() - started < 10
     through = bouncer_clients()
     assert {"handoff-api", "handoff-worker", f"handoff-sse-{PORTS.sse[0]}"} <= set(through), through
     assert not [name for name in through if name.endswith("-listener")], "LISTEN must not go through PgBouncer"
-    listening = stack.sql("SELECT count(*) FROM pg_stat_activity WHERE application_name LIKE '%-listener' "
-                          f"AND datname = '{stack.database}'")
+    listening = stack.sql(
+        "SELECT count(*) FROM pg_stat_activity WHERE application_name LIKE '%-listener' "
+        f"AND datname = '{stack.database}'"
+    )
     assert listening == "2", listening
     assert metric(stack.worker_ports["worker"], "handoff_postgres_listener_connected") == "1.0"
     assert metric(PORTS.sse[0], "handoff_postgres_listener_connected") == "1.0"

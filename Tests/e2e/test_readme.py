@@ -11,8 +11,11 @@ URL = f"http://127.0.0.1:{CADDY_PORT}/api/chat/completions"
 
 
 def curl(*options: str) -> str:
-    done = subprocess.run(["curl", "-sS", "--max-time", "60", *options, URL, "-H", "Content-Type: application/json",
-                           "-d", README_BODY], capture_output=True, timeout=90)
+    done = subprocess.run(
+        ["curl", "-sS", "--max-time", "60", *options, URL, "-H", "Content-Type: application/json", "-d", README_BODY],
+        capture_output=True,
+        timeout=90,
+    )
     assert done.returncode == 0, f"curl exited {done.returncode}: {done.stderr.decode(errors='replace')}"
     return done.stdout.decode()  # not text=True: that would turn the \r\n of HTTP headers into \n
 
@@ -26,7 +29,7 @@ def test_readme_curl_streams_the_golden_story(cluster):
     assert output.endswith("data: [DONE]\n\n")
     assert stream.text == GOLDEN
     *reply, finish, usage = stream.chunks
-    assert all(c["usage"] is None for c in reply + [finish]), "a chunk before the usage chunk lacks \"usage\": null"
+    assert all(c["usage"] is None for c in reply + [finish]), 'a chunk before the usage chunk lacks "usage": null'
     assert len(stream.content_chunks) == 67 and stream.content_chunks == reply[1:]
     assert finish["choices"][0]["finish_reason"] == "stop" and finish["choices"][0]["delta"] == {}
     assert stream.finish_reasons == ["stop"]

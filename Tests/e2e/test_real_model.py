@@ -12,27 +12,40 @@ import urllib.parse
 
 import openai
 import pytest
-
 from handoff_e2e import CADDY_PORT, connect, iter_sse, request
 
 MODEL = "local"
 BASES = {"redirect": "/api", "transparent": "/v1"}
 HELLO = [{"role": "user", "content": "Say hello in five words."}]
 TOOLS = [
-    {"type": "function", "function": {
-        "name": "get_weather", "description": "Get the current weather in a city.",
-        "parameters": {"type": "object", "properties": {"city": {"type": "string", "description": "The city"}},
-                       "required": ["city"]}}},
-    {"type": "function", "function": {
-        "name": "get_time", "description": "Get the current time in a time zone.",
-        "parameters": {"type": "object", "properties": {"timezone": {"type": "string"}}, "required": ["timezone"]}}},
+    {
+        "type": "function",
+        "function": {
+            "name": "get_weather",
+            "description": "Get the current weather in a city.",
+            "parameters": {
+                "type": "object",
+                "properties": {"city": {"type": "string", "description": "The city"}},
+                "required": ["city"],
+            },
+        },
+    },
+    {
+        "type": "function",
+        "function": {
+            "name": "get_time",
+            "description": "Get the current time in a time zone.",
+            "parameters": {"type": "object", "properties": {"timezone": {"type": "string"}}, "required": ["timezone"]},
+        },
+    },
 ]
 TIMEOUT = 120  # a 135M model on two cores; every call is bounded by it
 
 
 def sdk(base: str) -> openai.OpenAI:
-    return openai.OpenAI(base_url=f"http://127.0.0.1:{CADDY_PORT}{base}", api_key="unused", max_retries=0,
-                         timeout=TIMEOUT)
+    return openai.OpenAI(
+        base_url=f"http://127.0.0.1:{CADDY_PORT}{base}", api_key="unused", max_retries=0, timeout=TIMEOUT
+    )
 
 
 @pytest.fixture(params=list(BASES))
@@ -64,17 +77,30 @@ def assert_real_usage(usage, max_tokens: int) -> None:
 
 
 def test_streaming_with_usage(client, task_usage):
-    chunks = list(client.chat.completions.create(model=MODEL, messages=HELLO, stream=True, max_tokens=24,
-                                                 temperature=0, stream_options={"include_usage": True}))
+    chunks = list(
+        client.chat.completions.create(
+            model=MODEL,
+            messages=HELLO,
+            stream=True,
+            max_tokens=24,
+            temperature=0,
+            stream_options={"include_usage": True},
+        )
+    )
     assert {c.model for c in chunks} == {MODEL} and len({c.id for c in chunks}) == 1
     assert chunks[0].id.startswith("chatcmpl-") and chunks[0].choices[0].delta.role == "assistant"
     text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
     assert text.strip(), "no text"
-    assert [c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason] in (["stop"], ["length"])
+    assert [c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason] in (
+        ["stop"],
+        ["length"],
+    )
     *content, last = chunks
     assert last.choices == [] and all(c.usage is None for c in content)
     assert_real_usage(last.usage, 24)
-    assert usage_tuple(task_usage(last.id)) == usage_tuple(last.usage), "the task row does not hold the upstream's usage"
+    assert usage_tuple(task_usage(last.id)) == usage_tuple(last.usage), (
+        "the task row does not hold the upstream's usage"
+    )
 
 
 def test_streaming_without_usage(client):
@@ -115,10 +141,19 @@ TOOL_NAMES = {tool["function"]["name"] for tool in TOOLS}
 
 
 def test_a_required_tool_call_streams_as_tool_call_deltas(cluster, llama_server, task_usage):
-    chunks = list(sdk("/api").chat.completions.create(
-        model=MODEL, messages=[{"role": "user", "content": "What is the weather like in Paris?"}, OPEN_A_CALL],
-        tools=TOOLS, tool_choice="required", parallel_tool_calls=False, stream=True, max_tokens=40, temperature=0,
-        stream_options={"include_usage": True}))
+    chunks = list(
+        sdk("/api").chat.completions.create(
+            model=MODEL,
+            messages=[{"role": "user", "content": "What is the weather like in Paris?"}, OPEN_A_CALL],
+            tools=TOOLS,
+            tool_choice="required",
+            parallel_tool_calls=False,
+            stream=True,
+            max_tokens=40,
+            temperature=0,
+            stream_options={"include_usage": True},
+        )
+    )
     calls = merged_tool_calls(chunks)
     assert calls, f"no tool_calls deltas: {[c.model_dump() for c in chunks][:6]}"
     first = calls[0]
@@ -134,8 +169,14 @@ def test_a_required_tool_call_streams_as_tool_call_deltas(cluster, llama_server,
 
 def test_a_required_tool_call_is_assembled_for_a_non_streaming_client(cluster, llama_server):
     completion = sdk("/v1").chat.completions.create(
-        model=MODEL, messages=[{"role": "user", "content": "What time is it in Tokyo?"}, OPEN_A_CALL], tools=TOOLS,
-        tool_choice="required", parallel_tool_calls=False, max_tokens=40, temperature=0)
+        model=MODEL,
+        messages=[{"role": "user", "content": "What time is it in Tokyo?"}, OPEN_A_CALL],
+        tools=TOOLS,
+        tool_choice="required",
+        parallel_tool_calls=False,
+        max_tokens=40,
+        temperature=0,
+    )
     calls = completion.choices[0].message.tool_calls
     assert calls and calls[0].function.name in TOOL_NAMES and calls[0].id, completion
     assert isinstance(json.loads(calls[0].function.arguments), dict), completion
@@ -144,8 +185,14 @@ def test_a_required_tool_call_is_assembled_for_a_non_streaming_client(cluster, l
 
 
 def test_cancel_frees_the_llama_server_slot(cluster, llama_server, task_usage):
-    body = {"model": MODEL, "stream": True, "max_tokens": 1500, "temperature": 0, "ignore_eos": True,
-            "messages": [{"role": "user", "content": "Count from 1 to 2000, one number a line."}]}
+    body = {
+        "model": MODEL,
+        "stream": True,
+        "max_tokens": 1500,
+        "temperature": 0,
+        "ignore_eos": True,
+        "messages": [{"role": "user", "content": "Count from 1 to 2000, one number a line."}],
+    }
     reply = request("POST", "/api/chat/completions", body)
     assert reply.status == 302, reply.body[:500]
     handoff = reply.json()
@@ -167,7 +214,9 @@ def test_cancel_frees_the_llama_server_slot(cluster, llama_server, task_usage):
         cancelled_at = time.monotonic()
         assert cancelled.status == 200, cancelled.body
         while any(slot["is_processing"] for slot in slots(llama_server)):
-            assert time.monotonic() - cancelled_at < 3, f"llama-server still generating 3 s after the cancel: {slots(llama_server)}"
+            assert time.monotonic() - cancelled_at < 3, (
+                f"llama-server still generating 3 s after the cancel: {slots(llama_server)}"
+            )
             time.sleep(0.05)
         for event in events:
             if event["data"] == "[DONE]":
@@ -177,7 +226,9 @@ def test_cancel_frees_the_llama_server_slot(cluster, llama_server, task_usage):
             raise AssertionError("the cancelled stream did not end with [DONE]")
     finally:
         conn.close()
-    assert [c["choices"][0]["finish_reason"] for c in chunks if c.get("choices") and c["choices"][0]["finish_reason"]] == ["cancelled"]
+    assert [
+        c["choices"][0]["finish_reason"] for c in chunks if c.get("choices") and c["choices"][0]["finish_reason"]
+    ] == ["cancelled"]
     usage = task_usage(handoff["task_id"])
     assert 5 <= usage["completion_tokens"] < 1500, usage
 
@@ -188,8 +239,9 @@ LONG = [{"role": "user", "content": "hello " * 3000}]
 def test_a_prompt_over_the_context_window_is_a_400_naming_the_limit(cluster, llama_server):
     n_ctx = {slot["n_ctx"] for slot in slots(llama_server)}
     assert n_ctx == {2048}, f"each slot should have the whole 2048-token window (--kv-unified): {n_ctx}"
-    reply = request("POST", "/v1/chat/completions", {"model": MODEL, "messages": LONG, "max_tokens": 8},
-                    timeout=TIMEOUT)
+    reply = request(
+        "POST", "/v1/chat/completions", {"model": MODEL, "messages": LONG, "max_tokens": 8}, timeout=TIMEOUT
+    )
     assert reply.status == 400, reply.body[:500]
     error = reply.json()["error"]
     assert set(error) == {"message", "type", "param", "code"}, error

@@ -10,13 +10,28 @@ import time
 
 import openai
 import pytest
-
 from faults import restart_and_wait
 from handoff_e2e import CADDY_PORT, GOLDEN, SSE_PORTS, request, wait_started
 from handoff_stack import Ports, Stack
 from keys_e2e import CADDY as KEYED_CADDY
-from responses_e2e import (GOLDEN_TOKENS, LONG, PROMPT, RESPONSE_FIELDS, RESPONSE_ID, TERMINAL, check_events, check_golden, check_usage,
-                           deltas, handoff_path, read_raw, sdk, take, task_of, text_of)
+from responses_e2e import (
+    GOLDEN_TOKENS,
+    LONG,
+    PROMPT,
+    RESPONSE_FIELDS,
+    RESPONSE_ID,
+    TERMINAL,
+    check_events,
+    check_golden,
+    check_usage,
+    deltas,
+    handoff_path,
+    read_raw,
+    sdk,
+    take,
+    task_of,
+    text_of,
+)
 
 BASES = {"transparent": "/v1", "redirect": "/api"}
 
@@ -46,8 +61,10 @@ def test_create_plain_and_streaming(cluster, base):
     assert final.output_text == GOLDEN and text_of(streamed) == GOLDEN and streamed[-1]["type"] == "response.completed"
     check_usage(final.usage.to_dict(), GOLDEN_TOKENS)
     if base == "/api":  # the visible hand-off: the SDK followed a 302, for the plain answer and for the stream
-        for body in ({"model": "demo", "input": "hi", "max_output_tokens": 1},
-                     {"model": "demo", "input": "hi", "max_output_tokens": 1, "stream": True}):
+        for body in (
+            {"model": "demo", "input": "hi", "max_output_tokens": 1},
+            {"model": "demo", "input": "hi", "max_output_tokens": 1, "stream": True},
+        ):
             reply = request("POST", "/api/responses", body)
             assert reply.status == 302 and reply.headers["Location"].startswith("/sse/responses/"), (reply.status, body)
 
@@ -90,16 +107,31 @@ def test_poll_a_background_response_until_it_completes(client):
     check_golden(response.to_dict())
     reply = request("GET", f"/v1/responses/{created.id}")
     assert reply.status == 200 and reply.headers["Content-Type"].startswith("application/json")
-    assert RESPONSE_FIELDS <= set(reply.json()), f"fields OpenAI always sends are missing: {RESPONSE_FIELDS - set(reply.json())}"
+    assert RESPONSE_FIELDS <= set(reply.json()), (
+        f"fields OpenAI always sends are missing: {RESPONSE_FIELDS - set(reply.json())}"
+    )
     # Cancelling a finished background response answers it as it is.
     assert client.responses.cancel(created.id).status == "completed"
 
 
 def test_cancel_a_running_background_response(client, task_usage):
-    created = client.responses.create(model="demo", input=LONG, background=True, max_output_tokens=2000,
-                                      instructions="Be brief.", metadata={"case": "cancel"}, temperature=0.5, top_p=0.9)
-    assert (created.instructions, created.metadata, created.temperature, created.top_p, created.max_output_tokens) == \
-           ("Be brief.", {"case": "cancel"}, 0.5, 0.9, 2000), created
+    created = client.responses.create(
+        model="demo",
+        input=LONG,
+        background=True,
+        max_output_tokens=2000,
+        instructions="Be brief.",
+        metadata={"case": "cancel"},
+        temperature=0.5,
+        top_p=0.9,
+    )
+    assert (created.instructions, created.metadata, created.temperature, created.top_p, created.max_output_tokens) == (
+        "Be brief.",
+        {"case": "cancel"},
+        0.5,
+        0.9,
+        2000,
+    ), created
     stream = client.responses.retrieve(created.id, stream=True)
     head = take(stream, stop=lambda events: deltas(events) >= 5)
     cancelled = client.responses.cancel(created.id)
@@ -123,34 +155,57 @@ def test_delete(client):
     deleted = client.responses.with_raw_response.delete(response.id)
     assert deleted.status_code == 200
     assert deleted.http_response.json() == {"id": response.id, "object": "response", "deleted": True}
-    for gone in (lambda: client.responses.retrieve(response.id), lambda: client.responses.delete(response.id),
-                 lambda: client.responses.cancel(response.id), lambda: take(client.responses.retrieve(response.id, stream=True)),
-                 lambda: client.responses.retrieve("resp_" + "0" * 32)):
+    for gone in (
+        lambda: client.responses.retrieve(response.id),
+        lambda: client.responses.delete(response.id),
+        lambda: client.responses.cancel(response.id),
+        lambda: take(client.responses.retrieve(response.id, stream=True)),
+        lambda: client.responses.retrieve("resp_" + "0" * 32),
+    ):
         with pytest.raises(openai.NotFoundError):
             gone()
 
 
 def test_max_output_tokens_ends_incomplete(client):
     response = client.responses.create(model="demo", input=PROMPT, max_output_tokens=5)
-    assert (response.status, response.incomplete_details and response.incomplete_details.reason) == \
-           ("incomplete", "max_output_tokens"), response
+    assert (response.status, response.incomplete_details and response.incomplete_details.reason) == (
+        "incomplete",
+        "max_output_tokens",
+    ), response
     assert GOLDEN.startswith(response.output_text) and response.output[0].status == "incomplete"
     check_usage(response.usage.to_dict(), 5)
     assert client.responses.retrieve(response.id).status == "incomplete"
 
-    events = take(client.responses.create(model="demo", input=PROMPT, max_output_tokens=5, background=True, stream=True))
+    events = take(
+        client.responses.create(model="demo", input=PROMPT, max_output_tokens=5, background=True, stream=True)
+    )
     final = check_events(events, background=True, terminal="response.incomplete")
     assert final["incomplete_details"] == {"reason": "max_output_tokens"} and deltas(events) == 5
     assert text_of(events) == response.output_text and final["output"][0]["status"] == "incomplete"
 
 
-@pytest.mark.parametrize("fields, param", [
-    ({"tools": [{"type": "function", "name": "f", "parameters": {"type": "object", "properties": {}}}]}, "tools"),
-    ({"input": [{"role": "user", "content": [{"type": "input_image", "image_url": "https://example.com/a.png",
-                                              "detail": "auto"}]}]}, "input[0].content[0].type"),
-    ({"previous_response_id": "resp_" + "1" * 32}, "previous_response_id"),
-    ({"background": True, "store": False}, "store"),
-], ids=["tools", "input_image", "previous_response_id", "background_without_store"])
+@pytest.mark.parametrize(
+    "fields, param",
+    [
+        ({"tools": [{"type": "function", "name": "f", "parameters": {"type": "object", "properties": {}}}]}, "tools"),
+        (
+            {
+                "input": [
+                    {
+                        "role": "user",
+                        "content": [
+                            {"type": "input_image", "image_url": "https://example.com/a.png", "detail": "auto"}
+                        ],
+                    }
+                ]
+            },
+            "input[0].content[0].type",
+        ),
+        ({"previous_response_id": "resp_" + "1" * 32}, "previous_response_id"),
+        ({"background": True, "store": False}, "store"),
+    ],
+    ids=["tools", "input_image", "previous_response_id", "background_without_store"],
+)
 def test_unsupported_fields_are_a_400_naming_them(client, fields, param):
     with pytest.raises(openai.BadRequestError) as raised:
         client.responses.create(**{"model": "demo", "input": PROMPT, **fields})
@@ -164,6 +219,7 @@ def test_unknown_model_is_not_found(client):
 
 
 # ----- replicas, restarts, a lost worker -----------------------------------------------------------------------
+
 
 def test_resume_on_the_other_replica(client):
     created = client.responses.create(model="demo", input=PROMPT, background=True)
@@ -209,15 +265,26 @@ ABANDON_SECONDS = 1  # a chat task nobody watches is cancelled after this (plus 
 def lost_stack(cluster, tmp_path_factory) -> Stack:
     """A database of its own, keyless, with one SSE replica, Caddy and two workers with a 3 s lease and a 1 s
     abandonment grace: the session's worker is never killed, and its 10 s lease and 30 s grace are slow to wait for."""
-    stack = Stack(cluster.admin_url, LOST, tmp_path_factory.mktemp("responses-lost-logs"), cluster.bin_dir,
-                  prefix="handoff_responses")
+    stack = Stack(
+        cluster.admin_url,
+        LOST,
+        tmp_path_factory.mktemp("responses-lost-logs"),
+        cluster.bin_dir,
+        prefix="handoff_responses",
+    )
     stack.create_database()
     try:
         stack.start_services(settings={"HANDOFF_KEEPALIVE_SECONDS": "1"}, worker=False)
         for name in LOST_WORKERS:
-            stack.start_worker(stack.commands["api"][1], {"HANDOFF_LEASE_SECONDS": str(LEASE_SECONDS),
-                                                          "HANDOFF_ABANDON_SECONDS": str(ABANDON_SECONDS),
-                                                          "HANDOFF_DEMO_TOKEN_DELAY_MS": "20"}, name=name)
+            stack.start_worker(
+                stack.commands["api"][1],
+                {
+                    "HANDOFF_LEASE_SECONDS": str(LEASE_SECONDS),
+                    "HANDOFF_ABANDON_SECONDS": str(ABANDON_SECONDS),
+                    "HANDOFF_DEMO_TOKEN_DELAY_MS": "20",
+                },
+                name=name,
+            )
         wait_started(stack)
         yield stack
     finally:
@@ -246,32 +313,46 @@ def test_a_worker_killed_mid_response_ends_it_failed(lost_stack):
 
 def test_a_background_response_runs_on_with_nobody_watching(lost_stack):
     client = sdk(LOST.caddy, timeout=10)
-    created = client.responses.create(model="demo", input=LONG, background=True, max_output_tokens=600)  # ~12 s of tokens
+    created = client.responses.create(
+        model="demo", input=LONG, background=True, max_output_tokens=600
+    )  # ~12 s of tokens
     # Past the abandonment grace (1 s, plus the 5 s replicas may take to record watching, plus a lease renewal).
     time.sleep(ABANDON_SECONDS + 5 + LEASE_SECONDS)
     polled = client.responses.retrieve(created.id)
     assert polled.status == "in_progress" and polled.output_text, polled
-    cancelled = lost_stack.sql(f"SELECT cancel_requested_at IS NOT NULL FROM handoff_tasks WHERE id = '{task_of(created.id)}'")
+    cancelled = lost_stack.sql(
+        f"SELECT cancel_requested_at IS NOT NULL FROM handoff_tasks WHERE id = '{task_of(created.id)}'"
+    )
     assert cancelled == "f", "a background response was cancelled as abandoned"
     client.responses.cancel(created.id)
 
 
 # ----- ownership with keys -------------------------------------------------------------------------------------
 
+
 def test_a_response_belongs_to_the_key_that_created_it(keyed):
     owner, other = keyed.key("responses-owner"), keyed.key("responses-other")
     mine, theirs = sdk(KEYED_CADDY, key=owner.secret), sdk(KEYED_CADDY, key=other.secret)
     created = mine.responses.create(model="demo", input=LONG, background=True, max_output_tokens=1000)
     rid = created.id
-    for attempt in (lambda: theirs.responses.retrieve(rid), lambda: take(theirs.responses.retrieve(rid, stream=True)),
-                    lambda: theirs.responses.cancel(rid), lambda: theirs.responses.delete(rid)):
+    for attempt in (
+        lambda: theirs.responses.retrieve(rid),
+        lambda: take(theirs.responses.retrieve(rid, stream=True)),
+        lambda: theirs.responses.cancel(rid),
+        lambda: theirs.responses.delete(rid),
+    ):
         with pytest.raises(openai.NotFoundError):
             attempt()
-    for method, path in (("GET", f"/v1/responses/{rid}"), ("GET", f"/v1/responses/{rid}?stream=true"),
-                         ("POST", f"/v1/responses/{rid}/cancel"), ("DELETE", f"/v1/responses/{rid}"),
-                         ("POST", "/v1/responses")):
-        reply = request(method, path, {"model": "demo", "input": "hi"} if path == "/v1/responses" else None,
-                        port=KEYED_CADDY)
+    for method, path in (
+        ("GET", f"/v1/responses/{rid}"),
+        ("GET", f"/v1/responses/{rid}?stream=true"),
+        ("POST", f"/v1/responses/{rid}/cancel"),
+        ("DELETE", f"/v1/responses/{rid}"),
+        ("POST", "/v1/responses"),
+    ):
+        reply = request(
+            method, path, {"model": "demo", "input": "hi"} if path == "/v1/responses" else None, port=KEYED_CADDY
+        )
         assert reply.status == 401, (method, path, reply.status, reply.body[:300])
     assert mine.responses.retrieve(rid).status in ("queued", "in_progress")
     head = take(mine.responses.retrieve(rid, stream=True), stop=lambda events: deltas(events) >= 2)

@@ -5,8 +5,16 @@ import json
 import threading
 import time
 
-from handoff_e2e import (GOLDEN, POOL_SIZE, README_BODY, SSE_PORTS, assert_well_formed, get_stream, post_and_follow,
-                         request)
+from handoff_e2e import (
+    GOLDEN,
+    POOL_SIZE,
+    README_BODY,
+    SSE_PORTS,
+    assert_well_formed,
+    get_stream,
+    post_and_follow,
+    request,
+)
 
 
 def test_late_client_gets_the_whole_stream(cluster):
@@ -64,7 +72,9 @@ def test_concurrent_streams_share_replicas_and_connections_stay_constant(cluster
         try:
             results[n] = post_and_follow(
                 {"model": "demo", "max_tokens": TOKENS, "messages": [{"role": "user", "content": f"client {n}"}]},
-                timeout=TIME_LIMIT, while_open=open_streams.track)
+                timeout=TIME_LIMIT,
+                while_open=open_streams.track,
+            )
         except BaseException as error:
             errors[n] = error
 
@@ -102,8 +112,10 @@ def test_concurrent_streams_share_replicas_and_connections_stay_constant(cluster
     served = {port: sum(stream.replica == f"127.0.0.1:{port}" for _, stream in results.values()) for port in SSE_PORTS}
     assert sum(served.values()) == CLIENTS, f"unexpected X-Handoff-Replica values: {served}"
     assert all(count >= 20 for count in served.values()), f"streams per replica: {served}"
-    print(f"streams per replica {served}; {len(samples)} samples, {len(busy)} with >= {CLIENTS // 2} open; "
-          f"max connections {max_counts(samples)}")
+    print(
+        f"streams per replica {served}; {len(samples)} samples, {len(busy)} with >= {CLIENTS // 2} open; "
+        f"max connections {max_counts(samples)}"
+    )
 
 
 def max_counts(samples) -> dict[str, int]:

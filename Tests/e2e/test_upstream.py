@@ -14,17 +14,26 @@ import uuid
 
 import openai
 import pytest
-
 from handoff_e2e import CADDY_PORT, Stream, connect, iter_sse, request
 from upstream_stub import TOOL_ARGUMENTS, content_pieces, expected
 
 SHAPES = ("openai", "vllm", "ollama", "llamacpp")
 CLIENT_KEY = "sk-client-key-never-forwarded"
-TOOLS = [{"type": "function", "function": {
-    "name": "get_weather", "description": "The weather in a city.",
-    "parameters": {"type": "object", "properties": {"city": {"type": "string"}, "unit": {"type": "string"}},
-                   "required": ["city"]}}},
-    {"type": "function", "function": {"name": "get_time", "parameters": {"type": "object", "properties": {}}}}]
+TOOLS = [
+    {
+        "type": "function",
+        "function": {
+            "name": "get_weather",
+            "description": "The weather in a city.",
+            "parameters": {
+                "type": "object",
+                "properties": {"city": {"type": "string"}, "unit": {"type": "string"}},
+                "required": ["city"],
+            },
+        },
+    },
+    {"type": "function", "function": {"name": "get_time", "parameters": {"type": "object", "properties": {}}}},
+]
 READ_TIMEOUT = 20  # seconds a whole exchange may take (the slowest stub scenario needs 1.5 s)
 LEAKS = ("10.0.0.7", "127.0.0.1:1809", "sk-stub-secret", "platform.openai.com")
 
@@ -38,18 +47,21 @@ def prompt(tag: str) -> list[dict]:
 
 
 def sdk(base: str = "/api") -> openai.OpenAI:
-    return openai.OpenAI(base_url=f"http://127.0.0.1:{CADDY_PORT}{base}", api_key=CLIENT_KEY, max_retries=0,
-                         timeout=READ_TIMEOUT)
+    return openai.OpenAI(
+        base_url=f"http://127.0.0.1:{CADDY_PORT}{base}", api_key=CLIENT_KEY, max_retries=0, timeout=READ_TIMEOUT
+    )
 
 
 # ----- raw exchanges through Caddy --------------------------------------------------------------------------------
+
 
 class Exchange:
     """One streaming request through `/api`, as the client saw it: the 302, then every byte of the stream."""
 
     def __init__(self, body: dict, timeout: float = READ_TIMEOUT):
-        reply = request("POST", "/api/chat/completions", {"stream": True, **body},
-                        {"Authorization": f"Bearer {CLIENT_KEY}"})
+        reply = request(
+            "POST", "/api/chat/completions", {"stream": True, **body}, {"Authorization": f"Bearer {CLIENT_KEY}"}
+        )
         assert reply.status == 302, (reply.status, reply.body[:500])
         self.handoff = reply.json()
         self.location = reply.headers["Location"]
@@ -86,8 +98,9 @@ def read_all(response: http.client.HTTPResponse, deadline: float) -> bytes:
 def whole(body: dict, base: str = "/v1", timeout: float = READ_TIMEOUT) -> tuple[int, dict, bytes]:
     """One non-streaming request: (status, JSON body, every byte the client saw). Through `/v1` Caddy follows the
     302 itself; through `/api` the client follows it."""
-    reply = request("POST", f"{base}/chat/completions", body, {"Authorization": f"Bearer {CLIENT_KEY}"},
-                    timeout=timeout)
+    reply = request(
+        "POST", f"{base}/chat/completions", body, {"Authorization": f"Bearer {CLIENT_KEY}"}, timeout=timeout
+    )
     raw = bytes(reply.body) + str(reply.headers).encode()
     if base == "/api":
         assert reply.status == 302, (reply.status, reply.body[:500])
@@ -101,6 +114,7 @@ def task_of(completion_id: str) -> str:
 
 
 # ----- what every relayed stream must be -----------------------------------------------------------------------
+
 
 def only_a_role(choice: dict) -> bool:
     carried = {k for k, v in choice.get("delta", {}).items() if v not in (None, "", [])}
@@ -139,7 +153,9 @@ def text_of(chunks: list[dict], field: str = "content") -> str:
 
 
 def finish_reasons(chunks: list[dict]) -> list[str]:
-    return [c["choices"][0]["finish_reason"] for c in chunks if c.get("choices") and c["choices"][0].get("finish_reason")]
+    return [
+        c["choices"][0]["finish_reason"] for c in chunks if c.get("choices") and c["choices"][0].get("finish_reason")
+    ]
 
 
 def merged_tool_calls(deltas) -> dict[int, dict]:
@@ -183,6 +199,7 @@ def assert_forwarded(record: dict, upstream_model: str, sent: dict) -> None:
 
 
 # ----- the shapes, three ways each ----------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("include_usage", [True, False], ids=["usage", "no-usage"])
 @pytest.mark.parametrize("shape", SHAPES)
@@ -250,13 +267,27 @@ def test_the_catalogue_is_listed_in_file_order(cluster, upstreams):
 
 # ----- pass-through of what the client sent, and of what the upstream sent --------------------------------------
 
+
 @pytest.mark.parametrize("streaming", [True, False], ids=["stream", "whole"])
 def test_the_whole_request_reaches_the_upstream(cluster, upstreams, streaming):
     tag = marker()
-    body = {"model": "stub-openai", "messages": prompt(tag), "response_format": {"type": "json_object"}, "seed": 7,
-            "reasoning_effort": "low", "x_custom": {"a": [1, 2.5]}, "temperature": 0.25, "top_p": 0.75,
-            "max_tokens": 50, "stop": ["zzz"], "user": "user-42", "metadata": {"k": "v"}, "parallel_tool_calls": False,
-            "logit_bias": {"50256": -100}, "presence_penalty": 0.5}
+    body = {
+        "model": "stub-openai",
+        "messages": prompt(tag),
+        "response_format": {"type": "json_object"},
+        "seed": 7,
+        "reasoning_effort": "low",
+        "x_custom": {"a": [1, 2.5]},
+        "temperature": 0.25,
+        "top_p": 0.75,
+        "max_tokens": 50,
+        "stop": ["zzz"],
+        "user": "user-42",
+        "metadata": {"k": "v"},
+        "parallel_tool_calls": False,
+        "logit_bias": {"50256": -100},
+        "presence_penalty": 0.5,
+    }
     if streaming:
         exchange = Exchange({**body, "stream_options": {"include_usage": False}})
         assert text_of(exchange.stream.chunks) == expected("openai", body)["text"]
@@ -271,11 +302,16 @@ def test_the_whole_request_reaches_the_upstream(cluster, upstreams, streaming):
 @pytest.mark.parametrize("shape", SHAPES)
 def test_tool_calls_stream_through_the_sdk(cluster, upstreams, shape):
     tag = marker()
-    chunks = list(sdk().chat.completions.create(model=f"stub-{shape}", messages=prompt(tag), tools=TOOLS,
-                                                tool_choice="auto", stream=True))
+    chunks = list(
+        sdk().chat.completions.create(
+            model=f"stub-{shape}", messages=prompt(tag), tools=TOOLS, tool_choice="auto", stream=True
+        )
+    )
     want = expected(shape, {"tools": TOOLS})["tool_call"]
     calls = merged_tool_calls([c.model_dump()["choices"][0]["delta"].get("tool_calls") for c in chunks if c.choices])
-    assert calls == {0: {"id": want["id"], "type": "function", "name": "get_weather", "arguments": "".join(TOOL_ARGUMENTS)}}
+    assert calls == {
+        0: {"id": want["id"], "type": "function", "name": "get_weather", "arguments": "".join(TOOL_ARGUMENTS)}
+    }
     assert json.loads(calls[0]["arguments"]) == {"city": "Zürich", "unit": "celsius"}
     assert [c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason] == ["tool_calls"]
     assert {c.model for c in chunks} == {f"stub-{shape}"}
@@ -287,8 +323,9 @@ def test_tool_calls_stream_through_the_sdk(cluster, upstreams, shape):
 def test_tool_calls_assembled_for_a_non_streaming_sdk_client(cluster, upstreams, task_usage, shape):
     tag = marker()
     choice = {"type": "function", "function": {"name": "get_time"}}
-    completion = sdk("/v1").chat.completions.create(model=f"stub-{shape}", messages=prompt(tag), tools=TOOLS,
-                                                    tool_choice=choice)
+    completion = sdk("/v1").chat.completions.create(
+        model=f"stub-{shape}", messages=prompt(tag), tools=TOOLS, tool_choice=choice
+    )
     want = expected(shape, {"tools": TOOLS, "tool_choice": choice})
     message = completion.choices[0].message
     assert completion.choices[0].finish_reason == "tool_calls"
@@ -323,7 +360,9 @@ def test_reasoning_content_passes_through(cluster, task_usage):
     assert text_of(chunks, "reasoning_content") == want["reasoning"]
     assert text_of(chunks) == want["text"]
     first_content = next(i for i, c in enumerate(chunks) if c["choices"] and c["choices"][0]["delta"].get("content"))
-    last_reasoning = max(i for i, c in enumerate(chunks) if c["choices"] and c["choices"][0]["delta"].get("reasoning_content"))
+    last_reasoning = max(
+        i for i, c in enumerate(chunks) if c["choices"] and c["choices"][0]["delta"].get("reasoning_content")
+    )
     assert last_reasoning < first_content
     assert sub(chunks[-1]["usage"]) == want["usage"] == sub(task_usage(exchange.task_id))
 
@@ -336,6 +375,7 @@ def test_a_slow_first_token_is_waited_for(cluster):
 
 
 # ----- keys ---------------------------------------------------------------------------------------------------
+
 
 def test_the_upstream_key_is_sent_and_never_shown(cluster, upstreams):
     tag = marker()
@@ -369,11 +409,15 @@ def test_an_upstream_that_refuses_the_key_does_not_show_it(cluster, upstreams):
 
 # ----- failover --------------------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("model, served_by, first_outcome", [
-    ("failover", "openai", "rejected"),
-    ("failover-429", "vllm", "rejected"),
-    ("failover-timeout", "ollama", "client_disconnected"),
-])
+
+@pytest.mark.parametrize(
+    "model, served_by, first_outcome",
+    [
+        ("failover", "openai", "rejected"),
+        ("failover-429", "vllm", "rejected"),
+        ("failover-timeout", "ollama", "client_disconnected"),
+    ],
+)
 def test_failover_before_the_first_chunk_is_invisible(cluster, upstreams, task_usage, model, served_by, first_outcome):
     tag = marker()
     body = {"model": model, "messages": prompt(tag), "stream_options": {"include_usage": True}}
@@ -502,6 +546,7 @@ def test_a_non_streaming_error_raises_the_sdk_exception_of_its_status(cluster):
 
 # ----- failures after the first chunk ---------------------------------------------------------------------------
 
+
 def assert_ends_with_an_error(exchange: Exchange, code: str) -> dict:
     """Content, then an OpenAI error event, then [DONE]: never a silent truncation."""
     body = exchange.body
@@ -551,6 +596,7 @@ def test_a_failure_mid_stream_fails_a_non_streaming_client(cluster):
 
 
 # ----- cancel ----------------------------------------------------------------------------------------------------
+
 
 class SlowStream:
     """A streaming request left open: read a few chunks, then cancel or close."""
@@ -602,9 +648,14 @@ def test_cancel_closes_the_upstream_request(cluster, upstreams, task_usage):
         stream.close()
     [record] = upstreams.wait_records(tag, lambda found: found and found[0]["outcome"] is not None, timeout=5)
     assert record["outcome"] == "client_disconnected", record
-    assert record["ended"] - cancelled_at < 2, f"the upstream request was closed {record['ended'] - cancelled_at:.2f} s after the cancel"
-    seen = [c["choices"][0]["delta"]["content"] for c in stream.chunks
-            if c.get("choices") and c["choices"][0]["delta"].get("content")]
+    assert record["ended"] - cancelled_at < 2, (
+        f"the upstream request was closed {record['ended'] - cancelled_at:.2f} s after the cancel"
+    )
+    seen = [
+        c["choices"][0]["delta"]["content"]
+        for c in stream.chunks
+        if c.get("choices") and c["choices"][0]["delta"].get("content")
+    ]
     assert seen == [f" tok{n}" for n in range(len(seen))], "chunks lost or reordered"
     assert finish_reasons(stream.chunks) == ["cancelled"]
     usage = task_usage(stream.handoff["task_id"])

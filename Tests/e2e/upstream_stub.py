@@ -63,10 +63,20 @@ SHAPES = ("openai", "vllm", "ollama", "llamacpp")
 PROMPT_TOKENS = {"openai": 11, "vllm": 12, "ollama": 13, "llamacpp": 14, "reasoning": 15}
 REASONING = ["Let me", " think", " about", " it."]
 TOOL_ARGUMENTS = ['{"city": "', "Zür", 'ich", "unit', '": "celsius"}']
-TOOL_CALL_IDS = {"openai": "call_DdmO9pD3xa9XTPNJ32zg2hcA", "vllm": "chatcmpl-tool-3f9a1c2be4d84b6f",
-                 "ollama": "call_k3h2j1p0", "llamacpp": "Xq8Rz2LmTt0aPq7vWn4bYc1d", "reasoning": "chatcmpl-tool-77d1"}
-UPSTREAM_MODEL = {"openai": "gpt-4o-mini-2024-07-18", "vllm": "Qwen/Qwen2.5-1.5B-Instruct", "ollama": "llama3.2:1b",
-                  "llamacpp": "smollm2", "reasoning": "deepseek-ai/DeepSeek-R1-Distill-Qwen-1.5B"}
+TOOL_CALL_IDS = {
+    "openai": "call_DdmO9pD3xa9XTPNJ32zg2hcA",
+    "vllm": "chatcmpl-tool-3f9a1c2be4d84b6f",
+    "ollama": "call_k3h2j1p0",
+    "llamacpp": "Xq8Rz2LmTt0aPq7vWn4bYc1d",
+    "reasoning": "chatcmpl-tool-77d1",
+}
+UPSTREAM_MODEL = {
+    "openai": "gpt-4o-mini-2024-07-18",
+    "vllm": "Qwen/Qwen2.5-1.5B-Instruct",
+    "ollama": "llama3.2:1b",
+    "llamacpp": "smollm2",
+    "reasoning": "deepseek-ai/DeepSeek-R1-Distill-Qwen-1.5B",
+}
 SLOW_FIRST_SECONDS = 1.5
 SLOW_INTERVAL = 0.05
 SLOW_MAX_CHUNKS = 2000
@@ -103,20 +113,29 @@ def expected(model: str, body: dict) -> dict:
     tool = None
     tokens = len(reasoning) + len(content)
     if name:
-        tool = {"id": TOOL_CALL_IDS[model], "type": "function",
-                "function": {"name": name, "arguments": "".join(TOOL_ARGUMENTS)}}
+        tool = {
+            "id": TOOL_CALL_IDS[model],
+            "type": "function",
+            "function": {"name": name, "arguments": "".join(TOOL_ARGUMENTS)},
+        }
         tokens += 1 + len(TOOL_ARGUMENTS)
     prompt = PROMPT_TOKENS[model]
-    return {"text": "".join(content), "reasoning": "".join(reasoning), "tool_call": tool,
-            "finish_reason": "tool_calls" if name else "stop",
-            "usage": {"prompt_tokens": prompt, "completion_tokens": tokens, "total_tokens": prompt + tokens}}
+    return {
+        "text": "".join(content),
+        "reasoning": "".join(reasoning),
+        "tool_call": tool,
+        "finish_reason": "tool_calls" if name else "stop",
+        "usage": {"prompt_tokens": prompt, "completion_tokens": tokens, "total_tokens": prompt + tokens},
+    }
 
 
 # ----- the shapes -----------------------------------------------------------------------------------------------
 
+
 @dataclasses.dataclass
 class Shape:
     """Builds the chunks of one server's stream for one request."""
+
     kind: str  # openai | vllm | ollama | llamacpp
     model: str  # the upstream model name it reports
     include_usage: bool
@@ -141,8 +160,15 @@ class Shape:
         k = self.kind
         if k == "openai":
             choice = {"index": 0, "delta": delta, "logprobs": logprobs, "finish_reason": finish}
-            out = {"id": self.id, "object": "chat.completion.chunk", "created": self.created, "model": self.model,
-                   "service_tier": "default", "system_fingerprint": "fp_560af6e559", "choices": [choice]}
+            out = {
+                "id": self.id,
+                "object": "chat.completion.chunk",
+                "created": self.created,
+                "model": self.model,
+                "service_tier": "default",
+                "system_fingerprint": "fp_560af6e559",
+                "choices": [choice],
+            }
             if self.include_usage:
                 out["usage"] = None
             out["obfuscation"] = "".join(self.rng.choice("abcdefghijklmnopqrstuvwxyz0123456789") for _ in range(8))
@@ -151,19 +177,36 @@ class Shape:
             choice = {"index": 0, "delta": delta, "logprobs": logprobs, "finish_reason": finish}
             if finish is not None:
                 choice["stop_reason"] = None
-            return {"id": self.id, "object": "chat.completion.chunk", "created": self.created, "model": self.model,
-                    "choices": [choice]}
+            return {
+                "id": self.id,
+                "object": "chat.completion.chunk",
+                "created": self.created,
+                "model": self.model,
+                "choices": [choice],
+            }
         if k == "ollama":
             choice = {"index": 0, "delta": {"role": "assistant", "content": "", **delta}, "finish_reason": finish}
             if logprobs is not None:
                 choice["logprobs"] = logprobs
-            return {"id": self.id, "object": "chat.completion.chunk", "created": self.created, "model": self.model,
-                    "system_fingerprint": "fp_ollama", "choices": [choice]}
+            return {
+                "id": self.id,
+                "object": "chat.completion.chunk",
+                "created": self.created,
+                "model": self.model,
+                "system_fingerprint": "fp_ollama",
+                "choices": [choice],
+            }
         choice = {"finish_reason": finish, "index": 0, "delta": delta}
         if logprobs is not None:
             choice["logprobs"] = logprobs
-        return {"choices": [choice], "created": self.created, "id": self.id, "model": self.model,
-                "system_fingerprint": "b7170-0f7c6961", "object": "chat.completion.chunk"}
+        return {
+            "choices": [choice],
+            "created": self.created,
+            "id": self.id,
+            "model": self.model,
+            "system_fingerprint": "b7170-0f7c6961",
+            "object": "chat.completion.chunk",
+        }
 
     def role(self) -> dict | None:
         """The opening role chunk, or None for Ollama, which puts the role on every delta instead."""
@@ -178,9 +221,15 @@ class Shape:
     def token_logprobs(self, text: str, n: int) -> dict | None:
         if not self.logprobs:
             return None
-        entry = {"token": text, "logprob": round(-0.125 * (n + 1), 6), "bytes": list(text.encode()),
-                 "top_logprobs": [{"token": f"{text}{i}", "logprob": round(-1.5 - i, 6),
-                                   "bytes": list(f"{text}{i}".encode())} for i in range(self.top_logprobs)]}
+        entry = {
+            "token": text,
+            "logprob": round(-0.125 * (n + 1), 6),
+            "bytes": list(text.encode()),
+            "top_logprobs": [
+                {"token": f"{text}{i}", "logprob": round(-1.5 - i, 6), "bytes": list(f"{text}{i}".encode())}
+                for i in range(self.top_logprobs)
+            ],
+        }
         if self.kind == "llamacpp":
             entry = {"id": 1000 + n, **entry}
         out = {"content": [entry]}
@@ -208,31 +257,74 @@ class Shape:
         return self.chunk(delta, finish=reason)
 
     def usage(self, prompt: int, completion: int) -> dict:
-        usage: dict[str, Any] = {"prompt_tokens": prompt, "completion_tokens": completion,
-                                 "total_tokens": prompt + completion}
+        usage: dict[str, Any] = {
+            "prompt_tokens": prompt,
+            "completion_tokens": completion,
+            "total_tokens": prompt + completion,
+        }
         if self.kind == "openai":
             usage["prompt_tokens_details"] = {"cached_tokens": 0, "audio_tokens": 0}
-            usage["completion_tokens_details"] = {"reasoning_tokens": 0, "audio_tokens": 0,
-                                                  "accepted_prediction_tokens": 0, "rejected_prediction_tokens": 0}
-            return {"id": self.id, "object": "chat.completion.chunk", "created": self.created, "model": self.model,
-                    "service_tier": "default", "system_fingerprint": "fp_560af6e559", "choices": [], "usage": usage,
-                    "obfuscation": "Zx"}
+            usage["completion_tokens_details"] = {
+                "reasoning_tokens": 0,
+                "audio_tokens": 0,
+                "accepted_prediction_tokens": 0,
+                "rejected_prediction_tokens": 0,
+            }
+            return {
+                "id": self.id,
+                "object": "chat.completion.chunk",
+                "created": self.created,
+                "model": self.model,
+                "service_tier": "default",
+                "system_fingerprint": "fp_560af6e559",
+                "choices": [],
+                "usage": usage,
+                "obfuscation": "Zx",
+            }
         if self.kind == "vllm":
             usage["prompt_tokens_details"] = None
-            return {"id": self.id, "object": "chat.completion.chunk", "created": self.created, "model": self.model,
-                    "choices": [], "usage": usage}
+            return {
+                "id": self.id,
+                "object": "chat.completion.chunk",
+                "created": self.created,
+                "model": self.model,
+                "choices": [],
+                "usage": usage,
+            }
         if self.kind == "ollama":
-            return {"id": self.id, "object": "chat.completion.chunk", "created": self.created, "model": self.model,
-                    "system_fingerprint": "fp_ollama", "choices": [], "usage": usage}
+            return {
+                "id": self.id,
+                "object": "chat.completion.chunk",
+                "created": self.created,
+                "model": self.model,
+                "system_fingerprint": "fp_ollama",
+                "choices": [],
+                "usage": usage,
+            }
         usage["prompt_tokens_details"] = {"cached_tokens": 0}
-        return {"choices": [], "created": self.created, "id": self.id, "model": self.model,
-                "system_fingerprint": "b7170-0f7c6961", "object": "chat.completion.chunk", "usage": usage}
+        return {
+            "choices": [],
+            "created": self.created,
+            "id": self.id,
+            "model": self.model,
+            "system_fingerprint": "b7170-0f7c6961",
+            "object": "chat.completion.chunk",
+            "usage": usage,
+        }
 
     @staticmethod
     def timings(prompt: int, completion: int) -> dict:
-        return {"cache_n": 0, "prompt_n": prompt, "prompt_ms": 12.5, "prompt_per_token_ms": 12.5 / prompt,
-                "prompt_per_second": prompt / 0.0125, "predicted_n": completion, "predicted_ms": 8.0 * completion,
-                "predicted_per_token_ms": 8.0, "predicted_per_second": 125.0}
+        return {
+            "cache_n": 0,
+            "prompt_n": prompt,
+            "prompt_ms": 12.5,
+            "prompt_per_token_ms": 12.5 / prompt,
+            "prompt_per_second": prompt / 0.0125,
+            "predicted_n": completion,
+            "predicted_ms": 8.0 * completion,
+            "predicted_per_token_ms": 8.0,
+            "predicted_per_second": 125.0,
+        }
 
     # How an event is framed on the wire.
     @property
@@ -249,6 +341,7 @@ class Shape:
 
 
 # ----- the wire -------------------------------------------------------------------------------------------------
+
 
 class ClientGone(Exception):
     pass
@@ -350,6 +443,7 @@ class Wire:
 
 # ----- the server -----------------------------------------------------------------------------------------------
 
+
 class Recorder:
     def __init__(self, name: str):
         self.name = name
@@ -397,8 +491,15 @@ class Handler(http.server.BaseHTTPRequestHandler):
 
     # --- plumbing
 
-    def reply(self, status: int, body: bytes, content_type: str, headers: dict | None = None,
-              chunked: bool = False, rng: random.Random | None = None) -> None:
+    def reply(
+        self,
+        status: int,
+        body: bytes,
+        content_type: str,
+        headers: dict | None = None,
+        chunked: bool = False,
+        rng: random.Random | None = None,
+    ) -> None:
         self.send_response(status)
         self.send_header("Content-Type", content_type)
         for key, value in (headers or {}).items():
@@ -448,27 +549,52 @@ class Handler(http.server.BaseHTTPRequestHandler):
             self.reply_json(200, {"status": "ok", "stub": self.server.recorder.name})
         elif path.endswith("/models"):
             models = [*SHAPES, "reasoning"]
-            self.reply_json(200, {"object": "list", "data": [{"id": m, "object": "model", "created": 0,
-                                                              "owned_by": "stub"} for m in models]})
+            self.reply_json(
+                200,
+                {
+                    "object": "list",
+                    "data": [{"id": m, "object": "model", "created": 0, "owned_by": "stub"} for m in models],
+                },
+            )
         else:
-            self.reply_json(404, {"error": {"message": f"no route {path}", "type": "invalid_request_error",
-                                            "param": None, "code": None}})
+            self.reply_json(
+                404,
+                {
+                    "error": {
+                        "message": f"no route {path}",
+                        "type": "invalid_request_error",
+                        "param": None,
+                        "code": None,
+                    }
+                },
+            )
 
     def do_DELETE(self) -> None:  # noqa: N802
         if urllib.parse.urlsplit(self.path).path == "/_stub/requests":
             self.server.recorder.clear()
             self.reply_json(200, {"cleared": True})
         else:
-            self.reply_json(404, {"error": {"message": "no route", "type": "invalid_request_error",
-                                            "param": None, "code": None}})
+            self.reply_json(
+                404, {"error": {"message": "no route", "type": "invalid_request_error", "param": None, "code": None}}
+            )
 
     def do_POST(self) -> None:  # noqa: N802
         path = urllib.parse.urlsplit(self.path).path
-        record = self.server.recorder.add({
-            "stub": self.server.recorder.name, "path": path, "model": None, "body": None,
-            "authorization": self.headers.get("Authorization"),
-            "headers": {k.lower(): v for k, v in self.headers.items()},
-            "started": time.time(), "ended": None, "outcome": None, "status": None, "content_chunks": 0})
+        record = self.server.recorder.add(
+            {
+                "stub": self.server.recorder.name,
+                "path": path,
+                "model": None,
+                "body": None,
+                "authorization": self.headers.get("Authorization"),
+                "headers": {k.lower(): v for k, v in self.headers.items()},
+                "started": time.time(),
+                "ended": None,
+                "outcome": None,
+                "status": None,
+                "content_chunks": 0,
+            }
+        )
         try:
             raw = self.read_body()
             body = json.loads(raw)
@@ -476,15 +602,33 @@ class Handler(http.server.BaseHTTPRequestHandler):
                 raise ValueError("the body is not a JSON object")
         except (ValueError, UnicodeDecodeError) as error:
             self.server.recorder.update(record, ended=time.time(), outcome="bad_request", status=400)
-            self.reply_json(400, {"error": {"message": f"bad body: {error}", "type": "invalid_request_error",
-                                            "param": None, "code": None}})
+            self.reply_json(
+                400,
+                {
+                    "error": {
+                        "message": f"bad body: {error}",
+                        "type": "invalid_request_error",
+                        "param": None,
+                        "code": None,
+                    }
+                },
+            )
             return
         model = body.get("model")
         self.server.recorder.update(record, model=model, body=body)
         if not path.endswith("/chat/completions"):
             self.server.recorder.update(record, ended=time.time(), outcome="rejected", status=404)
-            self.reply_json(404, {"error": {"message": f"no route {path}", "type": "invalid_request_error",
-                                            "param": None, "code": None}})
+            self.reply_json(
+                404,
+                {
+                    "error": {
+                        "message": f"no route {path}",
+                        "type": "invalid_request_error",
+                        "param": None,
+                        "code": None,
+                    }
+                },
+            )
             return
         with self.server.recorder.lock:
             self.server.counter += 1
@@ -501,8 +645,13 @@ class Handler(http.server.BaseHTTPRequestHandler):
             self.close_connection = True
         finally:
             self.server.recorder.update(record, ended=time.time(), outcome=outcome)
-            self.log_message("%s -> %s (%d content chunks, %.2f s)", model, outcome, record["content_chunks"],
-                             record["ended"] - record["started"])
+            self.log_message(
+                "%s -> %s (%d content chunks, %.2f s)",
+                model,
+                outcome,
+                record["content_chunks"],
+                record["ended"] - record["started"],
+            )
 
     # --- the scenarios
 
@@ -515,31 +664,58 @@ class Handler(http.server.BaseHTTPRequestHandler):
             self.reply(status, text.encode(), content_type, headers, chunked=True, rng=rng)
             return "rejected"
 
-        kind = {"reasoning": "vllm", "slow-first": "openai", "slow": "openai", "stall": "openai",
-                "midstream-error-llamacpp": "llamacpp", "midstream-error-vllm": "vllm",
-                "truncated-ollama": "ollama", "drop": "vllm", "drop-reset": "vllm", "long-line": "openai",
-                "flood": "openai"}.get(model, model)
+        kind = {
+            "reasoning": "vllm",
+            "slow-first": "openai",
+            "slow": "openai",
+            "stall": "openai",
+            "midstream-error-llamacpp": "llamacpp",
+            "midstream-error-vllm": "vllm",
+            "truncated-ollama": "ollama",
+            "drop": "vllm",
+            "drop-reset": "vllm",
+            "long-line": "openai",
+            "flood": "openai",
+        }.get(model, model)
         if kind not in SHAPES:
             recorder.update(record, status=404)
-            self.reply(404, json.dumps({"error": {
-                "message": f"The model `{model}` does not exist or you do not have access to it.",
-                "type": "invalid_request_error", "param": None, "code": "model_not_found"}}).encode(),
-                "application/json", chunked=True, rng=rng)
+            self.reply(
+                404,
+                json.dumps(
+                    {
+                        "error": {
+                            "message": f"The model `{model}` does not exist or you do not have access to it.",
+                            "type": "invalid_request_error",
+                            "param": None,
+                            "code": "model_not_found",
+                        }
+                    }
+                ).encode(),
+                "application/json",
+                chunked=True,
+                rng=rng,
+            )
             return "rejected"
 
         stream_options = body.get("stream_options") or {}
         streaming = body.get("stream") is True
-        shape = Shape(kind, UPSTREAM_MODEL["reasoning" if model == "reasoning" else kind],
-                      include_usage=streaming and stream_options.get("include_usage") is True,
-                      logprobs=body.get("logprobs") is True, top_logprobs=int(body.get("top_logprobs") or 0),
-                      created=int(time.time()), rng=rng)
+        shape = Shape(
+            kind,
+            UPSTREAM_MODEL["reasoning" if model == "reasoning" else kind],
+            include_usage=streaming and stream_options.get("include_usage") is True,
+            logprobs=body.get("logprobs") is True,
+            top_logprobs=int(body.get("top_logprobs") or 0),
+            created=int(time.time()),
+            rng=rng,
+        )
         if not streaming:
             return self.complete_whole(model, kind, shape, body, record, rng)
 
         recorder.update(record, status=200)
         self.send_response(200)
-        self.send_header("Content-Type", "text/event-stream; charset=utf-8" if kind != "llamacpp"
-                         else "text/event-stream")
+        self.send_header(
+            "Content-Type", "text/event-stream; charset=utf-8" if kind != "llamacpp" else "text/event-stream"
+        )
         self.send_header("Cache-Control", "no-cache")
         self.send_header("Transfer-Encoding", "chunked")
         if kind == "openai":
@@ -600,8 +776,18 @@ class Handler(http.server.BaseHTTPRequestHandler):
                 wire.end()
                 return "error"
             if model == "midstream-error-vllm":
-                wire.send(shape.event({"error": {"message": "The engine died unexpectedly (EngineDeadError).",
-                                                 "type": "InternalServerError", "param": None, "code": 500}}))
+                wire.send(
+                    shape.event(
+                        {
+                            "error": {
+                                "message": "The engine died unexpectedly (EngineDeadError).",
+                                "type": "InternalServerError",
+                                "param": None,
+                                "code": 500,
+                            }
+                        }
+                    )
+                )
                 wire.send(shape.event("[DONE]"))
                 wire.end()
                 return "error"
@@ -627,8 +813,12 @@ class Handler(http.server.BaseHTTPRequestHandler):
             for text in REASONING:
                 token(shape.reasoning(text), counts_as_content=False)
         if name:
-            token(shape.tool_start(TOOL_CALL_IDS[model if model == "reasoning" else kind], name,
-                                   with_role=kind == "openai"), counts_as_content=False)
+            token(
+                shape.tool_start(
+                    TOOL_CALL_IDS[model if model == "reasoning" else kind], name, with_role=kind == "openai"
+                ),
+                counts_as_content=False,
+            )
             for piece in TOOL_ARGUMENTS:
                 token(shape.tool_arguments(piece), counts_as_content=False)
             return end_normally("tool_calls")
@@ -636,14 +826,26 @@ class Handler(http.server.BaseHTTPRequestHandler):
             token(shape.content(text, n))
         return end_normally("stop")
 
-    def complete_whole(self, model: str, kind: str, shape: Shape, body: dict, record: dict,
-                       rng: random.Random) -> str:
+    def complete_whole(self, model: str, kind: str, shape: Shape, body: dict, record: dict, rng: random.Random) -> str:
         """A non-streaming request (Handoff never sends one; a person with curl might)."""
         if model not in (*SHAPES, "reasoning"):
             self.server.recorder.update(record, status=400)
-            self.reply(400, json.dumps({"error": {"message": f"{model} only streams", "type": "invalid_request_error",
-                                                  "param": "stream", "code": None}}).encode(),
-                       "application/json", chunked=True, rng=rng)
+            self.reply(
+                400,
+                json.dumps(
+                    {
+                        "error": {
+                            "message": f"{model} only streams",
+                            "type": "invalid_request_error",
+                            "param": "stream",
+                            "code": None,
+                        }
+                    }
+                ).encode(),
+                "application/json",
+                chunked=True,
+                rng=rng,
+            )
             return "rejected"
         want = expected(model, body)
         message: dict[str, Any] = {"role": "assistant", "content": want["text"] or None}
@@ -652,10 +854,14 @@ class Handler(http.server.BaseHTTPRequestHandler):
         if want["tool_call"]:
             message["tool_calls"] = [want["tool_call"]]
         usage = want["usage"]
-        document = {"id": shape.id, "object": "chat.completion", "created": shape.created, "model": shape.model,
-                    "choices": [{"index": 0, "message": message, "logprobs": None,
-                                 "finish_reason": want["finish_reason"]}],
-                    "usage": usage}
+        document = {
+            "id": shape.id,
+            "object": "chat.completion",
+            "created": shape.created,
+            "model": shape.model,
+            "choices": [{"index": 0, "message": message, "logprobs": None, "finish_reason": want["finish_reason"]}],
+            "usage": usage,
+        }
         self.server.recorder.update(record, status=200, content_chunks=len(content_pieces(kind)))
         self.reply(200, json.dumps(document, ensure_ascii=False).encode(), "application/json", chunked=True, rng=rng)
         return "complete"
@@ -663,48 +869,151 @@ class Handler(http.server.BaseHTTPRequestHandler):
 
 def _failure_401(handler: Handler, body: dict):
     key = (handler.headers.get("Authorization") or "").removeprefix("Bearer ").strip()
-    return 401, "application/json", json.dumps({"error": {
-        "message": f"Incorrect API key provided: {key}. You can find your API key at "
-                   "https://platform.openai.com/account/api-keys.",
-        "type": "invalid_request_error", "param": None, "code": "invalid_api_key"}}), {}
+    return (
+        401,
+        "application/json",
+        json.dumps(
+            {
+                "error": {
+                    "message": f"Incorrect API key provided: {key}. You can find your API key at "
+                    "https://platform.openai.com/account/api-keys.",
+                    "type": "invalid_request_error",
+                    "param": None,
+                    "code": "invalid_api_key",
+                }
+            }
+        ),
+        {},
+    )
 
 
 # model -> (handler, body) -> (status, content type, body text, extra headers)
 FAILURES = {
-    "fail-503": lambda h, b: (503, "text/plain", "upstream connect error or disconnect/reset before headers. reset "
-                              "reason: connection failure, transport failure reason: delayed connect error: 111 "
-                              f"{INTERNAL}", {"server": "envoy"}),
-    "fail-502": lambda h, b: (502, "text/html", "<html>\r\n<head><title>502 Bad Gateway</title></head>\r\n<body>\r\n"
-                              "<center><h1>502 Bad Gateway</h1></center>\r\n<hr><center>nginx/1.25.3 "
-                              f"({INTERNAL}/v1/chat/completions)</center>\r\n</body>\r\n</html>\r\n",
-                              {"server": "nginx/1.25.3"}),
-    "fail-500-json": lambda h, b: (500, "application/json; charset=utf-8", json.dumps({"error": {
-        "code": 500, "message": f"failed to reach the model runner at {INTERNAL}/completion", "type": "server_error"}}),
-        {}),
-    "fail-429": lambda h, b: (429, "application/json", json.dumps({"error": {
-        "message": "Rate limit reached for gpt-4o-mini in organization org-stub on tokens per min (TPM): Limit 200000, "
-                   "Used 199800, Requested 500. Please try again in 1s. Visit "
-                   "https://platform.openai.com/account/rate-limits to learn more.",
-        "type": "tokens", "param": None, "code": "rate_limit_exceeded"}}),
-        {"Retry-After": "1", "x-ratelimit-remaining-tokens": "0", "x-ratelimit-reset-tokens": "1s"}),
+    "fail-503": lambda h, b: (
+        503,
+        "text/plain",
+        "upstream connect error or disconnect/reset before headers. reset "
+        "reason: connection failure, transport failure reason: delayed connect error: 111 "
+        f"{INTERNAL}",
+        {"server": "envoy"},
+    ),
+    "fail-502": lambda h, b: (
+        502,
+        "text/html",
+        "<html>\r\n<head><title>502 Bad Gateway</title></head>\r\n<body>\r\n"
+        "<center><h1>502 Bad Gateway</h1></center>\r\n<hr><center>nginx/1.25.3 "
+        f"({INTERNAL}/v1/chat/completions)</center>\r\n</body>\r\n</html>\r\n",
+        {"server": "nginx/1.25.3"},
+    ),
+    "fail-500-json": lambda h, b: (
+        500,
+        "application/json; charset=utf-8",
+        json.dumps(
+            {
+                "error": {
+                    "code": 500,
+                    "message": f"failed to reach the model runner at {INTERNAL}/completion",
+                    "type": "server_error",
+                }
+            }
+        ),
+        {},
+    ),
+    "fail-429": lambda h, b: (
+        429,
+        "application/json",
+        json.dumps(
+            {
+                "error": {
+                    "message": "Rate limit reached for gpt-4o-mini in organization org-stub on tokens per min (TPM): Limit 200000, "
+                    "Used 199800, Requested 500. Please try again in 1s. Visit "
+                    "https://platform.openai.com/account/rate-limits to learn more.",
+                    "type": "tokens",
+                    "param": None,
+                    "code": "rate_limit_exceeded",
+                }
+            }
+        ),
+        {"Retry-After": "1", "x-ratelimit-remaining-tokens": "0", "x-ratelimit-reset-tokens": "1s"},
+    ),
     "fail-401": _failure_401,
-    "fail-404": lambda h, b: (404, "application/json", json.dumps({"error": {
-        "message": "The model `gpt-9` does not exist or you do not have access to it.",
-        "type": "invalid_request_error", "param": None, "code": "model_not_found"}}), {}),
-    "context-400": lambda h, b: (400, "application/json; charset=utf-8", json.dumps({"error": {
-        "code": 400, "message": "the request exceeds the available context size, try increasing it",
-        "type": "exceed_context_size_error", "n_prompt_tokens": 4100, "n_ctx": 2048}}), {}),
-    "vllm-context-400": lambda h, b: (400, "application/json", json.dumps({"error": {
-        "message": "This model's maximum context length is 2048 tokens. However, your request has 4100 input tokens. "
-                   "Please reduce the length of the input messages.",
-        "type": "BadRequestError", "param": None, "code": 400}}), {}),
-    "openai-context-400": lambda h, b: (400, "application/json", json.dumps({"error": {
-        "message": "This model's maximum context length is 2048 tokens. However, your messages resulted in 4100 "
-                   "tokens. Please reduce the length of the messages.",
-        "type": "invalid_request_error", "param": "messages", "code": "context_length_exceeded"}}), {}),
-    "old-vllm-400": lambda h, b: (400, "application/json", json.dumps({
-        "object": "error", "message": "top_k must be -1 (disable), or at least 1, got 0.",
-        "type": "BadRequestError", "param": None, "code": 400}), {}),
+    "fail-404": lambda h, b: (
+        404,
+        "application/json",
+        json.dumps(
+            {
+                "error": {
+                    "message": "The model `gpt-9` does not exist or you do not have access to it.",
+                    "type": "invalid_request_error",
+                    "param": None,
+                    "code": "model_not_found",
+                }
+            }
+        ),
+        {},
+    ),
+    "context-400": lambda h, b: (
+        400,
+        "application/json; charset=utf-8",
+        json.dumps(
+            {
+                "error": {
+                    "code": 400,
+                    "message": "the request exceeds the available context size, try increasing it",
+                    "type": "exceed_context_size_error",
+                    "n_prompt_tokens": 4100,
+                    "n_ctx": 2048,
+                }
+            }
+        ),
+        {},
+    ),
+    "vllm-context-400": lambda h, b: (
+        400,
+        "application/json",
+        json.dumps(
+            {
+                "error": {
+                    "message": "This model's maximum context length is 2048 tokens. However, your request has 4100 input tokens. "
+                    "Please reduce the length of the input messages.",
+                    "type": "BadRequestError",
+                    "param": None,
+                    "code": 400,
+                }
+            }
+        ),
+        {},
+    ),
+    "openai-context-400": lambda h, b: (
+        400,
+        "application/json",
+        json.dumps(
+            {
+                "error": {
+                    "message": "This model's maximum context length is 2048 tokens. However, your messages resulted in 4100 "
+                    "tokens. Please reduce the length of the messages.",
+                    "type": "invalid_request_error",
+                    "param": "messages",
+                    "code": "context_length_exceeded",
+                }
+            }
+        ),
+        {},
+    ),
+    "old-vllm-400": lambda h, b: (
+        400,
+        "application/json",
+        json.dumps(
+            {
+                "object": "error",
+                "message": "top_k must be -1 (disable), or at least 1, got 0.",
+                "type": "BadRequestError",
+                "param": None,
+                "code": 400,
+            }
+        ),
+        {},
+    ),
 }
 
 
@@ -713,8 +1022,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--name", default="stub")
     parser.add_argument("--seed", type=int, default=None, help="makes the random cuts repeatable")
-    parser.add_argument("--max-seconds", type=float, default=3 * 3600,
-                        help="exit on its own after this long (default: 3 hours)")
+    parser.add_argument(
+        "--max-seconds", type=float, default=3 * 3600, help="exit on its own after this long (default: 3 hours)"
+    )
     args = parser.parse_args(argv)
 
     server = Server(("127.0.0.1", args.port), Handler)

@@ -27,7 +27,6 @@ sys.path[:0] = [str(HERE.parents[1] / "scripts"), str(HERE.parent / "e2e")]
 from faults import SETTINGS, Client, Verdict  # noqa: E402
 from handoff_stack import CADDY, ROOT, Ports, Stack, healthy, stream_one_token, wait_until  # noqa: E402
 from handoff_stack import status as http_status  # noqa: E402
-
 from hosts import Hosts  # noqa: E402
 
 OCTETS = {"A": 11, "B": 12, "C": 13, "D": 14, "E": 15, "F": 16}
@@ -57,9 +56,13 @@ class Cluster(Stack):
     def __init__(self, hosts: Hosts, log_dir: Path, bin_dir: Path):
         self.hosts = hosts
         self.addr = {host: hosts.address(host) for host in OCTETS}
-        super().__init__(f"postgres://postgres@{self.addr['A']}:{PG_PORT}/postgres",
-                         Ports(caddy=CADDY_PORT, api=API_PORT, sse=(SSE_PORT, SSE_PORT)), log_dir, bin_dir,
-                         prefix="handoff_multihost")
+        super().__init__(
+            f"postgres://postgres@{self.addr['A']}:{PG_PORT}/postgres",
+            Ports(caddy=CADDY_PORT, api=API_PORT, sse=(SSE_PORT, SSE_PORT)),
+            log_dir,
+            bin_dir,
+            prefix="handoff_multihost",
+        )
         self.pg_data = Path(tempfile.mkdtemp(prefix="hmh-pg-", dir="/tmp"))  # the postgres user cannot enter /root
         self.postgres: subprocess.Popen | None = None
         self.caddy_log = log_dir / "caddy.log"
@@ -70,21 +73,61 @@ class Cluster(Stack):
         shutil.chown(self.pg_data, "postgres", "postgres")
         self.pg_data.chmod(0o700)
         as_postgres = ["setpriv", "--reuid=postgres", "--regid=postgres", "--init-groups", "--"]
-        self.hosts.run("A", [*as_postgres, str(PG_BIN / "initdb"), "-D", str(self.pg_data), "-U", "postgres",
-                             "--auth=trust", "-E", "UTF8", "--no-instructions"], timeout=120)
+        self.hosts.run(
+            "A",
+            [
+                *as_postgres,
+                str(PG_BIN / "initdb"),
+                "-D",
+                str(self.pg_data),
+                "-U",
+                "postgres",
+                "--auth=trust",
+                "-E",
+                "UTF8",
+                "--no-instructions",
+            ],
+            timeout=120,
+        )
         with open(self.pg_data / "pg_hba.conf", "a") as hba:
             hba.write(f"host all all {self.hosts.subnet}.0/24 trust\n")
         log = open(self.log_dir / "postgres.log", "ab")
         # setpriv and `ip netns exec` both exec: the pid is the postmaster's own.
         self.postgres = subprocess.Popen(
-            self.hosts.argv("A", [*as_postgres, str(PG_BIN / "postgres"), "-D", str(self.pg_data),
-                                  "-h", self.addr["A"], "-p", str(PG_PORT), "-k", str(self.pg_data),
-                                  "-c", "max_connections=300"]),
-            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd="/tmp")
+            self.hosts.argv(
+                "A",
+                [
+                    *as_postgres,
+                    str(PG_BIN / "postgres"),
+                    "-D",
+                    str(self.pg_data),
+                    "-h",
+                    self.addr["A"],
+                    "-p",
+                    str(PG_PORT),
+                    "-k",
+                    str(self.pg_data),
+                    "-c",
+                    "max_connections=300",
+                ],
+            ),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            cwd="/tmp",
+        )
         log.close()
-        wait_until("Postgres on A", self, time.monotonic() + 60,
-                   lambda: self.hosts.run("A", [str(PG_BIN / "pg_isready"), "-h", self.addr["A"], "-p", str(PG_PORT)],
-                                          check=False).returncode == 0)
+        wait_until(
+            "Postgres on A",
+            self,
+            time.monotonic() + 60,
+            lambda: (
+                self.hosts.run(
+                    "A", [str(PG_BIN / "pg_isready"), "-h", self.addr["A"], "-p", str(PG_PORT)], check=False
+                ).returncode
+                == 0
+            ),
+        )
 
     def stop_postgres(self) -> None:
         if self.postgres is not None and self.postgres.poll() is None:
@@ -103,8 +146,9 @@ class Cluster(Stack):
 
     def psql(self, url: str, statement: str) -> str:
         """psql on A, against A's address."""
-        return self.hosts.run("A", ["psql", url, "-v", "ON_ERROR_STOP=1", "-X", "-q", "-tA", "-c", statement]
-                              ).stdout.strip()
+        return self.hosts.run(
+            "A", ["psql", url, "-v", "ON_ERROR_STOP=1", "-X", "-q", "-tA", "-c", statement]
+        ).stdout.strip()
 
     def create_database(self) -> None:
         self.psql(self.admin_url, f"CREATE DATABASE {self.database}")
@@ -121,23 +165,54 @@ class Cluster(Stack):
         self.start(name, self.hosts.argv(host, argv), env)
 
     def start_services(self, settings=None, worker_settings=None, worker=True) -> None:
-        common = {"DATABASE_URL": self.database_url, "HANDOFF_SECRET": self.secret, "HANDOFF_AUTH": "off",
-                  "HANDOFF_AUTH_OFF_ALLOW_NETWORK": "1", "HANDOFF_LOG_LEVEL": "info",
-                  "HANDOFF_SECRET_FILE": str(self.log_dir / "unused-secret"), **SETTINGS}
-        self.start_on("B", "api", [str(self.bin_dir / "handoff-api")],
-                      {**common, "HANDOFF_API_HOST": self.addr["B"], "HANDOFF_API_PORT": str(API_PORT)})
-        self.start_on("B", "worker", [str(self.bin_dir / "handoff-worker")],
-                      {**common, **WORKER_SETTINGS, "HANDOFF_WORKER_ID": "worker-b",
-                       "HANDOFF_WORKER_HOST": self.addr["B"], "HANDOFF_WORKER_PORT": str(WORKER_PORT)})
+        common = {
+            "DATABASE_URL": self.database_url,
+            "HANDOFF_SECRET": self.secret,
+            "HANDOFF_AUTH": "off",
+            "HANDOFF_AUTH_OFF_ALLOW_NETWORK": "1",
+            "HANDOFF_LOG_LEVEL": "info",
+            "HANDOFF_SECRET_FILE": str(self.log_dir / "unused-secret"),
+            **SETTINGS,
+        }
+        self.start_on(
+            "B",
+            "api",
+            [str(self.bin_dir / "handoff-api")],
+            {**common, "HANDOFF_API_HOST": self.addr["B"], "HANDOFF_API_PORT": str(API_PORT)},
+        )
+        self.start_on(
+            "B",
+            "worker",
+            [str(self.bin_dir / "handoff-worker")],
+            {
+                **common,
+                **WORKER_SETTINGS,
+                "HANDOFF_WORKER_ID": "worker-b",
+                "HANDOFF_WORKER_HOST": self.addr["B"],
+                "HANDOFF_WORKER_PORT": str(WORKER_PORT),
+            },
+        )
         for host in SSE_HOSTS:
-            self.start_on(host, f"sse-{host}", [str(self.bin_dir / "handoff-sse")],
-                          {**common, "HANDOFF_SSE_HOST": self.addr[host], "HANDOFF_SSE_PORT": str(SSE_PORT)})
-        self.start_on("E", "caddy", [str(CADDY), "run", "--config", str(ROOT / "Caddyfile"), "--adapter", "caddyfile"], {
-            "HANDOFF_CADDY_BIND": self.addr["E"], "HANDOFF_CADDY_PORT": str(CADDY_PORT),
-            "HANDOFF_API_UPSTREAM": f"{self.addr['B']}:{API_PORT}",
-            "HANDOFF_SSE_UPSTREAMS": " ".join(f"{self.addr[host]}:{SSE_PORT}" for host in SSE_HOSTS),
-            "HANDOFF_WEB_ROOT": str(ROOT / "web"),
-            "XDG_DATA_HOME": str(self.log_dir / "xdg-data"), "XDG_CONFIG_HOME": str(self.log_dir / "xdg-config")})
+            self.start_on(
+                host,
+                f"sse-{host}",
+                [str(self.bin_dir / "handoff-sse")],
+                {**common, "HANDOFF_SSE_HOST": self.addr[host], "HANDOFF_SSE_PORT": str(SSE_PORT)},
+            )
+        self.start_on(
+            "E",
+            "caddy",
+            [str(CADDY), "run", "--config", str(ROOT / "Caddyfile"), "--adapter", "caddyfile"],
+            {
+                "HANDOFF_CADDY_BIND": self.addr["E"],
+                "HANDOFF_CADDY_PORT": str(CADDY_PORT),
+                "HANDOFF_API_UPSTREAM": f"{self.addr['B']}:{API_PORT}",
+                "HANDOFF_SSE_UPSTREAMS": " ".join(f"{self.addr[host]}:{SSE_PORT}" for host in SSE_HOSTS),
+                "HANDOFF_WEB_ROOT": str(ROOT / "web"),
+                "XDG_DATA_HOME": str(self.log_dir / "xdg-data"),
+                "XDG_CONFIG_HOME": str(self.log_dir / "xdg-config"),
+            },
+        )
 
     def replica(self, host: str) -> str:
         """What `X-Handoff-Replica` says for the replica on `host`."""
@@ -148,8 +223,12 @@ class Cluster(Stack):
         completed on each replica."""
         targets = [("B", API_PORT), ("B", WORKER_PORT), *((host, SSE_PORT) for host in SSE_HOSTS)]
         for host, port in targets:
-            wait_until(f"/healthz of {host}:{port}", self, deadline,
-                       lambda: self.hosts.call("F", healthy, port, self.addr[host]))
+            wait_until(
+                f"/healthz of {host}:{port}",
+                self,
+                deadline,
+                lambda: self.hosts.call("F", healthy, port, self.addr[host]),
+            )
         self.wait_streams_on(set(SSE_HOSTS), deadline)
 
     def wait_streams_on(self, hosts: set[str], deadline: float) -> float:
@@ -210,8 +289,14 @@ class Prober:
     def __init__(self, cluster: Cluster, every: float = 0.25, max_tokens: int = 3):
         self.cluster = cluster
         self.every = every
-        self.body = json.dumps({"model": "demo", "stream": True, "max_tokens": max_tokens,
-                                "messages": [{"role": "user", "content": "probe"}]})
+        self.body = json.dumps(
+            {
+                "model": "demo",
+                "stream": True,
+                "max_tokens": max_tokens,
+                "messages": [{"role": "user", "content": "probe"}],
+            }
+        )
         self.probes: list[dict] = []
         self.stopped = threading.Event()
         self.thread = threading.Thread(target=self.loop, daemon=True)

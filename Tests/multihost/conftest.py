@@ -12,7 +12,6 @@ import time
 from pathlib import Path
 
 import pytest
-
 from cluster import NOTES, OCTETS, RESULTS, Cluster  # also puts scripts/ and Tests/e2e on sys.path
 from faults import HEADER
 from handoff_stack import ROOT

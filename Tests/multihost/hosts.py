@@ -88,8 +88,20 @@ class Hosts:
         for host in self.octets:
             namespace = self.namespace(host)
             self._add_namespace(namespace)
-            ip("-n", SWITCH, "link", "add", self.port_link(host), "type", "veth", "peer", "name", "eth0",
-               "netns", namespace)
+            ip(
+                "-n",
+                SWITCH,
+                "link",
+                "add",
+                self.port_link(host),
+                "type",
+                "veth",
+                "peer",
+                "name",
+                "eth0",
+                "netns",
+                namespace,
+            )
             ip("-n", SWITCH, "link", "set", self.port_link(host), "master", BRIDGE)
             ip("-n", SWITCH, "link", "set", self.port_link(host), "up")
             ip("-n", namespace, "addr", "add", f"{self.address(host)}/24", "dev", "eth0")
