@@ -57,10 +57,13 @@ extension OpenAIError {
             error = .invalidAPIKey
         case .maxTokens:
             error = .invalidRequest(
-                "'\(param)' is above this API key's cap of \(admission.keyMaxTokens ?? 0) tokens.", param: param, code: "invalid_value")
+                "'\(param)' is above this API key's cap of \(admission.keyMaxTokens ?? 0) tokens.", param: param,
+                code: "invalid_value")
         case .concurrency:
             error = OpenAIError(
-                status: 429, message: "This API key already has \(admission.keyMaxConcurrentTasks ?? 0) tasks queued or running, its "
+                status: 429,
+                message:
+                    "This API key already has \(admission.keyMaxConcurrentTasks ?? 0) tasks queued or running, its "
                     + "cap (--max-concurrent-tasks). Please try again when one has finished.",
                 type: "concurrency", code: "rate_limit_exceeded")
             retryAfter = .seconds(1)
@@ -69,8 +72,13 @@ extension OpenAIError {
             error = .overloaded
             retryAfter = .seconds(1)
         case .requests, .tokensPerMinute, .tokensPerDay:
-            (error, retryAfter) = admission.limits?.refusal(admission.verdict)
-                ?? (OpenAIError(status: 429, message: "Rate limit reached.", type: "tokens", code: "rate_limit_exceeded"), .seconds(1))
+            (error, retryAfter) =
+                admission.limits?.refusal(admission.verdict)
+                ?? (
+                    OpenAIError(
+                        status: 429, message: "Rate limit reached.", type: "tokens", code: "rate_limit_exceeded"),
+                    .seconds(1)
+                )
             Counter(label: MetricName.rateLimitRejections.rawValue, dimensions: [("kind", error.type)]).increment()
         }
         var response = error.response

@@ -27,7 +27,8 @@ struct CancellationController: Sendable {
         guard let task = ClaimedTask.taskID(fromCompletionID: id) else {
             throw OpenAIError.notFound("No completion has the id '\(id)'.")
         }
-        let token = request.uri.queryParameters.get(StreamRoute.tokenParameter).map { String($0) }
+        let token =
+            request.uri.queryParameters.get(StreamRoute.tokenParameter).map { String($0) }
             ?? request.headers[HTTPField.Name(CompletionsRoute.tokenHeader)!]
         try StreamToken.authorize(token, taskID: task, authorization: request.headers[.authorization], secret: secret)
         let status = try await queue.requestCancel(task)

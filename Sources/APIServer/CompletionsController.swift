@@ -25,13 +25,16 @@ struct CompletionsController: Sendable {
     func create(request: Request, context: BasicRequestContext) async throws -> Response {
         let caller = try admission.authentication.caller(request)
         let submission: TaskSubmission
-        switch try await admission.checked(request, {
-            let json = try await admission.body(of: request)
-            let chat = try validation.decode(json)
-            return TaskSubmission(
-                id: UUID(), request: chat, body: String(decoding: json, as: UTF8.self), caller: caller,
-                tokenCap: validation.tokenCap(of: chat), reservationCeiling: admission.reservationCeiling)
-        }) {
+        switch try await admission.checked(
+            request,
+            {
+                let json = try await admission.body(of: request)
+                let chat = try validation.decode(json)
+                return TaskSubmission(
+                    id: UUID(), request: chat, body: String(decoding: json, as: UTF8.self), caller: caller,
+                    tokenCap: validation.tokenCap(of: chat), reservationCeiling: admission.reservationCeiling)
+            })
+        {
         case .answered(let response): return response
         case .valid(let read): submission = read
         }
@@ -40,10 +43,12 @@ struct CompletionsController: Sendable {
         case .refused(let response):
             return response
         case .admitted(let task, let limits, let counted):
-            let location = StreamRoute.location(task: task, token: admission.token(for: task, kind: .chat, caller: caller, ttl: tokenTTL))
+            let location = StreamRoute.location(
+                task: task, token: admission.token(for: task, kind: .chat, caller: caller, ttl: tokenTTL))
             // A small body for clients that do not follow redirects.
             let handoff = JSONValue.object([
-                ("id", .string(ClaimedTask.completionID(for: task))), ("task_id", .string(task.uuidString.lowercased())),
+                ("id", .string(ClaimedTask.completionID(for: task))),
+                ("task_id", .string(task.uuidString.lowercased())),
                 ("stream_url", .string(location)),
             ])
             var response = handoff.response(status: .found, headers: [.location: location])

@@ -53,7 +53,10 @@ final class EnqueueBatcher: Service {
         } onGracefulShutdown: {
             self.doorbell.ring()
         }
-        for entry in pending.withLock({ pending in defer { pending.removeAll() }; return pending }) {
+        for entry in pending.withLock({ pending in
+            defer { pending.removeAll() }
+            return pending
+        }) {
             entry.continuation.resume(throwing: CancellationError())
         }
     }
@@ -82,8 +85,13 @@ final class EnqueueBatcher: Service {
             do {
                 try await insert(batch)
             } catch let error where Self.meansUnavailable(error) {
-                let waiting = pending.withLock { pending in defer { pending.removeAll() }; return pending }
-                logger.error("enqueue failed", metadata: ["tasks": "\(batch.count + waiting.count)", "error": "\(String(reflecting: error))"])
+                let waiting = pending.withLock { pending in
+                    defer { pending.removeAll() }
+                    return pending
+                }
+                logger.error(
+                    "enqueue failed",
+                    metadata: ["tasks": "\(batch.count + waiting.count)", "error": "\(String(reflecting: error))"])
                 for entry in batch + waiting { entry.continuation.resume(throwing: error) }
             } catch {
                 // Postgres rejected something in this batch: retry each alone, so only the culprit fails.
@@ -91,7 +99,9 @@ final class EnqueueBatcher: Service {
                     do {
                         try await insert([entry])
                     } catch {
-                        logger.error("enqueue rejected", metadata: ["task": .task(entry.submission.id), "error": "\(String(reflecting: error))"])
+                        logger.error(
+                            "enqueue rejected",
+                            metadata: ["task": .task(entry.submission.id), "error": "\(String(reflecting: error))"])
                         entry.continuation.resume(throwing: error)
                     }
                 }

@@ -16,29 +16,37 @@ struct KeysCommand: AsyncParsableCommand {
     /// The three limits every scope has, as options.
     struct LimitOptions: ParsableArguments {
         @Option(help: "Requests admitted per UTC minute.") var requestsPerMinute: Int?
-        @Option(help: "Tokens per UTC minute (reserved at admission, charged from real usage at the end).") var tokensPerMinute: Int?
+        @Option(help: "Tokens per UTC minute (reserved at admission, charged from real usage at the end).")
+        var tokensPerMinute: Int?
         @Option(help: "Tokens per UTC day.") var tokensPerDay: Int?
 
         func limits(model: String) -> RateLimits {
-            RateLimits(model: model, requestsPerMinute: requestsPerMinute, tokensPerMinute: tokensPerMinute, tokensPerDay: tokensPerDay)
+            RateLimits(
+                model: model, requestsPerMinute: requestsPerMinute, tokensPerMinute: tokensPerMinute,
+                tokensPerDay: tokensPerDay)
         }
 
         func validate() throws {
-            for (name, value) in [("requests-per-minute", requestsPerMinute), ("tokens-per-minute", tokensPerMinute), ("tokens-per-day", tokensPerDay)] {
+            for (name, value) in [
+                ("requests-per-minute", requestsPerMinute), ("tokens-per-minute", tokensPerMinute),
+                ("tokens-per-day", tokensPerDay),
+            ] {
                 if let value, value <= 0 { throw ValidationError("--\(name) must be positive (omit it for no limit)") }
             }
         }
     }
 
     struct Create: AsyncParsableCommand {
-        static let configuration = CommandConfiguration(abstract: "Make a key; it is printed once, alone on the last line.")
+        static let configuration = CommandConfiguration(
+            abstract: "Make a key; it is printed once, alone on the last line.")
         @Option(help: "Who or what the key is for.") var name: String
         @OptionGroup var limits: LimitOptions
         @Option(help: "The largest max_tokens a request with this key may ask for (and the cap of one that sets none).")
         var maxTokens: Int?
         @Option(help: "Tasks this key may have queued or running at once, background responses included.")
         var maxConcurrentTasks: Int?
-        @Option(help: "Lifetime, e.g. 90s, 15m, 12h, 30d (default: until revoked).", transform: KeysCommand.duration) var expiresIn: Duration?
+        @Option(help: "Lifetime, e.g. 90s, 15m, 12h, 30d (default: until revoked).", transform: KeysCommand.duration)
+        var expiresIn: Duration?
 
         func validate() throws {
             for (name, value) in [("max-tokens", maxTokens), ("max-concurrent-tasks", maxConcurrentTasks)] {
@@ -49,14 +57,18 @@ struct KeysCommand: AsyncParsableCommand {
         func run() async throws {
             let limits = limits.limits(model: "")
             let (id, key) = try await KeysCommand.withStore {
-                try await $0.create(name: name, limits: limits, maxTokens: maxTokens, maxConcurrentTasks: maxConcurrentTasks, expiresIn: expiresIn)
+                try await $0.create(
+                    name: name, limits: limits, maxTokens: maxTokens, maxConcurrentTasks: maxConcurrentTasks,
+                    expiresIn: expiresIn)
             }
             print("id: \(id.uuidString.lowercased())")
             print("name: \(name)")
             print("limits: \(KeysCommand.describe(limits))")
             print("max_tokens: \(maxTokens.map(String.init) ?? "not capped")")
             print("max_concurrent_tasks: \(maxConcurrentTasks.map(String.init) ?? "not capped")")
-            print("expires: \(expiresIn.map { AdminDatabase.iso(Date().addingTimeInterval(Double($0.components.seconds))) } ?? "never")")
+            print(
+                "expires: \(expiresIn.map { AdminDatabase.iso(Date().addingTimeInterval(Double($0.components.seconds))) } ?? "never")"
+            )
             print("The key follows. It is shown only this once: store it now.")
             print(key.text)
         }
@@ -73,16 +85,25 @@ struct KeysCommand: AsyncParsableCommand {
                 return
             }
             for record in records {
-                let scopes = record.limits.map { ($0.model.isEmpty ? "" : "model \($0.model): ") + KeysCommand.describe($0) }
-                print([record.id.uuidString.lowercased(), record.name, record.hint, record.status, "created \(AdminDatabase.iso(record.createdAt))",
-                       "expires \(record.expiresAt.map(AdminDatabase.iso) ?? "never")", "max_tokens \(record.maxTokens.map(String.init) ?? "-")",
-                       "max_concurrent_tasks \(record.maxConcurrentTasks.map(String.init) ?? "-")", scopes.joined(separator: "; ")].joined(separator: "  "))
+                let scopes = record.limits.map {
+                    ($0.model.isEmpty ? "" : "model \($0.model): ") + KeysCommand.describe($0)
+                }
+                print(
+                    [
+                        record.id.uuidString.lowercased(), record.name, record.hint, record.status,
+                        "created \(AdminDatabase.iso(record.createdAt))",
+                        "expires \(record.expiresAt.map(AdminDatabase.iso) ?? "never")",
+                        "max_tokens \(record.maxTokens.map(String.init) ?? "-")",
+                        "max_concurrent_tasks \(record.maxConcurrentTasks.map(String.init) ?? "-")",
+                        scopes.joined(separator: "; "),
+                    ].joined(separator: "  "))
             }
         }
     }
 
     struct Revoke: AsyncParsableCommand {
-        static let configuration = CommandConfiguration(abstract: "Revoke a key (by id), or every active key of a name.")
+        static let configuration = CommandConfiguration(
+            abstract: "Revoke a key (by id), or every active key of a name.")
         @Argument(help: "The key's id or name.") var key: String
 
         func run() async throws {
@@ -94,7 +115,9 @@ struct KeysCommand: AsyncParsableCommand {
 
     struct Limit: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
-            abstract: "Set the limits of a key (omitted ones become unlimited), or of one model for that key, on top of the key's own.")
+            abstract:
+                "Set the limits of a key (omitted ones become unlimited), or of one model for that key, on top of the key's own."
+        )
         @Argument(help: "The key's id or name.") var key: String
         @Option(help: "Limit only this model's requests (default: the whole key).") var model = ""
         @OptionGroup var limits: LimitOptions
@@ -103,42 +126,58 @@ struct KeysCommand: AsyncParsableCommand {
             let limits = limits.limits(model: model)
             let changed = try await KeysCommand.withStore { try await $0.setLimits(key, limits) }
             guard changed > 0 else { throw KeysCommand.noActiveKey(key) }
-            print("\(model.isEmpty ? "key" : "model \(model)") limits of \(changed) key\(changed == 1 ? "" : "s"): \(KeysCommand.describe(limits))")
+            print(
+                "\(model.isEmpty ? "key" : "model \(model)") limits of \(changed) key\(changed == 1 ? "" : "s"): \(KeysCommand.describe(limits))"
+            )
         }
     }
 
     struct Usage: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
-            abstract: "Requests and tokens charged in the current minute and day, and tokens reserved by running tasks, per key and scope.")
+            abstract:
+                "Requests and tokens charged in the current minute and day, and tokens reserved by running tasks, per key and scope."
+        )
         @Argument(help: "A key's id or name (default: every key).") var key = ""
         @Flag(help: "Print JSON.") var json = false
 
         func run() async throws {
             let usage = try await KeysCommand.withStore { try await $0.usage(key) }
             if json {
-                print(JSONValue.array(usage.map { id, name, scope in
-                    .object([
-                        ("id", .string(id.uuidString.lowercased())), ("name", .string(name)), ("model", .string(scope.model)),
-                        ("requests_this_minute", .int(Int64(scope.requestsThisMinute))), ("tokens_this_minute", .int(Int64(scope.tokensThisMinute))),
-                        ("tokens_today", .int(Int64(scope.tokensToday))), ("reserved_tokens", .int(Int64(scope.reserved))),
-                        ("requests_per_minute", AdminDatabase.json(scope.requestsPerMinute)), ("tokens_per_minute", AdminDatabase.json(scope.tokensPerMinute)),
-                        ("tokens_per_day", AdminDatabase.json(scope.tokensPerDay)),
-                    ])
-                }).text)
+                print(
+                    JSONValue.array(
+                        usage.map { id, name, scope in
+                            .object([
+                                ("id", .string(id.uuidString.lowercased())), ("name", .string(name)),
+                                ("model", .string(scope.model)),
+                                ("requests_this_minute", .int(Int64(scope.requestsThisMinute))),
+                                ("tokens_this_minute", .int(Int64(scope.tokensThisMinute))),
+                                ("tokens_today", .int(Int64(scope.tokensToday))),
+                                ("reserved_tokens", .int(Int64(scope.reserved))),
+                                ("requests_per_minute", AdminDatabase.json(scope.requestsPerMinute)),
+                                ("tokens_per_minute", AdminDatabase.json(scope.tokensPerMinute)),
+                                ("tokens_per_day", AdminDatabase.json(scope.tokensPerDay)),
+                            ])
+                        }
+                    ).text)
                 return
             }
             for (id, name, scope) in usage {
                 let of = { (used: Int, limit: Int?) in "\(used)/\(limit.map(String.init) ?? "-")" }
-                print("\(name) \(id.uuidString.lowercased())\(scope.model.isEmpty ? "" : " model \(scope.model)"):"
-                      + " requests this minute \(of(scope.requestsThisMinute, scope.requestsPerMinute)),"
-                      + " tokens this minute \(of(scope.tokensThisMinute, scope.tokensPerMinute)),"
-                      + " tokens today \(of(scope.tokensToday, scope.tokensPerDay)), reserved now \(scope.reserved)")
+                print(
+                    "\(name) \(id.uuidString.lowercased())\(scope.model.isEmpty ? "" : " model \(scope.model)"):"
+                        + " requests this minute \(of(scope.requestsThisMinute, scope.requestsPerMinute)),"
+                        + " tokens this minute \(of(scope.tokensThisMinute, scope.tokensPerMinute)),"
+                        + " tokens today \(of(scope.tokensToday, scope.tokensPerDay)), reserved now \(scope.reserved)")
             }
         }
     }
 
-    static func withStore<Result: Sendable>(_ body: @Sendable (APIKeyStore) async throws -> Result) async throws -> Result {
-        try await AdminDatabase.with { client, timeout, logger in try await body(APIKeyStore(client: client, timeout: timeout, logger: logger)) }
+    static func withStore<Result: Sendable>(_ body: @Sendable (APIKeyStore) async throws -> Result) async throws
+        -> Result
+    {
+        try await AdminDatabase.with { client, timeout, logger in
+            try await body(APIKeyStore(client: client, timeout: timeout, logger: logger))
+        }
     }
 
     static func noActiveKey(_ key: String) -> ValidationError {
@@ -156,22 +195,34 @@ struct KeysCommand: AsyncParsableCommand {
 
     static func describe(_ limits: RateLimits) -> String {
         let part = { (value: Int?, unit: String) in "\(value.map(String.init) ?? "unlimited") \(unit)" }
-        return [part(limits.requestsPerMinute, "requests/min"), part(limits.tokensPerMinute, "tokens/min"), part(limits.tokensPerDay, "tokens/day")]
-            .joined(separator: ", ")
+        return [
+            part(limits.requestsPerMinute, "requests/min"), part(limits.tokensPerMinute, "tokens/min"),
+            part(limits.tokensPerDay, "tokens/day"),
+        ]
+        .joined(separator: ", ")
     }
 
     static func json(_ record: APIKeyRecord) -> JSONValue {
         .object([
-            ("id", .string(record.id.uuidString.lowercased())), ("name", .string(record.name)), ("hint", .string(record.hint)),
-            ("created_at", .string(AdminDatabase.iso(record.createdAt))), ("expires_at", .optional(record.expiresAt.map(AdminDatabase.iso))),
-            ("revoked_at", .optional(record.revokedAt.map(AdminDatabase.iso))), ("status", .string(record.status)), ("max_tokens", AdminDatabase.json(record.maxTokens)),
+            ("id", .string(record.id.uuidString.lowercased())), ("name", .string(record.name)),
+            ("hint", .string(record.hint)),
+            ("created_at", .string(AdminDatabase.iso(record.createdAt))),
+            ("expires_at", .optional(record.expiresAt.map(AdminDatabase.iso))),
+            ("revoked_at", .optional(record.revokedAt.map(AdminDatabase.iso))), ("status", .string(record.status)),
+            ("max_tokens", AdminDatabase.json(record.maxTokens)),
             ("max_concurrent_tasks", AdminDatabase.json(record.maxConcurrentTasks)),
-            ("limits", .array(record.limits.map { limits in
-                .object([
-                    ("model", .string(limits.model)), ("requests_per_minute", AdminDatabase.json(limits.requestsPerMinute)),
-                    ("tokens_per_minute", AdminDatabase.json(limits.tokensPerMinute)), ("tokens_per_day", AdminDatabase.json(limits.tokensPerDay)),
-                ])
-            })),
+            (
+                "limits",
+                .array(
+                    record.limits.map { limits in
+                        .object([
+                            ("model", .string(limits.model)),
+                            ("requests_per_minute", AdminDatabase.json(limits.requestsPerMinute)),
+                            ("tokens_per_minute", AdminDatabase.json(limits.tokensPerMinute)),
+                            ("tokens_per_day", AdminDatabase.json(limits.tokensPerDay)),
+                        ])
+                    })
+            ),
         ])
     }
 }

@@ -12,7 +12,8 @@ struct ModelsController: Sendable {
         for prefix in CompletionsRoute.prefixes {
             router.get("\(prefix)/models") { request, _ in
                 let standing = try await authentication.authenticate(request)
-                var response = JSONValue.object([("object", .string("list")), ("data", .array(models.map(model)))]).response()
+                var response = JSONValue.object([("object", .string("list")), ("data", .array(models.map(model)))])
+                    .response()
                 response.addRateLimitHeaders(standing, admitted: false)
                 return response
             }
@@ -28,6 +29,8 @@ struct ModelsController: Sendable {
     }
 
     private func model(_ id: String) -> JSONValue {
-        .object([("id", .string(id)), ("object", .string("model")), ("created", .int(0)), ("owned_by", .string("handoff"))])
+        .object([
+            ("id", .string(id)), ("object", .string("model")), ("created", .int(0)), ("owned_by", .string("handoff")),
+        ])
     }
 }

@@ -23,18 +23,24 @@ struct ResponsesController: Sendable {
         for prefix in CompletionsRoute.prefixes {
             let path = "\(prefix)\(ResponsesRoute.path)"
             router.post(RouterPath(path)) { request, context in try await create(request, context: context) }
-            router.get(RouterPath("\(path)/:id")) { request, context in try await retrieve(request, id: context.parameters.get("id") ?? "") }
+            router.get(RouterPath("\(path)/:id")) { request, context in
+                try await retrieve(request, id: context.parameters.get("id") ?? "")
+            }
             router.post(RouterPath("\(path)/:id\(ResponsesRoute.cancelSuffix)")) { request, context in
                 try await cancel(request, id: context.parameters.get("id") ?? "")
             }
-            router.delete(RouterPath("\(path)/:id")) { request, context in try await delete(request, id: context.parameters.get("id") ?? "") }
+            router.delete(RouterPath("\(path)/:id")) { request, context in
+                try await delete(request, id: context.parameters.get("id") ?? "")
+            }
         }
     }
 
     func create(_ request: Request, context: BasicRequestContext) async throws -> Response {
         let caller = try authentication.caller(request)
         let responses: ResponsesRequest
-        switch try await admission.checked(request, { try ResponsesRequest(try await admission.body(of: request), validation: validation) }) {
+        switch try await admission.checked(
+            request, { try ResponsesRequest(try await admission.body(of: request), validation: validation) })
+        {
         case .answered(let response): return response
         case .valid(let read): responses = read
         }
@@ -42,15 +48,19 @@ struct ResponsesController: Sendable {
             id: UUID(), request: responses.chat, body: responses.chatBody, caller: caller,
             tokenCap: validation.tokenCap(of: responses.chat), reservationCeiling: admission.reservationCeiling,
             response: responses.settings.stored)
-        switch try await admission.admit(submission, request: request, context: context, maxTokensParam: "max_output_tokens") {
+        switch try await admission.admit(
+            submission, request: request, context: context, maxTokensParam: "max_output_tokens")
+        {
         case .refused(let response):
             return response
         case .admitted(let task, let limits, let counted):
             var response: Response
             if responses.settings.background, !responses.stream {
                 // Background without a stream: the Response, queued, at once; the client polls or streams it later.
-                response = ResponseRenderer(task: task, created: Int64(Date().timeIntervalSince1970), settings: responses.settings)
-                    .response.response()
+                response = ResponseRenderer(
+                    task: task, created: Int64(Date().timeIntervalSince1970), settings: responses.settings
+                )
+                .response.response()
             } else {
                 response = handoff(task, caller: caller, stream: responses.stream, startingAfter: nil)
             }
@@ -69,11 +79,13 @@ struct ResponsesController: Sendable {
             var startingAfter: Int?
             if let text = query.get(ResponsesRoute.startingAfterParameter) {
                 guard let value = ResponsesRoute.startingAfter(text) else {
-                    throw OpenAIError.invalidRequest("'starting_after' must be a sequence number.", param: ResponsesRoute.startingAfterParameter)
+                    throw OpenAIError.invalidRequest(
+                        "'starting_after' must be a sequence number.", param: ResponsesRoute.startingAfterParameter)
                 }
                 startingAfter = value
             }
-            response = handoff(task, caller: try authentication.caller(request), stream: true, startingAfter: startingAfter)
+            response = handoff(
+                task, caller: try authentication.caller(request), stream: true, startingAfter: startingAfter)
         } else {
             response = Self.current(try await rendered(task, record), status: record.status).response()
         }
@@ -86,7 +98,8 @@ struct ResponsesController: Sendable {
     func cancel(_ request: Request, id: String) async throws -> Response {
         let (task, record, standing) = try await owned(request, id: id)
         guard record.settings.background else {
-            throw OpenAIError.invalidRequest("Only a response created with 'background': true can be cancelled.", param: nil)
+            throw OpenAIError.invalidRequest(
+                "Only a response created with 'background': true can be cancelled.", param: nil)
         }
         // Marked before it is read: a worker that ends the task in between only makes the answer say how it ended.
         let status = try await queue.requestCancel(task) ?? record.status
@@ -111,10 +124,15 @@ struct ResponsesController: Sendable {
 
     /// The caller's Responses task `id`: 401 without a valid key (auth on), 404 when there is none or another key
     /// owns it.
-    private func owned(_ request: Request, id: String) async throws -> (UUID, TaskQueue.ResponseRecord, RateLimitReport?) {
+    private func owned(_ request: Request, id: String) async throws -> (
+        UUID, TaskQueue.ResponseRecord, RateLimitReport?
+    ) {
         let standing = try await authentication.authenticate(request)
-        guard let task = ResponseID.task(from: id), let record = try await queue.responseRecord(task) else { throw Self.notFound(id) }
-        if let owner = record.ownerDigest, authentication.mode == .required, try authentication.caller(request) != owner {
+        guard let task = ResponseID.task(from: id), let record = try await queue.responseRecord(task) else {
+            throw Self.notFound(id)
+        }
+        if let owner = record.ownerDigest, authentication.mode == .required, try authentication.caller(request) != owner
+        {
             throw Self.notFound(id)
         }
         return (task, record, standing)
@@ -145,12 +163,15 @@ struct ResponsesController: Sendable {
 
     private func handoff(_ task: UUID, caller: String, stream: Bool, startingAfter: Int?) -> Response {
         let location = ResponsesRoute.location(
-            task: task, token: admission.token(for: task, kind: .responses, caller: caller, ttl: tokenTTL), stream: stream, startingAfter: startingAfter)
+            task: task, token: admission.token(for: task, kind: .responses, caller: caller, ttl: tokenTTL),
+            stream: stream, startingAfter: startingAfter)
         return JSONValue.object([("id", .string(ResponseID.response(for: task))), ("stream_url", .string(location))])
             .response(status: .found, headers: [.location: location])
     }
 
     private static func notFound(_ id: String) -> OpenAIError {
-        OpenAIError(status: 404, message: "No response has the id '\(id)'.", type: "invalid_request_error", param: "response_id", code: "not_found")
+        OpenAIError(
+            status: 404, message: "No response has the id '\(id)'.", type: "invalid_request_error",
+            param: "response_id", code: "not_found")
     }
 }

@@ -28,7 +28,8 @@ struct TaskAdmission: Sendable {
 
     /// The JSON body, or the 4xx that says what is wrong with it.
     func body(of request: Request) async throws -> Data {
-        guard let contentType = request.headers[.contentType], contentType.lowercased().hasPrefix("application/json") else {
+        guard let contentType = request.headers[.contentType], contentType.lowercased().hasPrefix("application/json")
+        else {
             throw OpenAIError.unsupportedMediaType
         }
         do {
@@ -59,7 +60,9 @@ struct TaskAdmission: Sendable {
     /// Admits `submission` (reserving its tokens) and queues it, in one statement.
     /// Logs the task of an admitted request on the request's logger (which carries its `X-Request-Id`): the line that
     /// ties a request to its task.
-    func admit(_ submission: TaskSubmission, request: Request, context: some RequestContext, maxTokensParam: String) async throws -> Outcome {
+    func admit(_ submission: TaskSubmission, request: Request, context: some RequestContext, maxTokensParam: String)
+        async throws -> Outcome
+    {
         let outcome: Outcome
         do {
             outcome = try await enqueue(submission, request: request, maxTokensParam: maxTokensParam)
@@ -76,12 +79,15 @@ struct TaskAdmission: Sendable {
         return outcome
     }
 
-    private func enqueue(_ submission: TaskSubmission, request: Request, maxTokensParam: String) async throws -> Outcome {
+    private func enqueue(_ submission: TaskSubmission, request: Request, maxTokensParam: String) async throws -> Outcome
+    {
         let key = try IdempotencyKey(
             request.headers[HTTPField.Name(IdempotencyKey.header)!], authorization: request.headers[.authorization])
         guard let key else {
             let admission = try await batcher.enqueue(submission)
-            guard admission.verdict == .admitted else { return .refused(OpenAIError.refusal(admission, param: maxTokensParam)) }
+            guard admission.verdict == .admitted else {
+                return .refused(OpenAIError.refusal(admission, param: maxTokensParam))
+            }
             return .admitted(task: submission.id, limits: admission.limits, counted: true)
         }
         let (outcome, admission) = try await queue.enqueue(submission, scope: key.scope, window: idempotencyWindow)

@@ -7,7 +7,8 @@ import HandoffWire
 /// error, how far its stream got — never the request's content, which is the user's.
 struct TasksCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
-        commandName: "tasks", abstract: "List, show and cancel tasks.", subcommands: [List.self, Show.self, Cancel.self])
+        commandName: "tasks", abstract: "List, show and cancel tasks.",
+        subcommands: [List.self, Show.self, Cancel.self])
 
     struct List: AsyncParsableCommand {
         static let configuration = CommandConfiguration(abstract: "The newest tasks, newest first.")
@@ -19,7 +20,8 @@ struct TasksCommand: AsyncParsableCommand {
             let status = try status.map(TasksCommand.status)
             let limit = limit
             let tasks = try await AdminDatabase.with { client, timeout, logger in
-                try await TaskQueue(client: client, timeout: timeout, logger: logger).tasks(status: status, limit: limit)
+                try await TaskQueue(client: client, timeout: timeout, logger: logger).tasks(
+                    status: status, limit: limit)
             }
             if json { return print(JSONValue.array(tasks.map(TasksCommand.json)).text) }
             for task in tasks { print(TasksCommand.line(task)) }
@@ -27,7 +29,8 @@ struct TasksCommand: AsyncParsableCommand {
     }
 
     struct Show: AsyncParsableCommand {
-        static let configuration = CommandConfiguration(abstract: "One task, by its id (a task id, chatcmpl-… or resp_…).")
+        static let configuration = CommandConfiguration(
+            abstract: "One task, by its id (a task id, chatcmpl-… or resp_…).")
         @Argument(help: "The task's id.") var id: String
         @Flag(help: "Print JSON.") var json = false
 
@@ -46,7 +49,9 @@ struct TasksCommand: AsyncParsableCommand {
 
     struct Cancel: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
-            abstract: "Cancel a queued or running task: its worker stops within a minibatch window and ends the stream as cancelled.")
+            abstract:
+                "Cancel a queued or running task: its worker stops within a minibatch window and ends the stream as cancelled."
+        )
         @Argument(help: "The task's id.") var id: String
 
         func run() async throws {
@@ -55,13 +60,16 @@ struct TasksCommand: AsyncParsableCommand {
                 try await TaskQueue(client: client, timeout: timeout, logger: logger).requestCancel(task)
             }
             guard let status else { throw ValidationError("no task has the id '\(id)'") }
-            print(status.isTerminal ? "already \(status.rawValue): nothing to cancel" : "cancelling (was \(status.rawValue))")
+            print(
+                status.isTerminal
+                    ? "already \(status.rawValue): nothing to cancel" : "cancelling (was \(status.rawValue))")
         }
     }
 
     static func status(_ text: String) throws -> TaskStatus {
         guard let status = TaskStatus(rawValue: text) else {
-            throw ValidationError("'\(text)' is not a status: use \(TaskStatus.allCases.map(\.rawValue).joined(separator: ", "))")
+            throw ValidationError(
+                "'\(text)' is not a status: use \(TaskStatus.allCases.map(\.rawValue).joined(separator: ", "))")
         }
         return status
     }
@@ -83,7 +91,8 @@ struct TasksCommand: AsyncParsableCommand {
 
     static func line(_ task: TaskQueue.TaskSummary) -> String {
         [
-            task.id.uuidString.lowercased(), task.status.rawValue + (task.cancelRequested && !task.status.isTerminal ? " (cancelling)" : ""),
+            task.id.uuidString.lowercased(),
+            task.status.rawValue + (task.cancelRequested && !task.status.isTerminal ? " (cancelling)" : ""),
             task.api, task.model, "key \(task.keyName ?? "-")", "created \(AdminDatabase.iso(task.createdAt))",
             "worker \(task.workerID ?? "-")", "attempts \(task.attempts)", "events \(task.head)",
             "tokens \(usage(task).map { String($0.totalTokens) } ?? "-")",
@@ -92,8 +101,10 @@ struct TasksCommand: AsyncParsableCommand {
 
     static func json(_ task: TaskQueue.TaskSummary) -> JSONValue {
         .object([
-            ("id", .string(task.id.uuidString.lowercased())), ("status", .string(task.status.rawValue)), ("api", .string(task.api)),
-            ("model", .string(task.model)), ("key", .optional(task.keyName)), ("created_at", AdminDatabase.json(task.createdAt)),
+            ("id", .string(task.id.uuidString.lowercased())), ("status", .string(task.status.rawValue)),
+            ("api", .string(task.api)),
+            ("model", .string(task.model)), ("key", .optional(task.keyName)),
+            ("created_at", AdminDatabase.json(task.createdAt)),
             ("started_at", AdminDatabase.json(task.startedAt)), ("finished_at", AdminDatabase.json(task.finishedAt)),
             ("worker_id", .optional(task.workerID)), ("attempts", .int(Int64(task.attempts))),
             ("cancel_requested", .bool(task.cancelRequested)), ("events", .int(Int64(task.head))),
@@ -104,7 +115,8 @@ struct TasksCommand: AsyncParsableCommand {
 
 /// `handoff-api queue stats`: how deep the queue is, how old its oldest task, who runs what, and how tasks ended lately.
 struct QueueCommand: AsyncParsableCommand {
-    static let configuration = CommandConfiguration(commandName: "queue", abstract: "The queue at a glance.", subcommands: [Stats.self])
+    static let configuration = CommandConfiguration(
+        commandName: "queue", abstract: "The queue at a glance.", subcommands: [Stats.self])
 
     struct Stats: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
@@ -120,17 +132,22 @@ struct QueueCommand: AsyncParsableCommand {
             let running = stats.runningByWorker.map { ($0.worker, JSONValue.int(Int64($0.tasks))) }
             let outcomes = stats.recentOutcomes.map { ($0.status, JSONValue.int(Int64($0.tasks))) }
             if json {
-                return print(JSONValue.object([
-                    ("queued", .int(Int64(stats.queued))), ("oldest_queued_seconds", .number(stats.oldestQueuedSeconds)),
-                    ("running_by_worker", .object(running)), ("expired_leases", .int(Int64(stats.expiredLeases))),
-                    ("recent_outcomes", .object(outcomes)), ("window_seconds", .int(window.components.seconds)),
-                ]).text)
+                return print(
+                    JSONValue.object([
+                        ("queued", .int(Int64(stats.queued))),
+                        ("oldest_queued_seconds", .number(stats.oldestQueuedSeconds)),
+                        ("running_by_worker", .object(running)), ("expired_leases", .int(Int64(stats.expiredLeases))),
+                        ("recent_outcomes", .object(outcomes)), ("window_seconds", .int(window.components.seconds)),
+                    ]).text)
             }
             print("queued \(stats.queued), oldest \(String(format: "%.1f", stats.oldestQueuedSeconds)) s")
-            print("running \(stats.runningByWorker.map { "\($0.worker): \($0.tasks)" }.joined(separator: ", ").nonEmpty ?? "none")"
-                  + ", expired leases \(stats.expiredLeases)")
-            print("ended in the last \(window.components.seconds) s: "
-                  + (stats.recentOutcomes.map { "\($0.status) \($0.tasks)" }.joined(separator: ", ").nonEmpty ?? "none"))
+            print(
+                "running \(stats.runningByWorker.map { "\($0.worker): \($0.tasks)" }.joined(separator: ", ").nonEmpty ?? "none")"
+                    + ", expired leases \(stats.expiredLeases)")
+            print(
+                "ended in the last \(window.components.seconds) s: "
+                    + (stats.recentOutcomes.map { "\($0.status) \($0.tasks)" }.joined(separator: ", ").nonEmpty
+                        ?? "none"))
         }
     }
 }

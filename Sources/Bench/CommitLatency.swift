@@ -7,12 +7,14 @@ import HandoffWire
 /// its events and when it wrote them. The client adds when it parsed the batch, and — given the database — when
 /// Postgres committed it (`CommitTimes`), so the latency is measured from the commit and split hop by hop.
 struct CommitLatency: AsyncParsableCommand {
-    static let configuration = CommandConfiguration(commandName: "commit-latency", abstract: "Commit-to-client latency under many active streams.")
+    static let configuration = CommandConfiguration(
+        commandName: "commit-latency", abstract: "Commit-to-client latency under many active streams.")
 
     @Option(help: "Caddy's address.") var host = "127.0.0.1"
     @Option(help: "Caddy's port.") var port = 8080
     @Option(help: "Streams active at once.") var streams = 1000
-    @Option(help: "Tokens per reply (at the worker's token delay this sets how long each stream lasts).") var tokens = 250
+    @Option(help: "Tokens per reply (at the worker's token delay this sets how long each stream lasts).") var tokens =
+        250
     @Option(help: "Seconds at the start of each stream left out while all of them start up.") var warmup = 2.0
     @Option(help: "Read the streams straight from these SSE replicas' ports, in turn, instead of through Caddy.")
     var replicaPort: [Int] = []
@@ -57,7 +59,8 @@ struct CommitLatency: AsyncParsableCommand {
 
     func run() async throws {
         let caddy = HTTPExchange(host: host, port: port)
-        let clients = replicaPort.isEmpty
+        let clients =
+            replicaPort.isEmpty
             ? [CompletionClient(origin: caddy)]
             : replicaPort.map { CompletionClient(origin: caddy, streamOrigin: HTTPExchange(host: host, port: $0)) }
         let errors = Tally()
@@ -71,7 +74,8 @@ struct CommitLatency: AsyncParsableCommand {
                         var task: UUID?
                         var samples: [Sample] = []
                         var arrivals: [Double] = []
-                        _ = try await clients[index % clients.count].stream(tokens: tokens, prompt: "commit \(index)") { location in
+                        _ = try await clients[index % clients.count].stream(tokens: tokens, prompt: "commit \(index)") {
+                            location in
                             task = Self.task(in: location)
                         } onEvent: { event in
                             let arrived = Date().timeIntervalSince1970
@@ -79,7 +83,8 @@ struct CommitLatency: AsyncParsableCommand {
                             guard arrived >= measureFrom, let task, let sequence = event.id.flatMap(Int.init),
                                 let stamp = event.comments.lazy.compactMap(Self.stamp).first
                             else { return }
-                            samples.append(Sample(task: task, sequence: sequence, stamp: stamp, arrived: Int64(arrived * 1e6)))
+                            samples.append(
+                                Sample(task: task, sequence: sequence, stamp: stamp, arrived: Int64(arrived * 1e6)))
                         }
                         return (samples, arrivals)
                     } catch {
@@ -99,16 +104,21 @@ struct CommitLatency: AsyncParsableCommand {
                 samples[index].committed = times.committed(task: samples[index].task, sequence: samples[index].sequence)
             }
         }
-        try emit(Result(
-            path: replicaPort.isEmpty ? "caddy" : "direct", streams: streams, tokens: tokens, completed: perStream.count,
-            errors: errors["errors"], batches: samples.count,
-            eventsPerSecond: Self.steadyRate(perStream.map(\.1), from: measureFrom) ?? 0,
-            wholeRunEventsPerSecond: Double(perStream.reduce(0) { $0 + $1.1.count }) / seconds,
-            commitToClientMilliseconds: LatencySummary(samples.map { .microseconds($0.arrived - ($0.committed ?? $0.stamp.began)) }),
-            transactionToClientMilliseconds: LatencySummary(samples.map { .microseconds($0.arrived - $0.stamp.began) }),
-            hopsMilliseconds: Dictionary(uniqueKeysWithValues: Hop.allCases.map { hop in
-                (hop.rawValue, LatencySummary(samples.compactMap { $0.duration(of: hop) }))
-            })))
+        try emit(
+            Result(
+                path: replicaPort.isEmpty ? "caddy" : "direct", streams: streams, tokens: tokens,
+                completed: perStream.count,
+                errors: errors["errors"], batches: samples.count,
+                eventsPerSecond: Self.steadyRate(perStream.map(\.1), from: measureFrom) ?? 0,
+                wholeRunEventsPerSecond: Double(perStream.reduce(0) { $0 + $1.1.count }) / seconds,
+                commitToClientMilliseconds: LatencySummary(
+                    samples.map { .microseconds($0.arrived - ($0.committed ?? $0.stamp.began)) }),
+                transactionToClientMilliseconds: LatencySummary(
+                    samples.map { .microseconds($0.arrived - $0.stamp.began) }),
+                hopsMilliseconds: Dictionary(
+                    uniqueKeysWithValues: Hop.allCases.map { hop in
+                        (hop.rawValue, LatencySummary(samples.compactMap { $0.duration(of: hop) }))
+                    })))
     }
 
     /// One batch's stamp (`ServerSentEvents.commitStamp`), in Unix microseconds; `notified` and `received` are 0 for
@@ -129,13 +139,14 @@ struct CommitLatency: AsyncParsableCommand {
         var committed: Int64?
 
         func duration(of hop: Hop) -> Duration? {
-            let (from, to): (Int64?, Int64?) = switch hop {
-            case .transactionToCommit: (stamp.began, committed)
-            case .commitToNotified: (committed ?? stamp.began, stamp.notified)
-            case .notifiedToReceived: (stamp.notified, stamp.received)
-            case .receivedToSent: (stamp.received, stamp.sent)
-            case .sentToClient: (stamp.sent, arrived)
-            }
+            let (from, to): (Int64?, Int64?) =
+                switch hop {
+                case .transactionToCommit: (stamp.began, committed)
+                case .commitToNotified: (committed ?? stamp.began, stamp.notified)
+                case .notifiedToReceived: (stamp.notified, stamp.received)
+                case .receivedToSent: (stamp.received, stamp.sent)
+                case .sentToClient: (stamp.sent, arrived)
+                }
             guard let from, let to, from > 0, to > 0 else { return nil }
             return .microseconds(to - from)
         }

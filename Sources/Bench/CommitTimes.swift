@@ -12,7 +12,8 @@ struct CommitTimes: Sendable {
 
     /// The commit times of every row of `tasks`, read once, after the streams ended.
     static func load(databaseURL: String, tasks: [UUID]) async throws -> CommitTimes {
-        let database = try DatabaseSettings(settings: Settings(environment: [ConfigKey.databaseURL.rawValue: databaseURL]))
+        let database = try DatabaseSettings(
+            settings: Settings(environment: [ConfigKey.databaseURL.rawValue: databaseURL]))
         let logger = Logger(label: "handoff-bench")
         let connection = try await PostgresConnection.connect(
             configuration: database.connectionConfiguration(applicationName: "handoff-bench"), id: 0, logger: logger)

@@ -40,11 +40,13 @@ struct CompletionClient: Sendable {
     /// Runs one completion, handing the stream's response head to `onHead` and every event to `onEvent`;
     /// returns how many events came before `[DONE]`.
     func stream(
-        tokens: Int, prompt: String, onRedirect: (_ location: String) -> Void = { _ in }, onHead: (HTTPExchange.Head) -> Void = { _ in },
+        tokens: Int, prompt: String, onRedirect: (_ location: String) -> Void = { _ in },
+        onHead: (HTTPExchange.Head) -> Void = { _ in },
         onEvent: (SSEParser.Event) -> Void
     ) async throws -> Int {
         let location = try await origin.handoff(
-            path: CompletionsRoute.handoff, json: Self.body(model: model, tokens: tokens, prompt: prompt), headers: authorization)
+            path: CompletionsRoute.handoff, json: Self.body(model: model, tokens: tokens, prompt: prompt),
+            headers: authorization)
         onRedirect(location)
         return try await (streamOrigin ?? origin).run(method: .GET, path: location) { head, parts in
             guard head.status == 200 else { throw BenchError.unexpectedStatus(head.status) }
@@ -87,7 +89,8 @@ struct CompletionClient: Sendable {
         }
         let done = ContinuousClock.now - due
         return Timing(
-            redirect: redirect, firstByte: firstByte, firstEvent: firstEvent ?? done, firstToken: firstToken ?? done, done: done,
+            redirect: redirect, firstByte: firstByte, firstEvent: firstEvent ?? done, firstToken: firstToken ?? done,
+            done: done,
             events: events, replica: replica)
     }
 }

@@ -11,7 +11,10 @@ struct HTTPExchange: Sendable {
     var source: String?
     let group: any EventLoopGroup
 
-    init(host: String, port: Int, source: String? = nil, group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton) {
+    init(
+        host: String, port: Int, source: String? = nil,
+        group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton
+    ) {
         self.host = host
         self.port = port
         self.source = source
@@ -34,7 +37,8 @@ struct HTTPExchange: Sendable {
         let channel = try await bootstrap.connect(to: try SocketAddress(ipAddress: host, port: port)) { channel in
             channel.eventLoop.makeCompletedFuture {
                 try channel.pipeline.syncOperations.addHTTPClientHandlers()
-                return try NIOAsyncChannel<HTTPClientResponsePart, HTTPClientRequestPart>(wrappingChannelSynchronously: channel)
+                return try NIOAsyncChannel<HTTPClientResponsePart, HTTPClientRequestPart>(
+                    wrappingChannelSynchronously: channel)
             }
         }
         return try await channel.executeThenClose { inbound, outbound in
@@ -47,12 +51,16 @@ struct HTTPExchange: Sendable {
             }
             // In one write: a server that answers (and, as asked, closes) as soon as it has parsed the head would
             // otherwise make a separate write of the end fail with "I/O on closed channel".
-            var request: [HTTPClientRequestPart] = [.head(HTTPRequestHead(version: .http1_1, method: method, uri: path, headers: headers))]
+            var request: [HTTPClientRequestPart] = [
+                .head(HTTPRequestHead(version: .http1_1, method: method, uri: path, headers: headers))
+            ]
             if let payload { request.append(.body(.byteBuffer(payload))) }
             request.append(.end(nil))
             try await outbound.write(contentsOf: request)
             var parts = inbound.makeAsyncIterator()
-            guard case .head(let head) = try await parts.next() else { throw BenchError.protocolViolation("no response head") }
+            guard case .head(let head) = try await parts.next() else {
+                throw BenchError.protocolViolation("no response head")
+            }
             return try await body(Head(status: Int(head.status.code), headers: head.headers), &parts)
         }
     }

@@ -4,7 +4,8 @@ import Foundation
 /// Scenario 1: POST → 302 → GET → first byte and first event, at a fixed request rate. Open loop: each request
 /// is timed from the moment it was due, so a system that falls behind shows its queueing.
 struct HandoffLatency: AsyncParsableCommand {
-    static let configuration = CommandConfiguration(commandName: "handoff", abstract: "Hand-off latency at a fixed request rate.")
+    static let configuration = CommandConfiguration(
+        commandName: "handoff", abstract: "Hand-off latency at a fixed request rate.")
 
     @Option(help: "Caddy's address.") var host = "127.0.0.1"
     @Option(help: "Caddy's port.") var port = 8080
@@ -50,12 +51,14 @@ struct HandoffLatency: AsyncParsableCommand {
             }
             return await group.reduce(into: [CompletionClient.Timing]()) { if let timing = $1 { $0.append(timing) } }
         }
-        try emit(Result(
-            rate: rate, duration: duration, tokens: tokens, model: model, completed: timings.count, errors: errors["errors"],
-            redirectMilliseconds: LatencySummary(timings.map(\.redirect)),
-            firstByteMilliseconds: LatencySummary(timings.map(\.firstByte)),
-            firstEventMilliseconds: LatencySummary(timings.map(\.firstEvent)),
-            firstTokenMilliseconds: LatencySummary(timings.map(\.firstToken)),
-            doneMilliseconds: LatencySummary(timings.map(\.done))))
+        try emit(
+            Result(
+                rate: rate, duration: duration, tokens: tokens, model: model, completed: timings.count,
+                errors: errors["errors"],
+                redirectMilliseconds: LatencySummary(timings.map(\.redirect)),
+                firstByteMilliseconds: LatencySummary(timings.map(\.firstByte)),
+                firstEventMilliseconds: LatencySummary(timings.map(\.firstEvent)),
+                firstTokenMilliseconds: LatencySummary(timings.map(\.firstToken)),
+                doneMilliseconds: LatencySummary(timings.map(\.done))))
     }
 }

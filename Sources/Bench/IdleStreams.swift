@@ -11,7 +11,8 @@ import UnixSignals
 /// with keepalives. Clients are spread over several processes (each is capped by the open-file limit) and
 /// source addresses in 127.0.0.0/8 (each source address has ~28k ephemeral ports).
 struct IdleStreams: AsyncParsableCommand {
-    static let configuration = CommandConfiguration(commandName: "idle", abstract: "Memory and CPU of idle streams on one SSE replica.")
+    static let configuration = CommandConfiguration(
+        commandName: "idle", abstract: "Memory and CPU of idle streams on one SSE replica.")
 
     @Option(help: "The API server's address (tasks are created straight through it).") var apiHost = "127.0.0.1"
     @Option(help: "The API server's port.") var apiPort = 8081
@@ -48,9 +49,11 @@ struct IdleStreams: AsyncParsableCommand {
         var clients: [IdleClientProcess] = []
         for index in 0..<processes {
             let share = paths.enumerated().filter { $0.offset % processes == index }.map(\.element)
-            clients.append(try IdleClientProcess(
-                paths: share, file: directory.appendingPathComponent("paths-\(index)"), source: "127.0.\(1 + index / 250).\(2 + index % 250)",
-                host: sseHost, port: ssePort))
+            clients.append(
+                try IdleClientProcess(
+                    paths: share, file: directory.appendingPathComponent("paths-\(index)"),
+                    source: "127.0.\(1 + index / 250).\(2 + index % 250)",
+                    host: sseHost, port: ssePort))
         }
         progress("idle: opening \(paths.count) streams from \(processes) processes")
         var open = 0
@@ -63,12 +66,13 @@ struct IdleStreams: AsyncParsableCommand {
         var pings = 0
         for client in clients { pings += try client.stop() }
 
-        try emit(Result(
-            streamsRequested: streams, streamsOpen: open, clientProcesses: processes,
-            rssBeforeKiB: before.rssKiB, rssLoadedKiB: loaded.rssKiB,
-            kibPerStream: open > 0 ? Double(loaded.rssKiB - before.rssKiB) / Double(open) : .nan,
-            holdSeconds: hold, idleCPUPercent: after.cpuPercent(since: loaded), pingsReceived: pings,
-            openFileHardLimit: OpenFiles.hardLimit))
+        try emit(
+            Result(
+                streamsRequested: streams, streamsOpen: open, clientProcesses: processes,
+                rssBeforeKiB: before.rssKiB, rssLoadedKiB: loaded.rssKiB,
+                kibPerStream: open > 0 ? Double(loaded.rssKiB - before.rssKiB) / Double(open) : .nan,
+                holdSeconds: hold, idleCPUPercent: after.cpuPercent(since: loaded), pingsReceived: pings,
+                openFileHardLimit: OpenFiles.hardLimit))
     }
 
     private func createTasks(api: HTTPExchange) async throws -> [String] {
@@ -92,7 +96,8 @@ struct IdleStreams: AsyncParsableCommand {
 /// `handoff-bench idle-client`: opens the streams it is given, prints `ready <open>`, holds them until SIGTERM,
 /// then prints the number of keepalive pings it received.
 struct IdleClient: AsyncParsableCommand {
-    static let configuration = CommandConfiguration(commandName: "idle-client", abstract: "Internal: one client process of `idle`.", shouldDisplay: false)
+    static let configuration = CommandConfiguration(
+        commandName: "idle-client", abstract: "Internal: one client process of `idle`.", shouldDisplay: false)
 
     @Option var pathsFile: String
     @Option var source: String

@@ -36,7 +36,9 @@ final class IdleClientProcess {
     init(paths: [String], file: URL, source: String, host: String, port: Int) throws {
         try paths.joined(separator: "\n").write(to: file, atomically: true, encoding: .utf8)
         process.executableURL = URL(fileURLWithPath: "/proc/self/exe").resolvingSymlinksInPath()
-        process.arguments = ["idle-client", "--paths-file", file.path, "--source", source, "--host", host, "--port", String(port)]
+        process.arguments = [
+            "idle-client", "--paths-file", file.path, "--source", source, "--host", host, "--port", String(port),
+        ]
         process.standardOutput = output
         try process.run()
     }

@@ -43,7 +43,8 @@ struct SSEParser {
                 blockComments.removeAll()
                 id = nil
             }
-            return Event(id: id, data: data.count == 1 ? data[0] : data.joined(separator: "\n"), comments: blockComments)
+            return Event(
+                id: id, data: data.count == 1 ? data[0] : data.joined(separator: "\n"), comments: blockComments)
         }
         if line.first == UInt8(ascii: ":") {
             comments += 1

@@ -41,7 +41,8 @@ struct Throughput: AsyncParsableCommand {
                     while ContinuousClock.now < end {
                         index += 1
                         do {
-                            let timing = try await client.complete(tokens: tokens, prompt: "throughput \(worker) \(index)", due: .now)
+                            let timing = try await client.complete(
+                                tokens: tokens, prompt: "throughput \(worker) \(index)", due: .now)
                             events.add(timing.replica, timing.events)
                             mine.append(timing)
                         } catch {
@@ -56,10 +57,13 @@ struct Throughput: AsyncParsableCommand {
         let elapsed = ContinuousClock.now - started
         let seconds = Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18
         let replicas = Set(timings.map(\.replica))
-        try emit(Result(
-            concurrency: concurrency, duration: duration, tokens: tokens, model: model, completed: timings.count, errors: errors["errors"],
-            completionsPerSecond: Double(timings.count) / seconds,
-            eventsPerSecondByReplica: Dictionary(uniqueKeysWithValues: replicas.map { ($0, Double(events[$0]) / seconds) }),
-            completionMilliseconds: LatencySummary(timings.map(\.done))))
+        try emit(
+            Result(
+                concurrency: concurrency, duration: duration, tokens: tokens, model: model, completed: timings.count,
+                errors: errors["errors"],
+                completionsPerSecond: Double(timings.count) / seconds,
+                eventsPerSecondByReplica: Dictionary(
+                    uniqueKeysWithValues: replicas.map { ($0, Double(events[$0]) / seconds) }),
+                completionMilliseconds: LatencySummary(timings.map(\.done))))
     }
 }

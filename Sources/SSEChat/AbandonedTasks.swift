@@ -33,12 +33,16 @@ final class AbandonedTasks: Service {
         await cancelWhenGracefulShutdown {
             while !Task.isCancelled {
                 await self.doorbell.wait()
-                for task in self.pending.withLock({ pending in defer { pending.removeAll() }; return pending }) {
+                for task in self.pending.withLock({ pending in
+                    defer { pending.removeAll() }
+                    return pending
+                }) {
                     do {
                         _ = try await self.queue.requestCancel(task)
                         self.logger.info("client gone for good; task cancelled", metadata: ["task": .task(task)])
                     } catch {
-                        self.logger.warning("cancel failed", metadata: ["task": .task(task), "error": "\(String(reflecting: error))"])
+                        self.logger.warning(
+                            "cancel failed", metadata: ["task": .task(task), "error": "\(String(reflecting: error))"])
                     }
                 }
             }

@@ -22,7 +22,8 @@ struct ConnectionLimits: Sendable {
     init(settings: Settings) throws {
         self.init(
             headerTimeout: .seconds(Int64(try settings.int(.sseHeaderTimeoutSeconds))),
-            maxConnections: try settings.int(.sseMaxConnections), streamsPerTask: try settings.int(.sseMaxStreamsPerTask))
+            maxConnections: try settings.int(.sseMaxConnections),
+            streamsPerTask: try settings.int(.sseMaxStreamsPerTask))
     }
 }
 

@@ -36,21 +36,26 @@ struct SSECommand: AsyncParsableCommand {
             let log = StreamLog(client: client, timeout: database.timeout, logger: logger)
             let keepalive = try settings.seconds(.keepaliveSeconds)
             let notifier = StreamNotifier(
-                configuration: .init(pollInterval: try settings.milliseconds(.ssePollMilliseconds), keepaliveInterval: keepalive),
+                configuration: .init(
+                    pollInterval: try settings.milliseconds(.ssePollMilliseconds), keepaliveInterval: keepalive),
                 log: log, listenerEndpoint: database.listenerEndpoint(applicationName: "\(replica)-listener"),
                 readiness: operations.readiness, logger: logger)
             let reader = StreamReader(log: log, logger: logger)
-            let abandoned = AbandonedTasks(queue: TaskQueue(client: client, timeout: database.timeout, logger: logger), logger: logger)
+            let abandoned = AbandonedTasks(
+                queue: TaskQueue(client: client, timeout: database.timeout, logger: logger), logger: logger)
             let environment = StreamEnvironment(
                 notifier: notifier, reader: reader, secret: try StreamSecret.load(settings: settings),
                 keepaliveInterval: .seconds(Int64(try settings.int(.keepaliveSeconds))),
                 commitStamps: settings.string(.benchStamps) == "1", replica: "\(host):\(port)", operations: operations,
-                metrics: StreamMetrics(), limits: try ConnectionLimits(settings: settings), connections: ConnectionCount(), abandoned: abandoned,
+                metrics: StreamMetrics(), limits: try ConnectionLimits(settings: settings),
+                connections: ConnectionCount(), abandoned: abandoned,
                 logger: logger)
             let server = SSEServer(
-                host: host, port: port, drainTime: try settings.seconds(.sseDrainSeconds), environment: environment, logger: logger)
+                host: host, port: port, drainTime: try settings.seconds(.sseDrainSeconds), environment: environment,
+                logger: logger)
             let probe = ReadinessProbe(
-                client: client, readiness: operations.readiness, deadline: try settings.milliseconds(.readyDeadlineMilliseconds), logger: logger)
+                client: client, readiness: operations.readiness,
+                deadline: try settings.milliseconds(.readyDeadlineMilliseconds), logger: logger)
             // Shut down in reverse: readiness fails first, then the server drains, while the reader and the notifier
             // still serve it.
             try await ProcessRuntime.run([client, notifier, reader, abandoned, server, probe], logger: logger)

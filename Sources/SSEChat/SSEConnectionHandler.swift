@@ -124,27 +124,35 @@ final class SSEConnectionHandler: ChannelInboundHandler {
             if draining {
                 send(.notReady(.draining), to: head, context: context)
             } else {
-                send(status: .ok, contentType: "text/plain", body: OperationsRoute.healthBody, to: head, context: context)
+                send(
+                    status: .ok, contentType: "text/plain", body: OperationsRoute.healthBody, to: head, context: context
+                )
             }
         case .readiness:
             let full = environment.connections.current >= environment.limits.maxConnections
             if let problem = draining ? .draining : full ? .full : environment.operations.readiness.problem {
                 send(.notReady(problem), to: head, context: context)
             } else {
-                send(status: .ok, contentType: "text/plain", body: OperationsRoute.readyBody, to: head, context: context)
+                send(
+                    status: .ok, contentType: "text/plain", body: OperationsRoute.readyBody, to: head, context: context)
             }
         case .metrics:
             if let text = environment.operations.metrics.render() {
-                send(status: .ok, contentType: MetricsExporter.contentType, body: String(decoding: text, as: UTF8.self), to: head, context: context)
+                send(
+                    status: .ok, contentType: MetricsExporter.contentType, body: String(decoding: text, as: UTF8.self),
+                    to: head, context: context)
             } else {
                 send(.notFound("Metrics are off (HANDOFF_METRICS=off)."), to: head, context: context)
             }
         case .stream(let task, let start):
-            deliver(StreamDelivery.Request(task: task, start: start, form: .chat, followed: followed(head)), head: head, context: context)
+            deliver(
+                StreamDelivery.Request(task: task, start: start, form: .chat, followed: followed(head)), head: head,
+                context: context)
         case .responses(let task, let streaming, let startingAfter):
             deliver(
                 StreamDelivery.Request(
-                    task: task, start: .start, form: .responses(streaming: streaming, startingAfter: startingAfter), followed: followed(head)),
+                    task: task, start: .start, form: .responses(streaming: streaming, startingAfter: startingAfter),
+                    followed: followed(head)),
                 head: head, context: context)
         }
     }
@@ -154,15 +162,19 @@ final class SSEConnectionHandler: ChannelInboundHandler {
     }
 
     private func deliver(_ request: StreamDelivery.Request, head: HTTPRequestHead, context: ChannelHandlerContext) {
-        let stream = StreamDelivery(request, version: head.version, context: context, environment: environment) { [weak self] outcome in
-            self?.environment.logger.info("stream ended", metadata: ["task": .task(request.task), "outcome": "\(outcome.name)"])
+        let stream = StreamDelivery(request, version: head.version, context: context, environment: environment) {
+            [weak self] outcome in
+            self?.environment.logger.info(
+                "stream ended", metadata: ["task": .task(request.task), "outcome": "\(outcome.name)"])
             self?.streamFinished(outcome, head: head, context: context)
         }
         self.stream = stream
         stream.start()
     }
 
-    private func streamFinished(_ outcome: StreamDelivery.Outcome, head: HTTPRequestHead, context: ChannelHandlerContext) {
+    private func streamFinished(
+        _ outcome: StreamDelivery.Outcome, head: HTTPRequestHead, context: ChannelHandlerContext
+    ) {
         stream = nil
         switch outcome {
         case .completed, .interrupted, .cancelled:
@@ -188,24 +200,31 @@ final class SSEConnectionHandler: ChannelInboundHandler {
         }
     }
 
-    private func send(_ error: OpenAIError, to head: HTTPRequestHead, context: ChannelHandlerContext, retryAfter: Int? = nil) {
+    private func send(
+        _ error: OpenAIError, to head: HTTPRequestHead, context: ChannelHandlerContext, retryAfter: Int? = nil
+    ) {
         send(
-            status: HTTPResponseStatus(statusCode: error.status), contentType: "application/json", body: error.json.text, to: head,
+            status: HTTPResponseStatus(statusCode: error.status), contentType: "application/json",
+            body: error.json.text, to: head,
             context: context, retryAfter: retryAfter)
     }
 
     private func send(
-        status: HTTPResponseStatus, contentType: String, body: String, to head: HTTPRequestHead, context: ChannelHandlerContext,
+        status: HTTPResponseStatus, contentType: String, body: String, to head: HTTPRequestHead,
+        context: ChannelHandlerContext,
         retryAfter: Int? = nil
     ) {
         environment.metrics.answered(route: route, method: head.method.rawValue, status: Int(status.code))
         let keepAlive = head.isKeepAlive && !draining
         var headers = HTTPHeaders([
-            ("Content-Type", contentType), ("Content-Length", String(body.utf8.count)), (StreamRoute.replicaHeader, environment.replica),
+            ("Content-Type", contentType), ("Content-Length", String(body.utf8.count)),
+            (StreamRoute.replicaHeader, environment.replica),
         ])
         if let retryAfter { headers.add(name: "Retry-After", value: String(retryAfter)) }
         if !keepAlive { headers.add(name: "Connection", value: "close") }
-        context.write(wrapOutboundOut(.head(HTTPResponseHead(version: head.version, status: status, headers: headers))), promise: nil)
+        context.write(
+            wrapOutboundOut(.head(HTTPResponseHead(version: head.version, status: status, headers: headers))),
+            promise: nil)
         context.write(wrapOutboundOut(.body(.byteBuffer(context.channel.allocator.buffer(string: body)))), promise: nil)
         let done = context.eventLoop.makePromise(of: Void.self)
         context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: done)

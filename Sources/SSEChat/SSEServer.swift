@@ -40,10 +40,12 @@ final class SSEServer: Service {
                 channel.eventLoop.makeCompletedFuture {
                     let open = environment.connections.opened()
                     channel.closeFuture.whenComplete { _ in environment.connections.closed() }
-                    try channel.pipeline.syncOperations.addHandler(RequestHeadTimeout(timeout: environment.limits.headerTimeout))
+                    try channel.pipeline.syncOperations.addHandler(
+                        RequestHeadTimeout(timeout: environment.limits.headerTimeout))
                     try channel.pipeline.syncOperations.configureHTTPServerPipeline(withPipeliningAssistance: false)
                     try channel.pipeline.syncOperations.addHandler(
-                        SSEConnectionHandler(environment: environment, overLimit: open > environment.limits.maxConnections))
+                        SSEConnectionHandler(
+                            environment: environment, overLimit: open > environment.limits.maxConnections))
                     self.track(channel)
                 }
             }
@@ -67,7 +69,9 @@ final class SSEServer: Service {
         let clock = ContinuousClock()
         let deadline = clock.now + drainTime
         let open = connections.withLock { Array($0.values) }
-        logger.notice("draining", metadata: ["connections": "\(open.count)", "streams": "\(environment.notifier.subscriberCount)"])
+        logger.notice(
+            "draining",
+            metadata: ["connections": "\(open.count)", "streams": "\(environment.notifier.subscriberCount)"])
         for channel in open { channel.pipeline.fireUserInboundEventTriggered(DrainEvent.started) }
         while clock.now < deadline, !connections.withLock({ $0.isEmpty }), !Task.isCancelled {
             try? await Task.sleep(for: .milliseconds(50))

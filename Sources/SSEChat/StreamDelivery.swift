@@ -96,7 +96,9 @@ final class StreamDelivery {
     /// thousands of replays.
     func start() {
         let waker = StreamWaker(delivery: NIOLoopBound(self, eventLoop: context.eventLoop))
-        guard let subscription = environment.notifier.subscribe(waker, to: task, limit: environment.limits.streamsPerTask) else {
+        guard
+            let subscription = environment.notifier.subscribe(waker, to: task, limit: environment.limits.streamsPerTask)
+        else {
             return finish(.refused(.tooManyStreams(limit: environment.limits.streamsPerTask)))
         }
         self.subscription = subscription
@@ -164,9 +166,10 @@ final class StreamDelivery {
     private func requestRead() {
         if phase == .streaming { phase = .reading }
         let delivery = NIOLoopBound(self, eventLoop: context.eventLoop)
-        environment.reader.read(.init(task: task, cursor: cursor, opening: phase == .opening) { result in
-            delivery.eventLoop.execute { delivery.value.readCompleted(result) }
-        })
+        environment.reader.read(
+            .init(task: task, cursor: cursor, opening: phase == .opening) { result in
+                delivery.eventLoop.execute { delivery.value.readCompleted(result) }
+            })
     }
 
     private func readCompleted(_ result: Result<StreamCatchUp, any Error>) {
@@ -181,9 +184,11 @@ final class StreamDelivery {
             openResponses(catchUp)
         case (.opening, .success(let catchUp)) where cursor.sequence > catchUp.head:
             // We never sent this id for this task: it belongs to another stream (a resume must not restart silently).
-            finish(.refused(.invalidRequest(
-                "Event id \(cursor.sequence) is past the end of this stream (its last event is \(catchUp.head)): it belongs to another stream.",
-                param: StreamRoute.lastEventIDParameter, code: "invalid_event_id")))
+            finish(
+                .refused(
+                    .invalidRequest(
+                        "Event id \(cursor.sequence) is past the end of this stream (its last event is \(catchUp.head)): it belongs to another stream.",
+                        param: StreamRoute.lastEventIDParameter, code: "invalid_event_id")))
         case (.opening, .success(let catchUp)):
             if catchUp.streaming { writeHead() } else { collected = [] }
             phase = .streaming
@@ -230,7 +235,9 @@ final class StreamDelivery {
             (StreamRoute.replicaHeader, environment.replica),
         ])
         if version.major == 1 && version.minor == 0 { headers.add(name: "Connection", value: "close") }
-        context.write(NIOAny(HTTPServerResponsePart.head(HTTPResponseHead(version: version, status: .ok, headers: headers))), promise: nil)
+        context.write(
+            NIOAny(HTTPServerResponsePart.head(HTTPResponseHead(version: version, status: .ok, headers: headers))),
+            promise: nil)
         lastWrite = .now()
     }
 
@@ -239,7 +246,8 @@ final class StreamDelivery {
         var buffer = context.channel.allocator.buffer(capacity: 0)
         let written: StreamEventsWritten
         if case .responses(_, let startingAfter) = form, renderer != nil {
-            written = buffer.writeResponseEvents(of: batches, after: &cursor, renderer: &renderer!, startingAfter: startingAfter)
+            written = buffer.writeResponseEvents(
+                of: batches, after: &cursor, renderer: &renderer!, startingAfter: startingAfter)
         } else {
             written = buffer.writeEvents(of: batches, after: &cursor, commitStamps: environment.commitStamps)
         }
@@ -287,9 +295,12 @@ final class StreamDelivery {
     }
 
     private func pingIfSilent() {
-        guard phase != .opening, collected == nil, NIODeadline.now() - lastWrite >= .nanoseconds(environment.keepaliveInterval.nanoseconds / 2) else { return }
+        guard phase != .opening, collected == nil,
+            NIODeadline.now() - lastWrite >= .nanoseconds(environment.keepaliveInterval.nanoseconds / 2)
+        else { return }
         context.writeAndFlush(
-            NIOAny(HTTPServerResponsePart.body(.byteBuffer(ByteBuffer(string: ServerSentEvents.keepalive)))), promise: nil)
+            NIOAny(HTTPServerResponsePart.body(.byteBuffer(ByteBuffer(string: ServerSentEvents.keepalive)))),
+            promise: nil)
         environment.metrics.keepalives.increment()
         lastWrite = .now()
     }

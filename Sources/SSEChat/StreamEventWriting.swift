@@ -14,12 +14,14 @@ extension ByteBuffer {
     /// `startingAfter`, moving the cursor. The stream ends when the stream's end was among them (no `[DONE]`:
     /// Responses streams just end).
     mutating func writeResponseEvents(
-        of batches: [StreamBatch], after cursor: inout StreamCursor, renderer: inout ResponseRenderer, startingAfter: Int
+        of batches: [StreamBatch], after cursor: inout StreamCursor, renderer: inout ResponseRenderer,
+        startingAfter: Int
     ) -> StreamEventsWritten {
         var written = StreamEventsWritten()
         for batch in batches {
             for event in batch.events(after: cursor) {
-                for rendered in renderer.render(event.data, committed: batch.committedSeconds) where rendered.sequenceNumber > startingAfter {
+                for rendered in renderer.render(event.data, committed: batch.committedSeconds)
+                where rendered.sequenceNumber > startingAfter {
                     writeString(rendered.frame)
                     written.events += 1
                 }
@@ -35,13 +37,17 @@ extension ByteBuffer {
 
     /// Writes the SSE events of `batches` that follow `cursor`, moving it. The stream ends when its end was among
     /// them (then `[DONE]` is written too).
-    mutating func writeEvents(of batches: [StreamBatch], after cursor: inout StreamCursor, commitStamps: Bool) -> StreamEventsWritten {
+    mutating func writeEvents(of batches: [StreamBatch], after cursor: inout StreamCursor, commitStamps: Bool)
+        -> StreamEventsWritten
+    {
         var written = StreamEventsWritten()
         for batch in batches {
             if commitStamps, let committed = batch.committedAtMicroseconds, batch.sequence > cursor.sequence {
                 let sent = Int64(Date().timeIntervalSince1970 * 1_000_000)
-                writeString(ServerSentEvents.commitStamp(
-                    committed: committed, notified: batch.notifiedAtMicroseconds ?? 0, received: batch.receivedAtMicroseconds ?? 0, sent: sent))
+                writeString(
+                    ServerSentEvents.commitStamp(
+                        committed: committed, notified: batch.notifiedAtMicroseconds ?? 0,
+                        received: batch.receivedAtMicroseconds ?? 0, sent: sent))
             }
             for event in batch.events(after: cursor) {
                 writeString(ServerSentEvents.event(id: event.cursor, data: event.data))

@@ -16,7 +16,10 @@ struct StreamMetrics: Sendable {
 
     /// Counts an answer; `route` is the pattern the request matched (`StreamRequest.route`).
     func answered(route: String, method: String, status: Int) {
-        Counter(label: MetricName.httpRequests.rawValue, dimensions: [("route", route), ("method", method), ("status", String(status))])
-            .increment()
+        Counter(
+            label: MetricName.httpRequests.rawValue,
+            dimensions: [("route", route), ("method", method), ("status", String(status))]
+        )
+        .increment()
     }
 }

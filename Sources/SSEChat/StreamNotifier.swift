@@ -178,14 +178,16 @@ final class StreamNotifier: Service {
         do {
             let batches = try await log.batches(at: keys.map { ($0.task, $0.sequence) })
             let received = Self.microsecondsNow()
-            let notified = Dictionary(keys.map { (RowKey(task: $0.task, sequence: $0.sequence), $0.notified) }, uniquingKeysWith: min)
+            let notified = Dictionary(
+                keys.map { (RowKey(task: $0.task, sequence: $0.sequence), $0.notified) }, uniquingKeysWith: min)
             state.withLock { state in
-                cache(batches.map { batch in
-                    var batch = batch
-                    batch.notifiedAtMicroseconds = notified[RowKey(task: batch.task, sequence: batch.sequence)]
-                    batch.receivedAtMicroseconds = received
-                    return batch
-                }, in: &state)
+                cache(
+                    batches.map { batch in
+                        var batch = batch
+                        batch.notifiedAtMicroseconds = notified[RowKey(task: batch.task, sequence: batch.sequence)]
+                        batch.receivedAtMicroseconds = received
+                        return batch
+                    }, in: &state)
             }
         } catch {
             logger.warning("stream fetch failed", metadata: ["error": "\(String(reflecting: error))"])
@@ -213,7 +215,10 @@ final class StreamNotifier: Service {
                 state.pollEverything = false
                 for task in Array(state.watches.keys) { state.watches[task]!.announced = false }
             }
-            return (Array(state.watches.keys), Set(state.watches.filter { state.pollEverything || !$0.value.announced }.map(\.key)))
+            return (
+                Array(state.watches.keys),
+                Set(state.watches.filter { state.pollEverything || !$0.value.announced }.map(\.key))
+            )
         }
         guard !tasks.isEmpty else { return }
         do {
@@ -221,7 +226,9 @@ final class StreamNotifier: Service {
             for (task, head) in heads where silent.contains(task) {
                 advance(task, to: head)
             }
-            let ended = state.withLock { state in lapsed.flatMap { state.watches[$0].map { Array($0.subscribers.values) } ?? [] } }
+            let ended = state.withLock { state in
+                lapsed.flatMap { state.watches[$0].map { Array($0.subscribers.values) } ?? [] }
+            }
             for subscriber in ended { subscriber.ownerLapsed() }
         } catch {
             logger.warning("stream poll failed", metadata: ["error": "\(String(reflecting: error))"])

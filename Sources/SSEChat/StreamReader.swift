@@ -69,7 +69,8 @@ final class StreamReader: Service {
             let results = try await log.catchUp(reads.map { ($0.task, $0.cursor, $0.opening) }, pageSize: Self.pageSize)
             for (read, result) in zip(reads, results) { read.completion(.success(result)) }
         } catch {
-            logger.warning("stream read failed", metadata: ["streams": "\(reads.count)", "error": "\(String(reflecting: error))"])
+            logger.warning(
+                "stream read failed", metadata: ["streams": "\(reads.count)", "error": "\(String(reflecting: error))"])
             for read in reads { read.completion(.failure(error)) }
         }
         return more

@@ -18,7 +18,8 @@ struct CompletionEvents {
         self.includeUsage = task.request.includeUsage
         // Rendered by the generic path with a marker text, then split around it: the frame cannot drift from it.
         let marker = "\u{0}"
-        let template = Self.chunk(id: id, created: created, model: model, includeUsage: includeUsage, [.init(delta: .init(content: marker))])
+        let template = Self.chunk(
+            id: id, created: created, model: model, includeUsage: includeUsage, [.init(delta: .init(content: marker))])
         let range = template.range(of: JSONValue.string(marker).text)!
         self.contentFrame = (String(template[..<range.lowerBound]), String(template[range.upperBound...]))
     }
@@ -38,7 +39,10 @@ struct CompletionEvents {
     func end(reason: String, usage: Usage) -> [String] {
         let finish = chunk([.init(delta: .init(), finishReason: reason)])
         guard includeUsage else { return [finish] }
-        return [finish, ChatCompletionChunk(id: id, created: created, model: model, choices: [], usage: .value(usage)).json.text]
+        return [
+            finish,
+            ChatCompletionChunk(id: id, created: created, model: model, choices: [], usage: .value(usage)).json.text,
+        ]
     }
 
     /// A failure after the stream started travels in-band as OpenAI's error object.
@@ -50,8 +54,12 @@ struct CompletionEvents {
         Self.chunk(id: id, created: created, model: model, includeUsage: includeUsage, choices)
     }
 
-    private static func chunk(id: String, created: Int64, model: String, includeUsage: Bool, _ choices: [ChatCompletionChunk.Choice]) -> String {
-        ChatCompletionChunk(id: id, created: created, model: model, choices: choices, usage: includeUsage ? .null : .omitted)
-            .json.text
+    private static func chunk(
+        id: String, created: Int64, model: String, includeUsage: Bool, _ choices: [ChatCompletionChunk.Choice]
+    ) -> String {
+        ChatCompletionChunk(
+            id: id, created: created, model: model, choices: choices, usage: includeUsage ? .null : .omitted
+        )
+        .json.text
     }
 }

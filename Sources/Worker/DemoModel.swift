@@ -90,7 +90,8 @@ struct DemoReply: AsyncSequence, Sendable {
                     continue
                 }
                 // Hold back the longest tail that a stop sequence could still grow from.
-                let tail = stops.flatMap { stop in (1..<stop.count).map { String(stop.prefix($0)) } }
+                let tail =
+                    stops.flatMap { stop in (1..<stop.count).map { String(stop.prefix($0)) } }
                     .filter { text.hasSuffix($0) }.map(\.count).max() ?? 0
                 held = String(text.suffix(tail))
                 let release = String(text.dropLast(tail))
@@ -101,7 +102,10 @@ struct DemoReply: AsyncSequence, Sendable {
 
         private mutating func end(releasing text: String, reason: FinishReason) {
             if !text.isEmpty { ending.append(.content(text)) }
-            ending.append(.finished(reason: reason, usage: Usage(promptTokens: DemoModel.promptTokens(request), completionTokens: generated)))
+            ending.append(
+                .finished(
+                    reason: reason,
+                    usage: Usage(promptTokens: DemoModel.promptTokens(request), completionTokens: generated)))
             done = true
         }
     }

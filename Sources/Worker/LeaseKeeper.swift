@@ -35,7 +35,9 @@ struct LeaseKeeper: Service {
     private func renew() async -> Bool {
         do {
             let running = cancellations.running
-            for task in try await queue.renewLeases(workerID: workerID, running: running, lease: lease, abandonAfter: abandonAfter) {
+            for task in try await queue.renewLeases(
+                workerID: workerID, running: running, lease: lease, abandonAfter: abandonAfter)
+            {
                 cancellations.stop(task.id, because: task.abandoned ? .abandoned : .cancelled)
             }
             return true

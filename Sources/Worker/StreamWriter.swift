@@ -153,8 +153,10 @@ final class StreamWriter: Service {
             var outcomes: [TaskOutcome] = []
             for (task, buffer) in state.buffers where !buffer.pending.isEmpty {
                 let final = buffer.outcome != nil
-                batches.append(StreamBatch(
-                    task: task, sequence: buffer.committedSequence + buffer.pending.count, events: buffer.pending, final: final))
+                batches.append(
+                    StreamBatch(
+                        task: task, sequence: buffer.committedSequence + buffer.pending.count, events: buffer.pending,
+                        final: final))
                 if let outcome = buffer.outcome { outcomes.append(outcome) }
             }
             return (batches, outcomes)
@@ -168,7 +170,9 @@ final class StreamWriter: Service {
             flushEvents.record(events)
             eventsWritten.increment(by: events)
         } catch {
-            logger.error("flush failed; will retry", metadata: ["batches": "\(batches.count)", "error": "\(String(reflecting: error))"])
+            logger.error(
+                "flush failed; will retry",
+                metadata: ["batches": "\(batches.count)", "error": "\(String(reflecting: error))"])
             try? await Task.sleep(for: configuration.window)
             work.ring()
             return
@@ -179,7 +183,9 @@ final class StreamWriter: Service {
                 let count = batch.events.count
                 state.pendingEvents -= count
                 if batch.final {
-                    if let waiter = state.buffers.removeValue(forKey: batch.task)?.finishWaiter { resumed.append(waiter) }
+                    if let waiter = state.buffers.removeValue(forKey: batch.task)?.finishWaiter {
+                        resumed.append(waiter)
+                    }
                 } else {
                     state.buffers[batch.task]!.committedSequence = batch.sequence
                     state.buffers[batch.task]!.pending.removeFirst(count)

@@ -35,7 +35,10 @@ final class TaskCancellations: Sendable {
         let waiter = entries.withLock { entries -> CheckedContinuation<StopReason?, Never>? in
             guard var entry = entries[id], entry.reason == nil else { return nil }
             entry.reason = reason
-            defer { entry.waiter = nil; entries[id] = entry }
+            defer {
+                entry.waiter = nil
+                entries[id] = entry
+            }
             return entry.waiter
         }
         waiter?.resume(returning: reason)

@@ -48,7 +48,8 @@ final class TaskDispatcher: Service {
                     var claimed: [ClaimedTask] = []
                     if free > 0 {
                         do {
-                            claimed = try await queue.claim(workerID: configuration.workerID, limit: free, lease: configuration.lease)
+                            claimed = try await queue.claim(
+                                workerID: configuration.workerID, limit: free, lease: configuration.lease)
                         } catch {
                             logger.warning("claim failed", metadata: ["error": "\(String(reflecting: error))"])
                         }

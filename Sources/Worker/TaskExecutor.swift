@@ -30,9 +30,13 @@ struct TaskExecutor: Sendable {
         let events = CompletionEvents(task: task)
         guard let model = models.model(named: task.request.model) else {
             let error = OpenAIError.modelNotFound(task.request.model)
-            return await end(task, .failed, events: [events.error(error)], outcome: TaskOutcome(task: task.id, status: .failed, error: error))
+            return await end(
+                task, .failed, events: [events.error(error)],
+                outcome: TaskOutcome(task: task.id, status: .failed, error: error))
         }
-        let usage = { (completion: Int) in Usage(promptTokens: model.promptTokens(for: task.request), completionTokens: completion) }
+        let usage = { (completion: Int) in
+            Usage(promptTokens: model.promptTokens(for: task.request), completionTokens: completion)
+        }
         if task.cancelRequested {
             return await stop(task, events: events, opening: [], because: .cancelled, usage: usage(0))
         }
@@ -62,7 +66,9 @@ struct TaskExecutor: Sendable {
                 task, .succeeded, events: opening() + ending.closing,
                 outcome: TaskOutcome(task: task.id, status: .succeeded, usage: ending.usage))
         case .stopped(let reason):
-            await stop(task, events: events, opening: opening(), because: reason, usage: usage(emitted.value.load(ordering: .relaxed)))
+            await stop(
+                task, events: events, opening: opening(), because: reason,
+                usage: usage(emitted.value.load(ordering: .relaxed)))
         case .failed(let failure):
             // A request the model refused (a prompt over its context window) is the client's error, not ours.
             logger.log(
@@ -74,7 +80,9 @@ struct TaskExecutor: Sendable {
         }
     }
 
-    private func generate(_ task: ClaimedTask, model: any ChatModel, events: CompletionEvents, output: ReplyOutput) async -> Ending {
+    private func generate(_ task: ClaimedTask, model: any ChatModel, events: CompletionEvents, output: ReplyOutput)
+        async -> Ending
+    {
         do {
             return .finished(try await model.reply(to: task, events: events, output: output))
         } catch let failure as ReplyFailure {
@@ -83,12 +91,15 @@ struct TaskExecutor: Sendable {
             return .failed(.unfinished)  // stopped: the stop reason, not this, decides the ending
         } catch {
             logger.error("model failed", metadata: ["task": .task(task.id), "error": "\(String(reflecting: error))"])
-            return .failed(ReplyFailure(error: .server("The model failed while generating this completion."), usage: nil))
+            return .failed(
+                ReplyFailure(error: .server("The model failed while generating this completion."), usage: nil))
         }
     }
 
     /// `opening`: the role chunk, when the model stopped before its first output and the stream has none yet.
-    private func stop(_ task: ClaimedTask, events: CompletionEvents, opening: [String], because reason: StopReason, usage: Usage) async {
+    private func stop(
+        _ task: ClaimedTask, events: CompletionEvents, opening: [String], because reason: StopReason, usage: Usage
+    ) async {
         switch reason {
         case .cancelled, .abandoned:
             let abandoned = reason == .abandoned
@@ -96,7 +107,8 @@ struct TaskExecutor: Sendable {
                 abandoned ? "task abandoned" : "task cancelled",
                 metadata: ["task": .task(task.id), "completion_tokens": "\(usage.completionTokens)"])
             await end(
-                task, abandoned ? .abandoned : .cancelled, events: opening + events.end(reason: FinishReason.cancelled.rawValue, usage: usage),
+                task, abandoned ? .abandoned : .cancelled,
+                events: opening + events.end(reason: FinishReason.cancelled.rawValue, usage: usage),
                 outcome: TaskOutcome(task: task.id, status: .cancelled, usage: usage))
         case .shutdown:
             do {
@@ -107,15 +119,19 @@ struct TaskExecutor: Sendable {
                     return
                 }
             } catch {
-                logger.warning("hand-back failed", metadata: ["task": .task(task.id), "error": "\(String(reflecting: error))"])
+                logger.warning(
+                    "hand-back failed", metadata: ["task": .task(task.id), "error": "\(String(reflecting: error))"])
             }
             let error = OpenAIError.workerShutdown
-            await end(task, .failed, events: opening + [events.error(error)], outcome: TaskOutcome(task: task.id, status: .failed, error: error))
+            await end(
+                task, .failed, events: opening + [events.error(error)],
+                outcome: TaskOutcome(task: task.id, status: .failed, error: error))
         }
     }
 
     /// Ends the task's stream and records its outcome (both committed on return), and counts it.
-    private func end(_ task: ClaimedTask, _ counted: TaskMetrics.Outcome, events: [String], outcome: TaskOutcome) async {
+    private func end(_ task: ClaimedTask, _ counted: TaskMetrics.Outcome, events: [String], outcome: TaskOutcome) async
+    {
         await writer.finish(task.id, events: events, outcome: outcome)
         metrics.ended(task, counted, usage: outcome.usage)
         logger.info("task ended", metadata: ["task": .task(task.id), "outcome": "\(counted.rawValue)"])

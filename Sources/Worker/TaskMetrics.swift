@@ -20,7 +20,8 @@ struct TaskMetrics: Sendable {
         Counter(label: MetricName.tasks.rawValue, dimensions: [("outcome", outcome.rawValue)]).increment()
         guard let usage else { return }
         let model = task.request.model
-        Counter(label: MetricName.tokens.rawValue, dimensions: [("model", model), ("kind", "prompt")]).increment(by: usage.promptTokens)
+        Counter(label: MetricName.tokens.rawValue, dimensions: [("model", model), ("kind", "prompt")]).increment(
+            by: usage.promptTokens)
         Counter(label: MetricName.tokens.rawValue, dimensions: [("model", model), ("kind", "completion")])
             .increment(by: usage.completionTokens)
     }

@@ -18,12 +18,16 @@ struct TaskRescuer: Service {
         await repeatEvery(min(lease / 2, .seconds(1))) {
             do {
                 let rescue = try await queue.rescueExpired(maxAttempts: maxAttempts)
-                Counter(label: MetricName.tasksRescued.rawValue, dimensions: [("result", "requeued")]).increment(by: rescue.requeued)
-                Counter(label: MetricName.tasksRescued.rawValue, dimensions: [("result", "failed")]).increment(by: rescue.failed)
+                Counter(label: MetricName.tasksRescued.rawValue, dimensions: [("result", "requeued")]).increment(
+                    by: rescue.requeued)
+                Counter(label: MetricName.tasksRescued.rawValue, dimensions: [("result", "failed")]).increment(
+                    by: rescue.failed)
                 if rescue.requeued + rescue.failed > 0 {
-                    logger.notice("rescued tasks with expired leases", metadata: [
-                        "requeued": "\(rescue.requeued)", "failed": "\(rescue.failed)",
-                    ])
+                    logger.notice(
+                        "rescued tasks with expired leases",
+                        metadata: [
+                            "requeued": "\(rescue.requeued)", "failed": "\(rescue.failed)",
+                        ])
                 }
             } catch {
                 logger.warning("rescue failed", metadata: ["error": "\(String(reflecting: error))"])

@@ -46,7 +46,8 @@ struct WorkerCommand: AsyncParsableCommand {
                     window: try settings.milliseconds(.flushWindowMilliseconds),
                     maxPendingEvents: max(1, try settings.int(.flushMaxEvents)), workerID: workerID),
                 log: log, logger: logger)
-            let tokenDelay = Duration.milliseconds(try settings.int(.demoTokenDelayMilliseconds, override: tokenDelayMs))
+            let tokenDelay = Duration.milliseconds(
+                try settings.int(.demoTokenDelayMilliseconds, override: tokenDelayMs))
             let queue = TaskQueue(client: client, timeout: database.timeout, logger: logger)
             let cancellations = TaskCancellations()
             let clock = DemoClock()
@@ -75,26 +76,33 @@ struct WorkerCommand: AsyncParsableCommand {
             let lease = try settings.seconds(.leaseSeconds)
             let dispatcher = TaskDispatcher(
                 configuration: .init(
-                    workerID: workerID, concurrency: max(1, try settings.int(.workerConcurrency, override: concurrency)),
+                    workerID: workerID,
+                    concurrency: max(1, try settings.int(.workerConcurrency, override: concurrency)),
                     pollInterval: try settings.milliseconds(.workerPollMilliseconds), lease: lease,
                     grace: try settings.seconds(.workerGraceSeconds)),
                 queue: queue, executor: executor, cancellations: cancellations, doorbell: doorbell, logger: logger)
             let leaseKeeper = LeaseKeeper(
                 queue: queue, cancellations: cancellations, workerID: workerID, lease: lease,
                 abandonAfter: try settings.seconds(.abandonSeconds), logger: logger)
-            let rescuer = TaskRescuer(queue: queue, lease: lease, maxAttempts: max(1, try settings.int(.maxAttempts)), logger: logger)
+            let rescuer = TaskRescuer(
+                queue: queue, lease: lease, maxAttempts: max(1, try settings.int(.maxAttempts)), logger: logger)
             let pruner = TaskPruner(queue: queue, retention: try settings.seconds(.retentionSeconds), logger: logger)
-            let sampler = QueueSampler(queue: queue, interval: try settings.milliseconds(.queueSampleMilliseconds), logger: logger)
+            let sampler = QueueSampler(
+                queue: queue, interval: try settings.milliseconds(.queueSampleMilliseconds), logger: logger)
             let operationsServer = HTTPService.make(
                 name: "handoff-worker", host: settings.string(.workerHost) ?? "127.0.0.1",
                 port: try settings.int(.workerPort, override: port), logger: logger, operations: operations)
             let probe = ReadinessProbe(
-                client: client, readiness: operations.readiness, deadline: try settings.milliseconds(.readyDeadlineMilliseconds), logger: logger)
+                client: client, readiness: operations.readiness,
+                deadline: try settings.milliseconds(.readyDeadlineMilliseconds), logger: logger)
             logger.info("worker started", metadata: ["worker": "\(workerID)"])
             // Shut down in reverse: readiness fails, stop claiming and finish tasks (their leases renewed meanwhile),
             // then drain the writer, then stop the demo model's clock, close the upstream clients and Postgres.
             try await ProcessRuntime.run(
-                [client, operationsServer, sampler, backends, clock, listener, pruner, rescuer, leaseKeeper, writer, dispatcher, probe],
+                [
+                    client, operationsServer, sampler, backends, clock, listener, pruner, rescuer, leaseKeeper, writer,
+                    dispatcher, probe,
+                ],
                 logger: logger)
         }
     }

@@ -9,9 +9,12 @@ struct SSEParserTests {
         for split in 0...stream.utf8.count {
             var parser = SSEParser()
             let bytes = Array(stream.utf8)
-            let events = parser.feed(ByteBuffer(bytes: bytes[..<split])) + parser.feed(ByteBuffer(bytes: bytes[split...]))
+            let events =
+                parser.feed(ByteBuffer(bytes: bytes[..<split])) + parser.feed(ByteBuffer(bytes: bytes[split...]))
             // The keepalive has no blank line after it, so it belongs to the next event's block (and is harmless).
-            #expect(events == [.init(id: "1", data: #"{"a":1}"#), .init(id: "2", data: "[DONE]", comments: [" ping"])], "split at \(split)")
+            #expect(
+                events == [.init(id: "1", data: #"{"a":1}"#), .init(id: "2", data: "[DONE]", comments: [" ping"])],
+                "split at \(split)")
             #expect(parser.comments == 1)
         }
     }

@@ -10,7 +10,8 @@ import Testing
 /// Stopping tasks early, against a real database: explicit cancel, abandonment, hand-back at shutdown, pruning.
 struct CancellationTests {
     func chunks(_ database: TestDatabase, _ task: UUID) async throws -> [String] {
-        try await StreamLog(client: database.client, logger: database.logger).read(task: task, after: .start).flatMap(\.events)
+        try await StreamLog(client: database.client, logger: database.logger).read(task: task, after: .start).flatMap(
+            \.events)
     }
 
     func decode(_ event: String) throws -> ChatCompletionChunk {
@@ -34,15 +35,22 @@ struct CancellationTests {
         try await TestDatabase.with { database in
             // 500 tokens at 20 ms: ten seconds of story unless the cancel stops it.
             let id = UUID()
-            try await queue(database).enqueue(id: id, request: ChatCompletionRequest(
-                model: "demo", messages: [ChatMessage(role: "user", content: "a long one")], maxTokens: 500, stream: true))
+            try await queue(database).enqueue(
+                id: id,
+                request: ChatCompletionRequest(
+                    model: "demo", messages: [ChatMessage(role: "user", content: "a long one")], maxTokens: 500,
+                    stream: true))
             let task = try #require(try await database.claimAll(worker: "w").first)
             let cancellations = TaskCancellations()
             let writer = database.writer(worker: "w")
-            let executor = database.executor(writer: writer, worker: "w", tokenDelay: .milliseconds(20), cancellations: cancellations)
+            let executor = database.executor(
+                writer: writer, worker: "w", tokenDelay: .milliseconds(20), cancellations: cancellations)
             let clock = ContinuousClock()
             let stoppedAfter = try await withThrowingTaskGroup(of: Duration?.self) { group in
-                group.addTask { try await writer.run(); return nil }
+                group.addTask {
+                    try await writer.run()
+                    return nil
+                }
                 defer { group.cancelAll() }
                 return try await withThrowingTaskGroup(of: Void.self, returning: Duration.self) { run in
                     run.addTask { await executor.run(task) }
@@ -58,7 +66,9 @@ struct CancellationTests {
             #expect(stoppedAfter < .seconds(3), "stopped soon after the cancel, not at the story's end")
             let events = try await chunks(database, id)
             let contents = try events.dropFirst().dropLast().map { try decode($0).choices.first?.delta.content }
-            #expect(contents.allSatisfy { $0 != nil } && (1...60).contains(contents.count), "\(contents.count) tokens before the cancel")
+            #expect(
+                contents.allSatisfy { $0 != nil } && (1...60).contains(contents.count),
+                "\(contents.count) tokens before the cancel")
             let finish = try decode(events.last!)
             #expect(finish.choices.first?.finishReason == "cancelled")
             #expect(try await queue(database).status(of: id) == .cancelled)
@@ -73,7 +83,9 @@ struct CancellationTests {
             let task = try #require(try await database.claimAll(worker: "w").first)
             #expect(task.cancelRequested)
             let writer = database.writer(worker: "w")
-            try await withWriter(writer) { await database.executor(writer: writer, worker: "w", tokenDelay: .seconds(60)).run(task) }
+            try await withWriter(writer) {
+                await database.executor(writer: writer, worker: "w", tokenDelay: .seconds(60)).run(task)
+            }
             let events = try await chunks(database, id)
             #expect(events.count == 1)
             #expect(try decode(events[0]).choices.first?.finishReason == "cancelled")
@@ -92,19 +104,27 @@ struct CancellationTests {
                     watched_at = CASE WHEN id = \(ids[0]) THEN now() END,
                     cancel_requested_at = CASE WHEN id = \(ids[1]) THEN now() END
                 """, timeout: .seconds(10), logger: database.logger)
-            let stop = try await queue.renewLeases(workerID: "w", running: ids, lease: .seconds(10), abandonAfter: .seconds(30))
+            let stop = try await queue.renewLeases(
+                workerID: "w", running: ids, lease: .seconds(10), abandonAfter: .seconds(30))
             #expect(Set(stop.map(\.id)) == [ids[1], ids[2]])
             #expect(stop.first { $0.id == ids[2] }?.abandoned == true, "the unwatched one is named abandoned")
             // The abandoned one stays marked: a later renewal with a longer grace still names it.
-            #expect(Set(try await queue.renewLeases(workerID: "w", running: ids, lease: .seconds(10), abandonAfter: .seconds(120)).map(\.id)) == [ids[1], ids[2]])
-            #expect(try await queue.renewLeases(workerID: "other", running: ids, lease: .seconds(10), abandonAfter: .zero).isEmpty, "only its own tasks")
+            #expect(
+                Set(
+                    try await queue.renewLeases(
+                        workerID: "w", running: ids, lease: .seconds(10), abandonAfter: .seconds(120)
+                    ).map(\.id)) == [ids[1], ids[2]])
+            #expect(
+                try await queue.renewLeases(workerID: "other", running: ids, lease: .seconds(10), abandonAfter: .zero)
+                    .isEmpty, "only its own tasks")
             // A background response is meant to run with nobody watching: never abandoned.
             try await database.client.perform(
                 """
                 UPDATE handoff_tasks SET response = \(ResponseSettings(model: "demo", background: true).stored)::jsonb,
                     cancel_requested_at = NULL WHERE id = \(ids[2])
                 """, timeout: .seconds(10), logger: database.logger)
-            let afterBackground = try await queue.renewLeases(workerID: "w", running: ids, lease: .seconds(10), abandonAfter: .zero)
+            let afterBackground = try await queue.renewLeases(
+                workerID: "w", running: ids, lease: .seconds(10), abandonAfter: .zero)
             #expect(afterBackground.map(\.id) == [ids[1]])
         }
     }
@@ -114,15 +134,20 @@ struct CancellationTests {
         try await TestDatabase.with { database in
             let ids = [UUID(), UUID()]
             for id in ids {
-                try await queue(database).enqueue(id: id, request: ChatCompletionRequest(
-                    model: "demo", messages: [ChatMessage(role: "user", content: "a long one")], maxTokens: 500, stream: true))
+                try await queue(database).enqueue(
+                    id: id,
+                    request: ChatCompletionRequest(
+                        model: "demo", messages: [ChatMessage(role: "user", content: "a long one")], maxTokens: 500,
+                        stream: true))
             }
             let tasks = try await database.claimAll(worker: "w")
             let cancellations = TaskCancellations()
             let writer = database.writer(worker: "w")
             // The first task gets its content committed; the second sleeps before its first token.
-            let fast = database.executor(writer: writer, worker: "w", tokenDelay: .milliseconds(10), cancellations: cancellations)
-            let slow = database.executor(writer: writer, worker: "w", tokenDelay: .seconds(60), cancellations: cancellations)
+            let fast = database.executor(
+                writer: writer, worker: "w", tokenDelay: .milliseconds(10), cancellations: cancellations)
+            let slow = database.executor(
+                writer: writer, worker: "w", tokenDelay: .seconds(60), cancellations: cancellations)
             try await withWriter(writer) {
                 try await withThrowingTaskGroup(of: Void.self) { run in
                     run.addTask { await fast.run(tasks.first { $0.id == ids[0] }!) }
@@ -155,7 +180,8 @@ struct CancellationTests {
                 ids.map { StreamBatch(task: $0, sequence: 1, events: ["x"], final: true) },
                 outcomes: ids.map { TaskOutcome(task: $0, status: .succeeded) }, workerID: "w")
             try await database.client.perform(
-                "UPDATE handoff_tasks SET finished_at = now() - interval '2 hours' WHERE id <> \(ids[2])", timeout: .seconds(10), logger: database.logger)
+                "UPDATE handoff_tasks SET finished_at = now() - interval '2 hours' WHERE id <> \(ids[2])",
+                timeout: .seconds(10), logger: database.logger)
             let queue = queue(database)
             #expect(try await queue.prune(retention: .seconds(3600)) == 2)
             #expect(try await queue.status(of: ids[0]) == nil)

@@ -10,7 +10,10 @@ import Testing
 struct EnqueueBatcherTests {
     func running<R: Sendable>(_ batcher: EnqueueBatcher, _ body: @Sendable () async throws -> R) async throws -> R {
         try await withThrowingTaskGroup(of: R?.self) { group in
-            group.addTask { try await batcher.run(); return nil }
+            group.addTask {
+                try await batcher.run()
+                return nil
+            }
             defer { group.cancelAll() }
             return try await body()
         }
@@ -20,26 +23,31 @@ struct EnqueueBatcherTests {
     let body = #"{"model":"demo","messages":[{"role":"user","content":"hi"}]}"#
 
     func submission(_ id: UUID) -> TaskSubmission {
-        TaskSubmission(id: id, request: request, body: body, caller: "", tokenCap: request.tokenLimit, reservationCeiling: 16)
+        TaskSubmission(
+            id: id, request: request, body: body, caller: "", tokenCap: request.tokenLimit, reservationCeiling: 16)
     }
 
     /// Two hundred requests at once on a pool of two connections: all committed, in a few statements.
     @Test func aBurstIsCommittedInFewStatements() async throws {
         try await TestDatabase.with(poolSize: 2) { database in
-            let batcher = EnqueueBatcher(queue: TaskQueue(client: database.client, logger: database.logger), logger: database.logger)
+            let batcher = EnqueueBatcher(
+                queue: TaskQueue(client: database.client, logger: database.logger), logger: database.logger)
             let ids = (0..<200).map { _ in UUID() }
             try await running(batcher) {
                 try await withThrowingTaskGroup(of: Void.self) { group in
-                    for id in ids { group.addTask {
+                    for id in ids {
+                        group.addTask {
                             let admission = try await batcher.enqueue(submission(id))
                             #expect(admission.verdict == .admitted)
-                        } }
+                        }
+                    }
                     try await group.waitForAll()
                 }
             }
             // now() is the transaction's start: rows committed by one statement share it.
             let rows = try await database.client.query(
-                "SELECT count(*), count(DISTINCT created_at) FROM handoff_tasks WHERE status = 'queued'", logger: database.logger)
+                "SELECT count(*), count(DISTINCT created_at) FROM handoff_tasks WHERE status = 'queued'",
+                logger: database.logger)
             for try await (tasks, transactions) in rows.decode((Int, Int).self) {
                 #expect(tasks == 200)
                 #expect(transactions <= 20, "\(transactions) transactions for 200 tasks")
@@ -51,7 +59,8 @@ struct EnqueueBatcherTests {
     @Test func oneRejectedTaskDoesNotFailItsBatch() async throws {
         try await TestDatabase.with(poolSize: 2) { database in
             let taken = try await database.enqueue(1)[0]
-            let batcher = EnqueueBatcher(queue: TaskQueue(client: database.client, logger: database.logger), logger: database.logger)
+            let batcher = EnqueueBatcher(
+                queue: TaskQueue(client: database.client, logger: database.logger), logger: database.logger)
             let ids = (0..<40).map { _ in UUID() } + [taken]
             let failed = try await running(batcher) {
                 await withTaskGroup(of: UUID?.self) { group in
@@ -69,10 +78,12 @@ struct EnqueueBatcherTests {
 
     /// Postgres that does not answer (here: nothing listens on the port) fails callers within the deadline.
     @Test func anUnreachableDatabaseFailsFast() async throws {
-        let settings = try DatabaseSettings(settings: Settings(environment: ["DATABASE_URL": "postgres://postgres@127.0.0.1:9/none"]))
+        let settings = try DatabaseSettings(
+            settings: Settings(environment: ["DATABASE_URL": "postgres://postgres@127.0.0.1:9/none"]))
         let client = PostgresClient(configuration: settings.clientConfiguration(applicationName: "unreachable"))
         let logger = Logger(label: "test")
-        let batcher = EnqueueBatcher(queue: TaskQueue(client: client, timeout: .milliseconds(300), logger: logger), logger: logger)
+        let batcher = EnqueueBatcher(
+            queue: TaskQueue(client: client, timeout: .milliseconds(300), logger: logger), logger: logger)
         let started = ContinuousClock.now
         await withTaskGroup(of: Void.self) { group in
             group.addTask { await client.run() }

@@ -38,17 +38,21 @@ struct LeaseRescueTests {
         try await TestDatabase.with { database in
             let task = try await database.runningTasks(1, worker: "dead")[0]
             let log = StreamLog(client: database.client, logger: database.logger)
-            try await log.append([StreamBatch(task: task, sequence: 3, events: ["a", "b", "c"], final: false)], outcomes: [], workerID: "dead")
+            try await log.append(
+                [StreamBatch(task: task, sequence: 3, events: ["a", "b", "c"], final: false)], outcomes: [],
+                workerID: "dead")
             try await expireLeases(database)
             #expect(try await rescue(database) == .init(requeued: 0, failed: 1))
             #expect(try await status(database, task) == .failed)
             let batches = try await log.read(task: task, after: StreamCursor(sequence: 3))
             #expect(batches.map(\.sequence) == [4])
             #expect(batches.last?.final == true)
-            let error = try JSONDecoder().decode(OpenAIError.self, from: Data(try #require(batches.last?.events.first).utf8))
+            let error = try JSONDecoder().decode(
+                OpenAIError.self, from: Data(try #require(batches.last?.events.first).utf8))
             #expect(error.code == "worker_lost")
             // The dead worker, should it wake up, can no longer write.
-            try await log.append([StreamBatch(task: task, sequence: 5, events: ["late"], final: false)], outcomes: [], workerID: "dead")
+            try await log.append(
+                [StreamBatch(task: task, sequence: 5, events: ["late"], final: false)], outcomes: [], workerID: "dead")
             #expect(try await log.heads(ofWatched: [task]).heads == [task: 4])
         }
     }
@@ -85,7 +89,8 @@ struct LeaseRescueTests {
             let tasks = try await database.runningTasks(3, worker: "alive")
             try await expireLeases(database)
             _ = try await TaskQueue(client: database.client, logger: database.logger)
-                .renewLeases(workerID: "alive", running: Array(tasks.prefix(2)), lease: .seconds(30), abandonAfter: .seconds(60))
+                .renewLeases(
+                    workerID: "alive", running: Array(tasks.prefix(2)), lease: .seconds(30), abandonAfter: .seconds(60))
             #expect(try await rescue(database) == .init(requeued: 1, failed: 0))
             #expect(try await status(database, tasks[2]) == .queued)
         }

@@ -12,7 +12,9 @@ struct LoadCapTests {
     static let body = #"{"model":"demo","messages":[{"role":"user","content":"hi"}]}"#
 
     func submission(_ key: APIKey?, tokenCap: Int? = 100) -> TaskSubmission {
-        TaskSubmission(id: UUID(), request: request, body: Self.body, caller: key?.digest ?? "", tokenCap: tokenCap, reservationCeiling: 1024)
+        TaskSubmission(
+            id: UUID(), request: request, body: Self.body, caller: key?.digest ?? "", tokenCap: tokenCap,
+            reservationCeiling: 1024)
     }
 
     /// 60 requests of one key at once over two replicas, alone and in batches, against a cap of 7: exactly 7 in; once
@@ -20,10 +22,14 @@ struct LoadCapTests {
     @Test func concurrentTasksOfAKeyNeverOvershootAcrossReplicas() async throws {
         try await TestDatabase.with(poolSize: 4) { database in
             let store = APIKeyStore(client: database.client, logger: database.logger)
-            let (_, key) = try await store.create(name: "seven", limits: RateLimits(), maxTokens: nil, maxConcurrentTasks: 7, expiresIn: nil)
+            let (_, key) = try await store.create(
+                name: "seven", limits: RateLimits(), maxTokens: nil, maxConcurrentTasks: 7, expiresIn: nil)
             let (_, other) = try await store.create(name: "other", limits: RateLimits(), maxTokens: nil, expiresIn: nil)
             let admissions = try await database.withSecondClient(applicationName: "replica-2") { second in
-                let replicas = [TaskQueue(client: database.client, logger: database.logger), TaskQueue(client: second, logger: database.logger)]
+                let replicas = [
+                    TaskQueue(client: database.client, logger: database.logger),
+                    TaskQueue(client: second, logger: database.logger),
+                ]
                 return try await withThrowingTaskGroup(of: [Admission].self) { group in
                     for index in 0..<30 {
                         let batch = (0...(index % 3 == 0 ? 2 : 0)).map { _ in submission(key) } + [submission(other)]
@@ -47,7 +53,10 @@ struct LoadCapTests {
                 WHERE id IN (SELECT t.id FROM handoff_tasks t JOIN handoff_api_keys k ON k.id = t.key_id WHERE k.name = 'seven' LIMIT 2)
                 """, timeout: .seconds(5), logger: database.logger)
             let queue = TaskQueue(client: database.client, logger: database.logger)
-            #expect(try await queue.enqueue((0..<4).map { _ in submission(key) }).map(\.verdict) == [.admitted, .admitted, .concurrency, .concurrency])
+            #expect(
+                try await queue.enqueue((0..<4).map { _ in submission(key) }).map(\.verdict) == [
+                    .admitted, .admitted, .concurrency, .concurrency,
+                ])
         }
     }
 
@@ -72,10 +81,14 @@ struct LoadCapTests {
             let admitted = verdicts.filter { $0 == .admitted }.count
             let overloaded = verdicts.filter { $0 == .overloaded }.count
             #expect(admitted == 25 && overloaded == 80 - 25)
-            #expect(try await database.client.perform("SELECT count(*) FROM handoff_tasks", timeout: .seconds(5), logger: database.logger)
+            #expect(
+                try await database.client.perform(
+                    "SELECT count(*) FROM handoff_tasks", timeout: .seconds(5), logger: database.logger
+                )
                 .decode(Int.self).reduce(0, +) == 25)
             // Running tasks do not count: claiming ten makes room for ten.
-            _ = try await TaskQueue(client: database.client, logger: database.logger).claim(workerID: "w", limit: 10, lease: .seconds(30))
+            _ = try await TaskQueue(client: database.client, logger: database.logger).claim(
+                workerID: "w", limit: 10, lease: .seconds(30))
             let queue = TaskQueue(client: database.client, maxQueued: 25, logger: database.logger)
             let more = try await queue.enqueue((0..<12).map { _ in submission(nil) }).map(\.verdict)
             #expect(more == Array(repeating: .admitted, count: 10) + [.overloaded, .overloaded])
@@ -87,8 +100,10 @@ struct LoadCapTests {
     @Test func theCapIsTheSmallestAndTravelsWithTheTask() async throws {
         try await TestDatabase.with { database in
             let store = APIKeyStore(client: database.client, logger: database.logger)
-            let (_, low) = try await store.create(name: "low", limits: RateLimits(tokensPerMinute: 100_000), maxTokens: 12, expiresIn: nil)
-            let (_, high) = try await store.create(name: "high", limits: RateLimits(tokensPerMinute: 100_000), maxTokens: 500, expiresIn: nil)
+            let (_, low) = try await store.create(
+                name: "low", limits: RateLimits(tokensPerMinute: 100_000), maxTokens: 12, expiresIn: nil)
+            let (_, high) = try await store.create(
+                name: "high", limits: RateLimits(tokensPerMinute: 100_000), maxTokens: 500, expiresIn: nil)
             let queue = TaskQueue(client: database.client, logger: database.logger)
             let submissions = [submission(low), submission(high), submission(nil), submission(nil, tokenCap: nil)]
             let admissions = try await queue.enqueue(submissions)

@@ -9,7 +9,9 @@ struct MigratorTests {
     @Test func concurrentFirstStartUpsApplyEachMigrationOnce() async throws {
         try await TestDatabase.with(migrated: false) { database in
             try await withThrowingTaskGroup(of: Void.self) { group in
-                for _ in 0..<4 { group.addTask { try await Migrator().migrate(database: database.settings, logger: database.logger) } }
+                for _ in 0..<4 {
+                    group.addTask { try await Migrator().migrate(database: database.settings, logger: database.logger) }
+                }
                 try await group.waitForAll()
             }
             let rows = try await database.client.query(
@@ -21,7 +23,9 @@ struct MigratorTests {
             // The schema is usable: a task goes in and comes back out.
             let id = UUID()
             let queue = TaskQueue(client: database.client, logger: database.logger)
-            try await queue.enqueue(id: id, request: ChatCompletionRequest(model: "demo", messages: [ChatMessage(role: "user", content: "x")]))
+            try await queue.enqueue(
+                id: id,
+                request: ChatCompletionRequest(model: "demo", messages: [ChatMessage(role: "user", content: "x")]))
             #expect(try await queue.status(of: id) == .queued)
         }
     }
@@ -29,7 +33,8 @@ struct MigratorTests {
     @Test func migratingAgainChangesNothing() async throws {
         try await TestDatabase.with { database in
             try await Migrator().migrate(database: database.settings, logger: database.logger)
-            let rows = try await database.client.query("SELECT count(*) FROM handoff_schema_migrations", logger: database.logger)
+            let rows = try await database.client.query(
+                "SELECT count(*) FROM handoff_schema_migrations", logger: database.logger)
             for try await count in rows.decode(Int.self) { #expect(count == Migrations.all.count) }
         }
     }

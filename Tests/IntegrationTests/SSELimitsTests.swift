@@ -17,10 +17,16 @@ struct SSELimitsTests {
 
     /// A raw connection: writes `bytes`, then reads until the server closes it (or `within` passes); returns what was
     /// read and whether the server closed it.
-    func exchange(port: Int, _ bytes: String, within: Duration = .seconds(8)) async throws -> (reply: String, closed: Bool) {
-        let channel = try await ClientBootstrap(group: .singletonMultiThreadedEventLoopGroup).connect(host: "127.0.0.1", port: port) {
+    func exchange(port: Int, _ bytes: String, within: Duration = .seconds(8)) async throws -> (
+        reply: String, closed: Bool
+    ) {
+        let channel = try await ClientBootstrap(group: .singletonMultiThreadedEventLoopGroup).connect(
+            host: "127.0.0.1", port: port
+        ) {
             channel in
-            channel.eventLoop.makeCompletedFuture { try NIOAsyncChannel<ByteBuffer, ByteBuffer>(wrappingChannelSynchronously: channel) }
+            channel.eventLoop.makeCompletedFuture {
+                try NIOAsyncChannel<ByteBuffer, ByteBuffer>(wrappingChannelSynchronously: channel)
+            }
         }
         return try await channel.executeThenClose { inbound, outbound in
             if !bytes.isEmpty { try await outbound.write(ByteBuffer(string: bytes)) }
@@ -48,7 +54,8 @@ struct SSELimitsTests {
             for _ in 0..<count { group.addTask { _ = try await server.get(server.path(task)) } }
             #expect(await eventually { server.notifier.subscriberCount == count })
             try await body()
-            try await server.log.append([StreamBatch(task: task, sequence: 1, events: ["a"], final: true)], outcomes: [], workerID: "w")
+            try await server.log.append(
+                [StreamBatch(task: task, sequence: 1, events: ["a"], final: true)], outcomes: [], workerID: "w")
             server.notifier.advance(task, to: 1)
             try await group.waitForAll()
         }
@@ -66,7 +73,8 @@ struct SSELimitsTests {
                 let silent = try await exchange(port: server.port, "")
                 #expect(silent.closed && silent.reply.isEmpty)
                 // A whole head in time is answered as always.
-                let whole = try await exchange(port: server.port, "GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+                let whole = try await exchange(
+                    port: server.port, "GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
                 #expect(whole.reply.hasPrefix("HTTP/1.1 200"))
             }
         }
@@ -78,7 +86,8 @@ struct SSELimitsTests {
             try await servers.withServer(database) { server in
                 // 80 KiB of a body that claims 1 MiB: past the bound, the answer comes without waiting for the rest (all
                 // that was sent is read, so the close is clean and the answer readable).
-                let request = "POST \(server.path(task)) HTTP/1.1\r\nHost: x\r\nContent-Length: \(1 << 20)\r\n\r\n"
+                let request =
+                    "POST \(server.path(task)) HTTP/1.1\r\nHost: x\r\nContent-Length: \(1 << 20)\r\n\r\n"
                     + String(repeating: "x", count: 80 * 1024)
                 let answer = try await exchange(port: server.port, request)
                 #expect(answer.reply.hasPrefix("HTTP/1.1 413"), "\(answer.reply.prefix(200))")
@@ -114,14 +123,20 @@ struct SSELimitsTests {
                     try await withThrowingTaskGroup(of: Void.self) { held in
                         held.addTask { _ = try await exchange(port: server.port, "", within: .seconds(3)) }
                         #expect(await eventually { server.connections.current >= 3 })
-                        let over = try await exchange(port: server.port, "GET \(server.path(task)) HTTP/1.1\r\nHost: x\r\n\r\n")
-                        #expect(over.reply.hasPrefix("HTTP/1.1 503") && over.reply.contains("Retry-After: 1"), "\(over.reply)")
+                        let over = try await exchange(
+                            port: server.port, "GET \(server.path(task)) HTTP/1.1\r\nHost: x\r\n\r\n")
+                        #expect(
+                            over.reply.hasPrefix("HTTP/1.1 503") && over.reply.contains("Retry-After: 1"),
+                            "\(over.reply)")
                         #expect(over.reply.contains("\"code\":\"overloaded\"") && over.closed)
                         held.cancelAll()
                     }
                 }
                 // Below the cap again, readiness no longer says full (the test replica has no probe: it says starting).
-                #expect(try await eventually { try await !server.get(OperationsRoute.readiness).body.contains("HANDOFF_SSE_MAX_CONNECTIONS") })
+                #expect(
+                    try await eventually {
+                        try await !server.get(OperationsRoute.readiness).body.contains("HANDOFF_SSE_MAX_CONNECTIONS")
+                    })
             }
         }
     }
@@ -134,13 +149,19 @@ struct SSELimitsTests {
             let store = APIKeyStore(client: database.client, logger: database.logger)
             let (keyID, _) = try await store.create(name: "gone", limits: RateLimits(), maxTokens: nil, expiresIn: nil)
             try await database.client.perform(
-                "UPDATE handoff_tasks SET key_id = \(keyID) WHERE id = \(task)", timeout: .seconds(5), logger: database.logger)
+                "UPDATE handoff_tasks SET key_id = \(keyID) WHERE id = \(task)", timeout: .seconds(5),
+                logger: database.logger)
             try await servers.withServer(database) { server in
-                try await server.log.append([StreamBatch(task: task, sequence: 1, events: ["a"], final: false)], outcomes: [], workerID: "w")
-                let body = try await HTTPExchange(host: "127.0.0.1", port: server.port).run(method: .GET, path: server.path(task)) { head, parts in
+                try await server.log.append(
+                    [StreamBatch(task: task, sequence: 1, events: ["a"], final: false)], outcomes: [], workerID: "w")
+                let body = try await HTTPExchange(host: "127.0.0.1", port: server.port).run(
+                    method: .GET, path: server.path(task)
+                ) { head, parts in
                     var body = ""
                     // Open and streaming: its first event is here.
-                    while !body.contains("data: a\n\n"), case .body(let buffer) = try await parts.next() { body += String(buffer: buffer) }
+                    while !body.contains("data: a\n\n"), case .body(let buffer) = try await parts.next() {
+                        body += String(buffer: buffer)
+                    }
                     #expect(try await store.revoke("gone") == 1)
                     await server.notifier.poll()
                     while case .body(let buffer) = try await parts.next() { body += String(buffer: buffer) }

@@ -24,7 +24,12 @@ struct StreamLogTests {
                     let final = sequence == total
                     try await log.append(
                         [StreamBatch(task: task, sequence: sequence, events: events, final: final)],
-                        outcomes: final ? [TaskOutcome(task: task, status: .succeeded, usage: Usage(promptTokens: 1, completionTokens: total))] : [],
+                        outcomes: final
+                            ? [
+                                TaskOutcome(
+                                    task: task, status: .succeeded,
+                                    usage: Usage(promptTokens: 1, completionTokens: total))
+                            ] : [],
                         workerID: "w")
                     size = size % 7 + 1
                 }
@@ -47,7 +52,8 @@ struct StreamLogTests {
             try await written
             #expect(ended)
             #expect(received == (1...total).map { "event \($0)" })
-            #expect(try await TaskQueue(client: database.client, logger: database.logger).status(of: task) == .succeeded)
+            #expect(
+                try await TaskQueue(client: database.client, logger: database.logger).status(of: task) == .succeeded)
         }
     }
 
@@ -59,7 +65,9 @@ struct StreamLogTests {
             let first = StreamBatch(task: task, sequence: 2, events: ["a", "b"], final: false)
             try await log.append([first], outcomes: [], workerID: "w")
             try await log.append([first], outcomes: [], workerID: "w")
-            try await log.append([StreamBatch(task: task, sequence: 4, events: ["a", "b", "c", "d"], final: true)], outcomes: [], workerID: "w")
+            try await log.append(
+                [StreamBatch(task: task, sequence: 4, events: ["a", "b", "c", "d"], final: true)], outcomes: [],
+                workerID: "w")
             var cursor = StreamCursor.start
             var received: [String] = []
             for batch in try await log.read(task: task, after: cursor) {
@@ -88,14 +96,21 @@ struct StreamLogTests {
             let tasks = try await database.runningTasks(3)
             let log = StreamLog(client: database.client, logger: database.logger)
             try await log.append(
-                [StreamBatch(task: tasks[0], sequence: 2, events: ["a", "b"], final: false),
-                 StreamBatch(task: tasks[1], sequence: 1, events: ["a"], final: false)],
+                [
+                    StreamBatch(task: tasks[0], sequence: 2, events: ["a", "b"], final: false),
+                    StreamBatch(task: tasks[1], sequence: 1, events: ["a"], final: false),
+                ],
                 outcomes: [], workerID: "w")
-            try await log.append([StreamBatch(task: tasks[0], sequence: 5, events: ["c", "d", "e"], final: false)], outcomes: [], workerID: "w")
+            try await log.append(
+                [StreamBatch(task: tasks[0], sequence: 5, events: ["c", "d", "e"], final: false)], outcomes: [],
+                workerID: "w")
             #expect(try await log.heads(ofWatched: tasks).heads == [tasks[0]: 5, tasks[1]: 1])
             let rows = try await database.client.query(
-                "SELECT count(*) FROM handoff_tasks WHERE watched_at > now() - interval '1 minute'", logger: database.logger)
-            for try await watched in rows.decode(Int.self) { #expect(watched == 3, "every watched task, streamed or not") }
+                "SELECT count(*) FROM handoff_tasks WHERE watched_at > now() - interval '1 minute'",
+                logger: database.logger)
+            for try await watched in rows.decode(Int.self) {
+                #expect(watched == 3, "every watched task, streamed or not")
+            }
         }
     }
 
@@ -106,7 +121,9 @@ struct StreamLogTests {
             let log = StreamLog(client: database.client, logger: database.logger)
             await #expect(throws: PSQLError.self) {
                 // Postgres text cannot hold NUL.
-                try await log.append([StreamBatch(task: task, sequence: 1, events: ["a\u{0}b"], final: false)], outcomes: [], workerID: "w")
+                try await log.append(
+                    [StreamBatch(task: task, sequence: 1, events: ["a\u{0}b"], final: false)], outcomes: [],
+                    workerID: "w")
             }
         }
     }
@@ -116,9 +133,13 @@ struct StreamLogTests {
         try await TestDatabase.with { database in
             let task = try await database.runningTasks(1, worker: "holder")[0]
             let log = StreamLog(client: database.client, logger: database.logger)
-            try await log.append([StreamBatch(task: task, sequence: 1, events: ["zombie"], final: false)], outcomes: [], workerID: "zombie")
+            try await log.append(
+                [StreamBatch(task: task, sequence: 1, events: ["zombie"], final: false)], outcomes: [],
+                workerID: "zombie")
             #expect(try await log.read(task: task, after: .start).isEmpty)
-            try await log.append([StreamBatch(task: task, sequence: 1, events: ["holder"], final: false)], outcomes: [], workerID: "holder")
+            try await log.append(
+                [StreamBatch(task: task, sequence: 1, events: ["holder"], final: false)], outcomes: [],
+                workerID: "holder")
             #expect(try await log.read(task: task, after: .start).flatMap(\.events) == ["holder"])
         }
     }
@@ -127,7 +148,8 @@ struct StreamLogTests {
         try await TestDatabase.with { database in
             let task = try await database.runningTasks(1)[0]
             let log = StreamLog(client: database.client, logger: database.logger)
-            try await log.append([StreamBatch(task: task, sequence: 2, events: ["a", "b"], final: true)], outcomes: [], workerID: "w")
+            try await log.append(
+                [StreamBatch(task: task, sequence: 2, events: ["a", "b"], final: true)], outcomes: [], workerID: "w")
             for cursor in [2, 99] {
                 let batches = try await log.read(task: task, after: StreamCursor(sequence: cursor))
                 #expect(batches.map(\.final) == [true])
@@ -144,14 +166,18 @@ struct StreamLogTests {
             let log = StreamLog(client: database.client, logger: database.logger)
             // 13 rows of about 3.6 kB: just under what one flush carries, each row near the most a payload packs.
             let small = tasks.prefix(13).enumerated().map { index, task in
-                StreamBatch(task: task, sequence: 1, events: [String(repeating: "s", count: 3_590 + index)], final: false)
+                StreamBatch(
+                    task: task, sequence: 1, events: [String(repeating: "s", count: 3_590 + index)], final: false)
             }
             // A thousand rows of every size, some too large to carry even alone.
             let big = tasks.dropFirst(13).enumerated().map { index, task in
-                StreamBatch(task: task, sequence: 1, events: ["é" + String(repeating: "b", count: index * 37 % 4_200)], final: false)
+                StreamBatch(
+                    task: task, sequence: 1, events: ["é" + String(repeating: "b", count: index * 37 % 4_200)],
+                    final: false)
             }
             let connection = try await PostgresConnection.connect(
-                configuration: database.settings.connectionConfiguration(applicationName: "payload-listener"), id: 1, logger: database.logger)
+                configuration: database.settings.connectionConfiguration(applicationName: "payload-listener"), id: 1,
+                logger: database.logger)
             let payloads = try await connection.listen(on: NotifyChannel.streamAppended) { notifications in
                 try await log.append(small, outcomes: [], workerID: "w")
                 try await log.append(big, outcomes: [], workerID: "w")
@@ -172,8 +198,9 @@ struct StreamLogTests {
             let announcements = payloads.map { StreamAppendPayload.decode($0) { _ in true } }
             let carried = announcements.flatMap(\.batches)
             #expect(carried.count == small.count, "the small flush whole")
-            #expect(Dictionary(uniqueKeysWithValues: carried.map { ($0.task, $0.events) })
-                == Dictionary(uniqueKeysWithValues: small.map { ($0.task, $0.events) }))
+            #expect(
+                Dictionary(uniqueKeysWithValues: carried.map { ($0.task, $0.events) })
+                    == Dictionary(uniqueKeysWithValues: small.map { ($0.task, $0.events) }))
             #expect(Set(announcements.flatMap(\.toFetch).map(\.task)) == Set(big.map(\.task)))
             #expect(announcements.flatMap(\.toFetch).count == big.count)
         }

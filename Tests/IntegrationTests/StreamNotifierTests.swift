@@ -21,7 +21,10 @@ struct StreamNotifierTests {
     /// Runs `notifier` for the duration of `body`.
     func running<R: Sendable>(_ notifier: StreamNotifier, _ body: @Sendable () async throws -> R) async throws -> R {
         try await withThrowingTaskGroup(of: R?.self) { group in
-            group.addTask { try await notifier.run(); return nil }
+            group.addTask {
+                try await notifier.run()
+                return nil
+            }
             defer { group.cancelAll() }
             return try await body()
         }
@@ -43,11 +46,13 @@ struct StreamNotifierTests {
     }
 
     /// The pid of the listener's backend once it is listening (and is not `previous`).
-    func listeningBackend(_ database: TestDatabase, _ name: String, replacing previous: Int? = nil) async throws -> Int {
+    func listeningBackend(_ database: TestDatabase, _ name: String, replacing previous: Int? = nil) async throws -> Int
+    {
         let deadline = ContinuousClock.now + .seconds(10)
         while ContinuousClock.now < deadline {
             let rows = try await database.client.query(
-                "SELECT pid FROM pg_stat_activity WHERE application_name = \(name) AND query LIKE 'LISTEN%'", logger: database.logger)
+                "SELECT pid FROM pg_stat_activity WHERE application_name = \(name) AND query LIKE 'LISTEN%'",
+                logger: database.logger)
             for try await pid in rows.decode(Int.self) where pid != previous { return pid }
             try await Task.sleep(for: .milliseconds(20))
         }
@@ -68,7 +73,8 @@ struct StreamNotifierTests {
 
     @Test func oneNotifierWakesAThousandWaitersOnDifferentTasks() async throws {
         try await TestDatabase.with { database in
-            try await withSubscribedNotifier(database, listener: "fanout-listener", tasks: 1000) { notifier, tasks, subscriptions in
+            try await withSubscribedNotifier(database, listener: "fanout-listener", tasks: 1000) {
+                notifier, tasks, subscriptions in
                 // Drain the wake-up every subscriber may get when the listener (re)connects.
                 try await Task.sleep(for: .milliseconds(200))
 
@@ -77,13 +83,16 @@ struct StreamNotifierTests {
                     try await withThrowingTaskGroup(of: Bool.self) { group in
                         for subscription in subscriptions {
                             group.addTask {
-                                for await _ in subscription.signals where notifier.head(of: subscription.task) == 1 { return true }
+                                for await _ in subscription.signals where notifier.head(of: subscription.task) == 1 {
+                                    return true
+                                }
                                 return false
                             }
                         }
                         // One group commit for all thousand tasks: several NOTIFY payloads, one transaction.
                         try await log.append(
-                            tasks.map { StreamBatch(task: $0, sequence: 1, events: ["x"], final: false) }, outcomes: [], workerID: "w")
+                            tasks.map { StreamBatch(task: $0, sequence: 1, events: ["x"], final: false) }, outcomes: [],
+                            workerID: "w")
                         return try await group.reduce(0) { $0 + ($1 ? 1 : 0) }
                     }
                 }
@@ -123,7 +132,8 @@ struct StreamNotifierTests {
                 try await database.client.perform(
                     "INSERT INTO handoff_stream (task_id, seq, event_count, events) VALUES (\(task), 1, 1, 'x')",
                     timeout: .seconds(10), logger: database.logger)
-                try await database.client.perform("SELECT pg_terminate_backend(\(first)::int)", timeout: .seconds(10), logger: database.logger)
+                try await database.client.perform(
+                    "SELECT pg_terminate_backend(\(first)::int)", timeout: .seconds(10), logger: database.logger)
                 let second = try await listeningBackend(database, "doomed-listener", replacing: first)
                 #expect(second != first)
                 // The timed poll is effectively off (10 minutes): the reconnect itself must look at the table.
@@ -149,10 +159,17 @@ struct StreamNotifierTests {
                 defer { notifier.unsubscribe(subscription) }
                 let log = StreamLog(client: database.client, logger: database.logger)
                 let large = String(repeating: "z", count: 9_000)
-                try await log.append([StreamBatch(task: task, sequence: 2, events: ["a", "b"], final: false)], outcomes: [], workerID: "w")
-                try await log.append([StreamBatch(task: task, sequence: 3, events: [large], final: false)], outcomes: [], workerID: "w")
-                try await log.append([StreamBatch(task: task, sequence: 4, events: ["c"], final: true)], outcomes: [], workerID: "w")
-                #expect(await eventually(timeout: .seconds(5)) { notifier.cachedBatches(of: task, after: .start)?.last?.sequence == 4 })
+                try await log.append(
+                    [StreamBatch(task: task, sequence: 2, events: ["a", "b"], final: false)], outcomes: [],
+                    workerID: "w")
+                try await log.append(
+                    [StreamBatch(task: task, sequence: 3, events: [large], final: false)], outcomes: [], workerID: "w")
+                try await log.append(
+                    [StreamBatch(task: task, sequence: 4, events: ["c"], final: true)], outcomes: [], workerID: "w")
+                #expect(
+                    await eventually(timeout: .seconds(5)) {
+                        notifier.cachedBatches(of: task, after: .start)?.last?.sequence == 4
+                    })
                 let cached = try #require(notifier.cachedBatches(of: task, after: .start))
                 #expect(cached.flatMap(\.events) == ["a", "b", large, "c"])
                 #expect(cached.map(\.final) == [false, false, true])
@@ -171,9 +188,12 @@ struct StreamNotifierTests {
                         task: task, sequence: 2,
                         events: ["é" + String(repeating: "x", count: index * 37 % 4_200), "\(index)"], final: false)
                 }
-                try await StreamLog(client: database.client, logger: database.logger).append(batches, outcomes: [], workerID: "w")
+                try await StreamLog(client: database.client, logger: database.logger).append(
+                    batches, outcomes: [], workerID: "w")
                 let all = await eventually(timeout: .seconds(10)) {
-                    zip(tasks, batches).allSatisfy { task, batch in notifier.cachedBatches(of: task, after: .start)?.flatMap(\.events) == batch.events }
+                    zip(tasks, batches).allSatisfy { task, batch in
+                        notifier.cachedBatches(of: task, after: .start)?.flatMap(\.events) == batch.events
+                    }
                 }
                 #expect(all)
             }
@@ -186,8 +206,12 @@ struct StreamNotifierTests {
         try await TestDatabase.with { database in
             try await withSubscribedNotifier(database, listener: "skipped-listener", tasks: 2) { notifier, tasks, _ in
                 let log = StreamLog(client: database.client, logger: database.logger)
-                try await log.append([StreamBatch(task: tasks[0], sequence: 1, events: ["stale"], final: false)], outcomes: [], workerID: "other")
-                try await log.append([StreamBatch(task: tasks[1], sequence: 1, events: ["live"], final: false)], outcomes: [], workerID: "w")
+                try await log.append(
+                    [StreamBatch(task: tasks[0], sequence: 1, events: ["stale"], final: false)], outcomes: [],
+                    workerID: "other")
+                try await log.append(
+                    [StreamBatch(task: tasks[1], sequence: 1, events: ["live"], final: false)], outcomes: [],
+                    workerID: "w")
                 // Announcements arrive in commit order: once the second is here, the first would have been.
                 #expect(await eventually(timeout: .seconds(5)) { notifier.head(of: tasks[1]) == 1 })
                 #expect(notifier.head(of: tasks[0]) == 0)
@@ -247,7 +271,8 @@ extension StreamNotifier {
     func subscribe(to task: UUID) -> TestSubscription {
         let (signals, continuation) = AsyncStream.makeStream(of: Void.self)
         let subscriber = TestSubscription.Subscriber(continuation)
-        return TestSubscription(id: subscribe(subscriber, to: task)!, task: task, signals: signals, subscriber: subscriber)
+        return TestSubscription(
+            id: subscribe(subscriber, to: task)!, task: task, signals: signals, subscriber: subscriber)
     }
 
     func unsubscribe(_ subscription: TestSubscription) {

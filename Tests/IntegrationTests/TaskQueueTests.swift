@@ -21,7 +21,9 @@ struct TaskQueueTests {
                             let queue = TaskQueue(client: client, logger: database.logger)
                             _ = try await client.query("SELECT 1", logger: database.logger)
                             connected.count.withLock { $0 += 1 }
-                            while connected.count.withLock({ $0 }) < workers.count { try await Task.sleep(for: .milliseconds(1)) }
+                            while connected.count.withLock({ $0 }) < workers.count {
+                                try await Task.sleep(for: .milliseconds(1))
+                            }
                             var mine: [UUID] = []
                             while true {
                                 let batch = try await queue.claim(workerID: worker, limit: 7, lease: .seconds(30))
@@ -55,7 +57,9 @@ struct TaskQueueTests {
                 .claim(workerID: "w", limit: 2, lease: .seconds(30))
             #expect(claimed.map(\.id) == Array(ids.prefix(2)))
             #expect(claimed[0].request.messages == [ChatMessage(role: "user", content: "order 0")])
-            #expect(claimed[0].completionID == "chatcmpl-" + ids[0].uuidString.lowercased().replacingOccurrences(of: "-", with: ""))
+            #expect(
+                claimed[0].completionID == "chatcmpl-"
+                    + ids[0].uuidString.lowercased().replacingOccurrences(of: "-", with: ""))
         }
     }
 
@@ -73,7 +77,10 @@ struct TaskQueueTests {
             let id = try await database.enqueue(1)[0]
             await #expect(throws: PSQLError.self) {
                 try await TaskQueue(client: database.client, logger: database.logger)
-                    .enqueue(id: id, request: ChatCompletionRequest(model: "demo", messages: [ChatMessage(role: "user", content: "again")]))
+                    .enqueue(
+                        id: id,
+                        request: ChatCompletionRequest(
+                            model: "demo", messages: [ChatMessage(role: "user", content: "again")]))
             }
         }
     }

@@ -28,9 +28,10 @@ struct TestDatabase: Sendable {
         let name = "handoff_test_\(UUID().uuidString.lowercased().replacingOccurrences(of: "-", with: "").prefix(16))"
         var components = URLComponents(string: adminURL)!
         components.path = "/\(name)"
-        var settings = try DatabaseSettings(settings: Settings(environment: [
-            "DATABASE_URL": components.string!, "HANDOFF_DB_POOL_SIZE": "\(poolSize)",
-        ]))
+        var settings = try DatabaseSettings(
+            settings: Settings(environment: [
+                "DATABASE_URL": components.string!, "HANDOFF_DB_POOL_SIZE": "\(poolSize)",
+            ]))
         settings.connectTimeout = admin.connectTimeout
         do {
             try await admin.run("CREATE DATABASE \(name)", logger: logger)
@@ -56,10 +57,15 @@ struct TestDatabase: Sendable {
     }
 
     /// Another client on the same database, as a second process would have.
-    func withSecondClient<R: Sendable>(applicationName: String, _ body: @Sendable (PostgresClient) async throws -> R) async throws -> R {
+    func withSecondClient<R: Sendable>(applicationName: String, _ body: @Sendable (PostgresClient) async throws -> R)
+        async throws -> R
+    {
         let other = PostgresClient(configuration: settings.clientConfiguration(applicationName: applicationName))
         return try await withThrowingTaskGroup(of: R?.self) { group in
-            group.addTask { await other.run(); return nil }
+            group.addTask {
+                await other.run()
+                return nil
+            }
             defer { group.cancelAll() }
             return try await body(other)
         }
@@ -70,8 +76,10 @@ struct TestDatabase: Sendable {
         var ids: [UUID] = []
         for index in 0..<count {
             let id = UUID()
-            try await queue.enqueue(id: id, request: ChatCompletionRequest(
-                model: "demo", messages: [ChatMessage(role: "user", content: "\(prompt) \(index)")], stream: true))
+            try await queue.enqueue(
+                id: id,
+                request: ChatCompletionRequest(
+                    model: "demo", messages: [ChatMessage(role: "user", content: "\(prompt) \(index)")], stream: true))
             ids.append(id)
         }
         return ids
@@ -92,7 +100,8 @@ struct TestDatabase: Sendable {
     /// The backend pids of connections whose application_name is `applicationName`.
     func backends(applicationName: String) async throws -> [Int] {
         let rows = try await client.query(
-            "SELECT pid FROM pg_stat_activity WHERE application_name = \(applicationName) AND datname = \(name)", logger: logger)
+            "SELECT pid FROM pg_stat_activity WHERE application_name = \(applicationName) AND datname = \(name)",
+            logger: logger)
         var pids: [Int] = []
         for try await pid in rows.decode(Int.self) { pids.append(pid) }
         return pids
@@ -123,7 +132,8 @@ extension DatabaseSettings {
 }
 
 /// Polls `condition` until it holds or `timeout` passes; returns whether it held.
-func eventually(timeout: Duration = .seconds(10), _ condition: @Sendable () async throws -> Bool) async rethrows -> Bool {
+func eventually(timeout: Duration = .seconds(10), _ condition: @Sendable () async throws -> Bool) async rethrows -> Bool
+{
     let deadline = ContinuousClock.now + timeout
     while ContinuousClock.now < deadline {
         if try await condition() { return true }

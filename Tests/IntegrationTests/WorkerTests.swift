@@ -7,7 +7,9 @@ import Testing
 @testable import Worker
 
 struct DemoModelTests {
-    func collect(_ request: ChatCompletionRequest, cap: Int? = nil) async throws -> (text: String, tokens: Int, finish: DemoDelta?) {
+    func collect(_ request: ChatCompletionRequest, cap: Int? = nil) async throws -> (
+        text: String, tokens: Int, finish: DemoDelta?
+    ) {
         var text = ""
         var tokens = 0
         var finish: DemoDelta?
@@ -24,7 +26,8 @@ struct DemoModelTests {
     }
 
     let seed = ChatCompletionRequest(
-        model: "demo", messages: [ChatMessage(role: "user", content: "Tell me a three sentence bedtime story about a unicorn.")])
+        model: "demo",
+        messages: [ChatMessage(role: "user", content: "Tell me a three sentence bedtime story about a unicorn.")])
 
     @Test func replyIsDeterministicAndDependsOnThePrompt() async throws {
         let first = try await collect(seed)
@@ -50,7 +53,8 @@ struct DemoModelTests {
 
     @Test func naturalEndIsStopWithRealCounts() async throws {
         let reply = try await collect(seed)
-        #expect(reply.finish == .finished(reason: .stop, usage: Usage(promptTokens: 10, completionTokens: reply.tokens)))
+        #expect(
+            reply.finish == .finished(reason: .stop, usage: Usage(promptTokens: 10, completionTokens: reply.tokens)))
         #expect(reply.tokens == reply.text.split(separator: " ").count)
     }
 
@@ -72,7 +76,10 @@ struct DemoModelTests {
         request.stop = StopSequences(stop)
         let reply = try await collect(request)
         #expect(reply.text == expected)
-        guard case .finished(let reason, let usage) = reply.finish else { Issue.record("no finish"); return }
+        guard case .finished(let reason, let usage) = reply.finish else {
+            Issue.record("no finish")
+            return
+        }
         #expect(reason == .stop)
         #expect(usage.completionTokens >= 1)
     }
@@ -104,7 +111,8 @@ struct ExecutionTests {
             #expect(claimed.count == 20)
             let log = StreamLog(client: database.client, logger: database.logger)
             let writer = StreamWriter(
-                configuration: .init(window: .milliseconds(10), maxPendingEvents: 256, workerID: "w1"), log: log, logger: database.logger)
+                configuration: .init(window: .milliseconds(10), maxPendingEvents: 256, workerID: "w1"), log: log,
+                logger: database.logger)
             let executor = database.executor(writer: writer, worker: "w1", tokenDelay: .milliseconds(1))
             try await withThrowingTaskGroup(of: Void.self) { group in
                 group.addTask { try await writer.run() }
@@ -139,12 +147,16 @@ struct ExecutionTests {
         try await TestDatabase.with { database in
             let queue = TaskQueue(client: database.client, logger: database.logger)
             let id = UUID()
-            try await queue.enqueue(id: id, request: ChatCompletionRequest(
-                model: "demo", messages: [ChatMessage(role: "user", content: "one two three")], maxTokens: 5,
-                stream: true, streamOptions: StreamOptions(includeUsage: true)))
+            try await queue.enqueue(
+                id: id,
+                request: ChatCompletionRequest(
+                    model: "demo", messages: [ChatMessage(role: "user", content: "one two three")], maxTokens: 5,
+                    stream: true, streamOptions: StreamOptions(includeUsage: true)))
             let task = try #require(try await database.claimAll(worker: "w").first)
             let log = StreamLog(client: database.client, logger: database.logger)
-            let writer = StreamWriter(configuration: .init(window: .milliseconds(5), maxPendingEvents: 64, workerID: "w"), log: log, logger: database.logger)
+            let writer = StreamWriter(
+                configuration: .init(window: .milliseconds(5), maxPendingEvents: 64, workerID: "w"), log: log,
+                logger: database.logger)
             let executor = database.executor(writer: writer, worker: "w")
             try await withThrowingTaskGroup(of: Void.self) { group in
                 group.addTask { try await writer.run() }
@@ -167,7 +179,9 @@ struct ExecutionTests {
             _ = try await database.enqueue(1)
             let task = try #require(try await database.claimAll(worker: "w").first)
             let log = StreamLog(client: database.client, logger: database.logger)
-            let writer = StreamWriter(configuration: .init(window: .milliseconds(5), maxPendingEvents: 64, workerID: "w"), log: log, logger: database.logger)
+            let writer = StreamWriter(
+                configuration: .init(window: .milliseconds(5), maxPendingEvents: 64, workerID: "w"), log: log,
+                logger: database.logger)
             let executor = database.executor(writer: writer, worker: "w", models: ModelRegistry([:]))
             try await withThrowingTaskGroup(of: Void.self) { group in
                 group.addTask { try await writer.run() }
@@ -179,7 +193,8 @@ struct ExecutionTests {
             #expect(batches.count == 1 && batches[0].final)
             let error = try JSONDecoder().decode(OpenAIError.self, from: Data(batches[0].events[0].utf8))
             #expect(error.code == "model_not_found")
-            #expect(try await TaskQueue(client: database.client, logger: database.logger).status(of: task.id) == .failed)
+            #expect(
+                try await TaskQueue(client: database.client, logger: database.logger).status(of: task.id) == .failed)
         }
     }
 }
@@ -191,7 +206,8 @@ extension TestDatabase {
     ) -> TaskExecutor {
         TaskExecutor(
             models: models ?? ModelRegistry(["demo": DemoModel(tokenDelay: tokenDelay)]), writer: writer,
-            queue: TaskQueue(client: client, logger: logger), cancellations: cancellations, workerID: worker, logger: logger)
+            queue: TaskQueue(client: client, logger: logger), cancellations: cancellations, workerID: worker,
+            logger: logger)
     }
 
     func writer(worker: String) -> StreamWriter {

@@ -19,8 +19,11 @@ struct APIKeyTests {
     @Test func onlyABearerKeyOfOurShapeIsRead() {
         let key = APIKey.generate().text
         #expect(APIKey(authorization: "bearer \(key)")?.text == key)
-        for header in [nil, "", key, "Basic \(key)", "Bearer", "Bearer sk-\(key.dropFirst(3))", "Bearer \(key)x", "Bearer \(key.dropLast())=",
-                       "Bearer \(key.dropLast())+"] {
+        for header in [
+            nil, "", key, "Basic \(key)", "Bearer", "Bearer sk-\(key.dropFirst(3))", "Bearer \(key)x",
+            "Bearer \(key.dropLast())=",
+            "Bearer \(key.dropLast())+",
+        ] {
             #expect(APIKey(authorization: header) == nil, "\(header ?? "nil")")
         }
     }
@@ -29,8 +32,13 @@ struct APIKeyTests {
         let off = Settings(environment: ["HANDOFF_AUTH": "off"])
         #expect(try AuthMode(settings: off, host: "127.0.0.1") == .off)
         #expect(throws: SettingsError.self) { try AuthMode(settings: off, host: "0.0.0.0") }
-        #expect(try AuthMode(settings: Settings(environment: ["HANDOFF_AUTH": "off", "HANDOFF_AUTH_OFF_ALLOW_NETWORK": "1"]), host: "0.0.0.0") == .off)
+        #expect(
+            try AuthMode(
+                settings: Settings(environment: ["HANDOFF_AUTH": "off", "HANDOFF_AUTH_OFF_ALLOW_NETWORK": "1"]),
+                host: "0.0.0.0") == .off)
         #expect(try AuthMode(settings: Settings(environment: [:]), host: "0.0.0.0") == .required)
-        #expect(throws: SettingsError.self) { try AuthMode(settings: Settings(environment: ["HANDOFF_AUTH": "maybe"]), host: "127.0.0.1") }
+        #expect(throws: SettingsError.self) {
+            try AuthMode(settings: Settings(environment: ["HANDOFF_AUTH": "maybe"]), host: "127.0.0.1")
+        }
     }
 }

@@ -19,12 +19,20 @@ struct HostileInputTests {
     /// The decoder keeps the first of two members, jsonb the last: a body naming one twice is refused, at any depth,
     /// however the second spells its name.
     @Test(arguments: [
-        (#"{"model":"demo","max_tokens":2,"messages":[{"role":"user","content":"x"}],"max_tokens":100000}"#, "max_tokens"),
+        (
+            #"{"model":"demo","max_tokens":2,"messages":[{"role":"user","content":"x"}],"max_tokens":100000}"#,
+            "max_tokens"
+        ),
         (#"{"model":"demo","messages":[{"role":"user","content":"x"}],"model":"other"}"#, "model"),
-        (#"{"model":"demo","max_tokens":2,"messages":[{"role":"user","content":"x"}],"max_\u0074okens":9}"#, "max_tokens"),
+        (
+            #"{"model":"demo","max_tokens":2,"messages":[{"role":"user","content":"x"}],"max_\u0074okens":9}"#,
+            "max_tokens"
+        ),
         (#"{"model":"demo","messages":[{"role":"user","content":"x","role":"system"}]}"#, "messages[0].role"),
-        (#"{"model":"demo","messages":[{"role":"user","content":"x"},{"role":"user","content":[{"type":"text","text":"a","text":"b"}]}]}"#,
-         "messages[1].content[0].text"),
+        (
+            #"{"model":"demo","messages":[{"role":"user","content":"x"},{"role":"user","content":[{"type":"text","text":"a","text":"b"}]}]}"#,
+            "messages[1].content[0].text"
+        ),
         (#"{"model":"demo","messages":[{"role":"user","content":"x"}],"x":{"a":{"\ud83d\ude00":1,"😀":2}}}"#, "x.a.😀"),
     ])
     func duplicateKeysAreRefusedNamingTheKey(body: String, path: String) {
@@ -35,7 +43,8 @@ struct HostileInputTests {
     }
 
     @Test func theSameKeyInDifferentObjectsOrInsideStringsIsNoDuplicate() throws {
-        let body = #"{"model":"demo","messages":[{"role":"user","content":"\"role\":\"x\",\"role\""},{"role":"assistant","content":"y"}],"#
+        let body =
+            #"{"model":"demo","messages":[{"role":"user","content":"\"role\":\"x\",\"role\""},{"role":"assistant","content":"y"}],"#
             + #""stop":["a"],"metadata":{"model":1,"stop":{"model":2}}}"#
         #expect(JSONDuplicateKeys.first(in: Data(body.utf8)) == nil)
         #expect(try validation.decode(Data(body.utf8)).messages.count == 2)
@@ -58,7 +67,8 @@ struct HostileInputTests {
         #expect(validation.tokenCap(of: open) == 100)
         let small = try validation.decode(Data(#"{"model":"small","messages":[{"role":"user","content":"x"}]}"#.utf8))
         #expect(validation.tokenCap(of: small) == 10)
-        let asked = try validation.decode(Data(#"{"model":"small","max_tokens":4,"messages":[{"role":"user","content":"x"}]}"#.utf8))
+        let asked = try validation.decode(
+            Data(#"{"model":"small","max_tokens":4,"messages":[{"role":"user","content":"x"}]}"#.utf8))
         #expect(validation.tokenCap(of: asked) == 4)
         let over = rejection(#"{"model":"small","max_tokens":11,"messages":[{"role":"user","content":"x"}]}"#)
         #expect(over?.param == "max_tokens" && over?.message.contains("between 1 and 10") == true)
@@ -79,7 +89,8 @@ struct HostileInputTests {
     }
 
     @Test func aCatalogueModelMayCapItsReplies() throws {
-        let json = #"{"models":[{"name":"small","backend":"demo","max_tokens":10},{"name":"x","backend":"openai","#
+        let json =
+            #"{"models":[{"name":"small","backend":"demo","max_tokens":10},{"name":"x","backend":"openai","#
             + #""upstreams":[{"base_url":"http://127.0.0.1:1/v1","model":"m","max_line_bytes":512,"max_reply_bytes":4096}]}]}"#
         let catalogue = try ModelCatalogue(json: Data(json.utf8))
         #expect(catalogue.model(named: "small")?.maxTokens == 10)
@@ -100,9 +111,13 @@ struct HostileInputTests {
         let responses = StreamToken(taskID: task, expiresAt: expiry, kind: .responses).encoded(secret: secret)
         let id = task.uuidString.lowercased()
         func parse(_ uri: String, lastEventID: String? = nil) throws(OpenAIError) -> StreamRequest {
-            try StreamRequest(method: "GET", uri: uri, header: { $0 == StreamRoute.lastEventIDHeader ? lastEventID : nil }, secret: secret)
+            try StreamRequest(
+                method: "GET", uri: uri, header: { $0 == StreamRoute.lastEventIDHeader ? lastEventID : nil },
+                secret: secret)
         }
-        #expect(try parse("/sse/chat/completions/\(id)?token=\(chat)", lastEventID: "7") == .stream(task: task, start: StreamCursor(sequence: 7)))
+        #expect(
+            try parse("/sse/chat/completions/\(id)?token=\(chat)", lastEventID: "7")
+                == .stream(task: task, start: StreamCursor(sequence: 7)))
         for (uri, lastEventID, status) in [
             ("/sse/chat/completions/\(id)?token=\(chat)", "3000000000", 400),
             ("/sse/chat/completions/\(id)?token=\(chat)&last_event_id=3000000000", nil, 400),
@@ -117,7 +132,8 @@ struct HostileInputTests {
                 #expect(error.status == status, "\(uri)")
             }
         }
-        #expect(try parse("/sse/responses/\(id)?token=\(responses)&stream=true&starting_after=4")
-            == .responses(task: task, streaming: true, startingAfter: 4))
+        #expect(
+            try parse("/sse/responses/\(id)?token=\(responses)&stream=true&starting_after=4")
+                == .responses(task: task, streaming: true, startingAfter: 4))
     }
 }

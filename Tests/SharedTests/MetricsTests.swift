@@ -7,9 +7,12 @@ import Testing
     /// described as `MetricName` describes it.
     @Test(arguments: MetricName.allCases)
     func everyMetricIsDocumented(metric: MetricName) throws {
-        let readme = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("../../docs/operations.md")
+        let readme = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent(
+            "../../docs/operations.md")
         let text = try String(contentsOf: readme, encoding: .utf8)
-        let row = try #require(text.split(separator: "\n").first { $0.hasPrefix("| `\(metric.rawValue)`") }, "docs/operations.md lacks \(metric.rawValue)")
+        let row = try #require(
+            text.split(separator: "\n").first { $0.hasPrefix("| `\(metric.rawValue)`") },
+            "docs/operations.md lacks \(metric.rawValue)")
         #expect(row.hasSuffix("| \(metric.summary) |"))
     }
 

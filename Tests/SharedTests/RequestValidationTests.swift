@@ -23,14 +23,19 @@ struct RequestValidationTests {
             #"{"model":"demo","stream":true,"stream_options":{"include_usage":true},"temperature":0.2,"#
                 + #""messages":[{"role":"system","content":"Be brief."},{"role":"user","content":"Hi","name":"ann"}]}"#)
         #expect(request.model == "demo")
-        #expect(request.messages == [ChatMessage(role: "system", content: "Be brief."), ChatMessage(role: "user", content: "Hi", name: "ann")])
+        #expect(
+            request.messages == [
+                ChatMessage(role: "system", content: "Be brief."),
+                ChatMessage(role: "user", content: "Hi", name: "ann"),
+            ])
         #expect(request.stream == true)
         #expect(request.includeUsage)
         #expect(request.tokenLimit == nil)
     }
 
     @Test func maxCompletionTokensSupersedesMaxTokens() throws {
-        let request = try decode(#"{"model":"demo","max_tokens":50,"max_completion_tokens":7,"messages":[{"role":"user","content":"x"}]}"#)
+        let request = try decode(
+            #"{"model":"demo","max_tokens":50,"max_completion_tokens":7,"messages":[{"role":"user","content":"x"}]}"#)
         #expect(request.tokenLimit == 7)
     }
 
@@ -49,10 +54,19 @@ struct RequestValidationTests {
         (#"{"model":"demo","max_tokens":0,"messages":[{"role":"user","content":"x"}]}"#, "max_tokens", 400),
         (#"{"model":"demo","max_tokens":101,"messages":[{"role":"user","content":"x"}]}"#, "max_tokens", 400),
         (#"{"model":"demo","max_tokens":"ten","messages":[{"role":"user","content":"x"}]}"#, "max_tokens", 400),
-        (#"{"model":"demo","max_completion_tokens":-1,"messages":[{"role":"user","content":"x"}]}"#, "max_completion_tokens", 400),
+        (
+            #"{"model":"demo","max_completion_tokens":-1,"messages":[{"role":"user","content":"x"}]}"#,
+            "max_completion_tokens", 400
+        ),
         (#"{"model":"demo","stream":"yes","messages":[{"role":"user","content":"x"}]}"#, "stream", 400),
-        (#"{"model":"demo","stream_options":{"include_usage":true},"messages":[{"role":"user","content":"x"}]}"#, "stream_options", 400),
-        (#"{"model":"demo","stream":true,"stream_options":{"include_usage":1},"messages":[{"role":"user","content":"x"}]}"#, "stream_options.include_usage", 400),
+        (
+            #"{"model":"demo","stream_options":{"include_usage":true},"messages":[{"role":"user","content":"x"}]}"#,
+            "stream_options", 400
+        ),
+        (
+            #"{"model":"demo","stream":true,"stream_options":{"include_usage":1},"messages":[{"role":"user","content":"x"}]}"#,
+            "stream_options.include_usage", 400
+        ),
         (#"{"model":"gpt-9","messages":[{"role":"user","content":"x"}]}"#, "model", 404),
     ])
     func rejectsAndNamesTheField(json: String, param: String, status: Int) throws {
@@ -76,14 +90,18 @@ struct RequestValidationTests {
     @Test func contentMayBeTextPartsOrNullForAnAssistantTurn() throws {
         let request = try decode(
             #"{"model":"demo","messages":[{"role":"developer","content":[{"type":"text","text":"Be "},{"type":"text","text":"brief."}]},"#
-                + #"{"role":"assistant","content":null},{"role":"tool","content":"42"}],"stop":"END","seed":7,"user":"u","n":1}"#)
+                + #"{"role":"assistant","content":null},{"role":"tool","content":"42"}],"stop":"END","seed":7,"user":"u","n":1}"#
+        )
         #expect(request.messages.map(\.content) == ["Be brief.", "", "42"])
         #expect(request.stop == StopSequences(["END"]))
         #expect(request.includeUsage, "a non-streaming request always gets usage: its answer reports it")
     }
 
     @Test(arguments: [
-        (#"{"model":"demo","messages":[{"role":"user","content":[{"type":"image_url","image_url":{"url":"x"}}]}]}"#, "messages[0].content[0].type"),
+        (
+            #"{"model":"demo","messages":[{"role":"user","content":[{"type":"image_url","image_url":{"url":"x"}}]}]}"#,
+            "messages[0].content[0].type"
+        ),
         (#"{"model":"demo","messages":[{"role":"user","content":null}]}"#, "messages[0].content"),
         (#"{"model":"demo","messages":[{"role":"user","content":{"text":"hi"}}]}"#, "messages[0].content"),
         (#"{"model":"demo","n":3,"messages":[{"role":"user","content":"hi"}]}"#, "n"),

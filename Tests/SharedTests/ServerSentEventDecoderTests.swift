@@ -16,7 +16,9 @@ struct ServerSentEventDecoderTests {
     }
 
     @Test func lineEndsOfEveryKind() throws {
-        let expected = [Event(type: "message", data: "a", lastEventID: ""), Event(type: "message", data: "b", lastEventID: "")]
+        let expected = [
+            Event(type: "message", data: "a", lastEventID: ""), Event(type: "message", data: "b", lastEventID: ""),
+        ]
         #expect(try decode("data: a\n\ndata: b\n\n") == expected)
         #expect(try decode("data: a\r\n\r\ndata: b\r\n\r\n") == expected)
         #expect(try decode("data: a\r\rdata: b\r\r") == expected)
@@ -27,9 +29,10 @@ struct ServerSentEventDecoderTests {
         let text = ": comment\nevent: delta\nid: 7\ndata: one\ndata:two\ndata\nretry: 10\nunknown: x\n\n"
         #expect(try decode(text) == [Event(type: "delta", data: "one\ntwo\n", lastEventID: "7")])
         // The type resets after each event, the last event id does not; an id with NUL is ignored.
-        #expect(try decode("event: x\nid: 1\ndata: a\n\nid: 2\u{0}\ndata: b\n\n") == [
-            Event(type: "x", data: "a", lastEventID: "1"), Event(type: "message", data: "b", lastEventID: "1"),
-        ])
+        #expect(
+            try decode("event: x\nid: 1\ndata: a\n\nid: 2\u{0}\ndata: b\n\n") == [
+                Event(type: "x", data: "a", lastEventID: "1"), Event(type: "message", data: "b", lastEventID: "1"),
+            ])
     }
 
     @Test func blocksWithoutDataAndUnfinishedEventsDispatchNothing() throws {
@@ -39,7 +42,10 @@ struct ServerSentEventDecoderTests {
     }
 
     @Test func aLeadingBOMIsDroppedOnlyAtTheStart() throws {
-        #expect(try decode([[0xEF], [0xBB, 0xBF], Array("data: x\n\n".utf8)]) == [Event(type: "message", data: "x", lastEventID: "")])
+        #expect(
+            try decode([[0xEF], [0xBB, 0xBF], Array("data: x\n\n".utf8)]) == [
+                Event(type: "message", data: "x", lastEventID: "")
+            ])
         // Not a whole BOM: the bytes are text (here they make the field name unknown, so nothing is dispatched).
         #expect(try decode([[0xEF, 0xBB], Array("data: x\n\n".utf8)]).isEmpty)
         #expect(try decode("data: \u{FEFF}x\n\n") == [Event(type: "message", data: "\u{FEFF}x", lastEventID: "")])
@@ -56,7 +62,8 @@ struct ServerSentEventDecoderTests {
             var lastID = ""
             for index in 0..<Int.random(in: 1...12, using: &random) {
                 let end = endings.randomElement(using: &random)!
-                let data = ["é🦄 \(index)", "{\"a\":\"\\n\"}", "", "x:y", String(repeating: "ü", count: index)].randomElement(using: &random)!
+                let data = ["é🦄 \(index)", "{\"a\":\"\\n\"}", "", "x:y", String(repeating: "ü", count: index)]
+                    .randomElement(using: &random)!
                 if Bool.random(using: &random) { text += ": keep-alive" + end }
                 if Bool.random(using: &random) {
                     lastID = "id-\(index)"

@@ -8,13 +8,15 @@ struct StreamSecretTests {
     }
 
     func sign(_ secret: StreamSecret) -> String {
-        StreamToken(taskID: UUID(uuidString: "00000000-0000-0000-0000-000000000001")!, expiresAt: 1).encoded(secret: secret)
+        StreamToken(taskID: UUID(uuidString: "00000000-0000-0000-0000-000000000001")!, expiresAt: 1).encoded(
+            secret: secret)
     }
 
     @Test func environmentSecretWins() throws {
-        let secret = try StreamSecret.load(settings: Settings(environment: [
-            "HANDOFF_SECRET": String(repeating: "s", count: 40), "HANDOFF_SECRET_FILE": "/nonexistent/dir/secret",
-        ]))
+        let secret = try StreamSecret.load(
+            settings: Settings(environment: [
+                "HANDOFF_SECRET": String(repeating: "s", count: 40), "HANDOFF_SECRET_FILE": "/nonexistent/dir/secret",
+            ]))
         #expect(sign(secret) == sign(StreamSecret(bytes: Array(String(repeating: "s", count: 40).utf8))))
     }
 

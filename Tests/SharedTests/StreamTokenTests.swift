@@ -15,18 +15,24 @@ struct StreamTokenTests {
 
     @Test func expiredTokenIsRejected() {
         let text = StreamToken(taskID: task, expiresAt: now).encoded(secret: secret)
-        #expect(throws: StreamTokenError.expired) { try StreamToken.verify(text, taskID: task, secret: secret, now: now) }
+        #expect(throws: StreamTokenError.expired) {
+            try StreamToken.verify(text, taskID: task, secret: secret, now: now)
+        }
     }
 
     @Test func tokenOfAnotherTaskIsForged() {
         let text = StreamToken(taskID: UUID(), expiresAt: now + 60).encoded(secret: secret)
-        #expect(throws: StreamTokenError.forged) { try StreamToken.verify(text, taskID: task, secret: secret, now: now) }
+        #expect(throws: StreamTokenError.forged) {
+            try StreamToken.verify(text, taskID: task, secret: secret, now: now)
+        }
     }
 
     @Test func tokenSignedWithAnotherSecretIsForged() {
         let other = StreamSecret(bytes: Array("fedcba9876543210fedcba9876543210".utf8))
         let text = StreamToken(taskID: task, expiresAt: now + 60).encoded(secret: other)
-        #expect(throws: StreamTokenError.forged) { try StreamToken.verify(text, taskID: task, secret: secret, now: now) }
+        #expect(throws: StreamTokenError.forged) {
+            try StreamToken.verify(text, taskID: task, secret: secret, now: now)
+        }
     }
 
     @Test func extendingTheExpiryBreaksTheSignature() {
@@ -44,18 +50,24 @@ struct StreamTokenTests {
         for index in text.indices where index > signatureStart {
             var flipped = text
             flipped.replaceSubrange(index...index, with: text[index] == "A" ? "B" : "A")
-            #expect(throws: StreamTokenError.forged) { try StreamToken.verify(flipped, taskID: task, secret: secret, now: now) }
+            #expect(throws: StreamTokenError.forged) {
+                try StreamToken.verify(flipped, taskID: task, secret: secret, now: now)
+            }
         }
     }
 
     @Test(arguments: [nil, ""])
     func absentTokenIsMissing(text: String?) {
-        #expect(throws: StreamTokenError.missing) { try StreamToken.verify(text, taskID: task, secret: secret, now: now) }
+        #expect(throws: StreamTokenError.missing) {
+            try StreamToken.verify(text, taskID: task, secret: secret, now: now)
+        }
     }
 
     @Test(arguments: ["abc", "123", "123.", "x.abc", "1.2.3", "123.@@@"])
     func garbageIsMalformed(text: String) {
-        #expect(throws: StreamTokenError.malformed) { try StreamToken.verify(text, taskID: task, secret: secret, now: now) }
+        #expect(throws: StreamTokenError.malformed) {
+            try StreamToken.verify(text, taskID: task, secret: secret, now: now)
+        }
     }
 
     @Test func tokenIsURLSafe() {
@@ -67,8 +79,10 @@ struct StreamTokenTests {
     /// is refused even with a valid token; one naming no key (a browser's EventSource) is let in.
     @Test func anOwnedTokenAdmitsItsOwnerAndNoOtherKey() throws {
         let owner = APIKey.generate()
-        let text = StreamToken(taskID: task, expiresAt: now + 60, owner: StreamToken.ownerTag(keyDigest: owner.digest, secret: secret))
-            .encoded(secret: secret)
+        let text = StreamToken(
+            taskID: task, expiresAt: now + 60, owner: StreamToken.ownerTag(keyDigest: owner.digest, secret: secret)
+        )
+        .encoded(secret: secret)
         #expect(text.split(separator: ".").count == 3 && !text.contains(owner.digest) && !text.contains(owner.text))
         #expect(try StreamToken.verify(text, taskID: task, secret: secret, now: now).owner != nil)
         try StreamToken.authorize(text, taskID: task, authorization: "Bearer \(owner.text)", secret: secret)
@@ -80,8 +94,11 @@ struct StreamTokenTests {
         }
         // The owner is under the MAC: another key's tag in the same token is a forgery.
         let parts = text.split(separator: ".")
-        let swapped = "\(parts[0]).\(StreamToken.ownerTag(keyDigest: APIKey.generate().digest, secret: secret)).\(parts[2])"
-        #expect(throws: StreamTokenError.forged) { try StreamToken.verify(swapped, taskID: task, secret: secret, now: now) }
+        let swapped =
+            "\(parts[0]).\(StreamToken.ownerTag(keyDigest: APIKey.generate().digest, secret: secret)).\(parts[2])"
+        #expect(throws: StreamTokenError.forged) {
+            try StreamToken.verify(swapped, taskID: task, secret: secret, now: now)
+        }
         // A keyless task's token ignores the header: the task has no owner to check it against.
         let keyless = StreamToken(taskID: task, expiresAt: now + 60).encoded(secret: secret)
         try StreamToken.authorize(keyless, taskID: task, authorization: "Bearer \(owner.text)", secret: secret)
@@ -97,10 +114,17 @@ struct StreamTokenKindTests {
     @Test(arguments: [nil, "owner-tag"])
     func aTokenOpensOnlyItsOwnKind(owner: String?) throws {
         let chat = StreamToken(taskID: task, expiresAt: now + 60, owner: owner, kind: .chat).encoded(secret: secret)
-        let responses = StreamToken(taskID: task, expiresAt: now + 60, owner: owner, kind: .responses).encoded(secret: secret)
+        let responses = StreamToken(taskID: task, expiresAt: now + 60, owner: owner, kind: .responses).encoded(
+            secret: secret)
         #expect(try StreamToken.verify(chat, taskID: task, kind: .chat, secret: secret, now: now).kind == .chat)
-        #expect(try StreamToken.verify(responses, taskID: task, kind: .responses, secret: secret, now: now).kind == .responses)
-        #expect(throws: StreamTokenError.forged) { try StreamToken.verify(chat, taskID: task, kind: .responses, secret: secret, now: now) }
-        #expect(throws: StreamTokenError.forged) { try StreamToken.verify(responses, taskID: task, kind: .chat, secret: secret, now: now) }
+        #expect(
+            try StreamToken.verify(responses, taskID: task, kind: .responses, secret: secret, now: now).kind
+                == .responses)
+        #expect(throws: StreamTokenError.forged) {
+            try StreamToken.verify(chat, taskID: task, kind: .responses, secret: secret, now: now)
+        }
+        #expect(throws: StreamTokenError.forged) {
+            try StreamToken.verify(responses, taskID: task, kind: .chat, secret: secret, now: now)
+        }
     }
 }

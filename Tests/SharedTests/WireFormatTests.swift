@@ -4,7 +4,8 @@ import Testing
 
 struct ServerSentEventsTests {
     @Test func eventCarriesItsCursorAndOneDataLine() {
-        #expect(ServerSentEvents.event(id: StreamCursor(sequence: 42), data: #"{"a":1}"#) == "id: 42\ndata: {\"a\":1}\n\n")
+        #expect(
+            ServerSentEvents.event(id: StreamCursor(sequence: 42), data: #"{"a":1}"#) == "id: 42\ndata: {\"a\":1}\n\n")
     }
 
     @Test func keepaliveIsALoneCommentLineWithoutBlankLine() {
@@ -32,29 +33,42 @@ struct ChunkJSONTests {
 
     @Test func contentChunkMatchesOpenAIByteForByte() {
         let chunk = ChatCompletionChunk(
-            id: "chatcmpl-1", created: created, model: "demo", choices: [.init(delta: .init(content: " be"))], usage: .null)
-        #expect(chunk.json.text == #"{"id":"chatcmpl-1","object":"chat.completion.chunk","created":1758102619,"model":"demo","#
-            + #""system_fingerprint":null,"choices":[{"index":0,"delta":{"content":" be"},"logprobs":null,"finish_reason":null}],"usage":null}"#)
+            id: "chatcmpl-1", created: created, model: "demo", choices: [.init(delta: .init(content: " be"))],
+            usage: .null)
+        #expect(
+            chunk.json.text
+                == #"{"id":"chatcmpl-1","object":"chat.completion.chunk","created":1758102619,"model":"demo","#
+                + #""system_fingerprint":null,"choices":[{"index":0,"delta":{"content":" be"},"logprobs":null,"finish_reason":null}],"usage":null}"#
+        )
     }
 
     @Test func roleChunkListsRoleBeforeContent() {
-        let chunk = ChatCompletionChunk(id: "c", created: 1, model: "m", choices: [.init(delta: .init(role: "assistant", content: ""))])
+        let chunk = ChatCompletionChunk(
+            id: "c", created: 1, model: "m", choices: [.init(delta: .init(role: "assistant", content: ""))])
         #expect(chunk.json.text.contains(#""delta":{"role":"assistant","content":""}"#))
         #expect(!chunk.json.text.contains("usage"), "usage is absent unless the client asked for it")
     }
 
     @Test func finishAndUsageChunks() {
-        let finish = ChatCompletionChunk(id: "c", created: 1, model: "m", choices: [.init(delta: .init(), finishReason: "stop")])
+        let finish = ChatCompletionChunk(
+            id: "c", created: 1, model: "m", choices: [.init(delta: .init(), finishReason: "stop")])
         #expect(finish.json.text.contains(#""delta":{},"logprobs":null,"finish_reason":"stop""#))
-        let usage = ChatCompletionChunk(id: "c", created: 1, model: "m", choices: [], usage: .value(Usage(promptTokens: 10, completionTokens: 4)))
-        #expect(usage.json.text.hasSuffix(#""choices":[],"usage":{"prompt_tokens":10,"completion_tokens":4,"total_tokens":14}}"#))
+        let usage = ChatCompletionChunk(
+            id: "c", created: 1, model: "m", choices: [], usage: .value(Usage(promptTokens: 10, completionTokens: 4)))
+        #expect(
+            usage.json.text.hasSuffix(
+                #""choices":[],"usage":{"prompt_tokens":10,"completion_tokens":4,"total_tokens":14}}"#))
     }
 
     @Test func decodingReadsWhatEncodingWrote() throws {
         for chunk in [
-            ChatCompletionChunk(id: "c", created: 1, model: "m", choices: [.init(delta: .init(content: "é \"q\"\n"))], usage: .null),
-            ChatCompletionChunk(id: "c", created: 1, model: "m", choices: [.init(delta: .init(), finishReason: "length")]),
-            ChatCompletionChunk(id: "c", created: 1, model: "m", choices: [], usage: .value(Usage(promptTokens: 1, completionTokens: 2))),
+            ChatCompletionChunk(
+                id: "c", created: 1, model: "m", choices: [.init(delta: .init(content: "é \"q\"\n"))], usage: .null),
+            ChatCompletionChunk(
+                id: "c", created: 1, model: "m", choices: [.init(delta: .init(), finishReason: "length")]),
+            ChatCompletionChunk(
+                id: "c", created: 1, model: "m", choices: [], usage: .value(Usage(promptTokens: 1, completionTokens: 2))
+            ),
         ] {
             #expect(try JSONDecoder().decode(ChatCompletionChunk.self, from: Data(chunk.json.text.utf8)) == chunk)
         }
@@ -78,7 +92,10 @@ struct ChunkJSONTests {
 
     @Test func errorEnvelopeHasAllFourKeysInOrder() {
         let error = OpenAIError.invalidRequest("Bad.", param: "messages[0].role")
-        #expect(error.json.text == #"{"error":{"message":"Bad.","type":"invalid_request_error","param":"messages[0].role","code":null}}"#)
+        #expect(
+            error.json.text
+                == #"{"error":{"message":"Bad.","type":"invalid_request_error","param":"messages[0].role","code":null}}"#
+        )
     }
 }
 
@@ -142,23 +159,39 @@ struct StreamBatchTests {
     /// The non-streaming answer is the stream folded into one message.
     @Test func aCompletionIsAssembledFromItsChunks() throws {
         let chunk = { (delta: ChatCompletionChunk.Delta, finish: String?) in
-            ChatCompletionChunk(id: "chatcmpl-1", created: 7, model: "demo", choices: [.init(delta: delta, finishReason: finish)], usage: .null).json.text
+            ChatCompletionChunk(
+                id: "chatcmpl-1", created: 7, model: "demo", choices: [.init(delta: delta, finishReason: finish)],
+                usage: .null
+            ).json.text
         }
         let events = [
-            chunk(.init(role: "assistant", content: ""), nil), chunk(.init(content: "Once"), nil), chunk(.init(content: " upon"), nil),
+            chunk(.init(role: "assistant", content: ""), nil), chunk(.init(content: "Once"), nil),
+            chunk(.init(content: " upon"), nil),
             chunk(.init(), "length"),
-            ChatCompletionChunk(id: "chatcmpl-1", created: 7, model: "demo", choices: [], usage: .value(Usage(promptTokens: 3, completionTokens: 2))).json.text,
+            ChatCompletionChunk(
+                id: "chatcmpl-1", created: 7, model: "demo", choices: [],
+                usage: .value(Usage(promptTokens: 3, completionTokens: 2))
+            ).json.text,
         ]
         let completion = try ChatCompletion.assemble(events).get()
-        #expect(completion.text == #"{"id":"chatcmpl-1","object":"chat.completion","created":7,"model":"demo","system_fingerprint":null,"#
-            + #""choices":[{"index":0,"message":{"role":"assistant","content":"Once upon","refusal":null},"logprobs":null,"finish_reason":"length"}],"#
-            + #""usage":{"prompt_tokens":3,"completion_tokens":2,"total_tokens":5}}"#)
+        #expect(
+            completion.text
+                == #"{"id":"chatcmpl-1","object":"chat.completion","created":7,"model":"demo","system_fingerprint":null,"#
+                + #""choices":[{"index":0,"message":{"role":"assistant","content":"Once upon","refusal":null},"logprobs":null,"finish_reason":"length"}],"#
+                + #""usage":{"prompt_tokens":3,"completion_tokens":2,"total_tokens":5}}"#)
     }
 
     @Test func aStreamThatEndedInAnErrorAnswersTheErrorWithItsStatus() {
-        let events = [ChatCompletionChunk(id: "chatcmpl-1", created: 7, model: "demo", choices: [.init(delta: .init(content: "x"))]).json.text,
-                      OpenAIError.workerLost.json.text]
-        guard case .failure(let error) = ChatCompletion.assemble(events) else { Issue.record("assembled"); return }
+        let events = [
+            ChatCompletionChunk(
+                id: "chatcmpl-1", created: 7, model: "demo", choices: [.init(delta: .init(content: "x"))]
+            ).json.text,
+            OpenAIError.workerLost.json.text,
+        ]
+        guard case .failure(let error) = ChatCompletion.assemble(events) else {
+            Issue.record("assembled")
+            return
+        }
         #expect(error == .workerLost && error.status == 500)
     }
 }

@@ -8,7 +8,10 @@ struct DemoClockTests {
     /// Runs `clock` while `body` runs.
     func running<R: Sendable>(_ clock: DemoClock, _ body: @Sendable () async throws -> R) async throws -> R {
         try await withThrowingTaskGroup(of: R?.self) { group in
-            group.addTask { await clock.run(); return nil }
+            group.addTask {
+                await clock.run()
+                return nil
+            }
             defer { group.cancelAll() }
             return try await body()
         }

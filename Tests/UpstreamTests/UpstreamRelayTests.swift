@@ -8,7 +8,8 @@ import Testing
 /// chunks dropped, finish and usage held back to close the stream, usage shown only to clients that asked.
 struct UpstreamRelayTests {
     func events(includeUsage: Bool) -> CompletionEvents {
-        let body = includeUsage
+        let body =
+            includeUsage
             ? #"{"model":"local","stream":true,"stream_options":{"include_usage":true},"messages":[{"role":"user","content":"hi"}]}"#
             : #"{"model":"local","stream":true,"messages":[{"role":"user","content":"hi"}]}"#
         let request = try! JSONDecoder().decode(ChatCompletionRequest.self, from: Data(body.utf8))
@@ -33,13 +34,19 @@ struct UpstreamRelayTests {
 
     @Test func identityIsRewrittenAndTheRestPassesThrough() throws {
         let (streamed, ending) = try relay(llamaCpp, includeUsage: true)
-        #expect(streamed == [
-            #"{"id":"chatcmpl-0000000000000000000000000000000a","object":"chat.completion.chunk","created":42,"model":"local","choices":[{"finish_reason":null,"index":0,"delta":{"content":"Hé"}}]}"#,
-            #"{"id":"chatcmpl-0000000000000000000000000000000a","object":"chat.completion.chunk","created":42,"model":"local","choices":[{"finish_reason":null,"index":0,"delta":{"content":"llo"}}]}"#,
-        ])
+        #expect(
+            streamed == [
+                #"{"id":"chatcmpl-0000000000000000000000000000000a","object":"chat.completion.chunk","created":42,"model":"local","choices":[{"finish_reason":null,"index":0,"delta":{"content":"Hé"}}]}"#,
+                #"{"id":"chatcmpl-0000000000000000000000000000000a","object":"chat.completion.chunk","created":42,"model":"local","choices":[{"finish_reason":null,"index":0,"delta":{"content":"llo"}}]}"#,
+            ])
         #expect(ending.closing.count == 2)
-        #expect(ending.closing[0].contains(#""finish_reason":"stop""#) && ending.closing[0].contains(#""timings":{"predicted_n":2,"predicted_ms":1.5}"#))
-        #expect(ending.closing[1].hasPrefix(#"{"id":"chatcmpl-0000000000000000000000000000000a","object":"chat.completion.chunk","created":42,"model":"local","choices":[]"#))
+        #expect(
+            ending.closing[0].contains(#""finish_reason":"stop""#)
+                && ending.closing[0].contains(#""timings":{"predicted_n":2,"predicted_ms":1.5}"#))
+        #expect(
+            ending.closing[1].hasPrefix(
+                #"{"id":"chatcmpl-0000000000000000000000000000000a","object":"chat.completion.chunk","created":42,"model":"local","choices":[]"#
+            ))
         #expect(ending.usage == Usage(promptTokens: 9, completionTokens: 2) && !ending.usageCounted)
     }
 
@@ -75,7 +82,9 @@ struct UpstreamRelayTests {
         _ = try relay.accept(llamaCpp[1])
         #expect(throws: UpstreamFailure.self) { try relay.ending() }
         do {
-            _ = try relay.accept(#"{"error":{"code":500,"message":"slot failed at http://10.0.0.7:9000 with key sk-secret\nTraceback","type":"server_error"}}"#)
+            _ = try relay.accept(
+                #"{"error":{"code":500,"message":"slot failed at http://10.0.0.7:9000 with key sk-secret\nTraceback","type":"server_error"}}"#
+            )
             Issue.record("an error event was accepted")
         } catch {
             #expect(error.error.code == "upstream_error" && error.retryable)
@@ -88,7 +97,9 @@ struct UpstreamRelayTests {
     /// the context) applies; a client's own limit goes through as it is.
     @Test func theTasksCapReachesTheUpstreamWhenTheClientSetNone() throws {
         let open = #"{"model":"local","messages":[{"role":"user","content":"hi"}]}"#
-        #expect(String(buffer: try UpstreamRequestBody.make(clientBody: open, upstreamModel: "m", tokenCap: 64)).hasSuffix(#","max_tokens":64}"#))
+        #expect(
+            String(buffer: try UpstreamRequestBody.make(clientBody: open, upstreamModel: "m", tokenCap: 64)).hasSuffix(
+                #","max_tokens":64}"#))
         for own in [#""max_tokens":7"#, #""max_completion_tokens":7"#] {
             let client = #"{"model":"local",\#(own),"messages":[{"role":"user","content":"hi"}]}"#
             let body = String(buffer: try UpstreamRequestBody.make(clientBody: client, upstreamModel: "m", tokenCap: 7))
@@ -100,13 +111,19 @@ struct UpstreamRelayTests {
     /// an upstream: which of the two it would run is exactly what admission did not check.
     @Test func aBodyNamingAKeyTwiceIsNeverSent() {
         let twice = #"{"model":"local","max_tokens":2,"messages":[],"max_tokens":100000}"#
-        #expect(throws: UpstreamRequestBody.Ambiguous.self) { try UpstreamRequestBody.make(clientBody: twice, upstreamModel: "m") }
+        #expect(throws: UpstreamRequestBody.Ambiguous.self) {
+            try UpstreamRequestBody.make(clientBody: twice, upstreamModel: "m")
+        }
     }
 
     @Test func theRequestBodyKeepsEveryFieldAndAsksForAStreamWithUsage() throws {
-        let client = #"{"model":"local","messages":[{"role":"user","content":"hi"}],"tools":[{"type":"function"}],"temperature":0.70,"x_custom":{"a":[1,2.5e3]},"stream":false,"stream_options":null}"#
+        let client =
+            #"{"model":"local","messages":[{"role":"user","content":"hi"}],"tools":[{"type":"function"}],"temperature":0.70,"x_custom":{"a":[1,2.5e3]},"stream":false,"stream_options":null}"#
         let body = try UpstreamRequestBody.make(clientBody: client, upstreamModel: "smollm2")
-        #expect(String(buffer: body) == #"{"model":"smollm2","stream":true,"stream_options":{"include_usage":true},"messages":[{"role":"user","content":"hi"}],"tools":[{"type":"function"}],"temperature":0.70,"x_custom":{"a":[1,2.5e3]}}"#)
+        #expect(
+            String(buffer: body)
+                == #"{"model":"smollm2","stream":true,"stream_options":{"include_usage":true},"messages":[{"role":"user","content":"hi"}],"tools":[{"type":"function"}],"temperature":0.70,"x_custom":{"a":[1,2.5e3]}}"#
+        )
     }
 }
 
@@ -117,25 +134,43 @@ struct UpstreamFailureTests {
     }
 
     @Test func llamaCppContextOverflowNamesTheLimit() {
-        let failure = rejected(400, #"{"error":{"code":400,"message":"the request exceeds the available context size, try increasing it","type":"exceed_context_size_error","n_prompt_tokens":4100,"n_ctx":2048}}"#)
+        let failure = rejected(
+            400,
+            #"{"error":{"code":400,"message":"the request exceeds the available context size, try increasing it","type":"exceed_context_size_error","n_prompt_tokens":4100,"n_ctx":2048}}"#
+        )
         #expect(failure.error.status == 400 && failure.error.code == "context_length_exceeded" && !failure.retryable)
         #expect(failure.error.message.contains("2048") && failure.error.message.contains("4100"))
     }
 
     @Test func vllmShapesOldAndNew() {
-        let new = rejected(400, #"{"error":{"message":"temperature must be >= 0","type":"BadRequestError","param":null,"code":400}}"#)
-        #expect(new.error.status == 400 && new.error.type == "invalid_request_error" && new.error.code == "400" && !new.retryable)
-        let old = rejected(400, #"{"object":"error","message":"This model's maximum context length is 4096 tokens.","type":"BadRequestError","param":null,"code":400}"#)
+        let new = rejected(
+            400, #"{"error":{"message":"temperature must be >= 0","type":"BadRequestError","param":null,"code":400}}"#)
+        #expect(
+            new.error.status == 400 && new.error.type == "invalid_request_error" && new.error.code == "400"
+                && !new.retryable)
+        let old = rejected(
+            400,
+            #"{"object":"error","message":"This model's maximum context length is 4096 tokens.","type":"BadRequestError","param":null,"code":400}"#
+        )
         #expect(old.error.code == "context_length_exceeded" && old.error.message.contains("4096"))
     }
 
     @Test func serverErrorsAndRateLimitsFailOver() {
-        let proxy = rejected(502, "upstream connect error or disconnect/reset before headers. reset reason: connection failure, transport failure reason: http://10.0.0.7:9000")
+        let proxy = rejected(
+            502,
+            "upstream connect error or disconnect/reset before headers. reset reason: connection failure, transport failure reason: http://10.0.0.7:9000"
+        )
         #expect(proxy.retryable && proxy.error.status == 502 && proxy.error.code == "upstream_error")
         #expect(!proxy.error.message.contains("10.0.0.7") && !proxy.error.message.contains("reset reason"))
-        let limited = rejected(429, #"{"error":{"message":"Rate limit reached","type":"tokens","param":null,"code":"rate_limit_exceeded"}}"#, retryAfter: .seconds(1))
+        let limited = rejected(
+            429,
+            #"{"error":{"message":"Rate limit reached","type":"tokens","param":null,"code":"rate_limit_exceeded"}}"#,
+            retryAfter: .seconds(1))
         #expect(limited.retryable && limited.retryAfter == .seconds(1) && limited.error.code == "upstream_overloaded")
-        let credentials = rejected(401, #"{"error":{"message":"Incorrect API key provided: sk-secret","type":"invalid_request_error","code":"invalid_api_key"}}"#)
+        let credentials = rejected(
+            401,
+            #"{"error":{"message":"Incorrect API key provided: sk-secret","type":"invalid_request_error","code":"invalid_api_key"}}"#
+        )
         #expect(credentials.error.status == 502 && !credentials.error.message.contains("sk-secret"))
     }
 }

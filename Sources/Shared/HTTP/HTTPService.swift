@@ -19,7 +19,8 @@ package enum HTTPService {
         operations.addRoutes(to: router)
         routes(router)
         return Application(
-            router: router, configuration: .init(address: .hostname(host, port: port), serverName: name), logger: logger)
+            router: router, configuration: .init(address: .hostname(host, port: port), serverName: name), logger: logger
+        )
     }
 }
 
@@ -31,9 +32,12 @@ extension Operations {
             return Response(status: .ok, body: .init(byteBuffer: ByteBuffer(string: OperationsRoute.readyBody)))
         }
         router.get(RouterPath(OperationsRoute.metrics)) { _, _ -> Response in
-            guard let text = metrics.render() else { throw OpenAIError.notFound("Metrics are off (HANDOFF_METRICS=off).") }
+            guard let text = metrics.render() else {
+                throw OpenAIError.notFound("Metrics are off (HANDOFF_METRICS=off).")
+            }
             return Response(
-                status: .ok, headers: [.contentType: MetricsExporter.contentType], body: .init(byteBuffer: ByteBuffer(bytes: text)))
+                status: .ok, headers: [.contentType: MetricsExporter.contentType],
+                body: .init(byteBuffer: ByteBuffer(bytes: text)))
         }
     }
 }

@@ -38,11 +38,14 @@ extension OpenAIError {
     private init(httpError: any HTTPResponseError) {
         switch httpError.status {
         case .contentTooLarge:
-            self = OpenAIError(status: 413, message: "The request body is too large.", type: "invalid_request_error", code: "request_too_large")
+            self = OpenAIError(
+                status: 413, message: "The request body is too large.", type: "invalid_request_error",
+                code: "request_too_large")
         case .notFound:
             self = .notFound("Unknown URL. Supported: POST /v1/chat/completions.")
         case .methodNotAllowed:
-            self = OpenAIError(status: 405, message: "Method not allowed.", type: "invalid_request_error", code: "method_not_allowed")
+            self = OpenAIError(
+                status: 405, message: "Method not allowed.", type: "invalid_request_error", code: "method_not_allowed")
         default:
             self = OpenAIError(
                 status: Int(httpError.status.code), message: httpError.status.reasonPhrase,

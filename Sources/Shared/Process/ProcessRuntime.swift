@@ -31,7 +31,9 @@ package enum ProcessRuntime {
 
     /// Applies pending migrations, retrying while Postgres is not up yet (processes start together with it
     /// under honcho), for at most `patience`.
-    package static func migrate(database: DatabaseSettings, logger: Logger, patience: Duration = .seconds(60)) async throws {
+    package static func migrate(database: DatabaseSettings, logger: Logger, patience: Duration = .seconds(60))
+        async throws
+    {
         let deadline = ContinuousClock.now + patience
         while true {
             do {
@@ -47,7 +49,8 @@ package enum ProcessRuntime {
 
     /// Runs `services` until SIGTERM or SIGINT, then shuts them down gracefully in reverse order, within 15 s.
     package static func run(_ services: [any Service], logger: Logger) async throws {
-        var configuration = ServiceGroupConfiguration(services: services, gracefulShutdownSignals: [.sigterm, .sigint], logger: logger)
+        var configuration = ServiceGroupConfiguration(
+            services: services, gracefulShutdownSignals: [.sigterm, .sigint], logger: logger)
         // A graceful shutdown that cannot finish (Postgres gone while work is in flight) becomes a cancellation.
         configuration.maximumGracefulShutdownDuration = .seconds(15)
         let group = ServiceGroup(configuration: configuration)

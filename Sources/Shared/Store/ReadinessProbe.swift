@@ -33,7 +33,8 @@ package struct ReadinessProbe: Service {
         } catch {
             readiness.databaseChecked(answered: false)
             if before != .database {
-                logger.warning("not ready: Postgres did not answer", metadata: ["error": "\(String(reflecting: error))"])
+                logger.warning(
+                    "not ready: Postgres did not answer", metadata: ["error": "\(String(reflecting: error))"])
             }
         }
         if before == .database, readiness.problem != .database {

@@ -47,7 +47,9 @@ package struct OpenAIError: Error, Sendable, Equatable, Decodable {
     /// Every API request without a valid key — none, malformed, unknown, revoked or expired — gets this same answer,
     /// so it tells nobody which keys exist.
     package static let invalidAPIKey = OpenAIError(
-        status: 401, message: "Incorrect or missing API key. Send 'Authorization: Bearer <key>' with a key made by 'handoff-api keys create'.",
+        status: 401,
+        message:
+            "Incorrect or missing API key. Send 'Authorization: Bearer <key>' with a key made by 'handoff-api keys create'.",
         type: "invalid_request_error", code: "invalid_api_key")
 
     package static func forbidden(_ message: String) -> OpenAIError {
@@ -55,12 +57,14 @@ package struct OpenAIError: Error, Sendable, Equatable, Decodable {
     }
 
     package static let databaseUnavailable = OpenAIError(
-        status: 503, message: "The service is temporarily unavailable: its database did not answer in time. Retry shortly.",
+        status: 503,
+        message: "The service is temporarily unavailable: its database did not answer in time. Retry shortly.",
         type: "server_error", code: "service_unavailable")
 
     /// The queue holds `HANDOFF_MAX_QUEUED` tasks: refused before anything is stored.
     package static let overloaded = OpenAIError(
-        status: 503, message: "The service is overloaded: its queue is full. Please try again shortly.", type: "server_error",
+        status: 503, message: "The service is overloaded: its queue is full. Please try again shortly.",
+        type: "server_error",
         code: "overloaded")
 
     /// The key that created a task was revoked or has expired: its stream is no longer served, open or not.
@@ -82,12 +86,14 @@ package struct OpenAIError: Error, Sendable, Equatable, Decodable {
 
     /// Ends the stream of a task whose worker stopped renewing its lease after streaming part of the reply.
     package static let workerLost = OpenAIError(
-        status: 500, message: "The worker generating this completion stopped; the reply is incomplete. Retry the request.",
+        status: 500,
+        message: "The worker generating this completion stopped; the reply is incomplete. Retry the request.",
         type: "server_error", code: "worker_lost")
 
     /// Ends the stream of a task whose worker shut down before finishing it, after streaming part of the reply.
     package static let workerShutdown = OpenAIError(
-        status: 503, message: "The worker generating this completion shut down; the reply is incomplete. Retry the request.",
+        status: 503,
+        message: "The worker generating this completion shut down; the reply is incomplete. Retry the request.",
         type: "server_error", code: "worker_shutdown")
 
     /// Sent by an SSE replica that stops a stream it cannot finish (its drain time is over). The completion goes
@@ -142,7 +148,8 @@ package struct OpenAIError: Error, Sendable, Equatable, Decodable {
     private enum BodyKeys: String, CodingKey { case message, type, param, code }
 
     package init(from decoder: any Decoder) throws {
-        let body = try decoder.container(keyedBy: EnvelopeKeys.self).nestedContainer(keyedBy: BodyKeys.self, forKey: .error)
+        let body = try decoder.container(keyedBy: EnvelopeKeys.self).nestedContainer(
+            keyedBy: BodyKeys.self, forKey: .error)
         self.status = 0
         self.message = try body.decode(String.self, forKey: .message)
         self.type = try body.decode(String.self, forKey: .type)
@@ -153,10 +160,13 @@ package struct OpenAIError: Error, Sendable, Equatable, Decodable {
     /// `{"error":{"message","type","param","code"}}`, in that order, nulls included.
     package var json: JSONValue {
         .object([
-            ("error", .object([
-                ("message", .string(message)), ("type", .string(type)), ("param", .optional(param)),
-                ("code", .optional(code)),
-            ])),
+            (
+                "error",
+                .object([
+                    ("message", .string(message)), ("type", .string(type)), ("param", .optional(param)),
+                    ("code", .optional(code)),
+                ])
+            )
         ])
     }
 

@@ -68,7 +68,9 @@ enum JSONText {
         private var bytes: Substring.UTF8View { text.utf8 }
 
         mutating func skipSpace() {
-            while index < bytes.endIndex, [0x20, 0x09, 0x0A, 0x0D].contains(bytes[index]) { index = bytes.index(after: index) }
+            while index < bytes.endIndex, [0x20, 0x09, 0x0A, 0x0D].contains(bytes[index]) {
+                index = bytes.index(after: index)
+            }
         }
 
         mutating func consume(_ byte: UInt8) throws(Malformed) -> Bool {
@@ -132,8 +134,9 @@ enum JSONText {
                 } while depth > 0
             default:
                 // A number or a literal: up to the next delimiter.
-                while index < bytes.endIndex, ![UInt8(ascii: ","), UInt8(ascii: "}"), UInt8(ascii: "]"), 0x20, 0x09, 0x0A, 0x0D]
-                    .contains(bytes[index])
+                while index < bytes.endIndex,
+                    ![UInt8(ascii: ","), UInt8(ascii: "}"), UInt8(ascii: "]"), 0x20, 0x09, 0x0A, 0x0D]
+                        .contains(bytes[index])
                 {
                     index = bytes.index(after: index)
                 }

@@ -20,9 +20,11 @@ struct UpstreamBackends: Service {
                 let endpoints = model.upstreams.enumerated().map { position, upstream in
                     let key = upstream.apiKeyEnv.flatMap { settings.environment[$0] }.flatMap { $0.isEmpty ? nil : $0 }
                     if let name = upstream.apiKeyEnv, key == nil {
-                        logger.notice("upstream API key variable is not set; sending no Authorization", metadata: [
-                            "model": "\(model.name)", "upstream": "\(position)", "api_key_env": "\(name)",
-                        ])
+                        logger.notice(
+                            "upstream API key variable is not set; sending no Authorization",
+                            metadata: [
+                                "model": "\(model.name)", "upstream": "\(position)", "api_key_env": "\(name)",
+                            ])
                     }
                     return UpstreamEndpoint(position: position, configuration: upstream, apiKey: key)
                 }

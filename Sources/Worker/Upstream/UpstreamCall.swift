@@ -25,7 +25,8 @@ struct UpstreamCall {
     func run(output: ReplyOutput) async throws(Failed) -> ReplyEnding {
         let progress = Progress()
         do {
-            let body = try UpstreamRequestBody.make(clientBody: task.body, upstreamModel: endpoint.configuration.model, tokenCap: task.tokenCap)
+            let body = try UpstreamRequestBody.make(
+                clientBody: task.body, upstreamModel: endpoint.configuration.model, tokenCap: task.tokenCap)
             return try await withThrowingTaskGroup(of: ReplyEnding?.self) { group in
                 group.addTask {
                     try await watch(progress)
@@ -41,12 +42,15 @@ struct UpstreamCall {
         } catch let error as Failed {
             throw error
         } catch {
-            let failure: UpstreamFailure = switch error {
-            case is WatchdogExpired: .timeout(firstToken: progress.relayed == 0)
-            case let error as UpstreamFailure: error
-            default: .broken("The request to the model's server did not complete.")
-            }
-            throw Failed(failure: failure, relayed: progress.relayed, usage: Usage(promptTokens: promptEstimate, completionTokens: progress.relayed))
+            let failure: UpstreamFailure =
+                switch error {
+                case is WatchdogExpired: .timeout(firstToken: progress.relayed == 0)
+                case let error as UpstreamFailure: error
+                default: .broken("The request to the model's server did not complete.")
+                }
+            throw Failed(
+                failure: failure, relayed: progress.relayed,
+                usage: Usage(promptTokens: promptEstimate, completionTokens: progress.relayed))
         }
     }
 
@@ -57,15 +61,18 @@ struct UpstreamCall {
             return try await stream(body, relay: &relay, progress: progress, output: output)
         } catch let failure as UpstreamFailure {
             throw Failed(failure: failure, relayed: progress.relayed, usage: relay.usage ?? relay.countedUsage)
-        } catch where !Task.isCancelled {
+        } catch  where !Task.isCancelled {
             // Before the server answered it was not reached; after, its connection broke.
-            let failure: UpstreamFailure = progress.answered
+            let failure: UpstreamFailure =
+                progress.answered
                 ? .broken("The model's server closed the connection before the reply was complete.") : .unreachable()
             throw Failed(failure: failure, relayed: progress.relayed, usage: relay.usage ?? relay.countedUsage)
         }
     }
 
-    private func stream(_ body: ByteBuffer, relay: inout UpstreamRelay, progress: Progress, output: ReplyOutput) async throws -> ReplyEnding {
+    private func stream(_ body: ByteBuffer, relay: inout UpstreamRelay, progress: Progress, output: ReplyOutput)
+        async throws -> ReplyEnding
+    {
         var request = HTTPClientRequest(url: endpoint.configuration.chatCompletionsURL)
         request.method = .POST
         request.headers.add(name: "Content-Type", value: "application/json")

@@ -28,7 +28,8 @@ final class UpstreamEndpoint: Sendable {
         var http = HTTPClient.Configuration(
             timeout: .init(connect: .milliseconds(Int64(configuration.connectTimeoutMs))),
             connectionPool: .init(
-                idleTimeout: .seconds(60), concurrentHTTP1ConnectionsPerHostSoftLimit: configuration.maxConcurrentRequests))
+                idleTimeout: .seconds(60),
+                concurrentHTTP1ConnectionsPerHostSoftLimit: configuration.maxConcurrentRequests))
         // A refused connection fails the attempt at once, so the next server is tried instead of this one again.
         http.connectionPool.retryConnectionEstablishment = false
         http.redirectConfiguration = .disallow

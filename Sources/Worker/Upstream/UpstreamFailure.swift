@@ -24,7 +24,9 @@ struct UpstreamFailure: Error {
     static func timeout(firstToken: Bool) -> UpstreamFailure {
         UpstreamFailure(
             error: .upstreamTimeout(
-                firstToken ? "The model's server did not start its reply in time." : "The model's server stopped sending its reply."),
+                firstToken
+                    ? "The model's server did not start its reply in time."
+                    : "The model's server stopped sending its reply."),
             retryable: true)
     }
 
@@ -35,10 +37,11 @@ struct UpstreamFailure: Error {
     /// The server's reply broke a bound of the catalogue (`max_line_bytes`, `max_reply_bytes`): not a server to
     /// read on, nor to try again for this request.
     static func oversized(_ bound: ServerSentEventDecoder.Oversized) -> UpstreamFailure {
-        let message = switch bound {
-        case .line(let limit): "The model's server sent a line or an event longer than \(limit) bytes."
-        case .stream(let limit): "The model's server sent a reply longer than \(limit) bytes."
-        }
+        let message =
+            switch bound {
+            case .line(let limit): "The model's server sent a line or an event longer than \(limit) bytes."
+            case .stream(let limit): "The model's server sent a reply longer than \(limit) bytes."
+            }
         return UpstreamFailure(error: .upstreamFailed(message), retryable: false)
     }
 
@@ -47,7 +50,8 @@ struct UpstreamFailure: Error {
         let text = String(decoding: body, as: UTF8.self)
         let members = (try? JSONText.members(text[...])) ?? []
         // `{"error":{…}}`, or older vLLM's flat `{"object":"error","message":…}`.
-        let error = members.first { $0.key == "error" }?.value ?? (members.contains { $0.key == "message" } ? text[...] : nil)
+        let error =
+            members.first { $0.key == "error" }?.value ?? (members.contains { $0.key == "message" } ? text[...] : nil)
         var failure = reported(status: status, error: error, secrets: secrets)
         failure.retryAfter = retryAfter
         return failure
@@ -56,8 +60,12 @@ struct UpstreamFailure: Error {
     /// An error the upstream described: `error` is its error object (or message string), `status` the HTTP status
     /// when it came as an answer — in-band errors carry theirs in `code`, when at all.
     static func reported(status: Int?, error: Substring?, secrets: [String]) -> UpstreamFailure {
-        let fields = Dictionary(((error.flatMap { try? JSONText.members($0) }) ?? []).map { ($0.key, $0.value) }) { first, _ in first }
-        let message = (fields["message"].flatMap(JSONText.string) ?? error.flatMap(JSONText.string)).map { sanitise($0, secrets: secrets) }
+        let fields = Dictionary(((error.flatMap { try? JSONText.members($0) }) ?? []).map { ($0.key, $0.value) }) {
+            first, _ in first
+        }
+        let message = (fields["message"].flatMap(JSONText.string) ?? error.flatMap(JSONText.string)).map {
+            sanitise($0, secrets: secrets)
+        }
         let type = fields["type"].flatMap(JSONText.string)
         let code = fields["code"].map { JSONText.string($0) ?? String($0) }
         let status = status ?? code.flatMap { Int($0) }.flatMap { (400...599).contains($0) ? $0 : nil } ?? 500
@@ -65,23 +73,30 @@ struct UpstreamFailure: Error {
         if isContextOverflow(type: type, code: code, message: message) {
             let limit = fields["n_ctx"].flatMap { Int($0) }
             let prompt = fields["n_prompt_tokens"].flatMap { Int($0) }
-            var text = limit.map { "This model's maximum context length is \($0) tokens" } ?? "The request does not fit the model's context window"
+            var text =
+                limit.map { "This model's maximum context length is \($0) tokens" }
+                ?? "The request does not fit the model's context window"
             if let prompt { text += ", but the request has \(prompt) prompt tokens" }
             text += ". Shorten the messages or lower max_tokens."
             if limit == nil, let message { text += " (\(message))" }
             return UpstreamFailure(
-                error: OpenAIError(status: 400, message: text, type: "invalid_request_error", param: "messages", code: "context_length_exceeded"),
+                error: OpenAIError(
+                    status: 400, message: text, type: "invalid_request_error", param: "messages",
+                    code: "context_length_exceeded"),
                 retryable: false)
         }
         switch status {
         case 429:
             return UpstreamFailure(error: .upstreamOverloaded, retryable: true)
         case 401, 403:
-            return UpstreamFailure(error: .upstreamFailed("The model's server refused this deployment's credentials."), retryable: true)
+            return UpstreamFailure(
+                error: .upstreamFailed("The model's server refused this deployment's credentials."), retryable: true)
         case 408:
             return .timeout(firstToken: true)
         case 400..<500:
-            let openAITypes: Set = ["invalid_request_error", "not_found_error", "permission_error", "authentication_error"]
+            let openAITypes: Set = [
+                "invalid_request_error", "not_found_error", "permission_error", "authentication_error",
+            ]
             return UpstreamFailure(
                 error: OpenAIError(
                     status: status == 404 ? 404 : 400,
@@ -98,14 +113,18 @@ struct UpstreamFailure: Error {
     private static func isContextOverflow(type: String?, code: String?, message: String?) -> Bool {
         if type == "exceed_context_size_error" || code == "context_length_exceeded" { return true }
         let text = message?.lowercased() ?? ""
-        return ["maximum context length", "context size", "context window", "context length"].contains { text.contains($0) }
+        return ["maximum context length", "context size", "context window", "context length"].contains {
+            text.contains($0)
+        }
     }
 
     /// The first line, at most 300 characters, with URLs, network addresses and secrets blanked.
     static func sanitise(_ message: String, secrets: [String]) -> String {
         var text = String(message.split(whereSeparator: \.isNewline).first ?? "")
         for secret in secrets where !secret.isEmpty { text = text.replacingOccurrences(of: secret, with: "[redacted]") }
-        for pattern in [#"[A-Za-z][A-Za-z0-9+.-]*://\S+"#, #"\b\d{1,3}(\.\d{1,3}){3}(:\d+)?\b"#, #"\[[0-9A-Fa-f:]+\](:\d+)?"#] {
+        for pattern in [
+            #"[A-Za-z][A-Za-z0-9+.-]*://\S+"#, #"\b\d{1,3}(\.\d{1,3}){3}(:\d+)?\b"#, #"\[[0-9A-Fa-f:]+\](:\d+)?"#,
+        ] {
             text = text.replacingOccurrences(of: pattern, with: "[address]", options: .regularExpression)
         }
         return text.count > 300 ? String(text.prefix(300)) + "…" : text

@@ -17,25 +17,33 @@ struct UpstreamModel: ChatModel {
     private static let slotPoll = Duration.milliseconds(20)
 
     /// Requests to this model's servers, failed ones, and moves to the next server (labelled by the public model name).
-    private var requests: Counter { Counter(label: MetricName.upstreamRequests.rawValue, dimensions: [("model", name)]) }
+    private var requests: Counter {
+        Counter(label: MetricName.upstreamRequests.rawValue, dimensions: [("model", name)])
+    }
     private var errors: Counter { Counter(label: MetricName.upstreamErrors.rawValue, dimensions: [("model", name)]) }
-    private var failovers: Counter { Counter(label: MetricName.upstreamFailovers.rawValue, dimensions: [("model", name)]) }
+    private var failovers: Counter {
+        Counter(label: MetricName.upstreamFailovers.rawValue, dimensions: [("model", name)])
+    }
 
     func reply(to task: ClaimedTask, events: CompletionEvents, output: ReplyOutput) async throws -> ReplyEnding {
         let promptEstimate = promptTokens(for: task.request)
         var tried: Set<Int> = []
         var last: UpstreamFailure?
         // Waiting for a slot counts against the first-token budget of the servers that are full.
-        let deadline = ContinuousClock.now + .milliseconds(endpoints.map(\.configuration.firstTokenTimeoutMs).max() ?? 0)
+        let deadline =
+            ContinuousClock.now + .milliseconds(endpoints.map(\.configuration.firstTokenTimeoutMs).max() ?? 0)
         while let endpoint = try await acquire(excluding: tried, until: deadline) {
             tried.insert(endpoint.position)
             defer { endpoint.release() }
             requests.increment()
             do {
-                let ending = try await UpstreamCall(endpoint: endpoint, task: task, events: events, promptEstimate: promptEstimate)
-                    .run(output: output)
+                let ending = try await UpstreamCall(
+                    endpoint: endpoint, task: task, events: events, promptEstimate: promptEstimate
+                )
+                .run(output: output)
                 if ending.usageCounted {
-                    logger.notice("upstream sent no usage; charging the chunks streamed", metadata: meta(task, endpoint))
+                    logger.notice(
+                        "upstream sent no usage; charging the chunks streamed", metadata: meta(task, endpoint))
                 }
                 return ending
             } catch {
@@ -46,7 +54,8 @@ struct UpstreamModel: ChatModel {
                 guard error.relayed == 0, error.failure.retryable else {
                     if error.relayed > 0 {
                         endpoint.passOver(for: .milliseconds(endpoint.configuration.backoffMs))
-                        metadata["usage"] = "\(error.usage.totalTokens) tokens (upstream's count, or the chunks streamed)"
+                        metadata["usage"] =
+                            "\(error.usage.totalTokens) tokens (upstream's count, or the chunks streamed)"
                         logger.warning("upstream failed mid-stream", metadata: metadata)
                     }
                     throw ReplyFailure(error: error.failure.error, usage: error.relayed > 0 ? error.usage : nil)
@@ -67,12 +76,16 @@ struct UpstreamModel: ChatModel {
 
     /// The server for the next attempt, with a slot taken: not yet tried, healthy before passed over, least busy,
     /// then first in the catalogue. `nil` when none is left, or none frees a slot before `deadline`.
-    private func acquire(excluding tried: Set<Int>, until deadline: ContinuousClock.Instant) async throws -> UpstreamEndpoint? {
+    private func acquire(excluding tried: Set<Int>, until deadline: ContinuousClock.Instant) async throws
+        -> UpstreamEndpoint?
+    {
         while true {
             let candidates = endpoints.filter { !tried.contains($0.position) }
             guard !candidates.isEmpty else { return nil }
             let ranked = candidates.map { ($0, $0.standing) }.filter { !$0.1.full }.sorted { a, b in
-                (a.1.passedOver ? 1 : 0, a.1.inFlight, a.0.position) < (b.1.passedOver ? 1 : 0, b.1.inFlight, b.0.position)
+                (a.1.passedOver ? 1 : 0, a.1.inFlight, a.0.position) < (
+                    b.1.passedOver ? 1 : 0, b.1.inFlight, b.0.position
+                )
             }
             if let endpoint = ranked.first(where: { $0.0.acquire() })?.0 { return endpoint }
             guard ContinuousClock.now < deadline else { return nil }

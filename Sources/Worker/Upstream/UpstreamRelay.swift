@@ -56,7 +56,9 @@ struct UpstreamRelay {
             return []
         }
         let deltas = choices.compactMap { try? JSONText.members($0) }
-        let reason = deltas.lazy.compactMap { choice in choice.first { $0.key == "finish_reason" }.flatMap { JSONText.string($0.value) } }.first
+        let reason = deltas.lazy.compactMap { choice in
+            choice.first { $0.key == "finish_reason" }.flatMap { JSONText.string($0.value) }
+        }.first
         if let reason {
             finishReason = reason
             closing.insert(rewrite(members), at: 0)
@@ -84,13 +86,18 @@ struct UpstreamRelay {
 
     /// Whether a choice says anything beyond the role: content, tool calls, reasoning, a refusal, logprobs.
     private static func carriesOutput(_ choice: [(key: String, value: Substring)]) -> Bool {
-        if let logprobs = choice.first(where: { $0.key == "logprobs" }), !JSONText.isEmpty(logprobs.value) { return true }
-        guard let delta = choice.first(where: { $0.key == "delta" }), let fields = try? JSONText.members(delta.value) else { return false }
+        if let logprobs = choice.first(where: { $0.key == "logprobs" }), !JSONText.isEmpty(logprobs.value) {
+            return true
+        }
+        guard let delta = choice.first(where: { $0.key == "delta" }), let fields = try? JSONText.members(delta.value)
+        else { return false }
         return fields.contains { $0.key != "role" && !JSONText.isEmpty($0.value) && $0.value != "[]" }
     }
 
     private static func usage(_ text: Substring) -> Usage? {
-        guard text != "null", let usage = try? JSONDecoder().decode(Usage.self, from: Data(text.utf8)) else { return nil }
+        guard text != "null", let usage = try? JSONDecoder().decode(Usage.self, from: Data(text.utf8)) else {
+            return nil
+        }
         return usage
     }
 

@@ -34,9 +34,12 @@ package struct JSONLogHandler: LogHandler {
     package static func line(
         time: Date, level: Logger.Level, label: String, message: String, source: String, metadata: Logger.Metadata
     ) -> String {
-        JSONValue.object([
-            ("time", .string(time.formatted(Date.ISO8601FormatStyle(includingFractionalSeconds: true)))),
-            ("level", .string(level.rawValue)), ("process", .string(label)), ("message", .string(message)), ("source", .string(source)),
-        ] + metadata.sorted { $0.key < $1.key }.map { ($0.key, .string($0.value.description)) }).text
+        JSONValue.object(
+            [
+                ("time", .string(time.formatted(Date.ISO8601FormatStyle(includingFractionalSeconds: true)))),
+                ("level", .string(level.rawValue)), ("process", .string(label)), ("message", .string(message)),
+                ("source", .string(source)),
+            ] + metadata.sorted { $0.key < $1.key }.map { ($0.key, .string($0.value.description)) }
+        ).text
     }
 }

@@ -10,7 +10,9 @@ package struct RateLimits: Sendable, Equatable {
     package var tokensPerMinute: Int?
     package var tokensPerDay: Int?
 
-    package init(model: String = "", requestsPerMinute: Int? = nil, tokensPerMinute: Int? = nil, tokensPerDay: Int? = nil) {
+    package init(
+        model: String = "", requestsPerMinute: Int? = nil, tokensPerMinute: Int? = nil, tokensPerDay: Int? = nil
+    ) {
         self.model = model
         self.requestsPerMinute = requestsPerMinute
         self.tokensPerMinute = tokensPerMinute
@@ -81,13 +83,15 @@ package struct APIKeyStore: Sendable {
             ORDER BY k.created_at, k.id, l.model
             """, timeout: timeout, logger: logger)
         var records: [APIKeyRecord] = []
-        for (id, name, hint, created, expires, revoked, maxTokens, maxConcurrent, model, rpm, tpm, tpd) in try rows.decode(
-            (UUID, String, String, Date, Date?, Date?, Int?, Int?, String?, Int?, Int?, Int?).self)
+        for (id, name, hint, created, expires, revoked, maxTokens, maxConcurrent, model, rpm, tpm, tpd)
+            in try rows.decode(
+                (UUID, String, String, Date, Date?, Date?, Int?, Int?, String?, Int?, Int?, Int?).self)
         {
             if records.last?.id != id {
-                records.append(APIKeyRecord(
-                    id: id, name: name, hint: hint, createdAt: created, expiresAt: expires, revokedAt: revoked,
-                    maxTokens: maxTokens, maxConcurrentTasks: maxConcurrent, limits: []))
+                records.append(
+                    APIKeyRecord(
+                        id: id, name: name, hint: hint, createdAt: created, expiresAt: expires, revokedAt: revoked,
+                        maxTokens: maxTokens, maxConcurrentTasks: maxConcurrent, limits: []))
             }
             if let model {
                 records[records.count - 1].limits.append(
@@ -105,7 +109,8 @@ package struct APIKeyStore: Sendable {
             UPDATE handoff_api_keys SET revoked_at = now()
             WHERE (id::text = \(key) OR name = \(key)) AND revoked_at IS NULL
             RETURNING id
-            """, timeout: timeout, logger: logger).count
+            """, timeout: timeout, logger: logger
+        ).count
     }
 
     /// Sets one scope's limits on the active keys `key` names; returns how many keys.
@@ -118,7 +123,8 @@ package struct APIKeyStore: Sendable {
             ON CONFLICT (key_id, model) DO UPDATE SET requests_per_minute = excluded.requests_per_minute,
                 tokens_per_minute = excluded.tokens_per_minute, tokens_per_day = excluded.tokens_per_day
             RETURNING key_id
-            """, timeout: timeout, logger: logger).count
+            """, timeout: timeout, logger: logger
+        ).count
     }
 
     /// Each key's standing in each of its scopes: charged this minute and today, reserved now. `key` '' is all keys.
@@ -133,7 +139,9 @@ package struct APIKeyStore: Sendable {
             """, timeout: timeout, logger: logger)
         return try rows.map { row in
             let cells = row.makeRandomAccess()
-            return (try cells[0].decode(UUID.self), try cells[1].decode(String.self), try RateLimitScope(cells, from: 2))
+            return (
+                try cells[0].decode(UUID.self), try cells[1].decode(String.self), try RateLimitScope(cells, from: 2)
+            )
         }
     }
 
@@ -149,7 +157,8 @@ package struct APIKeyStore: Sendable {
             """, timeout: timeout, logger: logger)
         guard let first = rows.first?.makeRandomAccess() else { return nil }
         return RateLimitReport(
-            keyName: try first[0].decode(String.self), scopes: try rows.map { try RateLimitScope($0.makeRandomAccess(), from: 3) },
+            keyName: try first[0].decode(String.self),
+            scopes: try rows.map { try RateLimitScope($0.makeRandomAccess(), from: 3) },
             reservation: 0, untilMinuteReset: .milliseconds(try first[1].decode(Int.self)),
             untilDayReset: .milliseconds(try first[2].decode(Int.self)))
     }

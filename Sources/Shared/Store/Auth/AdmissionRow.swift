@@ -42,8 +42,10 @@ extension RateLimitScope {
     init(_ cells: PostgresRandomAccessRow, from first: Int) throws {
         self.init(
             model: try cells[first].decode(String.self), requestsPerMinute: try cells[first + 1].decode(Int?.self),
-            tokensPerMinute: try cells[first + 2].decode(Int?.self), tokensPerDay: try cells[first + 3].decode(Int?.self),
-            requestsThisMinute: try cells[first + 4].decode(Int.self), tokensThisMinute: try cells[first + 5].decode(Int.self),
+            tokensPerMinute: try cells[first + 2].decode(Int?.self),
+            tokensPerDay: try cells[first + 3].decode(Int?.self),
+            requestsThisMinute: try cells[first + 4].decode(Int.self),
+            tokensThisMinute: try cells[first + 5].decode(Int.self),
             tokensToday: try cells[first + 6].decode(Int.self), reserved: try cells[first + 7].decode(Int.self))
     }
 }
@@ -55,11 +57,13 @@ extension Admission {
         for (ord, rows) in Dictionary(grouping: rows, by: \.ord) where (1...count).contains(ord) {
             let first = rows[0]
             var admission = Admission(
-                verdict: first.verdict, keyMaxTokens: first.keyMaxTokens, keyMaxConcurrentTasks: first.keyMaxConcurrentTasks)
+                verdict: first.verdict, keyMaxTokens: first.keyMaxTokens,
+                keyMaxConcurrentTasks: first.keyMaxConcurrentTasks)
             if let keyName = first.keyName {
                 admission.limits = RateLimitReport(
                     keyName: keyName, scopes: rows.compactMap(\.scope).sorted { $0.model < $1.model },
-                    reservation: first.reservation, untilMinuteReset: first.untilMinuteReset, untilDayReset: first.untilDayReset)
+                    reservation: first.reservation, untilMinuteReset: first.untilMinuteReset,
+                    untilDayReset: first.untilDayReset)
             }
             admissions[ord - 1] = admission
         }

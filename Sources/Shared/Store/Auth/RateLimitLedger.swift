@@ -1,4 +1,3 @@
-
 /// The SQL that keeps every key's counters, as fragments of the statements that enqueue and end tasks — so
 /// admission and reservation ride on the enqueue (no extra round trip), and settlement on the statement that
 /// records a task's outcome (the reservation is released in the same transaction as the charge).

@@ -20,7 +20,9 @@ package struct DatabaseSettings: Sendable {
 
     package init(settings: Settings = Settings()) throws {
         self.address = try PostgresAddress(url: settings.string(.databaseURL) ?? "", key: .databaseURL)
-        self.listenAddress = try settings.string(.listenDatabaseURL).map { try PostgresAddress(url: $0, key: .listenDatabaseURL) } ?? address
+        self.listenAddress =
+            try settings.string(.listenDatabaseURL).map { try PostgresAddress(url: $0, key: .listenDatabaseURL) }
+            ?? address
         self.poolSize = max(1, try settings.int(.databasePoolSize))
         self.prepare = try settings.isOn(.databasePrepare)
         self.timeout = try settings.milliseconds(.databaseTimeoutMilliseconds)

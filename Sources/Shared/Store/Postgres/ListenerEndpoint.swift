@@ -1,16 +1,17 @@
-#if canImport(Glibc)
-import Glibc
-/// The idle time before the first keepalive probe (Darwin calls it `TCP_KEEPALIVE`).
-private let keepIdleOption = TCP_KEEPIDLE
-#elseif canImport(Darwin)
-import Darwin
-private let keepIdleOption = TCP_KEEPALIVE
-#endif
+import HandoffWire
 import Logging
 import NIOCore
 import NIOPosix
 import PostgresNIO
-import HandoffWire
+
+#if canImport(Glibc)
+    import Glibc
+    /// The idle time before the first keepalive probe (Darwin calls it `TCP_KEEPALIVE`).
+    private let keepIdleOption = TCP_KEEPIDLE
+#elseif canImport(Darwin)
+    import Darwin
+    private let keepIdleOption = TCP_KEEPALIVE
+#endif
 
 /// Where and how a process opens its LISTEN connection: `HANDOFF_LISTEN_DATABASE_URL` when set (a direct, session
 /// connection, for deployments whose `DATABASE_URL` goes through a transaction-mode PgBouncer, which breaks LISTEN),
@@ -36,7 +37,10 @@ package struct ListenerEndpoint: Sendable {
     let keepalive: Keepalive
     let connectTimeout: TimeAmount
 
-    package init(address: PostgresAddress, applicationName: String, keepalive: Keepalive = Keepalive(), connectTimeout: TimeAmount = .seconds(2)) {
+    package init(
+        address: PostgresAddress, applicationName: String, keepalive: Keepalive = Keepalive(),
+        connectTimeout: TimeAmount = .seconds(2)
+    ) {
         self.address = address
         self.applicationName = applicationName
         self.keepalive = keepalive
@@ -52,10 +56,12 @@ package struct ListenerEndpoint: Sendable {
             .channelOption(Self.tcpOption(TCP_KEEPCNT), value: keepalive.probes)
             .connect(host: address.host, port: address.port).get()
         var configuration = PostgresConnection.Configuration(
-            establishedChannel: channel, username: address.username, password: address.password, database: address.database)
+            establishedChannel: channel, username: address.username, password: address.password,
+            database: address.database)
         configuration.options.additionalStartupParameters = [("application_name", applicationName)]
         do {
-            return try await PostgresConnection.connect(on: channel.eventLoop, configuration: configuration, id: id, logger: logger)
+            return try await PostgresConnection.connect(
+                on: channel.eventLoop, configuration: configuration, id: id, logger: logger)
         } catch {
             try? await channel.close()
             throw error

@@ -34,7 +34,9 @@ package enum PreparedQueries {
 extension PostgresClient {
     /// `perform` for a prepared statement.
     @discardableResult
-    package func perform(_ statement: some PreparedQuery, timeout: Duration, logger: Logger) async throws -> [PostgresRow] {
+    package func perform(_ statement: some PreparedQuery, timeout: Duration, logger: Logger) async throws
+        -> [PostgresRow]
+    {
         assert(statement.query.sql == type(of: statement).sql, "\(type(of: statement)) built a different text")
         guard PreparedQueries.enabled.load(ordering: .relaxed) else {
             return try await perform(statement.query, timeout: timeout, logger: logger)

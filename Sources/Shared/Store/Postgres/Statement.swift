@@ -25,7 +25,9 @@ extension PostgresClient {
     }
 
     /// Runs `rows` within the deadline, counted as a connection in use (and a deadline miss when it runs out).
-    func measured(timeout: Duration, _ rows: @escaping @Sendable () async throws -> [PostgresRow]) async throws -> [PostgresRow] {
+    func measured(timeout: Duration, _ rows: @escaping @Sendable () async throws -> [PostgresRow]) async throws
+        -> [PostgresRow]
+    {
         PostgresMetrics.connectionsInUse.increment()
         defer { PostgresMetrics.connectionsInUse.decrement() }
         do {
@@ -38,7 +40,9 @@ extension PostgresClient {
 }
 
 extension [PostgresRow] {
-    package func decode<each Column: PostgresDecodable>(_ columns: (repeat each Column).Type) throws -> [(repeat each Column)] {
+    package func decode<each Column: PostgresDecodable>(_ columns: (repeat each Column).Type) throws -> [(
+        repeat each Column
+    )] {
         try map { try $0.decode(columns) }
     }
 }
@@ -58,7 +62,8 @@ extension PSQLError {
             // 08: connection exception, 57: operator intervention (shutdown, statement_timeout), 53300: too many connections.
             return sqlState.hasPrefix("08") || sqlState.hasPrefix("57") || sqlState == "53300"
         }
-        return [.connectionError, .serverClosedConnection, .clientClosedConnection, .uncleanShutdown, .poolClosed].contains(code)
+        return [.connectionError, .serverClosedConnection, .clientClosedConnection, .uncleanShutdown, .poolClosed]
+            .contains(code)
     }
 
     /// Postgres refused a value the statement carried (class 22, data exception): a number `jsonb` cannot hold, an

@@ -29,7 +29,8 @@ extension TaskQueue {
     /// The newest `limit` tasks, optionally of one status.
     package func tasks(status: TaskStatus?, limit: Int) async throws -> [TaskSummary] {
         try await summaries(
-            "WHERE \(status?.rawValue ?? "")::text = '' OR t.status = \(status?.rawValue ?? "") ORDER BY t.created_at DESC LIMIT \(limit)")
+            "WHERE \(status?.rawValue ?? "")::text = '' OR t.status = \(status?.rawValue ?? "") ORDER BY t.created_at DESC LIMIT \(limit)"
+        )
     }
 
     /// The task `id`, or `nil`.
@@ -38,21 +39,28 @@ extension TaskQueue {
     }
 
     private func summaries(_ filter: PostgresQuery) async throws -> [TaskSummary] {
-        let query = PostgresQuery(unsafeSQL: """
-            SELECT t.id, t.status, CASE WHEN t.response IS NULL THEN 'chat' ELSE 'responses' END, t.model, k.name,
-                t.created_at, t.started_at, t.finished_at, t.worker_id, t.attempts, t.cancel_requested_at IS NOT NULL,
-                t.usage::text, t.error::text, coalesce((SELECT max(s.seq) FROM handoff_stream s WHERE s.task_id = t.id), 0)
-            FROM handoff_tasks t LEFT JOIN handoff_api_keys k ON k.id = t.key_id
-            """ + " " + filter.sql, binds: filter.binds)
+        let query = PostgresQuery(
+            unsafeSQL: """
+                SELECT t.id, t.status, CASE WHEN t.response IS NULL THEN 'chat' ELSE 'responses' END, t.model, k.name,
+                    t.created_at, t.started_at, t.finished_at, t.worker_id, t.attempts, t.cancel_requested_at IS NOT NULL,
+                    t.usage::text, t.error::text, coalesce((SELECT max(s.seq) FROM handoff_stream s WHERE s.task_id = t.id), 0)
+                FROM handoff_tasks t LEFT JOIN handoff_api_keys k ON k.id = t.key_id
+                """ + " " + filter.sql, binds: filter.binds)
         var tasks: [TaskSummary] = []
-        for (id, status, api, model, key, created, started, finished, worker, attempts, cancelled, usage, error, head) in try await client
+        for (id, status, api, model, key, created, started, finished, worker, attempts, cancelled, usage, error, head)
+            in try await client
             .perform(query, timeout: timeout, logger: logger)
-            .decode((UUID, String, String, String, String?, Date, Date?, Date?, String?, Int, Bool, String?, String?, Int).self)
+            .decode(
+                (UUID, String, String, String, String?, Date, Date?, Date?, String?, Int, Bool, String?, String?, Int)
+                    .self)
         {
-            tasks.append(TaskSummary(
-                id: id, status: TaskStatus(rawValue: status) ?? .failed, api: api, model: model, keyName: key, createdAt: created,
-                startedAt: started, finishedAt: finished, workerID: worker, attempts: attempts, cancelRequested: cancelled,
-                usage: usage, error: error, head: head))
+            tasks.append(
+                TaskSummary(
+                    id: id, status: TaskStatus(rawValue: status) ?? .failed, api: api, model: model, keyName: key,
+                    createdAt: created,
+                    startedAt: started, finishedAt: finished, workerID: worker, attempts: attempts,
+                    cancelRequested: cancelled,
+                    usage: usage, error: error, head: head))
         }
         return tasks
     }
@@ -98,7 +106,8 @@ extension TaskQueue {
             SELECT 'ended:' || status, count(*)::bigint, 0 FROM handoff_tasks
                 WHERE finished_at > now() - \(seconds) * interval '1 second' GROUP BY status
             """, timeout: timeout, logger: logger)
-        var stats = QueueStats(queued: 0, oldestQueuedSeconds: 0, runningByWorker: [], expiredLeases: 0, recentOutcomes: [])
+        var stats = QueueStats(
+            queued: 0, oldestQueuedSeconds: 0, runningByWorker: [], expiredLeases: 0, recentOutcomes: [])
         for (kind, count, age) in try rows.decode((String, Int, Double).self) {
             if kind == "queued" {
                 (stats.queued, stats.oldestQueuedSeconds) = (count, age)

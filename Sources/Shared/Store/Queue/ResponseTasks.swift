@@ -24,7 +24,8 @@ extension TaskQueue {
             """, timeout: timeout, logger: logger)
         for (status, settings, created, owner) in try rows.decode((String, String, Int64, String?).self) {
             guard let status = TaskStatus(rawValue: status) else { return nil }
-            return ResponseRecord(status: status, settings: try ResponseSettings(stored: settings), created: created, ownerDigest: owner)
+            return ResponseRecord(
+                status: status, settings: try ResponseSettings(stored: settings), created: created, ownerDigest: owner)
         }
         return nil
     }
@@ -32,6 +33,7 @@ extension TaskQueue {
     /// Deletes a task and its stream (a running one stops: its worker can no longer write); `false` when there was none.
     package func delete(_ id: UUID) async throws -> Bool {
         try await client.perform(
-            "DELETE FROM handoff_tasks WHERE id = \(id) RETURNING id", timeout: timeout, logger: logger).count > 0
+            "DELETE FROM handoff_tasks WHERE id = \(id) RETURNING id", timeout: timeout, logger: logger
+        ).count > 0
     }
 }

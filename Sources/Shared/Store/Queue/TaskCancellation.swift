@@ -35,7 +35,9 @@ extension TaskQueue {
     /// Only the tasks in `running` — the ones the worker is actually running — are renewed, not every task the table
     /// says it holds: a claim that committed after the worker gave up waiting for it (a partition healing mid-claim)
     /// leaves tasks held by a worker that never runs them, and renewing those would keep them from the rescue forever.
-    package func renewLeases(workerID: String, running: [UUID], lease: Duration, abandonAfter: Duration) async throws -> [LeaseStop] {
+    package func renewLeases(workerID: String, running: [UUID], lease: Duration, abandonAfter: Duration) async throws
+        -> [LeaseStop]
+    {
         let unwatched = Int((abandonAfter + StreamLog.watchRefresh).components.seconds)
         let abandoned = """
             coalesce(watched_at, started_at) < now() - \(unwatched) * interval '1 second'

@@ -34,7 +34,9 @@ package struct TaskQueue: Sendable {
     /// field of it, including those Handoff does not read (`tools`, `response_format`, ...).
     package func enqueue(_ submissions: [TaskSubmission]) async throws -> [Admission] {
         guard !submissions.isEmpty else { return [] }
-        let rows = try await client.perform(EnqueueStatement(query: Self.enqueueQuery(submissions, maxQueued: maxQueued)), timeout: timeout, logger: logger)
+        let rows = try await client.perform(
+            EnqueueStatement(query: Self.enqueueQuery(submissions, maxQueued: maxQueued)), timeout: timeout,
+            logger: logger)
         return try Admission.assemble(rows.map { try AdmissionRow($0.makeRandomAccess()) }, count: submissions.count)
     }
 
@@ -69,15 +71,18 @@ package struct TaskQueue: Sendable {
     package func claim(workerID: String, limit: Int, lease: Duration) async throws -> [ClaimedTask] {
         guard limit > 0 else { return [] }
         let rows = try await client.perform(
-            ClaimStatement(query: Self.claimQuery(workerID: workerID, limit: limit, lease: lease)), timeout: timeout, logger: logger)
+            ClaimStatement(query: Self.claimQuery(workerID: workerID, limit: limit, lease: lease)), timeout: timeout,
+            logger: logger)
         var claimed: [ClaimedTask] = []
         for (id, json, attempt, created, cancelled, queuedMicroseconds, tokenCap) in try rows.decode(
             (UUID, String, Int, Int64, Bool, Int64, Int?).self)
         {
             let request = try JSONDecoder().decode(ChatCompletionRequest.self, from: Data(json.utf8))
-            claimed.append(ClaimedTask(
-                id: id, request: request, body: json, attempt: attempt, created: created, cancelRequested: cancelled,
-                queuedFor: .microseconds(queuedMicroseconds), tokenCap: tokenCap))
+            claimed.append(
+                ClaimedTask(
+                    id: id, request: request, body: json, attempt: attempt, created: created,
+                    cancelRequested: cancelled,
+                    queuedFor: .microseconds(queuedMicroseconds), tokenCap: tokenCap))
         }
         return claimed
     }

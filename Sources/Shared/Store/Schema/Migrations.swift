@@ -1,4 +1,3 @@
-
 /// The database schema, as an append-only list of versioned migrations. Never edit a released migration:
 /// add the next version.
 package enum Migrations {
@@ -70,7 +69,7 @@ package enum Migrations {
                     request_hash text NOT NULL,
                     created_at   timestamptz NOT NULL DEFAULT now()
                 )
-                """,
+                """
             ]),
         Migration(
             version: 4, name: "api keys and rate limits",
@@ -122,7 +121,7 @@ package enum Migrations {
             version: 5, name: "responses",
             statements: [
                 // A Responses API task: what its Response object echoes (ResponseSettings). NULL for a chat completion.
-                "ALTER TABLE handoff_tasks ADD COLUMN response jsonb",
+                "ALTER TABLE handoff_tasks ADD COLUMN response jsonb"
             ]),
         Migration(
             version: 6, name: "load caps",

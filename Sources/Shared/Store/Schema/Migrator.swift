@@ -6,7 +6,7 @@ import PostgresNIO
 /// Runs under a transaction-scoped advisory lock, so processes that start at the same moment apply each
 /// migration exactly once; the others wait, then find nothing left to do.
 package struct Migrator: Sendable {
-    static let advisoryLockKey: Int64 = 0x68616e646f6666  // "handoff"
+    static let advisoryLockKey: Int64 = 0x68_616e_646f_6666  // "handoff"
 
     let migrations: [Migrations.Migration]
 
@@ -42,13 +42,15 @@ package struct Migrator: Sendable {
 
             """
         for migration in migrations {
-            script += "    IF NOT EXISTS (SELECT 1 FROM handoff_schema_migrations WHERE version = \(migration.version)) THEN\n"
+            script +=
+                "    IF NOT EXISTS (SELECT 1 FROM handoff_schema_migrations WHERE version = \(migration.version)) THEN\n"
             for statement in migration.statements {
                 precondition(!statement.contains("$sql$"), "a migration statement must not contain $sql$")
                 script += "        EXECUTE $sql$\(statement)$sql$;\n"
             }
             let name = migration.name.replacingOccurrences(of: "'", with: "''")
-            script += "        INSERT INTO handoff_schema_migrations (version, name) VALUES (\(migration.version), '\(name)');\n"
+            script +=
+                "        INSERT INTO handoff_schema_migrations (version, name) VALUES (\(migration.version), '\(name)');\n"
             script += "    END IF;\n"
         }
         return script + "END\n$migrate$"

@@ -41,9 +41,13 @@ package struct StreamLog: Sendable {
     package func batches(at keys: [(task: UUID, sequence: Int)]) async throws -> [StreamBatch] {
         guard !keys.isEmpty else { return [] }
         var batches: [StreamBatch] = []
-        let rows = try await client.perform(BatchesStatement(query: Self.batchesQuery(at: keys)), timeout: timeout, logger: logger)
+        let rows = try await client.perform(
+            BatchesStatement(query: Self.batchesQuery(at: keys)), timeout: timeout, logger: logger)
         for (task, sequence, events, final, committed) in try rows.decode((UUID, Int, String, Bool, Int64).self) {
-            batches.append(StreamBatch(task: task, sequence: sequence, encodedEvents: events, final: final, committedAtMicroseconds: committed))
+            batches.append(
+                StreamBatch(
+                    task: task, sequence: sequence, encodedEvents: events, final: final,
+                    committedAtMicroseconds: committed))
         }
         return batches
     }
@@ -59,11 +63,13 @@ package struct StreamLog: Sendable {
         _ streams: [(task: UUID, cursor: StreamCursor, opening: Bool)], pageSize: Int
     ) async throws -> [StreamCatchUp] {
         guard !streams.isEmpty else { return [] }
-        var results = Array(repeating: StreamCatchUp(exists: false, streaming: true, head: 0, batches: []), count: streams.count)
+        var results = Array(
+            repeating: StreamCatchUp(exists: false, streaming: true, head: 0, batches: []), count: streams.count)
         let rows = try await client.perform(
             CatchUpStatement(query: Self.catchUpQuery(streams, pageSize: pageSize)), timeout: timeout, logger: logger)
-        for (ordinal, exists, streaming, head, response, created, lapsed, task, sequence, events, final, committed) in try rows.decode(
-            (Int, Bool, Bool?, Int?, String?, Int64?, Bool, UUID?, Int?, String?, Bool?, Int64?).self)
+        for (ordinal, exists, streaming, head, response, created, lapsed, task, sequence, events, final, committed)
+            in try rows.decode(
+                (Int, Bool, Bool?, Int?, String?, Int64?, Bool, UUID?, Int?, String?, Bool?, Int64?).self)
         {
             results[ordinal - 1].ownerLapsed = lapsed
             results[ordinal - 1].exists = exists
@@ -73,7 +79,9 @@ package struct StreamLog: Sendable {
             results[ordinal - 1].created = created ?? 0
             if let task, let sequence, let events, let final, let committed {
                 results[ordinal - 1].batches.append(
-                    StreamBatch(task: task, sequence: sequence, encodedEvents: events, final: final, committedAtMicroseconds: committed))
+                    StreamBatch(
+                        task: task, sequence: sequence, encodedEvents: events, final: final,
+                        committedAtMicroseconds: committed))
             }
         }
         return results
@@ -90,7 +98,8 @@ package struct StreamLog: Sendable {
     /// It also names the tasks whose key has been revoked or has expired: their open streams end.
     package func heads(ofWatched tasks: [UUID]) async throws -> (heads: [UUID: Int], lapsed: Set<UUID>) {
         guard !tasks.isEmpty else { return ([:], []) }
-        let rows = try await client.perform(HeadsStatement(query: Self.headsQuery(ofWatched: tasks)), timeout: timeout, logger: logger)
+        let rows = try await client.perform(
+            HeadsStatement(query: Self.headsQuery(ofWatched: tasks)), timeout: timeout, logger: logger)
         var heads: [UUID: Int] = [:]
         var lapsed: Set<UUID> = []
         for (task, sequence, ownerLapsed) in try rows.decode((UUID, Int?, Bool).self) {

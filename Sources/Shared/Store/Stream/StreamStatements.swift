@@ -25,7 +25,10 @@ extension StreamLog {
     static func appendQuery(_ batches: [StreamBatch], outcomes: [TaskOutcome], workerID: String) -> PostgresQuery {
         let usages = outcomes.map { $0.usage?.json.text ?? "" }
         let errors = outcomes.map { $0.error?.json.text ?? "" }
-        let settlement = outcomes.isEmpty ? "" : """
+        let settlement =
+            outcomes.isEmpty
+            ? ""
+            : """
             , \(RateLimitLedger.clock), ended AS (
                 SELECT key_id, model, reserved_tokens, coalesce((usage->>'total_tokens')::bigint, 0) AS charge FROM finished
             ), \(RateLimitLedger.settlement)
@@ -62,7 +65,9 @@ extension StreamLog {
         """
     }
 
-    static func catchUpQuery(_ streams: [(task: UUID, cursor: StreamCursor, opening: Bool)], pageSize: Int) -> PostgresQuery {
+    static func catchUpQuery(_ streams: [(task: UUID, cursor: StreamCursor, opening: Bool)], pageSize: Int)
+        -> PostgresQuery
+    {
         """
         SELECT r.ord::int, t.found IS NOT NULL, t.streaming, t.head, t.response, t.created, coalesce(t.lapsed, false),
             s.task_id, s.seq, s.events, s.final, (extract(epoch FROM s.created_at) * 1000000)::bigint

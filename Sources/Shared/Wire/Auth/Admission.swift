@@ -37,8 +37,9 @@ package struct TaskSubmission: Sendable {
 
     /// A request built in code (not received from a client), with no owner: its body is its own encoding.
     package init(id: UUID, request: ChatCompletionRequest) throws {
-        self.init(id: id, request: request, body: String(decoding: try JSONEncoder().encode(request), as: UTF8.self),
-                  caller: "", tokenCap: request.tokenLimit, reservationCeiling: 0)
+        self.init(
+            id: id, request: request, body: String(decoding: try JSONEncoder().encode(request), as: UTF8.self),
+            caller: "", tokenCap: request.tokenLimit, reservationCeiling: 0)
     }
 }
 
@@ -65,7 +66,9 @@ package struct Admission: Sendable, Equatable {
     /// The key's standing; `nil` without a valid key.
     package var limits: RateLimitReport?
 
-    package init(verdict: Verdict, keyMaxTokens: Int? = nil, keyMaxConcurrentTasks: Int? = nil, limits: RateLimitReport? = nil) {
+    package init(
+        verdict: Verdict, keyMaxTokens: Int? = nil, keyMaxConcurrentTasks: Int? = nil, limits: RateLimitReport? = nil
+    ) {
         self.verdict = verdict
         self.keyMaxTokens = keyMaxTokens
         self.keyMaxConcurrentTasks = keyMaxConcurrentTasks

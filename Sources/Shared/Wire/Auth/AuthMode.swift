@@ -12,7 +12,8 @@ package enum AuthMode: String, Sendable {
         if mode == .off, !Self.isLoopback(host), settings.string(.authOffAllowNetwork) != "1" {
             throw .refused(
                 "HANDOFF_AUTH=off would let anyone who reaches \(host) use the models without a key; bind "
-                    + "HANDOFF_API_HOST to a loopback address, use HANDOFF_AUTH=required, or set HANDOFF_AUTH_OFF_ALLOW_NETWORK=1")
+                    + "HANDOFF_API_HOST to a loopback address, use HANDOFF_AUTH=required, or set HANDOFF_AUTH_OFF_ALLOW_NETWORK=1"
+            )
         }
         self = mode
     }

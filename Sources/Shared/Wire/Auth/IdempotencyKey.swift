@@ -13,14 +13,16 @@ package struct IdempotencyKey: Sendable, Equatable {
     package init?(_ value: String?, authorization: String?) throws(OpenAIError) {
         guard let value else { return nil }
         guard (1...255).contains(value.utf8.count), value.utf8.allSatisfy({ (0x21...0x7E).contains($0) }) else {
-            throw .invalidRequest("The Idempotency-Key header must be 1 to 255 visible ASCII characters.", param: nil,
-                                  code: "invalid_idempotency_key")
+            throw .invalidRequest(
+                "The Idempotency-Key header must be 1 to 255 visible ASCII characters.", param: nil,
+                code: "invalid_idempotency_key")
         }
         scope = Self.hex(SHA256.hash(data: Data("\(authorization ?? "")\n\(value)".utf8)))
     }
 
     package static let reused = OpenAIError(
-        status: 422, message: "This Idempotency-Key was already used for a different request. Use a new key for a new request.",
+        status: 422,
+        message: "This Idempotency-Key was already used for a different request. Use a new key for a new request.",
         type: "invalid_request_error", code: "idempotency_key_reused")
 
     private static func hex(_ digest: SHA256.Digest) -> String {

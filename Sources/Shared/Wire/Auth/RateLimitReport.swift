@@ -39,7 +39,9 @@ package struct RateLimitReport: Sendable, Equatable {
     package var untilMinuteReset: Duration
     package var untilDayReset: Duration
 
-    package init(keyName: String, scopes: [RateLimitScope], reservation: Int, untilMinuteReset: Duration, untilDayReset: Duration) {
+    package init(
+        keyName: String, scopes: [RateLimitScope], reservation: Int, untilMinuteReset: Duration, untilDayReset: Duration
+    ) {
         self.keyName = keyName
         self.scopes = scopes
         self.reservation = reservation
@@ -60,8 +62,10 @@ package struct RateLimitReport: Sendable, Equatable {
     private func requestWindows() -> [Window] {
         scopes.compactMap { scope in
             scope.requestsPerMinute.map {
-                Window(name: "requests per min (RPM)", limit: $0, used: scope.requestsThisMinute, charged: scope.requestsThisMinute,
-                       reset: untilMinuteReset, scope: scope.model)
+                Window(
+                    name: "requests per min (RPM)", limit: $0, used: scope.requestsThisMinute,
+                    charged: scope.requestsThisMinute,
+                    reset: untilMinuteReset, scope: scope.model)
             }
         }
     }
@@ -70,12 +74,14 @@ package struct RateLimitReport: Sendable, Equatable {
         scopes.flatMap { scope in
             [
                 scope.tokensPerMinute.map {
-                    Window(name: "tokens per min (TPM)", limit: $0, used: scope.tokensThisMinute + scope.reserved,
-                           charged: scope.tokensThisMinute, reset: untilMinuteReset, scope: scope.model)
+                    Window(
+                        name: "tokens per min (TPM)", limit: $0, used: scope.tokensThisMinute + scope.reserved,
+                        charged: scope.tokensThisMinute, reset: untilMinuteReset, scope: scope.model)
                 },
                 scope.tokensPerDay.map {
-                    Window(name: "tokens per day (TPD)", limit: $0, used: scope.tokensToday + scope.reserved,
-                           charged: scope.tokensToday, reset: untilDayReset, scope: scope.model, daily: true)
+                    Window(
+                        name: "tokens per day (TPD)", limit: $0, used: scope.tokensToday + scope.reserved,
+                        charged: scope.tokensToday, reset: untilDayReset, scope: scope.model, daily: true)
                 },
             ].compactMap { $0 }
         }
@@ -84,7 +90,9 @@ package struct RateLimitReport: Sendable, Equatable {
     /// `x-ratelimit-*` for the tightest window of each kind; `admitted` counts this request in them.
     package func headers(admitted: Bool) -> [(name: String, value: String)] {
         var headers: [(name: String, value: String)] = []
-        let kinds = [("requests", requestWindows(), admitted ? 1 : 0), ("tokens", tokenWindows(), admitted ? reservation : 0)]
+        let kinds = [
+            ("requests", requestWindows(), admitted ? 1 : 0), ("tokens", tokenWindows(), admitted ? reservation : 0),
+        ]
         for (kind, windows, spent) in kinds {
             let remaining = { (window: Window) in max(window.limit - window.used - spent, 0) }
             guard let tightest = windows.min(by: { remaining($0) < remaining($1) }) else { continue }
@@ -105,16 +113,25 @@ package struct RateLimitReport: Sendable, Equatable {
         let requested = isRequests ? 1 : reservation
         let window = candidates.first { $0.used + requested > $0.limit } ?? candidates.first
         guard let window else {
-            return (OpenAIError(status: 429, message: "Rate limit reached.", type: isRequests ? "requests" : "tokens", code: "rate_limit_exceeded"), .seconds(1))
+            return (
+                OpenAIError(
+                    status: 429, message: "Rate limit reached.", type: isRequests ? "requests" : "tokens",
+                    code: "rate_limit_exceeded"), .seconds(1)
+            )
         }
         let onlyReservations = !isRequests && window.charged + requested <= window.limit
         let retryAfter = onlyReservations ? min(.seconds(1), window.reset) : window.reset
         let subject = window.scope.isEmpty ? "key '\(keyName)'" : "key '\(keyName)' and model '\(window.scope)'"
         // Within one statement's batch, refused requests ahead of this one count in `used` (see RateLimitLedger), so
         // it can exceed the limit; what was admitted never does.
-        let message = "Rate limit reached for \(subject) on \(window.name): Limit \(window.limit), Used \(min(window.used, window.limit)), "
+        let message =
+            "Rate limit reached for \(subject) on \(window.name): Limit \(window.limit), Used \(min(window.used, window.limit)), "
             + "Requested \(requested). Please try again in \(Self.goDuration(retryAfter))."
-        return (OpenAIError(status: 429, message: message, type: isRequests ? "requests" : "tokens", code: "rate_limit_exceeded"), retryAfter)
+        return (
+            OpenAIError(
+                status: 429, message: message, type: isRequests ? "requests" : "tokens", code: "rate_limit_exceeded"),
+            retryAfter
+        )
     }
 
     /// A duration as OpenAI writes it in `x-ratelimit-reset-*` (Go's notation): `12ms`, `1s`, `1.5s`, `6m0s`, `1h2m3s`.
@@ -122,7 +139,9 @@ package struct RateLimitReport: Sendable, Equatable {
         let milliseconds = max(Int(duration.wholeMilliseconds), 0)
         if milliseconds == 0 { return "0s" }
         if milliseconds < 1000 { return "\(milliseconds)ms" }
-        let hours = milliseconds / 3_600_000, minutes = milliseconds / 60_000 % 60, rest = milliseconds % 60_000
+        let hours = milliseconds / 3_600_000
+        let minutes = milliseconds / 60_000 % 60
+        let rest = milliseconds % 60_000
         var seconds = "\(rest / 1000)"
         if rest % 1000 != 0 {
             seconds += "." + String(String(format: "%03d", rest % 1000).reversed().drop { $0 == "0" }.reversed())

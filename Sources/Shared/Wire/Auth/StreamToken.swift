@@ -43,7 +43,8 @@ package struct StreamToken: Sendable, Equatable {
 
     /// Checks `text` for `taskID`; `now` is injectable so expiry is testable without sleeping.
     package static func verify(
-        _ text: String?, taskID: UUID, kind: Kind = .chat, secret: StreamSecret, now: Int64 = Int64(Date().timeIntervalSince1970)
+        _ text: String?, taskID: UUID, kind: Kind = .chat, secret: StreamSecret,
+        now: Int64 = Int64(Date().timeIntervalSince1970)
     ) throws(StreamTokenError) -> StreamToken {
         guard let text, !text.isEmpty else { throw .missing }
         let parts = text.split(separator: ".", omittingEmptySubsequences: false)
@@ -56,7 +57,8 @@ package struct StreamToken: Sendable, Equatable {
         guard Base64URL.encode(mac) == last else { throw .forged }
         // Constant-time comparison through Crypto's MAC check.
         guard mac.count == SHA256.byteCount,
-            HMAC<SHA256>.isValidAuthenticationCode(mac, authenticating: message(kind, taskID, expiresAt, owner), using: secret.key)
+            HMAC<SHA256>.isValidAuthenticationCode(
+                mac, authenticating: message(kind, taskID, expiresAt, owner), using: secret.key)
         else { throw .forged }
         guard expiresAt > now else { throw .expired }
         return StreamToken(taskID: taskID, expiresAt: expiresAt, owner: owner, kind: kind)

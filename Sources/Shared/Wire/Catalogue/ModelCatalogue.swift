@@ -48,7 +48,8 @@ package struct ModelCatalogue: Sendable, Equatable, Decodable {
             upstreams = try container.decodeIfPresent([Upstream].self, forKey: .upstreams) ?? []
             maxTokens = try container.decodeIfPresent(Int.self, forKey: .maxTokens)
             if let maxTokens, maxTokens <= 0 {
-                throw DecodingError.dataCorruptedError(forKey: .maxTokens, in: container, debugDescription: "must be a positive integer")
+                throw DecodingError.dataCorruptedError(
+                    forKey: .maxTokens, in: container, debugDescription: "must be a positive integer")
             }
         }
     }
@@ -124,7 +125,8 @@ package struct ModelCatalogue: Sendable, Equatable, Decodable {
             let positive = { (key: CodingKeys, fallback: Int) throws -> Int in
                 let value = try container.decodeIfPresent(Int.self, forKey: key) ?? fallback
                 guard value > 0 else {
-                    throw DecodingError.dataCorruptedError(forKey: key, in: container, debugDescription: "must be a positive integer")
+                    throw DecodingError.dataCorruptedError(
+                        forKey: key, in: container, debugDescription: "must be a positive integer")
                 }
                 return value
             }
@@ -190,11 +192,14 @@ extension ModelCatalogue {
             case .demo where !model.upstreams.isEmpty:
                 throw .invalid(path: path, reason: "model '\(model.name)': the demo backend takes no upstreams")
             case .openai where model.upstreams.isEmpty:
-                throw .invalid(path: path, reason: "model '\(model.name)': an openai backend needs at least one upstream")
+                throw .invalid(
+                    path: path, reason: "model '\(model.name)': an openai backend needs at least one upstream")
             default: break
             }
             for upstream in model.upstreams {
-                guard let url = URL(string: upstream.baseURL), ["http", "https"].contains(url.scheme ?? ""), url.host != nil else {
+                guard let url = URL(string: upstream.baseURL), ["http", "https"].contains(url.scheme ?? ""),
+                    url.host != nil
+                else {
                     throw .invalid(path: path, reason: "model '\(model.name)': base_url must be an http(s) URL")
                 }
             }
@@ -208,7 +213,8 @@ extension ModelCatalogue {
         }
         switch error {
         case .keyNotFound(let key, let context): return "missing '\(path(context.codingPath + [key]))'"
-        case .typeMismatch(_, let context), .valueNotFound(_, let context): return "wrong type at '\(path(context.codingPath))'"
+        case .typeMismatch(_, let context), .valueNotFound(_, let context):
+            return "wrong type at '\(path(context.codingPath))'"
         case .dataCorrupted(let context) where !context.codingPath.isEmpty:
             return "invalid value at '\(path(context.codingPath))': \(context.debugDescription)"
         default: return "not valid JSON"
@@ -224,7 +230,8 @@ package enum CatalogueError: Error, CustomStringConvertible {
     package var description: String {
         switch self {
         case .unreadable(let path, let reason): "\(ConfigKey.modelsFile.rawValue): cannot read \(path): \(reason)"
-        case .invalid(let path, let reason): "\(ConfigKey.modelsFile.rawValue): \(path) is not a valid model catalogue: \(reason)"
+        case .invalid(let path, let reason):
+            "\(ConfigKey.modelsFile.rawValue): \(path) is not a valid model catalogue: \(reason)"
         }
     }
 }

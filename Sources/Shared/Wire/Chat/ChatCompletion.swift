@@ -16,7 +16,8 @@ package enum ChatCompletion {
             let data = Data(event.utf8)
             if let chunk = try? decoder.decode(Chunk.self, from: data) {
                 first = first ?? chunk
-                fingerprint = fingerprint ?? chunk.systemFingerprint  // an upstream's, when Handoff's role chunk has none
+                // An upstream's, when Handoff's role chunk has none.
+                fingerprint = fingerprint ?? chunk.systemFingerprint
                 for choice in chunk.choices {
                     if let delta = choice.delta { message.add(delta) }
                     finishReason = choice.finishReason ?? finishReason
@@ -34,9 +35,15 @@ package enum ChatCompletion {
         var members: [(String, JSONValue)] = [
             ("id", .string(first.id)), ("object", .string("chat.completion")), ("created", .int(first.created)),
             ("model", .string(first.model)), ("system_fingerprint", .optional(fingerprint)),
-            ("choices", .array([.object([
-                ("index", .int(0)), ("message", message.json), ("logprobs", .null), ("finish_reason", .string(finishReason)),
-            ])])),
+            (
+                "choices",
+                .array([
+                    .object([
+                        ("index", .int(0)), ("message", message.json), ("logprobs", .null),
+                        ("finish_reason", .string(finishReason)),
+                    ])
+                ])
+            ),
         ]
         if let usage { members.append(("usage", usage.json)) }
         return .success(.object(members))
@@ -125,12 +132,20 @@ package enum ChatCompletion {
             ]
             if let reasoning { members.append(("reasoning_content", .string(reasoning))) }
             if !toolCalls.isEmpty {
-                members.append(("tool_calls", .array(toolCalls.map { call in
-                    .object([
-                        ("id", .string(call.id)), ("type", .string(call.type)),
-                        ("function", .object([("name", .string(call.name)), ("arguments", .string(call.arguments))])),
-                    ])
-                })))
+                members.append(
+                    (
+                        "tool_calls",
+                        .array(
+                            toolCalls.map { call in
+                                .object([
+                                    ("id", .string(call.id)), ("type", .string(call.type)),
+                                    (
+                                        "function",
+                                        .object([("name", .string(call.name)), ("arguments", .string(call.arguments))])
+                                    ),
+                                ])
+                            })
+                    ))
             }
             return .object(members)
         }

@@ -102,14 +102,18 @@ package struct ChatCompletionChunk: Decodable, Sendable, Equatable {
     /// The members that say whose chunk it is, first in every chunk of a completion: a relayed upstream chunk gets
     /// these in place of its own and keeps the rest.
     package static func identity(id: String, created: Int64, model: String) -> [(String, JSONValue)] {
-        [("id", .string(id)), ("object", .string("chat.completion.chunk")), ("created", .int(created)), ("model", .string(model))]
+        [
+            ("id", .string(id)), ("object", .string("chat.completion.chunk")), ("created", .int(created)),
+            ("model", .string(model)),
+        ]
     }
 
     /// The `data:` of this chunk's event.
     package var json: JSONValue {
-        var members = Self.identity(id: id, created: created, model: model) + [
-            ("system_fingerprint", .optional(systemFingerprint)), ("choices", .array(choices.map(\.json))),
-        ]
+        var members =
+            Self.identity(id: id, created: created, model: model) + [
+                ("system_fingerprint", .optional(systemFingerprint)), ("choices", .array(choices.map(\.json))),
+            ]
         switch usage {
         case .omitted: break
         case .null: members.append(("usage", .null))

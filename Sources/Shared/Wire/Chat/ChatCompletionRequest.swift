@@ -94,7 +94,8 @@ package struct ChatMessage: Codable, Sendable, Equatable {
         name = try container.decodeIfPresent(String.self, forKey: .name)
         if try !container.contains(.content) || container.decodeNil(forKey: .content) {
             guard role == "assistant" else {
-                throw DecodingError.keyNotFound(CodingKeys.content, .init(codingPath: container.codingPath, debugDescription: "content"))
+                throw DecodingError.keyNotFound(
+                    CodingKeys.content, .init(codingPath: container.codingPath, debugDescription: "content"))
             }
             content = ""
         } else if let text = try? container.decode(String.self, forKey: .content) {
@@ -102,15 +103,20 @@ package struct ChatMessage: Codable, Sendable, Equatable {
         } else if let parts = try? container.decode([ContentPart].self, forKey: .content) {
             content = try parts.enumerated().map { index, part in
                 guard part.type == "text", let text = part.text else {
-                    throw DecodingError.dataCorrupted(.init(
-                        codingPath: container.codingPath + [CodingKeys.content, IndexKey(index), ContentPart.CodingKeys.type],
-                        debugDescription: "only text content parts are supported"))
+                    throw DecodingError.dataCorrupted(
+                        .init(
+                            codingPath: container.codingPath + [
+                                CodingKeys.content, IndexKey(index), ContentPart.CodingKeys.type,
+                            ],
+                            debugDescription: "only text content parts are supported"))
                 }
                 return text
             }.joined()
         } else {
-            throw DecodingError.typeMismatch(TextContent.self, .init(
-                codingPath: container.codingPath + [CodingKeys.content], debugDescription: "content"))
+            throw DecodingError.typeMismatch(
+                TextContent.self,
+                .init(
+                    codingPath: container.codingPath + [CodingKeys.content], debugDescription: "content"))
         }
     }
 

@@ -25,7 +25,8 @@ package struct RequestValidation: Sendable {
     package init(catalogue: ModelCatalogue, settings: Settings) throws {
         self.init(
             models: Set(catalogue.names), maxTokensLimit: try settings.int(.maxTokensLimit),
-            modelMaxTokens: Dictionary(uniqueKeysWithValues: catalogue.models.compactMap { model in model.maxTokens.map { (model.name, $0) } }),
+            modelMaxTokens: Dictionary(
+                uniqueKeysWithValues: catalogue.models.compactMap { model in model.maxTokens.map { (model.name, $0) } }),
             maxMessages: try settings.int(.maxMessages), maxPromptCharacters: try settings.int(.maxPromptCharacters))
     }
 
@@ -78,13 +79,15 @@ package struct RequestValidation: Sendable {
         }
         if request.messages.count > maxMessages {
             throw .invalidRequest(
-                "'messages' holds \(request.messages.count) messages; at most \(maxMessages) are accepted.", param: "messages",
+                "'messages' holds \(request.messages.count) messages; at most \(maxMessages) are accepted.",
+                param: "messages",
                 code: "too_many_messages")
         }
         let characters = request.messages.reduce(0) { $0 + $1.content.count + ($1.name?.count ?? 0) }
         if characters > maxPromptCharacters {
             throw .invalidRequest(
-                "The messages hold \(characters) characters; at most \(maxPromptCharacters) are accepted.", param: "messages",
+                "The messages hold \(characters) characters; at most \(maxPromptCharacters) are accepted.",
+                param: "messages",
                 code: "prompt_too_long")
         }
         for (index, message) in request.messages.enumerated() where !ChatMessage.roles.contains(message.role) {
@@ -94,18 +97,25 @@ package struct RequestValidation: Sendable {
         }
         // Postgres text cannot hold NUL; refusing it here keeps one bad request from failing a whole batch.
         for (index, message) in request.messages.enumerated() {
-            for (field, value) in [("content", message.content), ("name", message.name ?? "")] where value.utf8.contains(0) {
-                throw .invalidRequest("'messages[\(index)].\(field)' must not contain NUL characters.", param: "messages[\(index)].\(field)")
+            for (field, value) in [("content", message.content), ("name", message.name ?? "")]
+            where value.utf8.contains(0) {
+                throw .invalidRequest(
+                    "'messages[\(index)].\(field)' must not contain NUL characters.",
+                    param: "messages[\(index)].\(field)")
             }
         }
         let limit = tokenLimit(of: request.model)
-        for (field, value) in [("max_tokens", request.maxTokens), ("max_completion_tokens", request.maxCompletionTokens)] {
+        for (field, value) in [
+            ("max_tokens", request.maxTokens), ("max_completion_tokens", request.maxCompletionTokens),
+        ] {
             if let value, !(1...limit).contains(value) {
                 throw .invalidRequest("'\(field)' must be between 1 and \(limit); got \(value).", param: field)
             }
         }
         if let n = request.n, n != 1 {
-            throw .invalidRequest("'n' must be 1: one choice per completion is supported; got \(n).", param: "n", code: "unsupported_value")
+            throw .invalidRequest(
+                "'n' must be 1: one choice per completion is supported; got \(n).", param: "n",
+                code: "unsupported_value")
         }
         if let temperature = request.temperature, !(0...2).contains(temperature) {
             throw .invalidRequest("'temperature' must be between 0 and 2; got \(temperature).", param: "temperature")
@@ -134,10 +144,12 @@ package struct RequestValidation: Sendable {
         switch error {
         case .keyNotFound(let key, let context):
             let param = path(context.codingPath + [key])
-            return .invalidRequest("Missing required parameter: '\(param)'.", param: param, code: "missing_required_parameter")
+            return .invalidRequest(
+                "Missing required parameter: '\(param)'.", param: param, code: "missing_required_parameter")
         case .typeMismatch(let type, let context), .valueNotFound(let type, let context):
             let param = path(context.codingPath)
-            return .invalidRequest("Invalid type for '\(param)': expected \(typeName(type)).", param: param, code: "invalid_type")
+            return .invalidRequest(
+                "Invalid type for '\(param)': expected \(typeName(type)).", param: param, code: "invalid_type")
         case .dataCorrupted(let context) where !context.codingPath.isEmpty:
             let param = path(context.codingPath)
             return .invalidRequest("Invalid value for '\(param)'.", param: param, code: "invalid_value")
@@ -148,7 +160,11 @@ package struct RequestValidation: Sendable {
 
     private static func path(_ keys: [any CodingKey]) -> String {
         keys.reduce(into: "") { path, key in
-            if let index = key.intValue { path += "[\(index)]" } else { path += path.isEmpty ? key.stringValue : ".\(key.stringValue)" }
+            if let index = key.intValue {
+                path += "[\(index)]"
+            } else {
+                path += path.isEmpty ? key.stringValue : ".\(key.stringValue)"
+            }
         }
     }
 

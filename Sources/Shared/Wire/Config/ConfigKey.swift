@@ -109,23 +109,30 @@ package enum ConfigKey: String, CaseIterable, Sendable {
     package var summary: String {
         switch self {
         case .databaseURL: "Postgres URL (postgres://user[:password]@host[:port]/database)."
-        case .listenDatabaseURL: "The LISTEN connection's Postgres URL (default: DATABASE_URL): a direct one when DATABASE_URL goes through a transaction-mode PgBouncer."
+        case .listenDatabaseURL:
+            "The LISTEN connection's Postgres URL (default: DATABASE_URL): a direct one when DATABASE_URL goes through a transaction-mode PgBouncer."
         case .databasePoolSize: "Most pooled Postgres connections a process holds (the listener has its own one)."
-        case .databasePrepare: "on: the hot statements are prepared once per pooled connection; off: behind a transaction-mode PgBouncer older than 1.21."
+        case .databasePrepare:
+            "on: the hot statements are prepared once per pooled connection; off: behind a transaction-mode PgBouncer older than 1.21."
         case .databaseTimeoutMilliseconds: "How long the API waits for Postgres before answering 503."
         case .secret: "HMAC secret for stream tokens, shared by API and SSE servers. Overrides the secret file."
         case .secretFile: "Where the secret is read from, and created (random, mode 0600) when missing."
         case .tokenTTLSeconds: "How long a stream token stays valid."
         case .models: "Without a model catalogue: comma-separated model names, all served by the demo model."
-        case .modelsFile: "The model catalogue (JSON): public model names and their backends, demo or OpenAI-compatible upstreams."
+        case .modelsFile:
+            "The model catalogue (JSON): public model names and their backends, demo or OpenAI-compatible upstreams."
         case .maxBodyBytes: "Largest request body the API reads; larger gets 413."
-        case .maxTokensLimit: "Largest accepted max_tokens, and the cap of a request that sets none (a key's or a model's own cap may be lower)."
+        case .maxTokensLimit:
+            "Largest accepted max_tokens, and the cap of a request that sets none (a key's or a model's own cap may be lower)."
         case .maxMessages: "Most messages in one request; more gets 400 naming messages."
         case .maxPromptCharacters: "Most characters of message content in one request; more gets 400 naming messages."
         case .auth: "required: every API request needs an API key (handoff-api keys create); off: no keys, no limits."
-        case .authOffAllowNetwork: "1 lets the API run with HANDOFF_AUTH=off on a non-loopback address; it refuses to otherwise."
-        case .reserveMaxTokens: "Most reply tokens a request reserves against its key's token limits (its max_tokens, or this)."
-        case .maxQueued: "Most tasks queued at once, over all keys and API replicas; past it a POST gets 503 overloaded (0: no cap)."
+        case .authOffAllowNetwork:
+            "1 lets the API run with HANDOFF_AUTH=off on a non-loopback address; it refuses to otherwise."
+        case .reserveMaxTokens:
+            "Most reply tokens a request reserves against its key's token limits (its max_tokens, or this)."
+        case .maxQueued:
+            "Most tasks queued at once, over all keys and API replicas; past it a POST gets 503 overloaded (0: no cap)."
         case .apiHost: "Address the API server binds."
         case .apiPort: "Port the API server binds (flag --port)."
         case .sseHost: "Address an SSE server binds."
@@ -133,29 +140,37 @@ package enum ConfigKey: String, CaseIterable, Sendable {
         case .keepaliveSeconds: "Interval of the ': ping' keepalive line on a silent stream."
         case .ssePollMilliseconds: "Poll fallback of the SSE notifier, so a lost NOTIFY costs latency only."
         case .sseDrainSeconds: "On SIGTERM, how long an SSE server lets its open streams run before closing them."
-        case .sseHeaderTimeoutSeconds: "An SSE server closes a connection that has not sent a whole request head within this long."
-        case .sseMaxConnections: "Most connections one SSE server holds; past it a request gets 503 and /readyz says so."
-        case .sseMaxStreamsPerTask: "Most streams of one task one SSE server serves at once; past it a request gets 429."
+        case .sseHeaderTimeoutSeconds:
+            "An SSE server closes a connection that has not sent a whole request head within this long."
+        case .sseMaxConnections:
+            "Most connections one SSE server holds; past it a request gets 503 and /readyz says so."
+        case .sseMaxStreamsPerTask:
+            "Most streams of one task one SSE server serves at once; past it a request gets 429."
         case .workerID: "Name of a worker (default: the host name); its claims add the pid and a random suffix."
         case .workerConcurrency: "Tasks a worker runs at once (flag --concurrency)."
         case .workerPollMilliseconds: "Poll fallback of the worker's claim loop."
-        case .flushWindowMilliseconds: "Minibatch window: pending tokens of all tasks are committed together at most this often (under load the writer also rests twice as long as a flush overran it)."
+        case .flushWindowMilliseconds:
+            "Minibatch window: pending tokens of all tasks are committed together at most this often (under load the writer also rests twice as long as a flush overran it)."
         case .flushMaxEvents: "Pending events that force a flush before the window ends."
         case .leaseSeconds: "Lease on a running task; renewed every third of it, rescued when it expires."
         case .maxAttempts: "Claims of one task before an expired lease fails it instead of requeueing it."
         case .abandonSeconds: "A running task no client has watched for this long (plus up to 5 s) is cancelled."
-        case .workerGraceSeconds: "On SIGTERM, how long a worker lets its tasks run before handing them back or failing them."
+        case .workerGraceSeconds:
+            "On SIGTERM, how long a worker lets its tasks run before handing them back or failing them."
         case .retentionSeconds: "Finished tasks and their streams are deleted this long after they finished."
         case .idempotencySeconds: "How long an Idempotency-Key sends its caller's retries back to the same task."
         case .demoTokenDelayMilliseconds: "Delay between tokens of the demo model (0 for benchmarks)."
         case .logLevel: "trace, debug, info, notice, warning, error or critical."
         case .logFormat: "text, or json: one JSON object a line (time, level, process, message, source, metadata)."
-        case .metrics: "on: every process serves Prometheus metrics at /metrics; off: none are kept (/metrics answers 404)."
-        case .readyDeadlineMilliseconds: "How long /readyz's Postgres check (every second) may take before the process reports not ready."
+        case .metrics:
+            "on: every process serves Prometheus metrics at /metrics; off: none are kept (/metrics answers 404)."
+        case .readyDeadlineMilliseconds:
+            "How long /readyz's Postgres check (every second) may take before the process reports not ready."
         case .workerHost: "Address the worker's operations server (/healthz, /readyz, /metrics) binds."
         case .workerPort: "Port of the worker's operations server (flag --port); each worker on a host needs its own."
         case .queueSampleMilliseconds: "How often each worker samples the queue's depth and oldest age for its metrics."
-        case .benchStamps: "Benchmarks only: 1 makes the SSE server prefix each minibatch with a ': committed <began> <notified> <received> <sent>' comment (µs)."
+        case .benchStamps:
+            "Benchmarks only: 1 makes the SSE server prefix each minibatch with a ': committed <began> <notified> <received> <sent>' comment (µs)."
         }
     }
 }

@@ -50,7 +50,8 @@ package enum MetricName: String, CaseIterable, Sendable {
         case .queueDepth: "Queued tasks, sampled by each worker."
         case .queueOldestAge: "Age of the oldest queued task (0 when none), sampled by each worker."
         case .queueWait: "Enqueue to claim, per claimed task."
-        case .tasks: "Tasks ended by this worker, by `outcome` (`succeeded`, `failed`, `cancelled`, `abandoned`, `handed_back`)."
+        case .tasks:
+            "Tasks ended by this worker, by `outcome` (`succeeded`, `failed`, `cancelled`, `abandoned`, `handed_back`)."
         case .tasksRescued: "Tasks whose worker was lost, by `result` (`requeued`, or `failed` with `worker_lost`)."
         case .tokens: "Tokens of ended tasks by `model` and `kind` (`prompt`, `completion`), from their usage."
         case .eventsWritten: "Stream events committed to the stream table."
@@ -58,7 +59,8 @@ package enum MetricName: String, CaseIterable, Sendable {
         case .flushDuration: "Duration of a minibatch flush (one statement and its commit)."
         case .upstreamRequests: "Requests sent to upstream model servers, by `model`."
         case .upstreamErrors: "Upstream requests that failed, before or during the reply, by `model`."
-        case .upstreamFailovers: "Upstream failures before the first token, after which the next server is tried, by `model`."
+        case .upstreamFailovers:
+            "Upstream failures before the first token, after which the next server is tried, by `model`."
         case .openStreams: "Streams this replica is serving now."
         case .firstEvent: "Stream request received to its first event written, by `api` (`chat`, `responses`)."
         case .eventsSent: "Stream events written to clients."
@@ -70,14 +72,23 @@ package enum MetricName: String, CaseIterable, Sendable {
     package var durationBuckets: [Duration]? {
         switch self {
         case .handoffDuration:
-            [.microseconds(500), .milliseconds(1), .milliseconds(2), .milliseconds(5), .milliseconds(10), .milliseconds(25),
-             .milliseconds(50), .milliseconds(100), .milliseconds(250), .seconds(1)]
+            [
+                .microseconds(500), .milliseconds(1), .milliseconds(2), .milliseconds(5), .milliseconds(10),
+                .milliseconds(25),
+                .milliseconds(50), .milliseconds(100), .milliseconds(250), .seconds(1),
+            ]
         case .flushDuration:
-            [.microseconds(500), .milliseconds(1), .milliseconds(2), .milliseconds(5), .milliseconds(10), .milliseconds(25),
-             .milliseconds(50), .milliseconds(100), .milliseconds(500)]
+            [
+                .microseconds(500), .milliseconds(1), .milliseconds(2), .milliseconds(5), .milliseconds(10),
+                .milliseconds(25),
+                .milliseconds(50), .milliseconds(100), .milliseconds(500),
+            ]
         case .queueWait, .firstEvent:
-            [.milliseconds(5), .milliseconds(10), .milliseconds(25), .milliseconds(50), .milliseconds(100), .milliseconds(250),
-             .milliseconds(500), .seconds(1), .seconds(5), .seconds(30), .seconds(120)]
+            [
+                .milliseconds(5), .milliseconds(10), .milliseconds(25), .milliseconds(50), .milliseconds(100),
+                .milliseconds(250),
+                .milliseconds(500), .seconds(1), .seconds(5), .seconds(30), .seconds(120),
+            ]
         default: nil
         }
     }

@@ -36,7 +36,8 @@ package enum JSONDuplicateKeys {
             case UInt8(ascii: ","):
                 switch stack.last {
                 case .array(let path, let position): stack[stack.count - 1] = .array(path: path, index: position + 1)
-                case .object(let path, let keys, _, let key): stack[stack.count - 1] = .object(path: path, keys: keys, expectingKey: true, key: key)
+                case .object(let path, let keys, _, let key):
+                    stack[stack.count - 1] = .object(path: path, keys: keys, expectingKey: true, key: key)
                 case nil: break
                 }
             case UInt8(ascii: ":"):

@@ -30,7 +30,8 @@ package struct ClaimedTask: Sendable {
     package let tokenCap: Int?
 
     package init(
-        id: UUID, request: ChatCompletionRequest, body: String, attempt: Int, created: Int64, cancelRequested: Bool = false,
+        id: UUID, request: ChatCompletionRequest, body: String, attempt: Int, created: Int64,
+        cancelRequested: Bool = false,
         queuedFor: Duration = .zero, tokenCap: Int? = nil
     ) {
         self.tokenCap = tokenCap

@@ -23,7 +23,9 @@ package struct ResponseEvent: Sendable, Equatable {
 /// `response.created`).
 package struct ResponseRenderer: Sendable {
     package enum Status: String, Sendable {
-        case queued, inProgress = "in_progress", completed, incomplete, failed, cancelled
+        case queued
+        case inProgress = "in_progress"
+        case completed, incomplete, failed, cancelled
     }
 
     package let task: UUID
@@ -61,7 +63,9 @@ package struct ResponseRenderer: Sendable {
     /// The Responses events of one chat event of the task's stream (a chunk, or an error event); `committed` is
     /// when its batch was committed (unix seconds), so a replay renders the same `completed_at`.
     package mutating func render(_ chatEvent: String, committed: Int64) -> [ResponseEvent] {
-        guard !ended, let parsed = try? JSONDecoder().decode(ChatEvent.self, from: Data(chatEvent.utf8)) else { return [] }
+        guard !ended, let parsed = try? JSONDecoder().decode(ChatEvent.self, from: Data(chatEvent.utf8)) else {
+            return []
+        }
         var events: [ResponseEvent] = []
         if let failure = parsed.error {
             // The worker or the model failed: what streamed so far stays in `output`.
@@ -75,9 +79,12 @@ package struct ResponseRenderer: Sendable {
         for choice in parsed.choices ?? [] {
             if let delta = choice.delta?.content, !delta.isEmpty {
                 text += delta
-                events.append(event("response.output_text.delta", itemMembers + [
-                    ("content_index", .int(0)), ("delta", .string(delta)), ("logprobs", .array([])),
-                ]))
+                events.append(
+                    event(
+                        "response.output_text.delta",
+                        itemMembers + [
+                            ("content_index", .int(0)), ("delta", .string(delta)), ("logprobs", .array([])),
+                        ]))
             }
             finishReason = choice.finishReason ?? finishReason
         }
@@ -100,7 +107,9 @@ package struct ResponseRenderer: Sendable {
         started = true
         return [
             inProgress,
-            event("response.output_item.added", [("output_index", .int(0)), ("item", message(status: "in_progress", content: []))]),
+            event(
+                "response.output_item.added",
+                [("output_index", .int(0)), ("item", message(status: "in_progress", content: []))]),
             event("response.content_part.added", itemMembers + [("content_index", .int(0)), ("part", textPart(""))]),
         ]
     }
@@ -118,9 +127,13 @@ package struct ResponseRenderer: Sendable {
         }
         let itemStatus = status == .completed ? "completed" : "incomplete"
         return [
-            event("response.output_text.done", itemMembers + [("content_index", .int(0)), ("text", .string(text)), ("logprobs", .array([]))]),
+            event(
+                "response.output_text.done",
+                itemMembers + [("content_index", .int(0)), ("text", .string(text)), ("logprobs", .array([]))]),
             event("response.content_part.done", itemMembers + [("content_index", .int(0)), ("part", textPart(text))]),
-            event("response.output_item.done", [("output_index", .int(0)), ("item", message(status: itemStatus, content: [textPart(text)]))]),
+            event(
+                "response.output_item.done",
+                [("output_index", .int(0)), ("item", message(status: itemStatus, content: [textPart(text)]))]),
             event(status == .completed ? "response.completed" : "response.incomplete", [("response", response)]),
         ]
     }
@@ -129,11 +142,17 @@ package struct ResponseRenderer: Sendable {
     /// sequence number without using it up). It carries the nested `error` — openai-python raises on it — and the
     /// flat `code` and `message` of the documented shape.
     package func errorEvent(_ error: OpenAIError) -> ResponseEvent {
-        let body: [(String, JSONValue)] = [("type", .string(error.type)), ("code", .optional(error.code)), ("message", .string(error.message)), ("param", .null)]
+        let body: [(String, JSONValue)] = [
+            ("type", .string(error.type)), ("code", .optional(error.code)), ("message", .string(error.message)),
+            ("param", .null),
+        ]
         return ResponseEvent(
             sequenceNumber: next, type: "error",
-            json: .object([("type", .string("error")), ("code", .optional(error.code)), ("message", .string(error.message)), ("param", .null),
-                           ("sequence_number", .int(Int64(next))), ("error", .object(body))]))
+            json: .object([
+                ("type", .string("error")), ("code", .optional(error.code)), ("message", .string(error.message)),
+                ("param", .null),
+                ("sequence_number", .int(Int64(next))), ("error", .object(body)),
+            ]))
     }
 
     /// The Response object as it stands.
@@ -150,21 +169,29 @@ package struct ResponseRenderer: Sendable {
         }
         let terminalUsage = [.completed, .incomplete].contains(status) || (status == .failed && usage != nil)
         return .object([
-            ("id", .string(ResponseID.response(for: task))), ("object", .string("response")), ("created_at", .int(created)),
+            ("id", .string(ResponseID.response(for: task))), ("object", .string("response")),
+            ("created_at", .int(created)),
             ("status", .string(status.rawValue)), ("background", .bool(settings.background)),
             ("completed_at", status == .completed ? completedAt.map { .int($0) } ?? .null : .null),
-            ("error", status == .failed ? .object([
-                ("code", .string(Self.responseErrorCode(error))), ("message", .string(error?.message ?? "The response failed.")),
-            ]) : .null),
+            (
+                "error",
+                status == .failed
+                    ? .object([
+                        ("code", .string(Self.responseErrorCode(error))),
+                        ("message", .string(error?.message ?? "The response failed.")),
+                    ]) : .null
+            ),
             ("incomplete_details", status == .incomplete ? .object([("reason", .string("max_output_tokens"))]) : .null),
             ("instructions", .optional(settings.instructions)),
             ("max_output_tokens", settings.maxOutputTokens.map { .int(Int64($0)) } ?? .null), ("max_tool_calls", .null),
             ("model", .string(settings.model)), ("output", .array(output)), ("parallel_tool_calls", .bool(true)),
             ("previous_response_id", .null), ("prompt_cache_key", .null),
             ("reasoning", .object([("effort", .null), ("summary", .null)])), ("safety_identifier", .null),
-            ("service_tier", .string("default")), ("store", .bool(settings.store)), ("temperature", .number(settings.temperature ?? 1)),
+            ("service_tier", .string("default")), ("store", .bool(settings.store)),
+            ("temperature", .number(settings.temperature ?? 1)),
             ("text", .object([("format", .object([("type", .string("text"))])), ("verbosity", .string("medium"))])),
-            ("tool_choice", .string("auto")), ("tools", .array([])), ("top_logprobs", .int(0)), ("top_p", .number(settings.topP ?? 1)),
+            ("tool_choice", .string("auto")), ("tools", .array([])), ("top_logprobs", .int(0)),
+            ("top_p", .number(settings.topP ?? 1)),
             ("truncation", .string("disabled")), ("usage", terminalUsage ? Self.json(usage) : .null), ("user", .null),
             ("metadata", .object(settings.metadata.sorted { $0.key < $1.key }.map { ($0.key, .string($0.value)) })),
         ])
@@ -198,7 +225,10 @@ package struct ResponseRenderer: Sendable {
     }
 
     private func textPart(_ text: String) -> JSONValue {
-        .object([("type", .string("output_text")), ("text", .string(text)), ("annotations", .array([])), ("logprobs", .array([]))])
+        .object([
+            ("type", .string("output_text")), ("text", .string(text)), ("annotations", .array([])),
+            ("logprobs", .array([])),
+        ])
     }
 
     private mutating func event(_ type: String, _ members: [(String, JSONValue)]) -> ResponseEvent {

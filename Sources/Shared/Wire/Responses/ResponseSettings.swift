@@ -13,7 +13,8 @@ package struct ResponseSettings: Codable, Sendable, Equatable {
     package var metadata: [String: String]
 
     package init(
-        model: String, background: Bool = false, store: Bool = true, instructions: String? = nil, maxOutputTokens: Int? = nil,
+        model: String, background: Bool = false, store: Bool = true, instructions: String? = nil,
+        maxOutputTokens: Int? = nil,
         temperature: Double? = nil, topP: Double? = nil, metadata: [String: String] = [:]
     ) {
         self.model = model

@@ -26,7 +26,8 @@ package struct ResponsesRequest: Sendable {
         try request.checkSupported()
         let settings = ResponseSettings(
             model: request.model, background: request.background ?? false, store: request.store ?? true,
-            instructions: request.instructions, maxOutputTokens: request.maxOutputTokens, temperature: request.temperature,
+            instructions: request.instructions, maxOutputTokens: request.maxOutputTokens,
+            temperature: request.temperature,
             topP: request.topP, metadata: request.metadata ?? [:])
         if settings.background, !settings.store {
             throw .invalidRequest("'background' requires 'store' to be true.", param: "store")
@@ -78,7 +79,8 @@ package struct ResponsesRequest: Sendable {
     }
 
     private static func responsesParam(_ text: String) -> String {
-        text.replacingOccurrences(of: "max_tokens", with: "max_output_tokens").replacingOccurrences(of: "messages", with: "input")
+        text.replacingOccurrences(of: "max_tokens", with: "max_output_tokens").replacingOccurrences(
+            of: "messages", with: "input")
     }
 
     private struct Body: Decodable {
@@ -98,7 +100,8 @@ package struct ResponsesRequest: Sendable {
         let prompt: Ignored?
 
         enum CodingKeys: String, CodingKey {
-            case model, input, instructions, temperature, metadata, store, stream, background, tools, conversation, prompt
+            case model, input, instructions, temperature, metadata, store, stream, background, tools, conversation,
+                prompt
             case maxOutputTokens = "max_output_tokens"
             case topP = "top_p"
             case previousResponseID = "previous_response_id"
@@ -106,19 +109,29 @@ package struct ResponsesRequest: Sendable {
 
         func checkSupported() throws(OpenAIError) {
             if let tools, !tools.isEmpty {
-                throw .invalidRequest("'tools' are not supported by this server; send none.", param: "tools", code: "unsupported_parameter")
+                throw .invalidRequest(
+                    "'tools' are not supported by this server; send none.", param: "tools",
+                    code: "unsupported_parameter")
             }
-            for (name, present) in [("previous_response_id", previousResponseID != nil), ("conversation", conversation != nil), ("prompt", prompt != nil)] where present {
-                throw .invalidRequest("'\(name)' is not supported by this server: send the whole conversation as 'input'.", param: name,
-                                      code: "unsupported_parameter")
+            for (name, present) in [
+                ("previous_response_id", previousResponseID != nil), ("conversation", conversation != nil),
+                ("prompt", prompt != nil),
+            ] where present {
+                throw .invalidRequest(
+                    "'\(name)' is not supported by this server: send the whole conversation as 'input'.", param: name,
+                    code: "unsupported_parameter")
             }
             if let maxOutputTokens, maxOutputTokens < 1 {
-                throw .invalidRequest("'max_output_tokens' must be at least 1; got \(maxOutputTokens).", param: "max_output_tokens")
+                throw .invalidRequest(
+                    "'max_output_tokens' must be at least 1; got \(maxOutputTokens).", param: "max_output_tokens")
             }
             if let metadata {
-                if metadata.count > 16 { throw .invalidRequest("'metadata' takes at most 16 pairs.", param: "metadata") }
+                if metadata.count > 16 {
+                    throw .invalidRequest("'metadata' takes at most 16 pairs.", param: "metadata")
+                }
                 for (key, value) in metadata where key.count > 64 || value.count > 512 {
-                    throw .invalidRequest("'metadata' keys take at most 64 characters and values 512.", param: "metadata.\(key)")
+                    throw .invalidRequest(
+                        "'metadata' keys take at most 64 characters and values 512.", param: "metadata.\(key)")
                 }
             }
         }
@@ -147,12 +160,15 @@ package struct ResponsesRequest: Sendable {
 
         func message(at index: Int) throws(OpenAIError) -> JSONValue {
             if let type, type != "message" {
-                throw .invalidRequest("Input items of type '\(type)' are not supported; only messages are.", param: "input[\(index)].type",
-                                      code: "unsupported_value")
+                throw .invalidRequest(
+                    "Input items of type '\(type)' are not supported; only messages are.",
+                    param: "input[\(index)].type",
+                    code: "unsupported_value")
             }
             guard ["user", "assistant", "system", "developer"].contains(role) else {
-                throw .invalidRequest("'\(role)' is not a valid role; expected one of assistant, developer, system, user.",
-                                      param: "input[\(index)].role")
+                throw .invalidRequest(
+                    "'\(role)' is not a valid role; expected one of assistant, developer, system, user.",
+                    param: "input[\(index)].role")
             }
             switch content {
             case .text(let text):

@@ -108,6 +108,8 @@ package struct ServerSentEventDecoder: Sendable {
             type = ""
         }
         guard hasData else { return nil }
-        return Event(type: type.isEmpty ? "message" : type, data: String(decoding: data, as: UTF8.self), lastEventID: lastEventID)
+        return Event(
+            type: type.isEmpty ? "message" : type, data: String(decoding: data, as: UTF8.self), lastEventID: lastEventID
+        )
     }
 }

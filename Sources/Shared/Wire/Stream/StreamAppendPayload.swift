@@ -83,7 +83,8 @@ package enum StreamAppendPayload {
                     guard let event = lines.next() else { return announcement }
                     events.append(String(decoding: event, as: UTF8.self))
                 }
-                var batch = StreamBatch(task: task, sequence: sequence, events: events, final: fields[2].elementsEqual("1".utf8))
+                var batch = StreamBatch(
+                    task: task, sequence: sequence, events: events, final: fields[2].elementsEqual("1".utf8))
                 batch.committedAtMicroseconds = Int64(committed)
                 batch.notifiedAtMicroseconds = notified
                 batch.receivedAtMicroseconds = notified

@@ -16,9 +16,15 @@ package enum StreamRequest: Equatable, Sendable {
     package init(method: String, uri: String, header: (String) -> String?, secret: StreamSecret) throws(OpenAIError) {
         let (path, query) = Self.split(uri)
         switch path {
-        case OperationsRoute.health: self = .health; return
-        case OperationsRoute.readiness: self = .readiness; return
-        case OperationsRoute.metrics: self = .metrics; return
+        case OperationsRoute.health:
+            self = .health
+            return
+        case OperationsRoute.readiness:
+            self = .readiness
+            return
+        case OperationsRoute.metrics:
+            self = .metrics
+            return
         default: break
         }
         let chat = Self.task(in: path, under: StreamRoute.pathPrefix)
@@ -29,20 +35,24 @@ package enum StreamRequest: Equatable, Sendable {
         // POST too: `curl -X POST -L` keeps the method (and body) across the 302, as many type it out of habit. The
         // URL's token is the capability; the body is ignored.
         guard method == "GET" || method == "POST" else {
-            throw OpenAIError(status: 405, message: "Streams are read with GET (or POST).", type: "invalid_request_error", code: "method_not_allowed")
+            throw OpenAIError(
+                status: 405, message: "Streams are read with GET (or POST).", type: "invalid_request_error",
+                code: "method_not_allowed")
         }
         try StreamToken.authorize(
             query[StreamRoute.tokenParameter], taskID: task, kind: chat == nil ? .responses : .chat,
             authorization: header("Authorization"), secret: secret)
         guard chat == nil else {
-            self = .stream(task: task, start: try Self.startCursor(header: header(StreamRoute.lastEventIDHeader), query: query))
+            self = .stream(
+                task: task, start: try Self.startCursor(header: header(StreamRoute.lastEventIDHeader), query: query))
             return
         }
         let after = query[ResponsesRoute.startingAfterParameter] ?? "-1"
         guard let startingAfter = ResponsesRoute.startingAfter(after) else {
             throw .invalidRequest("'\(after)' is not a sequence number.", param: ResponsesRoute.startingAfterParameter)
         }
-        self = .responses(task: task, streaming: query[ResponsesRoute.streamParameter] == "true", startingAfter: startingAfter)
+        self = .responses(
+            task: task, streaming: query[ResponsesRoute.streamParameter] == "true", startingAfter: startingAfter)
     }
 
     /// The route pattern for `handoff_http_requests_total`: never the path itself, which names a task.
@@ -65,7 +75,8 @@ package enum StreamRequest: Equatable, Sendable {
     private static func startCursor(header: String?, query: [String: String]) throws(OpenAIError) -> StreamCursor {
         guard let text = header ?? query[StreamRoute.lastEventIDParameter] else { return .start }
         guard let cursor = StreamCursor(eventID: text) else {
-            throw .invalidRequest("'\(text)' is not an event id of this stream.", param: StreamRoute.lastEventIDParameter)
+            throw .invalidRequest(
+                "'\(text)' is not an event id of this stream.", param: StreamRoute.lastEventIDParameter)
         }
         return cursor
     }
