@@ -1,5 +1,5 @@
 # The two commands of the README, `make run` and `make test`, and `make bench`.
-.PHONY: run run-local test test-multihost bench deps test-deps build release pg-init model clean
+.PHONY: run run-local test test-multihost bench fuzz lint deps test-deps build release pg-init model clean
 
 VENV := .venv/bin
 
@@ -19,6 +19,16 @@ test-multihost: test-deps build
 
 bench: deps release
 	$(VENV)/python scripts/bench.py
+
+# libFuzzer over the parsers of hostile input (Tests/Fuzz): FUZZ_RUNS inputs per target (200000 unless given).
+fuzz:
+	scripts/fuzz.sh
+
+# The style gate: swift-format (.swift-format) over the Swift, ruff (ruff.toml) over the Python; CI runs it first.
+lint: test-deps
+	swift format lint --strict --recursive --parallel Sources Tests
+	$(VENV)/ruff check Tests scripts
+	$(VENV)/ruff format --check Tests scripts
 
 deps:
 	scripts/install-deps.sh

@@ -143,14 +143,15 @@ let package = Package(
 
 // libFuzzer targets for the parsers of hostile input (`make fuzz`, scripts/fuzz.sh). Declared only when
 // HANDOFF_FUZZ=1: each calls into libFuzzer and so links only with `-sanitize=fuzzer`, never in a normal build.
-// `Extern` lets a target declare libFuzzer's C entry point (`@_extern(c)`).
+// FuzzDriver hands each target's process to libFuzzer (`Extern` lets it declare the C entry point, `@_extern(c)`).
 if Context.environment["HANDOFF_FUZZ"] == "1" {
     let fuzzTargets = [
         "FuzzChatCompletionRequest", "FuzzResponsesRequest", "FuzzStreamRequest", "FuzzServerSentEventDecoder", "FuzzStreamToken",
     ]
+    package.targets.append(
+        .target(name: "FuzzDriver", path: "Tests/Fuzz/FuzzDriver", swiftSettings: [.enableExperimentalFeature("Extern")]))
     package.targets += fuzzTargets.map {
-        Target.executableTarget(
-            name: $0, dependencies: ["HandoffWire"], path: "Tests/Fuzz/\($0)", swiftSettings: [.enableExperimentalFeature("Extern")])
+        Target.executableTarget(name: $0, dependencies: ["FuzzDriver", "HandoffWire"], path: "Tests/Fuzz/\($0)")
     }
     package.products += fuzzTargets.map { Product.executable(name: $0, targets: [$0]) }
 }
