@@ -86,7 +86,7 @@ extension OpenAIError {
         if let retryAfter {
             let milliseconds = Int(retryAfter.wholeMilliseconds)
             response.headers[.retryAfter] = "\(max((milliseconds + 999) / 1000, 1))"
-            response.headers[HTTPField.Name("retry-after-ms")!] = "\(milliseconds)"
+            response.headers[.retryAfterMilliseconds] = "\(milliseconds)"
         }
         return response
     }

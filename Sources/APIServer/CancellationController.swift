@@ -29,7 +29,7 @@ struct CancellationController: Sendable {
         }
         let token =
             request.uri.queryParameters.get(StreamRoute.tokenParameter).map { String($0) }
-            ?? request.headers[HTTPField.Name(CompletionsRoute.tokenHeader)!]
+            ?? request.headers[.streamToken]
         try StreamToken.authorize(token, taskID: task, authorization: request.headers[.authorization], secret: secret)
         let status = try await queue.requestCancel(task)
         guard let status else { throw OpenAIError.notFound("No completion has the id '\(id)'.") }

@@ -82,7 +82,7 @@ struct TaskAdmission: Sendable {
     private func enqueue(_ submission: TaskSubmission, request: Request, maxTokensParam: String) async throws -> Outcome
     {
         let key = try IdempotencyKey(
-            request.headers[HTTPField.Name(IdempotencyKey.header)!], authorization: request.headers[.authorization])
+            request.headers[.idempotencyKey], authorization: request.headers[.authorization])
         guard let key else {
             let admission = try await batcher.enqueue(submission)
             guard admission.verdict == .admitted else {

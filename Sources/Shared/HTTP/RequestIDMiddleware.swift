@@ -5,15 +5,13 @@ import Logging
 
 /// `X-Request-Id`: the caller's (or a proxy's) id when it sent a sane one, else a new one.
 package enum RequestID {
-    package static var header: HTTPField.Name { HTTPField.Name("X-Request-Id")! }
-
     /// Up to 128 visible ASCII characters: anything else is not echoed into headers and logs.
     static func isSane(_ id: String) -> Bool {
         (1...128).contains(id.utf8.count) && id.utf8.allSatisfy { (0x21...0x7E).contains($0) }
     }
 
     static func of(_ request: Request) -> String {
-        request.headers[header].flatMap { isSane($0) ? $0 : nil } ?? UUID().uuidString.lowercased()
+        request.headers[.requestID].flatMap { isSane($0) ? $0 : nil } ?? UUID().uuidString.lowercased()
     }
 }
 
@@ -29,7 +27,7 @@ package struct RequestIDMiddleware<Context: RequestContext>: RouterMiddleware {
         var context = context
         context.logger[metadataKey: "request_id"] = .string(id)
         var response = try await next(request, context)
-        response.headers[RequestID.header] = id
+        response.headers[.requestID] = id
         return response
     }
 }
