@@ -17,8 +17,9 @@ struct LoadCapTests {
             reservationCeiling: 1024)
     }
 
-    /// 60 requests of one key at once over two replicas, alone and in batches, against a cap of 7: exactly 7 in; once
-    /// two of them end, exactly two more.
+    /// 30 requests of one key in 18 statements at once over two replicas, alone and in batches, against a cap of 7:
+    /// exactly 7 in; once two of them end, exactly two more. (Statements of one key wait for each other, each within
+    /// the test connections' 1.5 s statement timeout: on a loaded CI machine many more would run out of it.)
     @Test func concurrentTasksOfAKeyNeverOvershootAcrossReplicas() async throws {
         try await TestDatabase.with(poolSize: 4) { database in
             let store = APIKeyStore(client: database.client, logger: database.logger)
@@ -31,7 +32,7 @@ struct LoadCapTests {
                     TaskQueue(client: second, logger: database.logger),
                 ]
                 return try await withThrowingTaskGroup(of: [Admission].self) { group in
-                    for index in 0..<30 {
+                    for index in 0..<18 {
                         let batch = (0...(index % 3 == 0 ? 2 : 0)).map { _ in submission(key) } + [submission(other)]
                         group.addTask { try await replicas[index % 2].enqueue(batch) }
                     }
@@ -43,9 +44,9 @@ struct LoadCapTests {
             let others = admissions.filter { $0.limits?.keyName == "other" }.map(\.verdict)
             let admitted = mine.filter { $0 == .admitted }.count
             let refused = mine.filter { $0 == .concurrency }.count
-            #expect(mine.count == 50 && admitted == 7 && refused == 43)
+            #expect(mine.count == 30 && admitted == 7 && refused == 23)
             // Another key's tasks are not counted against it.
-            #expect(others.count == 30 && Set(others) == [.admitted])
+            #expect(others.count == 18 && Set(others) == [.admitted])
             // Two tasks end: exactly two more fit.
             try await database.client.perform(
                 """
@@ -67,11 +68,11 @@ struct LoadCapTests {
             let (_, key) = try await store.create(name: "any", limits: RateLimits(), maxTokens: nil, expiresIn: nil)
             let verdicts = try await database.withSecondClient(applicationName: "replica-2") { second in
                 let replicas = [
-                    TaskQueue(client: database.client, maxQueued: 25, logger: database.logger),
-                    TaskQueue(client: second, maxQueued: 25, logger: database.logger),
+                    TaskQueue(client: database.client, maxQueued: 15, logger: database.logger),
+                    TaskQueue(client: second, maxQueued: 15, logger: database.logger),
                 ]
                 return try await withThrowingTaskGroup(of: [Admission.Verdict].self) { group in
-                    for index in 0..<40 {
+                    for index in 0..<20 {
                         let batch = [submission(index % 2 == 0 ? key : nil), submission(nil)]
                         group.addTask { try await replicas[index % 2].enqueue(batch).map(\.verdict) }
                     }
@@ -80,16 +81,16 @@ struct LoadCapTests {
             }
             let admitted = verdicts.filter { $0 == .admitted }.count
             let overloaded = verdicts.filter { $0 == .overloaded }.count
-            #expect(admitted == 25 && overloaded == 80 - 25)
+            #expect(admitted == 15 && overloaded == 40 - 15)
             #expect(
                 try await database.client.perform(
                     "SELECT count(*) FROM handoff_tasks", timeout: .seconds(5), logger: database.logger
                 )
-                .decode(Int.self).reduce(0, +) == 25)
+                .decode(Int.self).reduce(0, +) == 15)
             // Running tasks do not count: claiming ten makes room for ten.
             _ = try await TaskQueue(client: database.client, logger: database.logger).claim(
                 workerID: "w", limit: 10, lease: .seconds(30))
-            let queue = TaskQueue(client: database.client, maxQueued: 25, logger: database.logger)
+            let queue = TaskQueue(client: database.client, maxQueued: 15, logger: database.logger)
             let more = try await queue.enqueue((0..<12).map { _ in submission(nil) }).map(\.verdict)
             #expect(more == Array(repeating: .admitted, count: 10) + [.overloaded, .overloaded])
         }
