@@ -181,14 +181,15 @@ struct StreamNotifierTests {
     /// One flush of a thousand tasks, with events of every size up to past what a NOTIFY may carry: Postgres
     /// accepts every payload (it refuses one of 8,000 bytes and more), and every row reaches the cache exactly.
     @Test func aFlushOfEverySizeIsAnnouncedWithinThePayloadLimit() async throws {
-        try await TestDatabase.with { database in
+        // A flush of 1,000 rows and about 2 MB: CI once took longer than the processes' 1.5 s statement timeout.
+        try await TestDatabase.with(statementTimeout: .seconds(10)) { database in
             try await withSubscribedNotifier(database, listener: "sizes-listener", tasks: 1000) { notifier, tasks, _ in
                 let batches = tasks.enumerated().map { index, task in
                     StreamBatch(
                         task: task, sequence: 2,
                         events: ["é" + String(repeating: "x", count: index * 37 % 4_200), "\(index)"], final: false)
                 }
-                try await StreamLog(client: database.client, logger: database.logger).append(
+                try await StreamLog(client: database.client, timeout: .seconds(10), logger: database.logger).append(
                     batches, outcomes: [], workerID: "w")
                 let all = await eventually(timeout: .seconds(10)) {
                     zip(tasks, batches).allSatisfy { task, batch in

@@ -15,8 +15,12 @@ struct TestDatabase: Sendable {
     let client: PostgresClient
     let logger: Logger
 
+    /// `statementTimeout` replaces the processes' server-side statement timeout (HANDOFF_DB_TIMEOUT_MS) for a test whose
+    /// statements are large by design: on a loaded machine, beside 36 other suites creating databases (each an
+    /// immediate checkpoint), they can outlast it.
     static func with<Result: Sendable>(
-        poolSize: Int = 4, migrated: Bool = true, _ body: @Sendable (TestDatabase) async throws -> Result
+        poolSize: Int = 4, migrated: Bool = true, statementTimeout: Duration? = nil,
+        _ body: @Sendable (TestDatabase) async throws -> Result
     ) async throws -> Result {
         guard let adminURL = ProcessInfo.processInfo.environment["HANDOFF_TEST_DATABASE_URL"] else {
             throw TestSetupError("HANDOFF_TEST_DATABASE_URL is not set: run the integration tests through `make test`.")
@@ -33,6 +37,7 @@ struct TestDatabase: Sendable {
                 "DATABASE_URL": components.string!, "HANDOFF_DB_POOL_SIZE": "\(poolSize)",
             ]))
         settings.connectTimeout = admin.connectTimeout
+        if let statementTimeout { settings.timeout = statementTimeout }
         do {
             try await admin.run("CREATE DATABASE \(name)", logger: logger)
             if migrated { try await Migrator().migrate(database: settings, logger: logger) }
