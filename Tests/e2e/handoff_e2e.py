@@ -14,9 +14,10 @@ import hmac
 import http.client
 import json
 import time
-from typing import Any, Callable, ContextManager, Iterable, Iterator
+from typing import Any, Callable, ContextManager
 
 import pytest
+from sse_client import iter_sse  # noqa: F401  (re-exported: the tests import it from here)
 
 CADDY_PORT = 18080
 API_PORT = 18081
@@ -73,34 +74,6 @@ def request(
         return Reply(response.status, response.headers, response.read())
     finally:
         conn.close()
-
-
-def iter_sse(
-    lines: Iterable[bytes | str], comments: list[str] | None = None, deadline: float | None = None
-) -> Iterator[dict]:
-    """Yields each SSE event as {"id": str | None, "data": str}; appends comment lines (without the colon) to
-    `comments`. Fails if `deadline` (a time.monotonic() value) passes before the input ends."""
-    event: dict = {}
-    for raw in lines:
-        if deadline is not None and time.monotonic() > deadline:
-            raise TimeoutError("the stream did not end before its deadline")
-        line = (raw.decode() if isinstance(raw, bytes) else raw).rstrip("\r\n")
-        if line == "":
-            if "data" in event:
-                yield {"id": event.get("id"), "data": event["data"]}
-            event = {}
-        elif line.startswith(":"):
-            if comments is not None:
-                comments.append(line[1:].strip())
-        else:
-            field, _, value = line.partition(":")
-            value = value[1:] if value.startswith(" ") else value
-            if field == "data" and "data" in event:
-                event["data"] += "\n" + value
-            elif field in ("id", "data"):
-                event[field] = value
-    if "data" in event:  # unterminated last event: report it, a test will notice the missing blank line
-        yield {"id": event.get("id"), "data": event["data"], "unterminated": True}
 
 
 @dataclasses.dataclass
