@@ -28,14 +28,13 @@ from keys_e2e import (
     content_chunks,
     demo,
     encoded,
-    fresh_minute,
     hand_off,
     post,
     read_whole,
-    reservation,
     unique,
     wait_ended,
 )
+from limits_e2e import fresh_minute, reservation
 
 FAULTS = Ports(caddy=18089, api=18087, sse=(18088,))  # no Caddy: the fault tests talk to the API and SSE directly
 FAULT_WORKERS = ("keys-faults-worker-a", "keys-faults-worker-b")

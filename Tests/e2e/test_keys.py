@@ -18,7 +18,7 @@ from datetime import datetime, timedelta
 
 import pytest
 from handoff_e2e import GOLDEN, README_BODY, SSE_PORTS, request
-from handoff_stack import Stack, healthy
+from handoff_stack import Stack, free_port, healthy
 from keys_e2e import (
     API_PORTS,
     CADDY,
@@ -26,18 +26,15 @@ from keys_e2e import (
     KEYS_SEEN,
     SEED,
     OpenStream,
-    assert_invalid_key,
     demo,
-    free_port,
     hand_off,
     listening,
-    openai_error,
     post,
-    rate_headers,
     read_whole,
     unique,
     wait_ended,
 )
+from limits_e2e import assert_invalid_key, openai_error, rate_headers
 
 # ----- keys --------------------------------------------------------------------------------------------------------
 

@@ -23,21 +23,23 @@ from keys_e2e import (
     Handoff,
     Key,
     OpenStream,
-    assert_rate_headers,
-    assert_rate_limited,
     content_chunks,
     demo,
     encoded,
-    fresh_minute,
     hand_off,
-    openai_error,
     post,
-    rate_headers,
     read_whole,
+    wait_ended,
+)
+from limits_e2e import (
+    assert_rate_headers,
+    assert_rate_limited,
+    fresh_minute,
+    openai_error,
+    rate_headers,
     reservation,
     reset_seconds,
     utc_minute,
-    wait_ended,
 )
 
 
