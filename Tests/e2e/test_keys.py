@@ -15,10 +15,11 @@ import signal
 import subprocess
 import time
 from datetime import datetime, timedelta
+from pathlib import Path
 
 import pytest
 from handoff_e2e import GOLDEN, README_BODY, SSE_PORTS, request
-from handoff_stack import Stack, free_port, healthy
+from handoff_stack import Stack, free_port, healthy, wait_until
 from keys_e2e import (
     API_PORTS,
     CADDY,
@@ -325,18 +326,37 @@ def test_auth_off_refuses_a_network_address_unless_told_explicitly(cluster):
 # ----- last: nothing logged a key ----------------------------------------------------------------------------------
 
 
+def logged(log_dir: Path, files: str, *words: str) -> bool:
+    """Whether a line of a log file matching `files` (a glob in `log_dir`) holds every one of `words`."""
+    return any(
+        all(word in line for word in words)
+        for path in log_dir.glob(files)
+        for line in path.read_text(errors="replace").splitlines()
+    )
+
+
 # Marked run_last: conftest.py's pytest_collection_modifyitems moves it after every other test of the session, so
 # that KEYS_SEEN (keys_e2e.py) holds the keys that test_limits.py and test_charges.py created too, whatever the order
 # of the files on the command line.
 @pytest.mark.run_last
 def test_no_log_file_contains_a_key(keyed):
     key = keyed.key("logged", tokens_per_day=1_000_000)
-    read_whole(hand_off(demo("log me not", max_tokens=2), key, CADDY).location, key.auth, CADDY)
+    handoff = hand_off(demo("log me not", max_tokens=2), key, CADDY)
+    read_whole(handoff.location, key.auth, CADDY)
     stranger = "hk-" + base64.urlsafe_b64encode(secrets.token_bytes(32)).decode().rstrip("=")
     KEYS_SEEN.append(stranger)
     assert_invalid_key(post("/api/chat/completions", demo("who am I", max_tokens=1), stranger, CADDY))
-    time.sleep(0.5)  # let the processes write their logs
-    logs = sorted(keyed.cluster.log_dir.glob("*.log"))
+    # The client reads [DONE] before the worker and the replica log the task's end: wait for the last line each
+    # process that served the task writes of it. (What the 401 logs, if anything, is written before it answers.)
+    log_dir, task = keyed.cluster.log_dir, handoff.task_id.lower()
+    last_lines = {"api-keyed-*.log": "queued", "worker.log": "task ended", "sse-*.log": "stream ended"}
+    wait_until(
+        f"the last log lines of task {task}",
+        keyed.cluster,
+        time.monotonic() + 10,
+        lambda: all(logged(log_dir, files, task, line) for files, line in last_lines.items()),
+    )
+    logs = sorted(log_dir.glob("*.log"))
     assert any(path.name.startswith("api-keyed-") for path in logs)
     for path in logs:
         text = path.read_text(errors="replace")

@@ -211,6 +211,7 @@ def test_metrics_never_name_a_task_or_a_key(cluster):
 READY = Ports(caddy=17390, api=17391, sse=(17392,))
 READY_PG_PORT = 25442
 READY_DEADLINE_MS = 500
+RETRIES_SEEN = 3  # failed attempts (one every 500 ms) each process logs before the test looks
 
 
 def postgres(command: str) -> None:
@@ -252,7 +253,15 @@ def test_processes_started_before_postgres_wait_for_it(own_postgres_stack):
     """No start-up order: every process retries Postgres (for 60 s), so a host that boots its services before its
     database comes up whole."""
     stack = own_postgres_stack
-    time.sleep(3)
+    # Each process has failed to reach Postgres and gone on waiting, several times: one that gave up, or served
+    # without it, would have by now.
+    logs = [stack.log_dir / f"{name}.log" for name in ("api", "worker", f"sse-{stack.ports.sse[0]}")]
+    wait_until(
+        f"{RETRIES_SEEN} failed attempts on Postgres in each process's log",
+        stack,
+        time.monotonic() + 30,
+        lambda: all(log.read_text(errors="replace").count("waiting for Postgres") >= RETRIES_SEEN for log in logs),
+    )
     stack.check_alive()
     # Waiting, not serving: each migrates before it listens.
     for port in (stack.ports.api, stack.ports.sse[0], stack.worker_ports["worker"]):
