@@ -124,13 +124,21 @@ let package = Package(
                 .product(name: "UnixSignals", package: "swift-service-lifecycle"),
             ]
         ),
-        .testTarget(name: "SharedTests", dependencies: ["HandoffWire", "HandoffRuntime", "HandoffStore", "HandoffProcess", "HandoffHTTP"]),
+        .testTarget(
+            name: "SharedTests",
+            dependencies: ["HandoffWire", "HandoffRuntime", "HandoffStore", "HandoffProcess", "HandoffHTTP"]),
         .testTarget(name: "BenchTests", dependencies: ["Bench"]),
-        .testTarget(name: "UpstreamTests", dependencies: ["Worker", "HandoffWire", .product(name: "NIOCore", package: "swift-nio")]),
+        // The state machines apart from their I/O (the writer's schedule and buffers, the notifier's watches, a
+        // stream's delivery): no Postgres, no sockets, no real time.
+        .testTarget(name: "StateMachineTests", dependencies: ["Worker", "SSEChat", "HandoffWire", "HandoffStore"]),
+        .testTarget(
+            name: "UpstreamTests",
+            dependencies: ["Worker", "HandoffWire", .product(name: "NIOCore", package: "swift-nio")]),
         .testTarget(
             name: "IntegrationTests",
             dependencies: [
-                "HandoffWire", "HandoffRuntime", "HandoffStore", "HandoffProcess", "APIServer", "SSEChat", "Worker", "Bench",
+                "HandoffWire", "HandoffRuntime", "HandoffStore", "HandoffProcess", "APIServer", "SSEChat", "Worker",
+                "Bench",
                 .product(name: "PostgresNIO", package: "postgres-nio"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "NIOCore", package: "swift-nio"),
@@ -146,10 +154,12 @@ let package = Package(
 // FuzzDriver hands each target's process to libFuzzer (`Extern` lets it declare the C entry point, `@_extern(c)`).
 if Context.environment["HANDOFF_FUZZ"] == "1" {
     let fuzzTargets = [
-        "FuzzChatCompletionRequest", "FuzzResponsesRequest", "FuzzStreamRequest", "FuzzServerSentEventDecoder", "FuzzStreamToken",
+        "FuzzChatCompletionRequest", "FuzzResponsesRequest", "FuzzStreamRequest", "FuzzServerSentEventDecoder",
+        "FuzzStreamToken",
     ]
     package.targets.append(
-        .target(name: "FuzzDriver", path: "Tests/Fuzz/FuzzDriver", swiftSettings: [.enableExperimentalFeature("Extern")]))
+        .target(
+            name: "FuzzDriver", path: "Tests/Fuzz/FuzzDriver", swiftSettings: [.enableExperimentalFeature("Extern")]))
     package.targets += fuzzTargets.map {
         Target.executableTarget(name: $0, dependencies: ["FuzzDriver", "HandoffWire"], path: "Tests/Fuzz/\($0)")
     }

@@ -52,6 +52,8 @@ package enum StreamAppendPayload {
         package var batches: [StreamBatch] = []
         /// The rows announced without them, to be read from the table.
         package var toFetch: [(task: UUID, sequence: Int)] = []
+
+        package init() {}
     }
 
     /// Reads a payload, keeping only the rows of tasks `wanted` accepts: a replica hears every flush of every

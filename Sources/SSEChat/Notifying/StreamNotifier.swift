@@ -30,26 +30,6 @@ final class StreamNotifier: Service {
         var keepaliveInterval: Duration
     }
 
-    private struct Watch {
-        var head = 0
-        var subscribers: [Int: any StreamSubscriber] = [:]
-        /// The latest batches read for this task's subscribers, oldest first; at most `recentLimit`.
-        var recent: [StreamBatch] = []
-        /// An announcement reached this task since the last poll.
-        var announced = false
-    }
-
-    private struct State {
-        var watches: [UUID: Watch] = [:]
-        var nextID = 0
-        /// The listener (re)connected: announcements may have been lost, so the next poll looks at every task.
-        var pollEverything = false
-        /// Rows named by notifications and not fetched yet, with when each notification arrived.
-        var toFetch: [(task: UUID, sequence: Int, notified: Int64)] = []
-    }
-
-    private static let recentLimit = 8
-
     private struct RowKey: Hashable {
         let task: UUID
         let sequence: Int
@@ -58,7 +38,7 @@ final class StreamNotifier: Service {
     private let configuration: Configuration
     private let log: StreamLog
     private let logger: Logger
-    private let state = Mutex(State())
+    private let state = Mutex(StreamWatches<any StreamSubscriber>())
     private let listenerEndpoint: ListenerEndpoint?
     private let readiness: Readiness?
     private let pollNow = Doorbell()
@@ -80,63 +60,35 @@ final class StreamNotifier: Service {
     /// Registers `subscriber` for wake-ups about `task` until `unsubscribe` with the id returned; `nil` when the task
     /// already has `limit` subscribers here.
     func subscribe(_ subscriber: any StreamSubscriber, to task: UUID, limit: Int = .max) -> Int? {
-        state.withLock { state in
-            guard state.watches[task]?.subscribers.count ?? 0 < limit else { return nil }
-            state.nextID += 1
-            state.watches[task, default: Watch()].subscribers[state.nextID] = subscriber
-            return state.nextID
-        }
+        state.withLock { $0.subscribe(subscriber, to: task, limit: limit) }
     }
 
     func unsubscribe(_ id: Int, from task: UUID) {
-        state.withLock { state in
-            state.watches[task]?.subscribers.removeValue(forKey: id)
-            if state.watches[task]?.subscribers.isEmpty == true {
-                state.watches.removeValue(forKey: task)
-            }
-        }
+        state.withLock { $0.unsubscribe(id, from: task) }
     }
 
     /// The newest sequence number known for `task` (0 when none is known).
     func head(of task: UUID) -> Int {
-        state.withLock { $0.watches[task]?.head ?? 0 }
+        state.withLock { $0.head(of: task) }
     }
 
     var subscriberCount: Int {
-        state.withLock { $0.watches.values.reduce(0) { $0 + $1.subscribers.count } }
+        state.withLock { $0.subscriberCount }
     }
 
     /// Records that `task` has events up to `sequence` and wakes its subscribers if that is news.
     func advance(_ task: UUID, to sequence: Int) {
-        let wake = state.withLock { state -> [any StreamSubscriber] in
-            guard var watch = state.watches[task], sequence > watch.head else { return [] }
-            watch.head = sequence
-            state.watches[task] = watch
-            return Array(watch.subscribers.values)
-        }
-        for subscriber in wake { subscriber.wake() }
+        for subscriber in state.withLock({ $0.advance(task, to: sequence) }) { subscriber.wake() }
     }
 
     /// Wakes every subscriber: on each keepalive tick.
     func wakeAll() {
-        let all = state.withLock { state in state.watches.values.flatMap { $0.subscribers.values } }
-        for subscriber in all { subscriber.wake() }
+        for subscriber in state.withLock({ $0.allSubscribers }) { subscriber.wake() }
     }
 
-    /// The cached batches that take a client at `cursor` contiguously up to the head, or nil when the cache does
-    /// not cover that (the client lags, or a batch was not fetched): then the client reads the table itself.
+    /// The cached batches that take a client at `cursor` up to the head, or nil (`StreamWatches.cachedBatches`).
     func cachedBatches(of task: UUID, after cursor: StreamCursor) -> [StreamBatch]? {
-        state.withLock { state in
-            guard let watch = state.watches[task] else { return nil }
-            let newer = watch.recent.filter { $0.sequence > cursor.sequence }
-            guard let last = newer.last, last.sequence == watch.head else { return nil }
-            var reached = cursor.sequence
-            for batch in newer {
-                guard batch.firstSequence <= reached + 1 else { return nil }
-                reached = batch.sequence
-            }
-            return newer
-        }
+        state.withLock { $0.cachedBatches(of: task, after: cursor) }
     }
 
     /// A flush's announcement: the rows that came with their events go into the cache and wake their streams at
@@ -144,57 +96,34 @@ final class StreamNotifier: Service {
     private func receive(_ payload: String) {
         let notified = Self.microsecondsNow()
         let announcement = StreamAppendPayload.decode(payload, notified: notified) { task in
-            state.withLock { $0.watches[task] != nil }
+            state.withLock { $0.isWatched(task) }
         }
-        let fetch = state.withLock { state in
-            state.toFetch += announcement.toFetch.map { ($0.task, $0.sequence, notified) }
-            cache(announcement.batches, in: &state)
-            return !announcement.toFetch.isEmpty
-        }
+        let fetch = state.withLock { $0.announced(announcement, notified: notified) }
         for batch in announcement.batches { advance(batch.task, to: batch.sequence) }
         if fetch { fetchNow.ring() }
-    }
-
-    /// Keeps the newest `recentLimit` batches of each watched task, in order.
-    private func cache(_ batches: [StreamBatch], in state: inout State) {
-        for batch in batches where state.watches[batch.task] != nil {
-            state.watches[batch.task]!.recent.append(batch)
-            state.watches[batch.task]!.recent.sort { $0.sequence < $1.sequence }
-            if state.watches[batch.task]!.recent.count > Self.recentLimit {
-                state.watches[batch.task]!.recent.removeFirst()
-            }
-            state.watches[batch.task]!.announced = true
-        }
     }
 
     /// Reads the announced rows that came without their events in one statement, caches them, then wakes the
     /// subscribers. If the read fails they are woken anyway and read the table themselves.
     private func fetch() async {
-        let keys = state.withLock { state in
-            defer { state.toFetch.removeAll() }
-            return state.toFetch
-        }
-        guard !keys.isEmpty else { return }
+        let rows = state.withLock { $0.takeRowsToFetch() }
+        guard !rows.isEmpty else { return }
         do {
-            let batches = try await log.batches(at: keys.map { ($0.task, $0.sequence) })
+            let batches = try await log.batches(at: rows.map { ($0.task, $0.sequence) })
             let received = Self.microsecondsNow()
             let notified = Dictionary(
-                keys.map { (RowKey(task: $0.task, sequence: $0.sequence), $0.notified) }, uniquingKeysWith: min)
-            state.withLock { state in
-                cache(
-                    batches.map { batch in
-                        var batch = batch
-                        batch.notifiedAtMicroseconds = notified[RowKey(task: batch.task, sequence: batch.sequence)]
-                        batch.receivedAtMicroseconds = received
-                        return batch
-                    }, in: &state)
+                rows.map { (RowKey(task: $0.task, sequence: $0.sequence), $0.notified) }, uniquingKeysWith: min)
+            let stamped = batches.map { batch in
+                var batch = batch
+                batch.notifiedAtMicroseconds = notified[RowKey(task: batch.task, sequence: batch.sequence)]
+                batch.receivedAtMicroseconds = received
+                return batch
             }
+            state.withLock { $0.cache(stamped) }
         } catch {
             logger.warning("stream fetch failed", metadata: ["error": "\(String(reflecting: error))"])
         }
-        for (task, sequence, _) in keys {
-            advance(task, to: sequence)
-        }
+        for row in rows { advance(row.task, to: row.sequence) }
     }
 
     /// Wall-clock time for the benchmark's trace: it is compared with Postgres's and the client's clocks.
@@ -203,33 +132,14 @@ final class StreamNotifier: Service {
     }
 
     /// One statement for all watched tasks (which also tells the workers they are watched); a failure is logged and
-    /// retried on the next round.
-    ///
-    /// Only the tasks no announcement reached since the last poll are advanced: a live stream's announcements
-    /// trail its commits by a few milliseconds, and a poll that advanced its head in between would send its clients
-    /// to the table for rows that are about to arrive. A lost announcement of a live stream shows as a gap in the
-    /// cache when its next one arrives; the poll is for a stream that fell silent.
+    /// retried on the next round. Which heads it may advance is `StreamWatches.beginPoll`'s decision.
     func poll() async {
-        let (tasks, silent) = state.withLock { state in
-            defer {
-                state.pollEverything = false
-                for task in Array(state.watches.keys) { state.watches[task]!.announced = false }
-            }
-            return (
-                Array(state.watches.keys),
-                Set(state.watches.filter { state.pollEverything || !$0.value.announced }.map(\.key))
-            )
-        }
-        guard !tasks.isEmpty else { return }
+        let plan = state.withLock { $0.beginPoll() }
+        guard !plan.tasks.isEmpty else { return }
         do {
-            let (heads, lapsed) = try await log.heads(ofWatched: tasks)
-            for (task, head) in heads where silent.contains(task) {
-                advance(task, to: head)
-            }
-            let ended = state.withLock { state in
-                lapsed.flatMap { state.watches[$0].map { Array($0.subscribers.values) } ?? [] }
-            }
-            for subscriber in ended { subscriber.ownerLapsed() }
+            let (heads, lapsed) = try await log.heads(ofWatched: Array(plan.tasks))
+            for (task, head) in heads where plan.silent.contains(task) { advance(task, to: head) }
+            for subscriber in state.withLock({ $0.subscribers(of: lapsed) }) { subscriber.ownerLapsed() }
         } catch {
             logger.warning("stream poll failed", metadata: ["error": "\(String(reflecting: error))"])
         }
@@ -243,7 +153,7 @@ final class StreamNotifier: Service {
                     // Notifications may have been lost while disconnected: look at the table now.
                     onListening: {
                         self.readiness?.listener(listening: true)
-                        self.state.withLock { $0.pollEverything = true }
+                        self.state.withLock { $0.listening() }
                         self.pollNow.ring()
                     },
                     onLost: { self.readiness?.listener(listening: false) },

@@ -4,7 +4,7 @@ import HandoffWire
 import NIOCore
 import NIOHTTP1
 
-/// One client's stream, confined to its channel's event loop: a first read (which also finds out whether the
+/// One client's stream, confined to its channel's event loop — the I/O around a `StreamDeliveryState`: a first read (which also finds out whether the
 /// task exists), the response head, every event after the client's cursor, the live tail, and `[DONE]` — or, for
 /// the Responses API, the same events rendered by a `ResponseRenderer` (from the first, so the rendering is the
 /// same on every replica), those after `starting_after` sent, and no `[DONE]`.
@@ -15,56 +15,13 @@ import NIOHTTP1
 /// stays where it was and the table catches it up. A silent stream pings once half the keepalive interval
 /// passed without a write, also while a read is stuck (Postgres down): the client still hears from us.
 final class StreamDelivery {
-    enum Outcome {
-        /// `[DONE]` and the end of the response were written: the connection can serve another request.
-        case completed
-        /// The replica stopped the stream early with an error event; the connection closes.
-        case interrupted
-        /// Nothing was written: the handler answers with this error instead.
-        case refused(OpenAIError)
-        /// A non-streaming client's `chat.completion`: the handler sends it as the whole response.
-        case answered(JSONValue)
-        /// The client left, or the server closes the connection.
-        case cancelled
-
-        /// For the log line of a stream's end.
-        var name: String {
-            switch self {
-            case .completed: "completed"
-            case .interrupted: "interrupted"
-            case .refused(let error): "refused \(error.status)"
-            case .answered: "answered"
-            case .cancelled: "client gone"
-            }
-        }
-    }
-
-    private enum Phase { case opening, streaming, reading, finished }
-
-    /// How the task's events reach the client.
-    enum Form: Equatable {
-        /// As they were written: chat completion chunks.
-        case chat
-        /// As Responses events after `startingAfter` — or, without `streaming`, as the Response once it ended.
-        case responses(streaming: Bool, startingAfter: Int)
-    }
-
-    struct Request {
-        var task: UUID
-        var start: StreamCursor
-        var form: Form
-        /// Caddy followed the hand-off for this client (`StreamRoute.followedHeader`): it has no URL to come back to.
-        var followed = false
-    }
-
     private let task: UUID
     private let form: Form
     private let followed: Bool
+    private var state: StreamDeliveryState<ContinuousClock.Instant>
     /// A Responses stream's rendering, made once the first read found the task's settings.
     private var renderer: ResponseRenderer?
     private var cursor: StreamCursor
-    private var phase = Phase.opening
-    private var lastWrite = NIODeadline.now()
     /// When the client asked; its first event's delay is measured from here.
     private let opened = ContinuousClock.now
     private var sentFirstEvent = false
@@ -73,9 +30,9 @@ final class StreamDelivery {
     private let environment: StreamEnvironment
     private var subscription: Int?
     private let onFinish: (Outcome) -> Void
-    /// Non-nil for a client that asked for no stream: its events, gathered until the end, answer as one
-    /// `chat.completion`.
-    private var collected: [String]?
+    /// A chat client that asked for no stream (`state.collecting`): its events, gathered until the end, answer as
+    /// one `chat.completion`.
+    private var collected: [String] = []
 
     init(
         _ request: Request, version: HTTPVersion, context: ChannelHandlerContext, environment: StreamEnvironment,
@@ -85,6 +42,8 @@ final class StreamDelivery {
         self.form = request.form
         self.followed = request.followed
         self.cursor = request.start
+        self.state = StreamDeliveryState(
+            openedAt: .now, pingAfter: .nanoseconds(environment.keepaliveInterval.nanoseconds / 2))
         self.version = version
         self.context = context
         self.environment = environment
@@ -108,14 +67,13 @@ final class StreamDelivery {
 
     /// Something may be new, or a keepalive may be due.
     func wake() {
-        switch phase {
-        case .opening, .finished:
+        let hasNews = environment.notifier.head(of: task) > cursor.sequence
+        switch state.wake(at: .now, writable: context.channel.isWritable, hasNews: hasNews) {
+        case .nothing:
             return
-        case .reading:
-            pingIfSilent()
-        case .streaming:
-            guard context.channel.isWritable else { return }
-            guard environment.notifier.head(of: task) > cursor.sequence else { return pingIfSilent() }
+        case .ping:
+            ping()
+        case .catchUp:
             if let cached = environment.notifier.cachedBatches(of: task, after: cursor) {
                 write(cached)
             } else {
@@ -127,14 +85,14 @@ final class StreamDelivery {
     /// Ends the stream without writing anything more: the client left. One waiting for a single answer that was
     /// handed off by Caddy cannot come back for it, so its task is cancelled now rather than after the grace.
     func cancel() {
-        if followed, collected != nil, phase != .finished { environment.abandoned.report(task) }
+        if followed, state.collecting, state.phase != .finished { environment.abandoned.report(task) }
         finish(.cancelled)
     }
 
     /// Ends a stream whose task's key was revoked or has expired, as a failed completion ends: an error event and
     /// `[DONE]` (a Responses stream: its error event). A client waiting for one `chat.completion` gets the error.
     func ownerLapsed() {
-        guard phase == .streaming || phase == .reading else { return }
+        guard state.isOpen else { return }
         end(with: .ownerLapsed, done: true)
     }
 
@@ -143,14 +101,14 @@ final class StreamDelivery {
     /// names the last event it got) and resumes on another replica. Closing without it would look like a clean
     /// end to clients behind Caddy 2.6, which ends its own response cleanly when an upstream's breaks off.
     func interrupt() {
-        guard phase == .streaming || phase == .reading else { return finish(.cancelled) }
+        guard state.isOpen else { return finish(.cancelled) }
         end(with: .streamInterrupted, done: false)
     }
 
     /// Ends an open stream early with `error` as its last event (and `[DONE]` after it, for a chat stream that is
     /// over for good); a client waiting for one answer gets the error as that answer.
     private func end(with error: OpenAIError, done: Bool) {
-        guard collected == nil else { return finish(.refused(error)) }
+        guard !state.collecting else { return finish(.refused(error)) }
         var buffer = context.channel.allocator.buffer(capacity: 256)
         if let renderer {
             buffer.writeString(renderer.errorEvent(error).frame)
@@ -164,45 +122,30 @@ final class StreamDelivery {
     }
 
     private func requestRead() {
-        if phase == .streaming { phase = .reading }
+        state.readStarted()
         let delivery = NIOLoopBound(self, eventLoop: context.eventLoop)
         environment.reader.read(
-            .init(task: task, cursor: cursor, opening: phase == .opening) { result in
+            .init(task: task, cursor: cursor, opening: state.phase == .opening) { result in
                 delivery.eventLoop.execute { delivery.value.readCompleted(result) }
             })
     }
 
     private func readCompleted(_ result: Result<StreamCatchUp, any Error>) {
-        switch (phase, result) {
-        case (.opening, .failure(let error)):
-            finish(.refused(OpenAIError(error)))
-        case (.opening, .success(let catchUp)) where !catchUp.exists:
-            finish(.refused(.notFound("No such completion stream.")))
-        case (.opening, .success(let catchUp)) where catchUp.ownerLapsed:
-            finish(.refused(.ownerLapsed))
-        case (.opening, .success(let catchUp)) where form != .chat:
+        switch state.readCompleted(result, cursor: cursor, chat: form == .chat) {
+        case .refuse(let error):
+            finish(.refused(error))
+        case .openResponses(let catchUp):
             openResponses(catchUp)
-        case (.opening, .success(let catchUp)) where cursor.sequence > catchUp.head:
-            // We never sent this id for this task: it belongs to another stream (a resume must not restart silently).
-            finish(
-                .refused(
-                    .invalidRequest(
-                        "Event id \(cursor.sequence) is past the end of this stream (its last event is \(catchUp.head)): it belongs to another stream.",
-                        param: StreamRoute.lastEventIDParameter, code: "invalid_event_id")))
-        case (.opening, .success(let catchUp)):
-            if catchUp.streaming { writeHead() } else { collected = [] }
-            phase = .streaming
+        case .openChat(let catchUp):
+            if !state.collecting { writeHead() }
             write(catchUp.batches)
             wake()  // news that arrived during the read
-        case (.reading, .failure):
-            phase = .streaming  // the next wake-up (a notification, the poll, a tick) tries again
-        case (.reading, .success(let catchUp)):
-            phase = .streaming
+        case .deliver(let catchUp):
             let before = cursor
             write(catchUp.batches)
             if cursor > before { wake() }  // a full page, or news that arrived during the read
-        case (.streaming, _), (.finished, _):
-            return  // the client left while the read ran
+        case .nothing:
+            return  // a failed read is retried on the next wake-up (a notification, the poll, a tick)
         }
     }
 
@@ -214,7 +157,6 @@ final class StreamDelivery {
         var renderer = ResponseRenderer(task: task, created: catchUp.created, settings: settings)
         let opening = renderer.opening()
         self.renderer = renderer
-        phase = .streaming
         if streaming {
             writeHead()
             var buffer = context.channel.allocator.buffer(capacity: 0)
@@ -223,7 +165,7 @@ final class StreamDelivery {
             context.write(NIOAny(HTTPServerResponsePart.body(.byteBuffer(buffer))), promise: nil)
             countSent(sent.count)
         } else {
-            collected = []
+            state.collectInstead()
         }
         write(catchUp.batches)
         wake()
@@ -238,11 +180,11 @@ final class StreamDelivery {
         context.write(
             NIOAny(HTTPServerResponsePart.head(HTTPResponseHead(version: version, status: .ok, headers: headers))),
             promise: nil)
-        lastWrite = .now()
+        state.wrote(at: .now)
     }
 
     private func write(_ batches: [StreamBatch]) {
-        guard collected == nil else { return collect(batches) }
+        guard !state.collecting else { return collect(batches) }
         var buffer = context.channel.allocator.buffer(capacity: 0)
         let written: StreamEventsWritten
         if case .responses(_, let startingAfter) = form, renderer != nil {
@@ -253,7 +195,7 @@ final class StreamDelivery {
         }
         if buffer.readableBytes > 0 {
             context.write(NIOAny(HTTPServerResponsePart.body(.byteBuffer(buffer))), promise: nil)
-            lastWrite = .now()
+            state.wrote(at: .now)
         }
         if written.ended {
             context.write(NIOAny(HTTPServerResponsePart.end(nil)), promise: nil)
@@ -271,13 +213,13 @@ final class StreamDelivery {
                 if renderer != nil {
                     _ = renderer?.render(event.data, committed: batch.committedSeconds)
                 } else {
-                    collected?.append(event.data)
+                    collected.append(event.data)
                 }
                 cursor = event.cursor
             }
             guard batch.final else { continue }
             if let renderer { return finish(.answered(renderer.response)) }
-            switch ChatCompletion.assemble(collected ?? []) {
+            switch ChatCompletion.assemble(collected) {
             case .success(let completion): finish(.answered(completion))
             case .failure(let error): finish(.refused(error))
             }
@@ -294,42 +236,21 @@ final class StreamDelivery {
         }
     }
 
-    private func pingIfSilent() {
-        guard phase != .opening, collected == nil,
-            NIODeadline.now() - lastWrite >= .nanoseconds(environment.keepaliveInterval.nanoseconds / 2)
-        else { return }
+    private func ping() {
         context.writeAndFlush(
             NIOAny(HTTPServerResponsePart.body(.byteBuffer(ByteBuffer(string: ServerSentEvents.keepalive)))),
             promise: nil)
         environment.metrics.keepalives.increment()
-        lastWrite = .now()
+        state.wrote(at: .now)
     }
 
     private func finish(_ outcome: Outcome) {
-        guard phase != .finished else { return }
-        phase = .finished
+        guard state.finish() else { return }
         if let subscription {
             environment.notifier.unsubscribe(subscription, from: task)
             environment.metrics.openStreams.decrement()
         }
         subscription = nil
         onFinish(outcome)
-    }
-}
-
-/// The notifier's handle on a stream: it hops every wake-up onto the stream's event loop.
-private final class StreamWaker: StreamSubscriber {
-    let delivery: NIOLoopBound<StreamDelivery>
-
-    init(delivery: NIOLoopBound<StreamDelivery>) {
-        self.delivery = delivery
-    }
-
-    func wake() {
-        delivery.eventLoop.execute { self.delivery.value.wake() }
-    }
-
-    func ownerLapsed() {
-        delivery.eventLoop.execute { self.delivery.value.ownerLapsed() }
     }
 }
