@@ -75,9 +75,6 @@ struct StreamNotifierTests {
         try await TestDatabase.with { database in
             try await withSubscribedNotifier(database, listener: "fanout-listener", tasks: 1000) {
                 notifier, tasks, subscriptions in
-                // Drain the wake-up every subscriber may get when the listener (re)connects.
-                try await Task.sleep(for: .milliseconds(200))
-
                 let log = StreamLog(client: database.client, logger: database.logger)
                 let woken = try await withDeadline(.seconds(20)) {
                     try await withThrowingTaskGroup(of: Bool.self) { group in

@@ -2,34 +2,32 @@ import Foundation
 import HandoffStore
 import HandoffWire
 import PostgresNIO
-import Synchronization
 import Testing
 
 struct TaskQueueTests {
-    /// Two workers, each with its own connection pool, race for 200 tasks: every task is claimed exactly once.
+    /// Two workers, each with its own connection pool, race for 200 tasks in rounds: both claim in each round, at
+    /// once, and every task is claimed exactly once.
     @Test func claimsAreExclusive() async throws {
         try await TestDatabase.with { database in
             let tasks = Set(try await database.enqueue(200))
             let workers = ["worker-a", "worker-b"]
-            // The race starts once both pools are connected: on a loaded machine one pool's first connection could
-            // otherwise take longer than the other worker needs to claim everything.
-            let connected = ConnectedWorkers()
+            // Each round starts once both workers are in it: on a loaded machine one worker could otherwise claim
+            // everything before the other's first claim. 15 rounds of 2 x 7 cover the 200 tasks.
+            let barrier = RoundBarrier(parties: workers.count)
             let claims = try await withThrowingTaskGroup(of: (String, [UUID]).self) { group in
                 for worker in workers {
                     group.addTask {
                         try await database.withSecondClient(applicationName: worker) { client in
                             let queue = TaskQueue(client: client, logger: database.logger)
                             _ = try await client.query("SELECT 1", logger: database.logger)
-                            connected.count.withLock { $0 += 1 }
-                            while connected.count.withLock({ $0 }) < workers.count {
-                                try await Task.sleep(for: .milliseconds(1))
-                            }
                             var mine: [UUID] = []
-                            while true {
-                                let batch = try await queue.claim(workerID: worker, limit: 7, lease: .seconds(30))
-                                if batch.isEmpty { return (worker, mine) }
-                                mine += batch.map(\.id)
+                            for _ in 0..<15 {
+                                await barrier.arrive()
+                                mine += try await queue.claim(workerID: worker, limit: 7, lease: .seconds(30)).map(\.id)
                             }
+                            let late = try await queue.claim(workerID: worker, limit: 7, lease: .seconds(30))
+                            #expect(late.isEmpty, "nothing is left after 15 rounds")
+                            return (worker, mine)
                         }
                     }
                 }
@@ -84,9 +82,4 @@ struct TaskQueueTests {
             }
         }
     }
-}
-
-/// How many of the racing workers have their pool connected.
-private final class ConnectedWorkers: Sendable {
-    let count = Mutex(0)
 }
