@@ -1,0 +1,144 @@
+"""What a scenario measures besides what `handoff-bench` reports, read from the stack while or after it runs:
+Postgres connections per process, CPU per process, Postgres's statements by time, the worker's flushes and the
+database's commit and row counters."""
+
+from __future__ import annotations
+
+import http.client
+import os
+import threading
+import time
+from pathlib import Path
+
+from bench_session import ADMIN_URL
+from handoff_stack import Stack, psql
+
+
+class ConnectionSampler:
+    """Samples pg_stat_activity while a scenario runs: the most connections each process held."""
+
+    def __init__(self, stack: Stack):
+        self.stack = stack
+        self.peak: dict[str, int] = {}
+        self.stopping = threading.Event()
+        self.thread = threading.Thread(target=self.loop, daemon=True)
+
+    def loop(self) -> None:
+        while not self.stopping.wait(0.5):
+            for name, count in self.stack.connection_counts().items():
+                self.peak[name] = max(self.peak.get(name, 0), count)
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stopping.set()
+        self.thread.join()
+
+
+class CPUSampler:
+    """Where the CPU went while a scenario ran, in % of one core: each stack process, Postgres (all its backends
+    together) and the load generator. On 2 shared cores this is the profile that says what saturates."""
+
+    TICKS = os.sysconf("SC_CLK_TCK")
+
+    def __init__(self, stack: Stack):
+        self.stack = stack
+
+    @staticmethod
+    def ticks(pid: int | str) -> int:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            return 0
+        return int(fields[11]) + int(fields[12])  # utime + stime
+
+    @staticmethod
+    def comm(pid: str) -> str:
+        try:
+            return Path(f"/proc/{pid}/comm").read_text().strip()
+        except OSError:
+            return ""
+
+    def snapshot(self) -> dict[str, int]:
+        shot = {name: self.ticks(process.pid) for name, process in self.stack.processes.items()}
+        shot["postgres"] = sum(
+            self.ticks(pid) for pid in os.listdir("/proc") if pid.isdigit() and self.comm(pid) == "postgres"
+        )
+        return shot
+
+    def __enter__(self):
+        self.start, self.before, self.children = time.monotonic(), self.snapshot(), os.times()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        seconds = time.monotonic() - self.start
+        after, children = self.snapshot(), os.times()
+        share = {name: 100 * (after[name] - self.before.get(name, 0)) / self.TICKS / seconds for name in after}
+        # The load generator is the only child reaped meanwhile.
+        share["handoff-bench"] = (
+            100
+            * (
+                (children.children_user - self.children.children_user)
+                + (children.children_system - self.children.children_system)
+            )
+            / seconds
+        )
+        self.percent = {name: round(value, 1) for name, value in sorted(share.items(), key=lambda kv: -kv[1])}
+
+
+class StatementProfile:
+    """Where Postgres's time went while a scenario ran: the statements of the stack's database by total execution
+    time (pg_stat_statements, which `make bench` loads into its cluster), with calls and rows."""
+
+    def __init__(self, stack: Stack, top: int = 6):
+        self.stack, self.top = stack, top
+
+    def __enter__(self):
+        psql(ADMIN_URL, "SELECT pg_stat_statements_reset()")
+        self.start = time.monotonic()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        seconds = time.monotonic() - self.start
+        out = psql(
+            ADMIN_URL,
+            f"""
+            SELECT calls, rows, round(total_exec_time::numeric, 1), round(mean_exec_time::numeric, 3),
+                left(regexp_replace(query, '\\s+', ' ', 'g'), 90)
+            FROM pg_stat_statements WHERE dbid = (SELECT oid FROM pg_database WHERE datname = '{self.stack.database}')
+            ORDER BY total_exec_time DESC LIMIT {self.top}""",
+        )
+        self.statements = []
+        for line in out.splitlines():
+            calls, rows, total, mean, query = line.split("|", 4)
+            self.statements.append(
+                {
+                    "query": query,
+                    "callsPerSecond": round(int(calls) / seconds, 1),
+                    "rowsPerSecond": round(int(rows) / seconds, 1),
+                    "msPerSecond": round(float(total) / seconds, 1),
+                    "meanMs": float(mean),
+                }
+            )
+
+
+def flush_timing(stack: Stack) -> dict:
+    """The worker's flushes so far, from its /metrics: how many, and their mean duration (tx start to return)."""
+    connection = http.client.HTTPConnection("127.0.0.1", stack.worker_ports["worker"], timeout=5)
+    connection.request("GET", "/metrics")
+    values = {}
+    for line in connection.getresponse().read().decode().splitlines():
+        for suffix in ("sum", "count"):
+            if line.startswith(f"handoff_stream_flush_duration_seconds_{suffix}"):
+                values[suffix] = float(line.rsplit(" ", 1)[1])
+    count = values.get("count", 0)
+    return {"flushes": int(count), "meanMs": 1000 * values.get("sum", 0) / count if count else None}
+
+
+def database_counters(stack: Stack) -> dict:
+    """The database's commits so far, and the minibatch rows in it with the events they hold."""
+    commits = int(psql(ADMIN_URL, f"SELECT xact_commit FROM pg_stat_database WHERE datname = '{stack.database}'"))
+    rows = stack.sql("SELECT count(*), coalesce(sum(event_count), 0) FROM handoff_stream").split("|")
+    return {"commits": commits, "stream_rows": int(rows[0]), "events": int(rows[1])}

@@ -1,0 +1,34 @@
+"""`bench.py --smoke`'s verdict: the smoke run proves each scenario still works end to end, at toy sizes, and
+prints a one-line summary; it asserts nothing about speed (`make bench` and bench_targets.py judge that)."""
+
+from __future__ import annotations
+
+
+def check_smoke(results: dict) -> None:
+    """The smoke run proves each scenario still works end to end; it asserts nothing about speed."""
+    idle = results["idle"]
+    assert idle["streamsOpen"] == idle["streamsRequested"], idle
+    for row in results["handoff"] + results["handoffAuth"]:
+        assert row["errors"] == 0 and row["completed"] > 0, row
+    for row in results["throughput"]:
+        assert row["errors"] == 0 and row["completed"] > 0, row
+    for run in (run for commit in results["commit"] for run in commit["runs"]):
+        assert run["errors"] == 0 and run["completed"] == run["streams"] and run["batches"] > 0, run
+    upstream = results["upstream"]
+    assert upstream["relay"]["errors"] == 0 and upstream["relay"]["completed"] > 0, upstream["relay"]
+    for row in upstream["firstToken"]:
+        assert all(row[model]["errors"] == 0 and row[model]["completed"] > 0 for model in ("demo", "fast")), row
+    assert all(round_["tokens"] > 1 for round_ in results["real"]["direct"] + results["real"]["handoff"]), results[
+        "real"
+    ]
+    for mode in ("on", "off"):
+        cost = results["metrics"][mode]
+        assert cost["handoff"]["errors"] == 0 and cost["handoff"]["completed"] > 0 and cost["throughputErrors"] == 0, (
+            cost
+        )
+    print(
+        f"bench smoke: idle {idle['streamsOpen']} streams at {idle['kibPerStream']:.1f} KiB each; "
+        f"hand-off p50 {results['handoff'][0]['firstEventMilliseconds']['p50']:.1f} ms, "
+        f"{results['handoffAuth'][0]['firstEventMilliseconds']['p50']:.1f} ms with a key; "
+        f"{results['throughput'][0]['completionsPerSecond']:.0f} completions/s"
+    )
