@@ -127,7 +127,6 @@ let package = Package(
         .testTarget(
             name: "SharedTests",
             dependencies: ["HandoffWire", "HandoffRuntime", "HandoffStore", "HandoffProcess", "HandoffHTTP"]),
-        .testTarget(name: "BenchTests", dependencies: ["Bench"]),
         // The state machines apart from their I/O (the writer's schedule and buffers, the notifier's watches, a
         // stream's delivery): no Postgres, no sockets, no real time.
         .testTarget(name: "StateMachineTests", dependencies: ["Worker", "SSEChat", "HandoffWire", "HandoffStore"]),

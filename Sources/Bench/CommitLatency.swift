@@ -80,7 +80,7 @@ struct CommitLatency: AsyncParsableCommand {
                         } onEvent: { event in
                             let arrived = Date().timeIntervalSince1970
                             arrivals.append(arrived)
-                            guard arrived >= measureFrom, let task, let sequence = event.id.flatMap(Int.init),
+                            guard arrived >= measureFrom, let task, let sequence = Int(event.lastEventID),
                                 let stamp = event.comments.lazy.compactMap(Self.stamp).first
                             else { return }
                             samples.append(

@@ -42,7 +42,7 @@ struct CompletionClient: Sendable {
     func stream(
         tokens: Int, prompt: String, onRedirect: (_ location: String) -> Void = { _ in },
         onHead: (HTTPExchange.Head) -> Void = { _ in },
-        onEvent: (SSEParser.Event) -> Void
+        onEvent: (ServerSentEventDecoder.Event) -> Void
     ) async throws -> Int {
         let location = try await origin.handoff(
             path: CompletionsRoute.handoff, json: Self.body(model: model, tokens: tokens, prompt: prompt),
@@ -51,11 +51,11 @@ struct CompletionClient: Sendable {
         return try await (streamOrigin ?? origin).run(method: .GET, path: location) { head, parts in
             guard head.status == 200 else { throw BenchError.unexpectedStatus(head.status) }
             onHead(head)
-            var parser = SSEParser()
+            var decoder = ServerSentEventDecoder.benchmark
             var events = 0
             while let part = try await parts.next() {
                 guard case .body(let buffer) = part else { break }
-                for event in parser.feed(buffer) {
+                for event in try decoder.feed(buffer.readableBytesView) {
                     if event.data == "[DONE]" { return events }
                     events += 1
                     onEvent(event)

@@ -123,11 +123,11 @@ struct IdleClient: AsyncParsableCommand {
                             opened.add("attempted")
                             guard head.status == 200 else { return }
                             opened.add("open")
-                            var parser = SSEParser()
+                            var decoder = ServerSentEventDecoder.benchmark
                             while let part = try await parts.next(), case .body(let buffer) = part {
-                                let before = parser.comments
-                                _ = parser.feed(buffer)
-                                opened.add("pings", parser.comments - before)
+                                let before = decoder.comments
+                                _ = try decoder.feed(buffer.readableBytesView)
+                                opened.add("pings", decoder.comments - before)
                             }
                         }
                     } catch {}

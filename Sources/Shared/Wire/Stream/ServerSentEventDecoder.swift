@@ -4,6 +4,10 @@
 /// (unless it holds NUL); `retry:` and unknown fields are ignored; a blank line dispatches the event if it has
 /// data. Bytes are kept until their line ends, so a UTF-8 character split across reads decodes whole.
 ///
+/// Comments are counted, and kept with the event whose block they stand in when asked for (`keepsComments`): the
+/// benchmark reads its commit stamps from them, and Handoff's keepalive, sent without a blank line, joins the next
+/// event's block. The worker relays upstreams with it and the benchmark reads Handoff's streams with it.
+///
 /// What it holds is bounded: a line longer than `maxLineBytes`, an event whose data grows past it, or a stream of
 /// more than `maxStreamBytes` in all throws `Oversized`, so a server that never ends a line (or a reply) costs
 /// one task its stream and nothing else in the process.
@@ -12,11 +16,14 @@ package struct ServerSentEventDecoder: Sendable {
         package var type: String
         package var data: String
         package var lastEventID: String
+        /// The comment lines in this event's block (their text after the colon), when the decoder keeps them.
+        package var comments: [String]
 
-        package init(type: String, data: String, lastEventID: String) {
+        package init(type: String, data: String, lastEventID: String, comments: [String] = []) {
             self.type = type
             self.data = data
             self.lastEventID = lastEventID
+            self.comments = comments
         }
     }
 
@@ -28,6 +35,9 @@ package struct ServerSentEventDecoder: Sendable {
 
     package let maxLineBytes: Int
     package let maxStreamBytes: Int
+    package let keepsComments: Bool
+    /// Comment lines seen so far.
+    package private(set) var comments = 0
     private var streamBytes = 0
 
     private static let bom: [UInt8] = [0xEF, 0xBB, 0xBF]
@@ -40,10 +50,12 @@ package struct ServerSentEventDecoder: Sendable {
     private var hasData = false
     private var type = ""
     private var lastEventID = ""
+    private var blockComments: [String] = []
 
-    package init(maxLineBytes: Int = 1 << 20, maxStreamBytes: Int = 64 << 20) {
+    package init(maxLineBytes: Int = 1 << 20, maxStreamBytes: Int = 64 << 20, keepsComments: Bool = false) {
         self.maxLineBytes = maxLineBytes
         self.maxStreamBytes = maxStreamBytes
+        self.keepsComments = keepsComments
     }
 
     /// Feeds the next bytes; returns the events they complete, in order.
@@ -79,7 +91,11 @@ package struct ServerSentEventDecoder: Sendable {
     private mutating func endLine() throws(Oversized) -> Event? {
         defer { line.removeAll(keepingCapacity: true) }
         if line.isEmpty { return dispatch() }
-        if line.first == UInt8(ascii: ":") { return nil }
+        if line.first == UInt8(ascii: ":") {
+            comments += 1
+            if keepsComments { blockComments.append(String(decoding: line.dropFirst(), as: UTF8.self)) }
+            return nil
+        }
         let colon = line.firstIndex(of: UInt8(ascii: ":"))
         let field = line[..<(colon ?? line.endIndex)]
         var value = colon.map { line[line.index(after: $0)...] } ?? []
@@ -101,6 +117,8 @@ package struct ServerSentEventDecoder: Sendable {
         return nil
     }
 
+    /// A blank line: the event, if it has data. A block of comments alone makes no event, and its comments stay
+    /// for the next one.
     private mutating func dispatch() -> Event? {
         defer {
             data.removeAll(keepingCapacity: true)
@@ -108,8 +126,10 @@ package struct ServerSentEventDecoder: Sendable {
             type = ""
         }
         guard hasData else { return nil }
+        defer { blockComments.removeAll() }
         return Event(
-            type: type.isEmpty ? "message" : type, data: String(decoding: data, as: UTF8.self), lastEventID: lastEventID
-        )
+            type: type.isEmpty ? "message" : type, data: String(decoding: data, as: UTF8.self),
+            lastEventID: lastEventID,
+            comments: blockComments)
     }
 }
