@@ -61,6 +61,8 @@ let package = Package(
             dependencies: [
                 "HandoffWire", "HandoffRuntime", "HandoffStore",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "PostgresNIO", package: "postgres-nio"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ],
             path: "Sources/Shared/Process"
         ),

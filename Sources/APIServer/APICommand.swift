@@ -22,13 +22,11 @@ struct APICommand: AsyncParsableCommand {
         var port: Int?
 
         func run() async throws {
-            let settings = Settings()
-            let logger = try ProcessRuntime.bootstrapLogging(label: "handoff.api", settings: settings)
-            let operations = try Operations.bootstrap(settings: settings, listens: false)
+            let startup = try ServeStartup(label: "handoff.api", listens: false)
+            let (settings, logger, database) = (startup.settings, startup.logger, startup.database)
             let host = settings.string(.apiHost) ?? "127.0.0.1"
             let mode = try AuthMode(settings: settings, host: host)
-            let database = try DatabaseSettings(settings: settings)
-            try await ProcessRuntime.migrate(database: database, logger: logger)
+            try await startup.migrate()
 
             let client = database.makeClient(applicationName: "handoff-api")
             let queue = TaskQueue(
@@ -58,7 +56,7 @@ struct APICommand: AsyncParsableCommand {
 
             let app = HTTPService.make(
                 name: "handoff-api", host: host,
-                port: try settings.int(.apiPort, override: port), logger: logger, operations: operations,
+                port: try settings.int(.apiPort, override: port), logger: logger, operations: startup.operations,
                 routes: { router in
                     completions.addRoutes(to: router)
                     responses.addRoutes(to: router)
@@ -66,11 +64,8 @@ struct APICommand: AsyncParsableCommand {
                         to: router)
                     ModelsController(models: catalogue.names, authentication: authentication).addRoutes(to: router)
                 })
-            let probe = ReadinessProbe(
-                client: client, readiness: operations.readiness,
-                deadline: try settings.milliseconds(.readyDeadlineMilliseconds), logger: logger)
             // Shut down in reverse: readiness fails, the HTTP server finishes its requests, then the batcher commits theirs.
-            try await ProcessRuntime.run([client, batcher, app, probe], logger: logger)
+            try await startup.run([client, batcher, app], probing: client)
         }
     }
 }

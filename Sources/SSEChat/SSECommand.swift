@@ -21,12 +21,11 @@ struct SSECommand: AsyncParsableCommand {
         var port: Int?
 
         func run() async throws {
-            let settings = Settings()
-            let logger = try ProcessRuntime.bootstrapLogging(label: "handoff.sse", settings: settings)
-            let operations = try Operations.bootstrap(settings: settings, listens: true)
+            let startup = try ServeStartup(label: "handoff.sse", listens: true)
+            let (settings, logger, operations, database) =
+                (startup.settings, startup.logger, startup.operations, startup.database)
             OpenFiles.raiseSoftLimit()
-            let database = try DatabaseSettings(settings: settings)
-            try await ProcessRuntime.migrate(database: database, logger: logger)
+            try await startup.migrate()
 
             let host = settings.string(.sseHost) ?? "127.0.0.1"
             let port = try settings.int(.ssePort, override: port)
@@ -53,12 +52,9 @@ struct SSECommand: AsyncParsableCommand {
             let server = SSEServer(
                 host: host, port: port, drainTime: try settings.seconds(.sseDrainSeconds), environment: environment,
                 logger: logger)
-            let probe = ReadinessProbe(
-                client: client, readiness: operations.readiness,
-                deadline: try settings.milliseconds(.readyDeadlineMilliseconds), logger: logger)
             // Shut down in reverse: readiness fails first, then the server drains, while the reader and the notifier
             // still serve it.
-            try await ProcessRuntime.run([client, notifier, reader, abandoned, server, probe], logger: logger)
+            try await startup.run([client, notifier, reader, abandoned, server], probing: client)
         }
     }
 }

@@ -29,11 +29,10 @@ struct WorkerCommand: AsyncParsableCommand {
         var port: Int?
 
         func run() async throws {
-            let settings = Settings()
-            let logger = try ProcessRuntime.bootstrapLogging(label: "handoff.worker", settings: settings)
-            let operations = try Operations.bootstrap(settings: settings, listens: true)
-            let database = try DatabaseSettings(settings: settings)
-            try await ProcessRuntime.migrate(database: database, logger: logger)
+            let startup = try ServeStartup(label: "handoff.worker", listens: true)
+            let (settings, logger, operations, database) =
+                (startup.settings, startup.logger, startup.operations, startup.database)
+            try await startup.migrate()
 
             // Unique to this process's life even under a fixed name: a worker restarted under the same name must
             // not renew (and so keep alive) the leases of the tasks its killed predecessor held.
@@ -92,18 +91,15 @@ struct WorkerCommand: AsyncParsableCommand {
             let operationsServer = HTTPService.make(
                 name: "handoff-worker", host: settings.string(.workerHost) ?? "127.0.0.1",
                 port: try settings.int(.workerPort, override: port), logger: logger, operations: operations)
-            let probe = ReadinessProbe(
-                client: client, readiness: operations.readiness,
-                deadline: try settings.milliseconds(.readyDeadlineMilliseconds), logger: logger)
             logger.info("worker started", metadata: ["worker": "\(workerID)"])
             // Shut down in reverse: readiness fails, stop claiming and finish tasks (their leases renewed meanwhile),
             // then drain the writer, then stop the demo model's clock, close the upstream clients and Postgres.
-            try await ProcessRuntime.run(
+            try await startup.run(
                 [
                     client, operationsServer, sampler, backends, clock, listener, pruner, rescuer, leaseKeeper, writer,
-                    dispatcher, probe,
+                    dispatcher,
                 ],
-                logger: logger)
+                probing: client)
         }
     }
 }
