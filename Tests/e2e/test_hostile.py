@@ -11,41 +11,16 @@ from __future__ import annotations
 import json
 import os
 import socket
-import subprocess
 import threading
 import time
 import urllib.parse
 
 import pytest
-from handoff_e2e import CADDY_PORT, SSE_PORTS, connect, request
-from handoff_stack import ROOT, Ports, Stack, healthy
+from handoff_e2e import CADDY_PORT, SSE_PORTS, connect, iter_sse, request
+from handoff_stack import ROOT, Stack
+from hostile_e2e import HOSTILE_PORTS, PROCFILE_API_PORT, alive, error_of, shell_api, tasks_with
 from keys_e2e import CADDY as KEYED_CADDY
 from keys_e2e import OpenStream, content_chunks, demo, hand_off, post, read_whole, wait_ended
-
-HOSTILE_PORTS = Ports(caddy=18110, api=18111, sse=(18112,))
-PROCFILE_API_PORT = 18113
-
-
-def error_of(reply, status: int) -> dict:
-    assert reply.status == status, (reply.status, reply.body[:500])
-    return json.loads(reply.body)["error"]
-
-
-def alive(stack: Stack) -> None:
-    """Every process of the stack still runs."""
-    stack.check_alive()
-
-
-def answering(port: int) -> bool:
-    try:
-        return healthy(port)
-    except OSError:  # not listening yet
-        return False
-
-
-def tasks_with(stack: Stack, marker: str) -> int:
-    return int(stack.sql(f"SELECT count(*) FROM handoff_tasks WHERE request::text LIKE '%{marker}%'"))
-
 
 # ----- keyed in one command --------------------------------------------------------------------------------------
 
@@ -65,28 +40,11 @@ def test_the_procfiles_api_takes_handoff_auth_from_the_environment(cluster, tmp_
     }
     body = demo("who are you?", max_tokens=1)
     for auth, expected in (({"HANDOFF_AUTH": "required"}, 401), ({}, 302)):
-        log = open(tmp_path / f"api-{expected}.log", "w")
-        process = subprocess.Popen(
-            ["sh", "-c", command],
-            env={**base, **auth},
-            cwd=ROOT,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        try:
-            deadline = time.monotonic() + 30
-            while not answering(PROCFILE_API_PORT):
-                assert process.poll() is None and time.monotonic() < deadline, (tmp_path / log.name).read_text()[-2000:]
-                time.sleep(0.1)
+        with shell_api(command, {**base, **auth}, tmp_path / f"api-{expected}.log", PROCFILE_API_PORT):
             reply = post("/v1/chat/completions", body, None, PROCFILE_API_PORT)
             assert reply.status == expected, (auth, reply.status, reply.body[:300])
             if expected == 401:
                 assert error_of(reply, 401)["code"] == "invalid_api_key"
-        finally:
-            os.killpg(process.pid, 15)
-            process.wait(timeout=15)
-            log.close()
 
 
 # ----- one parse ---------------------------------------------------------------------------------------------------
@@ -256,7 +214,7 @@ def test_a_bad_cursor_beside_fifty_good_streams_harms_none(cluster):
             good[n] = (
                 response.status,
                 text.endswith("data: [DONE]\n\n"),
-                text.count("\nid: ") + text.startswith("id: "),
+                sum(1 for event in iter_sse(text.splitlines(keepends=True)) if event["id"] is not None),
             )
         except Exception as error:  # noqa: BLE001 (reported below, per stream)
             good[n] = error
@@ -412,7 +370,8 @@ def test_an_upstream_past_its_bounds_ends_with_upstream_error(cluster, model, bo
     conn.request("GET", reply.headers["Location"])
     text = conn.getresponse().read().decode()
     conn.close()
-    errors = [json.loads(line[6:])["error"] for line in text.split("\n") if line.startswith('data: {"error"')]
+    events = iter_sse(text.splitlines(keepends=True))
+    errors = [json.loads(event["data"])["error"] for event in events if event["data"].startswith('{"error"')]
     assert errors and errors[-1]["code"] == "upstream_error" and bound in errors[-1]["message"], text[-500:]
     assert text.endswith("data: [DONE]\n\n")
     alive(cluster)
