@@ -9,7 +9,10 @@ shows them in the terminal summary.
 The API-key tests (test_keys.py, test_limits.py, test_charges.py) share `keyed`: two more API servers with keys
 required (18084 and 18085) on the session's database, so the session's worker and SSE replicas serve them, behind a
 Caddy of their own (18086). The session's API stays keyless (HANDOFF_AUTH=off), so every other test file runs
-unchanged."""
+unchanged.
+
+This file holds the fixtures and the hooks; the catalogue is catalogue_e2e.py's, the upstream processes are
+upstreams_e2e.py's."""
 
 from __future__ import annotations
 
