@@ -138,9 +138,12 @@ let package = Package(
         .testTarget(
             name: "IntegrationTests",
             dependencies: [
-                "HandoffWire", "HandoffRuntime", "HandoffStore", "HandoffProcess", "APIServer", "SSEChat", "Worker",
-                "Bench",
+                "HandoffWire", "HandoffRuntime", "HandoffStore", "HandoffProcess", "HandoffHTTP", "APIServer", "SSEChat",
+                "Worker", "Bench",
                 .product(name: "PostgresNIO", package: "postgres-nio"),
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "HummingbirdTesting", package: "hummingbird"),
+                .product(name: "HTTPTypes", package: "swift-http-types"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
