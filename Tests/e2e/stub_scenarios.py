@@ -1,6 +1,7 @@
 """What the stub upstream (upstream_stub.py) answers a POST to /chat/completions, by the request's `model`: a failure
 of stub_failures.py, a 404 for an unknown model, a whole completion to a non-streaming request, or a stream in one of
-stub_shapes.py's shapes, normal, slow, stalled, broken mid-way, dropped, or past a reader's bounds."""
+stub_shapes.py's shapes, normal, slow, stalled, broken mid-way, dropped, or past a reader's bounds; or, for the models
+that fail and continue answers, stub_continuation.py's reply."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import random
 import time
 from typing import Any
 
+import stub_continuation
 from stub_failures import FAILURES
 from stub_shapes import (
     PROMPT_TOKENS,
@@ -36,6 +38,8 @@ class Scenarios:
 
     def complete(self, model: str, body: dict, record: dict, rng: random.Random) -> str:
         recorder = self.server.recorder
+        if model in stub_continuation.MODELS:
+            return stub_continuation.answer(self, model, body, record, rng)
         failure = FAILURES.get(model)
         if failure is not None:
             status, content_type, text, headers = failure(self, body)

@@ -14,6 +14,7 @@ import time
 import urllib.parse
 from typing import Any
 
+from stub_continuation import MODELS as CONTINUATION_MODELS
 from stub_scenarios import Scenarios
 from stub_shapes import SHAPES
 from stub_wire import ClientGone, Stopping, Wire
@@ -125,7 +126,7 @@ class Handler(Scenarios, http.server.BaseHTTPRequestHandler):
         elif path == "/health":
             self.reply_json(200, {"status": "ok", "stub": self.server.recorder.name})
         elif path.endswith("/models"):
-            models = [*SHAPES, "reasoning"]
+            models = [*SHAPES, "reasoning", *CONTINUATION_MODELS]
             self.reply_json(
                 200,
                 {

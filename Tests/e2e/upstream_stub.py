@@ -30,18 +30,22 @@ Models (the `model` field of the request):
   old-vllm-400                     400, older vLLM's flat `{"object":"error",...}` (not a context error)
   long-line                        openai shape, 2 content chunks, then one `data:` line of 4 MiB that never ends
   flood                            openai shape, content chunks of 1 KiB until 4 MiB were sent (or the client leaves)
+  continued, continued-vllm        3 content chunks, half an event, dropped; an answer continued from a trailing
+                                   assistant message streams the rest (stub_continuation.py)
+  continued-tools                  a tool call's deltas, dropped
 Anything else: 404 model_not_found, as the real servers answer.
 
 Recording: `GET /_stub/requests` answers every request seen as a JSON list of {"stub", "path", "model", "body",
-"authorization", "headers", "started", "ended", "outcome", "status", "content_chunks"}; outcome is null while the
-response runs, then one of complete, client_disconnected, dropped, error (an error event ended the stream),
-truncated, rejected (an HTTP error status), bad_request, stopped (the stub is shutting down).
+"authorization", "headers", "started", "ended", "outcome", "status", "content_chunks"} (and, for the continuation
+models, "usage" and "cut_at"); outcome is null while the response runs, then one of complete, client_disconnected,
+dropped, error (an error event ended the stream), truncated, rejected (an HTTP error status), bad_request, stopped
+(the stub is shutting down).
 `DELETE /_stub/requests` forgets them. `GET /health` answers 200.
 
 What tests should expect of each normal stream is computed by `expected(model, body)` in stub_shapes.py.
 This module is the entry point; its parts are stub_shapes.py (the stream shapes), stub_wire.py (the chunked writes),
-stub_failures.py (the error answers), stub_scenarios.py (what each model answers) and stub_server.py (the HTTP server
-and the recording), beside it, so a run of it by path finds them.
+stub_failures.py (the error answers), stub_continuation.py (answers cut and continued), stub_scenarios.py (what each
+model answers) and stub_server.py (the HTTP server and the recording), beside it, so a run of it by path finds them.
 """
 
 from __future__ import annotations
