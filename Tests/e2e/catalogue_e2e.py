@@ -1,7 +1,7 @@
 """The model catalogue of the session's stack (conftest.py writes it to a file for HANDOFF_MODELS_FILE): `demo`, the
 real model `local` on llama-server, one model per scenario of the stub upstreams (upstream_stub.py), and the
-multi-endpoint, keyed, timed-out and capped models in front of them. Also the addresses the upstreams listen on and
-llama-server's arguments and chat template, which upstreams_e2e.py starts them with."""
+multi-endpoint, keyed, timed-out, capped and continued models in front of them. Also the addresses the upstreams
+listen on and llama-server's arguments and chat template, which upstreams_e2e.py starts them with."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ STUB_PORTS = {"A": 18090, "B": 18091}
 LLAMA_PORT = 18092
 REFUSED_PORT = 18093  # nothing listens here: a connection is refused
 STUB_API_KEY = "sk-stub-secret"
+CONTINUED_BACKOFF_MS = 300  # stub-continued-one's backoff: its continuation waits it out
 # --kv-unified: each of the two slots gets the whole 2048-token window (without it, 1024 each, and the context error
 # names 1024). The chat template: SmolLM2's own ignores `tools` altogether (llama-server reports supports_tools:
 # false and generates plain text); this one is SmolLM2's ChatML with Qwen-style <tool_call> tools, from which
@@ -251,6 +252,64 @@ def catalogue() -> dict:
             "upstreams": [
                 upstream(stub_url("A", "/failover-midstream"), "midstream-error-vllm", backoff_ms=1),
                 upstream(stub_url("B", "/failover-midstream"), "openai", backoff_ms=1),
+            ],
+        },
+        # Continuation (test_continuation.py): an answer cut mid-stream, sent again with its text so far as a trailing
+        # assistant message, to the other endpoint first (stub_continuation.py's models)
+        {
+            "name": "stub-continued",
+            "backend": "openai",
+            "upstreams": [
+                upstream(stub_url("A", "/continued"), "continued", continuation="prefill", backoff_ms=2000),
+                upstream(stub_url("B", "/continued"), "continued", continuation="prefill", backoff_ms=2000),
+            ],
+        },
+        {
+            "name": "stub-continued-vllm",
+            "backend": "openai",
+            "upstreams": [
+                upstream(
+                    stub_url("A", "/continued-vllm"),
+                    "continued-vllm",
+                    continuation="continue_final_message",
+                    backoff_ms=2000,
+                ),
+                upstream(
+                    stub_url("B", "/continued-vllm"),
+                    "continued-vllm",
+                    continuation="continue_final_message",
+                    backoff_ms=2000,
+                ),
+            ],
+        },
+        # One endpoint: the continuation goes to it again once its backoff has passed
+        {
+            "name": "stub-continued-one",
+            "backend": "openai",
+            "upstreams": [
+                upstream(
+                    stub_url("A", "/continued-one"),
+                    "continued",
+                    continuation="prefill",
+                    backoff_ms=CONTINUED_BACKOFF_MS,
+                )
+            ],
+        },
+        # Every reply is cut: continued HANDOFF_MAX_CONTINUATIONS (2) times, then ended with an error event
+        {
+            "name": "stub-continued-flaky",
+            "backend": "openai",
+            "upstreams": [
+                upstream(stub_url("A", "/continued-flaky"), "continued-flaky", continuation="prefill", backoff_ms=1),
+                upstream(stub_url("B", "/continued-flaky"), "continued-flaky", continuation="prefill", backoff_ms=1),
+            ],
+        },
+        # What cannot be continued: a tool call (and, asked for, logprobs)
+        {
+            "name": "stub-continued-tools",
+            "backend": "openai",
+            "upstreams": [
+                upstream(stub_url("A", "/continued-tools"), "continued-tools", continuation="prefill", backoff_ms=1)
             ],
         },
         # Least busy first
