@@ -5,8 +5,10 @@ import HandoffWire
 /// dispatcher, the stream writer and the SSE server do not change with the backend. Cancelling the calling task
 /// stops it at once (an upstream request is closed).
 protocol ChatModel: Sendable {
-    /// Streams the reply; throws `ReplyFailure` for a failure the client is to see.
-    func reply(to task: ClaimedTask, events: CompletionEvents, output: ReplyOutput) async throws -> ReplyEnding
+    /// Streams the reply — or, `continuing` an answer an earlier run streamed before its worker was lost, the rest of
+    /// it; throws `ReplyFailure` for a failure the client is to see.
+    func reply(to task: ClaimedTask, events: CompletionEvents, output: ReplyOutput, continuing: ContinuedAnswer?)
+        async throws -> ReplyEnding
 
     /// The prompt's token count as well as the backend can tell without the model, for the usage of a reply
     /// stopped before the model reported its own.

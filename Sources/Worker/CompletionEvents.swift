@@ -39,10 +39,12 @@ struct CompletionEvents {
     func end(reason: String, usage: Usage) -> [String] {
         let finish = chunk([.init(delta: .init(), finishReason: reason)])
         guard includeUsage else { return [finish] }
-        return [
-            finish,
-            ChatCompletionChunk(id: id, created: created, model: model, choices: [], usage: .value(usage)).json.text,
-        ]
+        return [finish, self.usage(usage)]
+    }
+
+    /// The usage chunk (`choices: []`), for a client that asked for usage.
+    func usage(_ usage: Usage) -> String {
+        ChatCompletionChunk(id: id, created: created, model: model, choices: [], usage: .value(usage)).json.text
     }
 
     /// A failure after the stream started travels in-band as OpenAI's error object.

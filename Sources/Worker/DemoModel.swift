@@ -6,15 +6,21 @@ import HandoffWire
 /// conversation. Tokens are words (each after the first carries its leading space, as GPT tokens do); the
 /// prompt's token count is its word count. Without a token limit the story is three sentences and ends with
 /// `stop` (or `length`, at the task's cap from admission, should that come first); with one it runs to exactly that
-/// many tokens and ends with `length`.
+/// many tokens and ends with `length`. An answer it continues is the same answer: it generates it again, at once
+/// and unsent, up to the text already streamed, and goes on from there; its usage counts the whole answer.
 struct DemoModel: ChatModel {
     static let naturalSentences = 3
 
     let tokenDelay: Duration
     var timer: any TokenTimer = TaskSleepTimer()
 
-    func reply(to task: ClaimedTask, events: CompletionEvents, output: ReplyOutput) async throws -> ReplyEnding {
-        for try await delta in deltas(for: task.request, cap: task.tokenCap) {
+    func reply(to task: ClaimedTask, events: CompletionEvents, output: ReplyOutput, continuing: ContinuedAnswer?)
+        async throws -> ReplyEnding
+    {
+        let reply = DemoReply(
+            request: task.request, cap: task.tokenCap, tokenDelay: tokenDelay, timer: timer,
+            streamed: continuing?.partial.text ?? "")
+        for try await delta in reply {
             switch delta {
             case .content(let text):
                 await output.emit(events.content(text))
@@ -26,7 +32,7 @@ struct DemoModel: ChatModel {
     }
 
     func deltas(for request: ChatCompletionRequest, cap: Int? = nil) -> DemoReply {
-        DemoReply(request: request, cap: cap, tokenDelay: tokenDelay, timer: timer)
+        DemoReply(request: request, cap: cap, tokenDelay: tokenDelay, timer: timer, streamed: "")
     }
 
     func promptTokens(for request: ChatCompletionRequest) -> Int {
@@ -56,9 +62,13 @@ struct DemoReply: AsyncSequence, Sendable {
     let cap: Int?
     let tokenDelay: Duration
     let timer: any TokenTimer
+    /// The text an earlier run of the reply streamed: generated again without delay and not sent.
+    let streamed: String
 
     func makeAsyncIterator() -> Iterator {
-        Iterator(request: request, cap: cap, tokenDelay: tokenDelay, timer: timer, words: StoryWords(request: request))
+        Iterator(
+            request: request, cap: cap, tokenDelay: tokenDelay, timer: timer, words: StoryWords(request: request),
+            skip: streamed.utf8.count)
     }
 
     struct Iterator: AsyncIteratorProtocol {
@@ -67,6 +77,8 @@ struct DemoReply: AsyncSequence, Sendable {
         let tokenDelay: Duration
         let timer: any TokenTimer
         var words: StoryWords
+        /// Bytes of text still to generate unsent.
+        var skip: Int
         var generated = 0
         var held = ""
         var ending: [DemoDelta] = []
@@ -75,7 +87,11 @@ struct DemoReply: AsyncSequence, Sendable {
         mutating func next() async throws -> DemoDelta? {
             while !done {
                 if !ending.isEmpty { return ending.removeFirst() }
-                if tokenDelay > .zero { try await timer.sleep(for: tokenDelay) } else { try Task.checkCancellation() }
+                if tokenDelay > .zero, skip == 0 {
+                    try await timer.sleep(for: tokenDelay)
+                } else {
+                    try Task.checkCancellation()
+                }
                 let capped = cap.map { generated >= $0 } ?? false
                 guard !capped, let token = words.next(limit: request.tokenLimit) else {
                     let reason: FinishReason = capped || request.tokenLimit == generated ? .length : .stop
@@ -94,13 +110,22 @@ struct DemoReply: AsyncSequence, Sendable {
                     stops.flatMap { stop in (1..<stop.count).map { String(stop.prefix($0)) } }
                     .filter { text.hasSuffix($0) }.map(\.count).max() ?? 0
                 held = String(text.suffix(tail))
-                let release = String(text.dropLast(tail))
+                let release = unsent(String(text.dropLast(tail)))
                 if !release.isEmpty { return .content(release) }
             }
             return ending.isEmpty ? nil : ending.removeFirst()
         }
 
+        /// What of `text` was not streamed by an earlier run.
+        private mutating func unsent(_ text: String) -> String {
+            guard skip > 0 else { return text }
+            let skipped = Swift.min(skip, text.utf8.count)
+            skip -= skipped
+            return String(decoding: text.utf8.dropFirst(skipped), as: UTF8.self)
+        }
+
         private mutating func end(releasing text: String, reason: FinishReason) {
+            let text = unsent(text)
             if !text.isEmpty { ending.append(.content(text)) }
             ending.append(
                 .finished(

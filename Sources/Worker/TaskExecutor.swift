@@ -12,6 +12,8 @@ struct TaskExecutor: Sendable {
     let models: ModelRegistry
     let writer: StreamWriter
     let queue: TaskQueue
+    /// Where a continued answer's earlier events are read.
+    let stream: StreamLog
     let cancellations: TaskCancellations
     let workerID: String
     let logger: Logger
@@ -40,19 +42,39 @@ struct TaskExecutor: Sendable {
         if task.cancelRequested {
             return await stop(task, events: events, opening: [], because: .cancelled, usage: usage(0))
         }
+        // An answer an earlier run streamed (its worker was lost) goes on in the same stream, after its events.
+        let earlier: ContinuedAnswer?
+        if task.continuesAnswer {
+            do {
+                earlier = ContinuedAnswer(
+                    events: try await stream.events(of: task.id), continuedBefore: task.continuations - 1)
+            } catch {
+                logger.error(
+                    "reading the answer to continue failed",
+                    metadata: ["task": .task(task.id), "error": "\(String(reflecting: error))"])
+                return await end(
+                    task, .failed, events: [events.error(.workerLost)],
+                    outcome: TaskOutcome(task: task.id, status: .failed, usage: usage(0), error: .workerLost))
+            }
+            writer.resume(task.id, at: task.streamedHead)
+        } else {
+            earlier = nil
+        }
         // The role chunk goes out with the model's first output (or its end), not before it: alone it would take a
-        // minibatch of its own and hold the first token back by a flush window.
-        let emitted = TokenCount()
+        // minibatch of its own and hold the first token back by a flush window. A continued answer has had it.
+        let emitted = TokenCount(earlier?.outputEvents ?? 0)
         let output = ReplyOutput { event in
-            if emitted.value.add(1, ordering: .relaxed).oldValue == 0 {
+            if emitted.value.add(1, ordering: .relaxed).oldValue == 0, earlier == nil {
                 await writer.append(events.role(), event, to: task.id)
             } else {
                 await writer.append(event, to: task.id)
             }
         }
-        let opening = { emitted.value.load(ordering: .relaxed) == 0 ? [events.role()] : [] }
+        let opening = { emitted.value.load(ordering: .relaxed) == 0 && earlier == nil ? [events.role()] : [] }
         let ending = await withTaskGroup(of: Ending?.self) { group in
-            group.addTask { await generate(task, model: model, events: events, output: output) }
+            group.addTask {
+                await generate(task, model: model, events: events, output: output, continuing: earlier)
+            }
             group.addTask { await cancellations.reason(toStop: task.id).map(Ending.stopped) }
             defer { group.cancelAll() }
             while let next = await group.next() {
@@ -80,11 +102,12 @@ struct TaskExecutor: Sendable {
         }
     }
 
-    private func generate(_ task: ClaimedTask, model: any ChatModel, events: CompletionEvents, output: ReplyOutput)
-        async -> Ending
-    {
+    private func generate(
+        _ task: ClaimedTask, model: any ChatModel, events: CompletionEvents, output: ReplyOutput,
+        continuing: ContinuedAnswer?
+    ) async -> Ending {
         do {
-            return .finished(try await model.reply(to: task, events: events, output: output))
+            return .finished(try await model.reply(to: task, events: events, output: output, continuing: continuing))
         } catch let failure as ReplyFailure {
             return .failed(failure)
         } catch is CancellationError {
@@ -140,5 +163,9 @@ struct TaskExecutor: Sendable {
 
 /// Content tokens emitted so far, read when a task stops early.
 final class TokenCount: Sendable {
-    let value = Atomic<Int>(0)
+    let value: Atomic<Int>
+
+    init(_ start: Int = 0) {
+        value = Atomic(start)
+    }
 }

@@ -12,12 +12,14 @@ struct TaskRescuer: Service {
     let queue: TaskQueue
     let lease: Duration
     let maxAttempts: Int
+    /// The streamed tasks that are requeued to be continued, rather than failed.
+    let continuable: TaskQueue.Continuable
     let logger: Logger
 
     func run() async throws {
         await repeatEvery(min(lease / 2, .seconds(1))) {
             do {
-                let rescue = try await queue.rescueExpired(maxAttempts: maxAttempts)
+                let rescue = try await queue.rescueExpired(maxAttempts: maxAttempts, continuable: continuable)
                 Counter(label: MetricName.tasksRescued.rawValue, dimensions: [("result", "requeued")]).increment(
                     by: rescue.requeued)
                 Counter(label: MetricName.tasksRescued.rawValue, dimensions: [("result", "failed")]).increment(

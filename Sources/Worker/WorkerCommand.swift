@@ -50,11 +50,13 @@ struct WorkerCommand: AsyncParsableCommand {
             let queue = TaskQueue(client: client, timeout: database.timeout, logger: logger)
             let cancellations = TaskCancellations()
             let clock = DemoClock()
+            let catalogue = try ModelCatalogue(settings: settings)
+            let continuation = ContinuationPolicy(maxContinuations: max(0, try settings.int(.maxContinuations)))
             let backends = UpstreamBackends(
-                catalogue: try ModelCatalogue(settings: settings), settings: settings,
-                demo: DemoModel(tokenDelay: tokenDelay, timer: clock), logger: logger)
+                catalogue: catalogue, settings: settings, demo: DemoModel(tokenDelay: tokenDelay, timer: clock),
+                continuation: continuation, logger: logger)
             let executor = TaskExecutor(
-                models: backends.registry, writer: writer, queue: queue,
+                models: backends.registry, writer: writer, queue: queue, stream: log,
                 cancellations: cancellations, workerID: workerID, logger: logger)
             let doorbell = Doorbell()
             let listener = PostgresListener(
@@ -84,7 +86,9 @@ struct WorkerCommand: AsyncParsableCommand {
                 queue: queue, cancellations: cancellations, workerID: workerID, lease: lease,
                 abandonAfter: try settings.seconds(.abandonSeconds), logger: logger)
             let rescuer = TaskRescuer(
-                queue: queue, lease: lease, maxAttempts: max(1, try settings.int(.maxAttempts)), logger: logger)
+                queue: queue, lease: lease, maxAttempts: max(1, try settings.int(.maxAttempts)),
+                continuable: .init(models: catalogue.continuableModels, max: continuation.maxContinuations),
+                logger: logger)
             let pruner = TaskPruner(queue: queue, retention: try settings.seconds(.retentionSeconds), logger: logger)
             let sampler = QueueSampler(
                 queue: queue, interval: try settings.milliseconds(.queueSampleMilliseconds), logger: logger)

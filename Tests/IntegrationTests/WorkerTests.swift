@@ -206,8 +206,8 @@ extension TestDatabase {
     ) -> TaskExecutor {
         TaskExecutor(
             models: models ?? ModelRegistry(["demo": DemoModel(tokenDelay: tokenDelay)]), writer: writer,
-            queue: TaskQueue(client: client, logger: logger), cancellations: cancellations, workerID: worker,
-            logger: logger)
+            queue: TaskQueue(client: client, logger: logger), stream: StreamLog(client: client, logger: logger),
+            cancellations: cancellations, workerID: worker, logger: logger)
     }
 
     func writer(worker: String) -> StreamWriter {

@@ -9,7 +9,9 @@ struct UpstreamBackends: Service {
     private let endpoints: [UpstreamEndpoint]
     private let logger: Logger
 
-    init(catalogue: ModelCatalogue, settings: Settings, demo: DemoModel, logger: Logger) {
+    init(
+        catalogue: ModelCatalogue, settings: Settings, demo: DemoModel, continuation: ContinuationPolicy, logger: Logger
+    ) {
         var models: [String: any ChatModel] = [:]
         var all: [UpstreamEndpoint] = []
         for model in catalogue.models {
@@ -29,7 +31,8 @@ struct UpstreamBackends: Service {
                     return UpstreamEndpoint(position: position, configuration: upstream, apiKey: key)
                 }
                 all += endpoints
-                models[model.name] = UpstreamModel(name: model.name, endpoints: endpoints, logger: logger)
+                models[model.name] = UpstreamModel(
+                    name: model.name, endpoints: endpoints, continuation: continuation, logger: logger)
             }
         }
         self.registry = ModelRegistry(models)

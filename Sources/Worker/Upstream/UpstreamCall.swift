@@ -14,19 +14,24 @@ struct UpstreamCall {
     let task: ClaimedTask
     let events: CompletionEvents
     let promptEstimate: Int
+    /// The answer so far, when this call continues it.
+    var continuing: UpstreamRequestBody.Continuing? = nil
 
-    /// How the call ended, and how many chunks reached the client first: a failure after one did cannot fail over.
+    /// How the call ended, how many chunks reached the client first (a failure after one did cannot fail over), and
+    /// what they added to the answer.
     struct Failed: Error {
         var failure: UpstreamFailure
         var relayed: Int
         var usage: Usage
+        var partial: PartialAnswer
     }
 
     func run(output: ReplyOutput) async throws(Failed) -> ReplyEnding {
         let progress = Progress()
         do {
             let body = try UpstreamRequestBody.make(
-                clientBody: task.body, upstreamModel: endpoint.configuration.model, tokenCap: task.tokenCap)
+                clientBody: task.body, upstreamModel: endpoint.configuration.model, tokenCap: task.tokenCap,
+                continuing: continuing)
             return try await withThrowingTaskGroup(of: ReplyEnding?.self) { group in
                 group.addTask {
                     try await watch(progress)
@@ -50,7 +55,8 @@ struct UpstreamCall {
                 }
             throw Failed(
                 failure: failure, relayed: progress.relayed,
-                usage: Usage(promptTokens: promptEstimate, completionTokens: progress.relayed))
+                usage: Usage(promptTokens: promptEstimate, completionTokens: progress.relayed),
+                partial: progress.partial)
         }
     }
 
@@ -60,13 +66,17 @@ struct UpstreamCall {
         do {
             return try await stream(body, relay: &relay, progress: progress, output: output)
         } catch let failure as UpstreamFailure {
-            throw Failed(failure: failure, relayed: progress.relayed, usage: relay.usage ?? relay.countedUsage)
+            throw Failed(
+                failure: failure, relayed: progress.relayed, usage: relay.usage ?? relay.countedUsage,
+                partial: progress.partial)
         } catch  where !Task.isCancelled {
             // Before the server answered it was not reached; after, its connection broke.
             let failure: UpstreamFailure =
                 progress.answered
                 ? .broken("The model's server closed the connection before the reply was complete.") : .unreachable()
-            throw Failed(failure: failure, relayed: progress.relayed, usage: relay.usage ?? relay.countedUsage)
+            throw Failed(
+                failure: failure, relayed: progress.relayed, usage: relay.usage ?? relay.countedUsage,
+                partial: progress.partial)
         }
     }
 
@@ -103,6 +113,7 @@ struct UpstreamCall {
                     await output.emit(chunk)
                     progress.relayedOne()
                 }
+                progress.streamed(relay.piece)
             }
         }
         // No [DONE]: over only if the finish reason came (llama.cpp ends so after an error event, handled above).
@@ -130,10 +141,17 @@ struct UpstreamCall {
     /// watchdog and for naming a failure.
     final class Progress: Sendable {
         private let state = Mutex((last: ContinuousClock.now, relayed: 0, answered: false))
+        /// Everything accepted from the stream, also what is held back for the end (the finish chunk's text).
+        private let streamedAnswer = Mutex(PartialAnswer())
 
         var snapshot: (last: ContinuousClock.Instant, relayed: Int) { state.withLock { ($0.last, $0.relayed) } }
         var relayed: Int { state.withLock { $0.relayed } }
         var answered: Bool { state.withLock { $0.answered } }
+        var partial: PartialAnswer { streamedAnswer.withLock { $0 } }
+
+        func streamed(_ piece: PartialAnswer) {
+            streamedAnswer.withLock { $0.append(piece) }
+        }
 
         func answer() {
             state.withLock { $0.answered = true }

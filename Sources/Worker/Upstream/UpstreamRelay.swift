@@ -12,6 +12,8 @@ import HandoffWire
 /// - The chunk that carries the finish reason, and the usage chunk after it, are held back: they close the stream
 ///   and commit with the task's outcome.
 /// - An error payload is a `UpstreamFailure`, before or after the first chunk; the caller tells which.
+/// - What each accepted payload added to the answer (`piece`: its text, and whether it held tool calls, reasoning or
+///   logprobs) is kept for a continuation.
 struct UpstreamRelay {
     private let events: CompletionEvents
     private let promptEstimate: Int
@@ -23,6 +25,8 @@ struct UpstreamRelay {
     private var closing: [String] = []
     private var finishReason: String?
     private(set) var usage: Usage?
+    /// What the last accepted payload added to the answer.
+    private(set) var piece = PartialAnswer()
 
     init(events: CompletionEvents, promptEstimate: Int, secrets: [String]) {
         let identity = ChatCompletionChunk.identity(id: events.id, created: events.created, model: events.model)
@@ -36,6 +40,7 @@ struct UpstreamRelay {
 
     /// The events for the client that `data` makes, now (possibly none).
     mutating func accept(_ data: String) throws(UpstreamFailure) -> [String] {
+        piece = PartialAnswer()
         let members: [(key: String, value: Substring)]
         do {
             members = try JSONText.members(data[...])
@@ -56,10 +61,13 @@ struct UpstreamRelay {
             return []
         }
         let deltas = choices.compactMap { try? JSONText.members($0) }
+        for choice in deltas { piece.append(PartialAnswer(choice: choice)) }
         let reason = deltas.lazy.compactMap { choice in
             choice.first { $0.key == "finish_reason" }.flatMap { JSONText.string($0.value) }
         }.first
         if let reason {
+            // Held back for the end: not part of the answer the client has, should this stream break first.
+            piece = PartialAnswer()
             finishReason = reason
             closing.insert(rewrite(members), at: 0)
             if deltas.contains(where: Self.carriesOutput) { relayed += 1 }

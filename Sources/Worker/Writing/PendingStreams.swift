@@ -31,6 +31,11 @@ struct PendingStreams: Sendable {
         count += events.count
     }
 
+    /// `task`'s stream already holds events up to `sequence` (an earlier run's): its next events follow them.
+    mutating func resume(_ task: UUID, at sequence: Int) {
+        buffers[task, default: Buffer()].committedSequence = sequence
+    }
+
     /// Ends `task`'s stream with `events` and `outcome`: its next flush is its last.
     mutating func finish(_ task: UUID, events: [String], outcome: TaskOutcome) {
         append(events, to: task)

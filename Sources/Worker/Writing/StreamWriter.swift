@@ -62,6 +62,11 @@ final class StreamWriter: Service {
         }
     }
 
+    /// Numbers `task`'s events on from `sequence`, the last an earlier run of it wrote: this run continues its answer.
+    func resume(_ task: UUID, at sequence: Int) {
+        state.withLock { $0.pending.resume(task, at: sequence) }
+    }
+
     /// Drops what `task` has pending: it was handed back to the queue and belongs to its next run.
     func discard(_ task: UUID) async {
         let waiter = state.withLock { state in

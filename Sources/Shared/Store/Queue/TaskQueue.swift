@@ -74,15 +74,17 @@ package struct TaskQueue: Sendable {
             ClaimStatement(query: Self.claimQuery(workerID: workerID, limit: limit, lease: lease)), timeout: timeout,
             logger: logger)
         var claimed: [ClaimedTask] = []
-        for (id, json, attempt, created, cancelled, queuedMicroseconds, tokenCap) in try rows.decode(
-            (UUID, String, Int, Int64, Bool, Int64, Int?).self)
+        for (id, json, attempt, created, cancelled, queuedMicroseconds, tokenCap, head, continuations)
+            in try rows.decode(
+                (UUID, String, Int, Int64, Bool, Int64, Int?, Int, Int).self)
         {
             let request = try JSONDecoder().decode(ChatCompletionRequest.self, from: Data(json.utf8))
             claimed.append(
                 ClaimedTask(
                     id: id, request: request, body: json, attempt: attempt, created: created,
                     cancelRequested: cancelled,
-                    queuedFor: .microseconds(queuedMicroseconds), tokenCap: tokenCap))
+                    queuedFor: .microseconds(queuedMicroseconds), tokenCap: tokenCap, streamedHead: head,
+                    continuations: continuations))
         }
         return claimed
     }
@@ -102,10 +104,15 @@ package struct TaskQueue: Sendable {
                 SELECT id FROM handoff_tasks WHERE status = 'queued' ORDER BY created_at LIMIT \(limit)
                 FOR UPDATE SKIP LOCKED
             )
-            RETURNING id, request::text, attempts, created_at, cancel_requested_at IS NOT NULL AS cancelled, max_tokens
+            RETURNING id, request::text, attempts, created_at, cancel_requested_at IS NOT NULL AS cancelled, max_tokens,
+                continuations
         )
         SELECT id, request, attempts, extract(epoch FROM created_at)::bigint, cancelled,
-            (extract(epoch FROM clock_timestamp() - created_at) * 1000000)::bigint, max_tokens
+            (extract(epoch FROM clock_timestamp() - created_at) * 1000000)::bigint, max_tokens,
+            -- Only a task run before has rows: what it streamed is where a continuation starts.
+            CASE WHEN attempts > 1 THEN coalesce((SELECT max(s.seq) FROM handoff_stream s WHERE s.task_id = claimed.id), 0)
+                ELSE 0 END,
+            continuations
         FROM claimed ORDER BY created_at
         """
     }

@@ -152,5 +152,13 @@ package enum Migrations {
                 END $$
                 """,
             ]),
+        Migration(
+            version: 7, name: "continuations",
+            statements: [
+                // How often the task's answer was continued after its worker was lost: the rescue requeues a task that
+                // streamed content (its partial answer stays in handoff_stream) while this is below
+                // HANDOFF_MAX_CONTINUATIONS, and the next worker continues the answer from it.
+                "ALTER TABLE handoff_tasks ADD COLUMN continuations integer NOT NULL DEFAULT 0"
+            ]),
     ]
 }

@@ -52,6 +52,25 @@ package struct StreamLog: Sendable {
         return batches
     }
 
+    /// Every event of `task`'s stream so far, in order, each once (rows of different runs may overlap): what an
+    /// earlier run streamed, for the run that continues its answer.
+    package func events(of task: UUID) async throws -> [String] {
+        let rows = try await client.perform(
+            "SELECT seq, events FROM handoff_stream WHERE task_id = \(task) ORDER BY seq", timeout: timeout,
+            logger: logger)
+        var events: [String] = []
+        var cursor = StreamCursor.start
+        for (sequence, encoded) in try rows.decode((Int, String).self) {
+            let batch = StreamBatch(
+                task: task, sequence: sequence, encodedEvents: encoded, final: false, committedAtMicroseconds: 0)
+            for event in batch.events(after: cursor) {
+                events.append(event.data)
+                cursor = event.cursor
+            }
+        }
+        return events
+    }
+
     /// Where each of several streams stands, in one statement: its batches after its cursor (at most `pageSize`,
     /// and always the final batch once there is one, so a client at or past the end learns that the stream is
     /// over), whether its task exists — and, for a stream being opened, the task's head and whether its client

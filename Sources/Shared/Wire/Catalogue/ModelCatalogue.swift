@@ -83,6 +83,8 @@ package struct ModelCatalogue: Sendable, Equatable, Decodable {
         package var maxLineBytes: Int
         /// The most bytes of one reply's stream Handoff reads; past it the reply ends with `upstream_error`.
         package var maxReplyBytes: Int
+        /// How the server continues an answer from its text so far, when a server fails mid-answer.
+        package var continuation: UpstreamContinuation
 
         package static let defaults = (
             connectMs: 5_000, firstTokenMs: 60_000, betweenTokensMs: 30_000, maxConcurrent: 16, backoffMs: 5_000,
@@ -93,8 +95,10 @@ package struct ModelCatalogue: Sendable, Equatable, Decodable {
             baseURL: String, model: String, apiKeyEnv: String? = nil, connectTimeoutMs: Int = defaults.connectMs,
             firstTokenTimeoutMs: Int = defaults.firstTokenMs, betweenTokensTimeoutMs: Int = defaults.betweenTokensMs,
             maxConcurrentRequests: Int = defaults.maxConcurrent, backoffMs: Int = defaults.backoffMs,
-            maxLineBytes: Int = defaults.maxLineBytes, maxReplyBytes: Int = defaults.maxReplyBytes
+            maxLineBytes: Int = defaults.maxLineBytes, maxReplyBytes: Int = defaults.maxReplyBytes,
+            continuation: UpstreamContinuation = .none
         ) {
+            self.continuation = continuation
             self.maxLineBytes = maxLineBytes
             self.maxReplyBytes = maxReplyBytes
             self.baseURL = baseURL
@@ -108,7 +112,7 @@ package struct ModelCatalogue: Sendable, Equatable, Decodable {
         }
 
         enum CodingKeys: String, CodingKey {
-            case model
+            case model, continuation
             case baseURL = "base_url"
             case apiKeyEnv = "api_key_env"
             case connectTimeoutMs = "connect_timeout_ms"
@@ -140,7 +144,8 @@ package struct ModelCatalogue: Sendable, Equatable, Decodable {
                 maxConcurrentRequests: try positive(.maxConcurrentRequests, Self.defaults.maxConcurrent),
                 backoffMs: try positive(.backoffMs, Self.defaults.backoffMs),
                 maxLineBytes: try positive(.maxLineBytes, Self.defaults.maxLineBytes),
-                maxReplyBytes: try positive(.maxReplyBytes, Self.defaults.maxReplyBytes))
+                maxReplyBytes: try positive(.maxReplyBytes, Self.defaults.maxReplyBytes),
+                continuation: try container.decodeIfPresent(UpstreamContinuation.self, forKey: .continuation) ?? .none)
         }
 
         /// The endpoint every request goes to.

@@ -134,6 +134,14 @@ package struct Usage: Codable, Sendable, Equatable {
         self.totalTokens = promptTokens + completionTokens
     }
 
+    /// The usage of two attempts at one answer: what the servers processed and produced, together.
+    package static func + (lhs: Usage, rhs: Usage) -> Usage {
+        Usage(
+            promptTokens: lhs.promptTokens + rhs.promptTokens,
+            completionTokens: lhs.completionTokens + rhs.completionTokens
+        )
+    }
+
     package var json: JSONValue {
         .object([
             ("prompt_tokens", .int(Int64(promptTokens))), ("completion_tokens", .int(Int64(completionTokens))),

@@ -38,6 +38,7 @@ package enum ConfigKey: String, CaseIterable, Sendable {
     case flushMaxEvents = "HANDOFF_FLUSH_MAX_EVENTS"
     case leaseSeconds = "HANDOFF_LEASE_SECONDS"
     case maxAttempts = "HANDOFF_MAX_ATTEMPTS"
+    case maxContinuations = "HANDOFF_MAX_CONTINUATIONS"
     case abandonSeconds = "HANDOFF_ABANDON_SECONDS"
     case workerGraceSeconds = "HANDOFF_WORKER_GRACE_SECONDS"
     case retentionSeconds = "HANDOFF_RETENTION_SECONDS"
@@ -90,6 +91,7 @@ package enum ConfigKey: String, CaseIterable, Sendable {
         case .flushMaxEvents: "4096"
         case .leaseSeconds: "10"
         case .maxAttempts: "3"
+        case .maxContinuations: "2"
         case .abandonSeconds: "30"
         case .workerGraceSeconds: "10"
         case .retentionSeconds: "86400"
@@ -154,6 +156,8 @@ package enum ConfigKey: String, CaseIterable, Sendable {
         case .flushMaxEvents: "Pending events that force a flush before the window ends."
         case .leaseSeconds: "Lease on a running task; renewed every third of it, rescued when it expires."
         case .maxAttempts: "Claims of one task before an expired lease fails it instead of requeueing it."
+        case .maxContinuations:
+            "Times one answer is continued on an upstream after its server failed mid-answer (catalogue `continuation`)."
         case .abandonSeconds: "A running task no client has watched for this long (plus up to 5 s) is cancelled."
         case .workerGraceSeconds:
             "On SIGTERM, how long a worker lets its tasks run before handing them back or failing them."

@@ -29,6 +29,7 @@ package enum MetricName: String, CaseIterable, Sendable {
     case upstreamRequests = "handoff_upstream_requests_total"
     case upstreamErrors = "handoff_upstream_errors_total"
     case upstreamFailovers = "handoff_upstream_failovers_total"
+    case continuations = "handoff_continuations_total"
     // An SSE replica
     case openStreams = "handoff_sse_open_streams"
     case firstEvent = "handoff_sse_first_event_seconds"
@@ -61,6 +62,9 @@ package enum MetricName: String, CaseIterable, Sendable {
         case .upstreamErrors: "Upstream requests that failed, before or during the reply, by `model`."
         case .upstreamFailovers:
             "Upstream failures before the first token, after which the next server is tried, by `model`."
+        case .continuations:
+            "Answers continued after their server failed mid-answer, by `model` and `outcome` (`completed`, `failed`, "
+                + "`not_continuable`)."
         case .openStreams: "Streams this replica is serving now."
         case .firstEvent: "Stream request received to its first event written, by `api` (`chat`, `responses`)."
         case .eventsSent: "Stream events written to clients."

@@ -28,13 +28,20 @@ package struct ClaimedTask: Sendable {
     /// The reply's cap that admission decided (the request's own `max_tokens`, else the smallest of its key's, its
     /// model's and `HANDOFF_MAX_TOKENS_LIMIT`); `nil` for a task queued before caps were stored.
     package let tokenCap: Int?
+    /// The last sequence number an earlier run of the task wrote (0 on a first run): past the role chunk (1), a
+    /// partial answer that this run continues.
+    package let streamedHead: Int
+    /// How often the answer was continued after its worker was lost, this run included.
+    package let continuations: Int
 
     package init(
         id: UUID, request: ChatCompletionRequest, body: String, attempt: Int, created: Int64,
         cancelRequested: Bool = false,
-        queuedFor: Duration = .zero, tokenCap: Int? = nil
+        queuedFor: Duration = .zero, tokenCap: Int? = nil, streamedHead: Int = 0, continuations: Int = 0
     ) {
         self.tokenCap = tokenCap
+        self.streamedHead = streamedHead
+        self.continuations = continuations
         self.id = id
         self.request = request
         self.body = body
@@ -43,6 +50,9 @@ package struct ClaimedTask: Sendable {
         self.cancelRequested = cancelRequested
         self.queuedFor = queuedFor
     }
+
+    /// An earlier run streamed content (more than the role chunk): this run continues its answer.
+    package var continuesAnswer: Bool { streamedHead > 1 }
 
     /// The OpenAI completion id of this task: derived, so every chunk and every attempt agrees on it.
     package var completionID: String { Self.completionID(for: id) }
