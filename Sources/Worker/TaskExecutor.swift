@@ -14,6 +14,8 @@ struct TaskExecutor: Sendable {
     let queue: TaskQueue
     /// Where a continued answer's earlier events are read.
     let stream: StreamLog
+    /// The tasks handed back at shutdown to be continued by another worker, though they streamed.
+    var continuable = TaskQueue.Continuable.none
     let cancellations: TaskCancellations
     let workerID: String
     let logger: Logger
@@ -135,7 +137,7 @@ struct TaskExecutor: Sendable {
                 outcome: TaskOutcome(task: task.id, status: .cancelled, usage: usage))
         case .shutdown:
             do {
-                if try await queue.release(task.id, workerID: workerID) {
+                if try await queue.release(task.id, workerID: workerID, continuable: continuable) {
                     logger.info("task handed back", metadata: ["task": .task(task.id)])
                     await writer.discard(task.id)
                     metrics.ended(task, .handedBack, usage: nil)

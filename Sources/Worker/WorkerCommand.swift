@@ -55,8 +55,10 @@ struct WorkerCommand: AsyncParsableCommand {
             let backends = UpstreamBackends(
                 catalogue: catalogue, settings: settings, demo: DemoModel(tokenDelay: tokenDelay, timer: clock),
                 continuation: continuation, logger: logger)
+            let continuable = TaskQueue.Continuable(
+                models: catalogue.continuableModels, max: continuation.maxContinuations)
             let executor = TaskExecutor(
-                models: backends.registry, writer: writer, queue: queue, stream: log,
+                models: backends.registry, writer: writer, queue: queue, stream: log, continuable: continuable,
                 cancellations: cancellations, workerID: workerID, logger: logger)
             let doorbell = Doorbell()
             let listener = PostgresListener(
@@ -87,7 +89,7 @@ struct WorkerCommand: AsyncParsableCommand {
                 abandonAfter: try settings.seconds(.abandonSeconds), logger: logger)
             let rescuer = TaskRescuer(
                 queue: queue, lease: lease, maxAttempts: max(1, try settings.int(.maxAttempts)),
-                continuable: .init(models: catalogue.continuableModels, max: continuation.maxContinuations),
+                continuable: continuable,
                 logger: logger)
             let pruner = TaskPruner(queue: queue, retention: try settings.seconds(.retentionSeconds), logger: logger)
             let sampler = QueueSampler(

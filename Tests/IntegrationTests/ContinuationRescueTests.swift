@@ -101,4 +101,47 @@ struct ContinuationRescueTests {
                     && zip(rows, rows.dropFirst()).allSatisfy { $1.firstSequence == $0.sequence + 1 })
         }
     }
+
+    /// A worker shutting down hands a streamed answer back for another worker to continue, rather than failing it.
+    @Test func aWorkerShuttingDownHandsTheAnswerOnToTheNext() async throws {
+        try await TestDatabase.with { database in
+            _ = try await database.enqueue(1, prompt: "hand me on")
+            let task = try #require(try await database.claimAll(worker: "leaving").first)
+            let cancellations = TaskCancellations()
+            let writer = database.writer(worker: "leaving")
+            let leaving = database.executor(
+                writer: writer, worker: "leaving", tokenDelay: .milliseconds(10), cancellations: cancellations,
+                continuable: demo)
+            await withThrowingTaskGroup(of: Void.self) { group in
+                group.addTask { try await writer.run() }
+                await withTaskGroup(of: Void.self) { run in
+                    run.addTask { await leaving.run(task) }
+                    let streamed = try? await eventually {
+                        try await database.client.perform(
+                            "SELECT 1 FROM handoff_stream WHERE task_id = \(task.id) AND seq > 2",
+                            timeout: .seconds(10), logger: database.logger
+                        ).count > 0
+                    }
+                    #expect(streamed == true)
+                    cancellations.stopAll(because: .shutdown)
+                }
+                group.cancelAll()
+            }
+            let queue = TaskQueue(client: database.client, logger: database.logger)
+            #expect(try await queue.status(of: task.id) == .queued)
+            let next = try #require(try await database.claimAll(worker: "next").first)
+            #expect(next.continuesAnswer && next.continuations == 1 && next.attempt == 2)
+            let writer2 = database.writer(worker: "next")
+            await withThrowingTaskGroup(of: Void.self) { group in
+                group.addTask { try await writer2.run() }
+                await database.executor(writer: writer2, worker: "next").run(next)
+                group.cancelAll()
+            }
+            #expect(try await queue.status(of: task.id) == .succeeded)
+            let events = try await StreamLog(client: database.client, logger: database.logger).events(of: task.id)
+            let chunks = try events.map { try JSONDecoder().decode(ChatCompletionChunk.self, from: Data($0.utf8)) }
+            let text = chunks.compactMap { $0.choices.first?.delta.content }.joined()
+            #expect(text == (try await DemoModelTests().collect(task.request, cap: task.tokenCap).text))
+        }
+    }
 }

@@ -202,12 +202,12 @@ struct ExecutionTests {
 extension TestDatabase {
     func executor(
         writer: StreamWriter, worker: String, tokenDelay: Duration = .zero, models: ModelRegistry? = nil,
-        cancellations: TaskCancellations = TaskCancellations()
+        cancellations: TaskCancellations = TaskCancellations(), continuable: TaskQueue.Continuable = .none
     ) -> TaskExecutor {
         TaskExecutor(
             models: models ?? ModelRegistry(["demo": DemoModel(tokenDelay: tokenDelay)]), writer: writer,
             queue: TaskQueue(client: client, logger: logger), stream: StreamLog(client: client, logger: logger),
-            cancellations: cancellations, workerID: worker, logger: logger)
+            continuable: continuable, cancellations: cancellations, workerID: worker, logger: logger)
     }
 
     func writer(worker: String) -> StreamWriter {

@@ -57,17 +57,26 @@ extension TaskQueue {
         return stop
     }
 
-    /// Hands a task back to the queue, for a worker shutting down before the task streamed anything; `false` when
-    /// it had streamed (then the worker ends its stream with an error instead, so no client sees a restart).
-    package func release(_ id: UUID, workerID: String) async throws -> Bool {
+    /// Hands a task back to the queue, for a worker shutting down: one that streamed nothing yet starts again, one
+    /// that streamed is continued by the next worker when it can be (`continuable`, as for a lost worker: its
+    /// `continuations` counted). `false` when neither (then the worker ends its stream with an error instead, so no
+    /// client sees a restart).
+    package func release(_ id: UUID, workerID: String, continuable: Continuable = .none) async throws -> Bool {
+        let streamed = Self.streamedContent("t.id")
         let rows = try await client.perform(
             """
-            WITH released AS (
-                UPDATE handoff_tasks SET status = 'queued', worker_id = NULL, lease_expires_at = NULL,
-                    attempts = greatest(attempts - 1, 0), updated_at = now()
-                WHERE id = \(id) AND worker_id = \(workerID) AND status = 'running'
-                    AND NOT \(unescaped: Self.streamedContent("handoff_tasks.id"))
-                RETURNING id
+            WITH candidate AS (
+                SELECT t.id, \(unescaped: streamed) AS streamed FROM handoff_tasks t
+                WHERE t.id = \(id) AND t.worker_id = \(workerID) AND t.status = 'running'
+                    AND (NOT \(unescaped: streamed)
+                        OR (t.model = ANY(\(continuable.models)) AND t.continuations < \(continuable.max)))
+            ), released AS (
+                -- A continued task keeps its attempt: the claim reads a partial answer only on a later attempt.
+                UPDATE handoff_tasks t SET status = 'queued', worker_id = NULL, lease_expires_at = NULL,
+                    attempts = CASE WHEN c.streamed THEN t.attempts ELSE greatest(t.attempts - 1, 0) END,
+                    continuations = t.continuations + CASE WHEN c.streamed THEN 1 ELSE 0 END, updated_at = now()
+                FROM candidate c WHERE t.id = c.id
+                RETURNING t.id
             )
             SELECT count(*), (SELECT count(pg_notify(\(NotifyChannel.taskQueued), '')) FROM released) FROM released
             """, timeout: timeout, logger: logger)
