@@ -184,6 +184,17 @@ class Client:
             self.visible_failure = True  # an aborted transfer: the SDK raises
         return True
 
+    @property
+    def answer(self) -> tuple[str, list[str]]:
+        """The text and the finish reasons of the events received, in order of their ids."""
+        text, reasons = "", []
+        for _, data, _ in sorted(self.events, key=lambda event: event[0]):
+            for choice in json.loads(data).get("choices") or []:
+                text += choice.get("delta", {}).get("content") or ""
+                if choice.get("finish_reason"):
+                    reasons.append(choice["finish_reason"])
+        return text, reasons
+
     def consume(self, replica: str | None, events: Iterable[dict]) -> bool:
         """Reads one response's events; `True` once the client is finished with the stream."""
         self.replica = replica

@@ -1,6 +1,8 @@
 """Issue 4's proof: faults injected into real processes under 100+ concurrent streams through Caddy. Each test
 checks, per stream, what the client received against the stream table, and adds a row to the table printed at the
-end of the session (scenario, streams, lost, duplicated, hung, max time to recover)."""
+end of the session (scenario, streams, lost, duplicated, hung, max time to recover). A killed worker's answers are
+continued by the other worker in the same streams (the demo model always continues): its clients see no error, and
+each gets the answer the same request gets undisturbed."""
 
 from __future__ import annotations
 
@@ -42,18 +44,29 @@ def stack(tmp_path_factory):
         postgres("stop")
 
 
-def test_1_killing_a_worker_requeues_or_fails_its_tasks_visibly(stack):
+def test_1_killing_a_worker_continues_its_answers(stack):
     clients = [Client(max_tokens=150, prompt=f"worker {i}") for i in range(STREAMS)]
     fault_at = start_all(clients, 1.0)
     stack.signal("worker-a", signal.SIGKILL)
-    verdict = judge(stack, "1. kill -9 a worker mid-stream (a second one runs)", clients, fault_at)
+    verdict = judge(stack, "1. kill -9 a worker mid-stream (a second one runs): answers continued", clients, fault_at)
     RESULTS.append(verdict)
     restart_and_wait(stack, "worker-a")
-    assert (verdict.lost, verdict.duplicated, verdict.hung) == (0, 0, 0), verdict
-    failed = [c for c in clients if c.error is not None]
-    assert all(c.error["code"] == "worker_lost" for c in failed), {c.error["code"] for c in failed}
-    assert 0 < len(failed) < STREAMS, "the killed worker held some of the streams, not all"
+    assert (verdict.lost, verdict.duplicated, verdict.hung, verdict.explicit_errors) == (0, 0, 0, 0), verdict
+    assert all(c.done for c in clients)
+    ids = ",".join(f"'{c.task_id}'" for c in clients)
+    continued = int(stack.sql(f"SELECT count(*) FROM handoff_tasks WHERE id IN ({ids}) AND continuations > 0"))
+    assert 0 < continued < STREAMS, f"{continued} answers continued: the killed worker held some of the streams"
     assert verdict.recover_seconds <= LEASE_SECONDS + 3, verdict
+    # Each answer is the one the demo model gives the same request undisturbed: nothing lost, repeated or changed
+    # where the second worker took over.
+    undisturbed = [Client(max_tokens=150, prompt=f"worker {i}") for i in range(STREAMS)]
+    start_all(undisturbed, 0)
+    for client in undisturbed:
+        client.thread.join(timeout=60)
+    assert all(c.done and c.error is None for c in undisturbed)
+    differ = [(i, c.answer, u.answer) for i, (c, u) in enumerate(zip(clients, undisturbed)) if c.answer != u.answer]
+    assert not differ, f"{len(differ)} answers differ from the undisturbed ones, the first: {differ[0]}"
+    assert all(u.answer[1] == ["length"] and u.answer[0] for u in undisturbed)
 
 
 def test_2_killing_a_replica_loses_nothing_for_clients_that_resume(stack):
