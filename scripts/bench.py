@@ -11,7 +11,7 @@ show what Prometheus metrics cost on the hot path.
 `--smoke` runs each scenario for a few seconds at toy sizes and writes nothing: CI's guard against rot.
 
 This file holds the plans (full and smoke) and the command line; the stacks are bench_session.py's, the scenarios
-bench_scenarios.py's, bench_handoff.py's and bench_upstream.py's, the smoke's checks bench_smoke.py's and the
+bench_scenarios.py's, bench_handoff.py's, bench_upstream.py's and bench_continuation.py's, the smoke's checks bench_smoke.py's and the
 report bench_report.py's.
 """
 
@@ -49,6 +49,10 @@ FULL = {
     },
     "real": {"rounds": 5, "tokens": 256, "threads": 1},
     "metrics": {"rounds": 4, "rate": 50, "seconds": 10, "concurrency": 64},
+    "continuation": {
+        "cut": {"streams": 50, "tokens": 100, "cutAfter": 20, "delayMs": 20},
+        "kill": {"streams": 50, "tokens": 100, "delayMs": 50, "killAfter": 2, "lease": 3},
+    },
 }
 SMOKE = {
     "rates": [20],
@@ -60,8 +64,12 @@ SMOKE = {
     "upstream": {"rates": [20], "seconds": 2, "direct": 20, "relay": {"clients": 8, "seconds": 2, "tokens": 32}},
     "real": {"rounds": 1, "tokens": 16, "threads": 1},
     "metrics": {"rounds": 2, "rate": 20, "seconds": 2, "concurrency": 8},
+    "continuation": {
+        "cut": {"streams": 4, "tokens": 30, "cutAfter": 10, "delayMs": 20},
+        "kill": {"streams": 6, "tokens": 60, "delayMs": 50, "killAfter": 1, "lease": 3},
+    },
 }
-ALL = ("idle", "handoff", "commit", "throughput", "upstream", "real", "metrics")
+ALL = ("idle", "handoff", "commit", "throughput", "upstream", "real", "metrics", "continuation")
 
 
 def main() -> None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import statistics
 
+from bench_continuation import continuation
 from bench_handoff import handoff_latency, metrics_cost
 from bench_samplers import ConnectionSampler, CPUSampler, StatementProfile, database_counters, flush_timing
 from bench_session import PORTS, Session, bench, log, machine
@@ -36,6 +37,8 @@ def run_scenarios(plan: dict, session: Session, only: set[str]) -> dict:
         results["real"] = real_model(plan["real"], session)
     if "metrics" in only:
         results["metrics"] = metrics_cost(plan["metrics"], session)
+    if "continuation" in only:
+        results["continuation"] = continuation(plan["continuation"], session)
     return results
 
 

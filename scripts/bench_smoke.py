@@ -26,6 +26,8 @@ def check_smoke(results: dict) -> None:
         assert cost["handoff"]["errors"] == 0 and cost["handoff"]["completed"] > 0 and cost["throughputErrors"] == 0, (
             cost
         )
+    for kind, row in results["continuation"].items():
+        assert row["whole"] == row["streams"] and row["touched"] > 0, (kind, row)
     print(
         f"bench smoke: idle {idle['streamsOpen']} streams at {idle['kibPerStream']:.1f} KiB each; "
         f"hand-off p50 {results['handoff'][0]['firstEventMilliseconds']['p50']:.1f} ms, "

@@ -148,7 +148,29 @@ def targets(results: dict) -> list[str]:
         f"{throughput['concurrency']} clients and {idle['streamsOpen']:,} idle streams | "
         f"{verdict(all(v <= 5 for v in sse_pools.values()))} |",
         *commit_targets(commit, at100),
+        *continuation_targets(results.get("continuation")),
     ]
+
+
+def continuation_targets(continuation: dict | None) -> list[str]:
+    """Issue 22's: from a failure mid-answer to the next token at the client, p50 ≤ 1 s for an upstream cut and
+    ≤ the lease plus 1 s for a worker kill, with every answer whole."""
+    if not continuation:
+        return []
+    rows = []
+    for key, what, bound in (
+        ("upstreamCut", "an upstream cut mid-answer", 1000.0),
+        ("workerKill", "a worker killed mid-answer", (continuation["workerKill"]["leaseSeconds"] + 1) * 1000.0),
+    ):
+        row = continuation[key]
+        gap = row["gapMilliseconds"]
+        ok = gap["p50"] is not None and gap["p50"] <= bound and row["whole"] == row["streams"]
+        rows.append(
+            f"| {what}: failure → next token p50 ≤ {fmt(bound / 1000, 0)} s, every answer whole | "
+            f"p50 {fmt(gap['p50'] or 0, 0)} ms, p99 {fmt(gap['p99'] or 0, 0)} ms over {row['touched']} cut streams; "
+            f"{row['whole']} of {row['streams']} whole | {verdict(ok)} |"
+        )
+    return rows
 
 
 def median(rows: list[dict], key: str) -> float:
