@@ -25,6 +25,7 @@ struct DemoModel: ChatModel {
             case .content(let text):
                 await output.emit(events.content(text))
             case .finished(let reason, let usage):
+                if continuing != nil { ContinuationOutcome.completed.count(model: task.request.model) }
                 return ReplyEnding(closing: events.end(reason: reason.rawValue, usage: usage), usage: usage)
             }
         }

@@ -1,4 +1,5 @@
 import HandoffWire
+import Metrics
 
 /// Whether an answer whose server failed mid-answer is continued on an upstream, or ends as before with its error:
 /// a pure decision on what was streamed, how often it was continued and what the model's servers can do.
@@ -45,5 +46,20 @@ struct ContinuationPolicy: Sendable {
         if partial.text.isEmpty { return .end(.nothingToContinue) }
         if continued >= maxContinuations { return .end(.exhausted(continued)) }
         return .continueAnswer
+    }
+}
+
+/// `handoff_continuations_total`: how the answers a worker continued ended, by model.
+enum ContinuationOutcome: String {
+    /// Continued, and finished.
+    case completed
+    /// Continued, and failed all the same.
+    case failed
+    /// Failed mid-answer, and not continued (`ContinuationPolicy.Reason`).
+    case notContinuable = "not_continuable"
+
+    func count(model: String) {
+        Counter(label: MetricName.continuations.rawValue, dimensions: [("model", model), ("outcome", rawValue)])
+            .increment()
     }
 }

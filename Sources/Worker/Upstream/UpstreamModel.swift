@@ -29,10 +29,6 @@ struct UpstreamModel: ChatModel {
     private var failovers: Counter {
         Counter(label: MetricName.upstreamFailovers.rawValue, dimensions: [("model", name)])
     }
-    private func continuations(_ outcome: String) {
-        Counter(label: MetricName.continuations.rawValue, dimensions: [("model", name), ("outcome", outcome)])
-            .increment()
-    }
 
     /// An answer being continued: what it streamed and used so far, and how often it was continued.
     private struct Continued {
@@ -72,7 +68,7 @@ struct UpstreamModel: ChatModel {
                     // The client's usage is the whole answer's: every attempt's prompt and completion.
                     ending.usage = continued.usage + ending.usage
                     if events.includeUsage { ending.closing = ending.closing.prefix(1) + [events.usage(ending.usage)] }
-                    continuations("completed")
+                    ContinuationOutcome.completed.count(model: name)
                 }
                 return ending
             } catch {
@@ -101,7 +97,7 @@ struct UpstreamModel: ChatModel {
                 guard decision == .continueAnswer else {
                     logger.warning("upstream failed mid-stream", metadata: metadata)
                     if case .end(let reason) = decision, reason != .notSupported {
-                        continuations(continued == nil ? "not_continuable" : "failed")
+                        (continued == nil ? ContinuationOutcome.notContinuable : .failed).count(model: name)
                     }
                     throw ReplyFailure(error: Self.notContinued(error.failure.error, decision), usage: answer.usage)
                 }
@@ -113,7 +109,7 @@ struct UpstreamModel: ChatModel {
                 deadline = ContinuousClock.now + firstTokenBudget
             }
         }
-        if continued != nil { continuations("failed") }
+        if continued != nil { ContinuationOutcome.failed.count(model: name) }
         throw ReplyFailure(error: last?.error ?? .upstreamUnavailable, usage: continued?.usage)
     }
 
@@ -125,7 +121,7 @@ struct UpstreamModel: ChatModel {
             answer.partial, choices: task.request.n ?? 1, continued: answer.continuedBefore,
             modes: endpoints.map(\.configuration.continuation))
         guard decision == .continueAnswer else {
-            continuations("not_continuable")
+            ContinuationOutcome.notContinuable.count(model: name)
             throw ReplyFailure(error: Self.notContinued(.workerLost, decision), usage: usage)
         }
         return Continued(partial: answer.partial, usage: usage, count: answer.continuedBefore + 1)
