@@ -84,6 +84,8 @@ struct UpstreamModel: ChatModel {
                     continue
                 }
                 guard error.relayed > 0 else {
+                    // Refused outright (a 4xx), before or instead of continuing: not for another server to retry.
+                    if continued != nil { ContinuationOutcome.failed.count(model: name) }
                     throw ReplyFailure(error: error.failure.error, usage: continued?.usage)
                 }
                 endpoint.passOver(for: .milliseconds(endpoint.configuration.backoffMs))
