@@ -53,8 +53,16 @@ extension OpenAIError {
         }
     }
 
+    /// The error as an answer. A 503 says when to come back (`Retry-After`, and openai-python's `retry-after-ms`):
+    /// the database failing over, a full queue or an overloaded upstream pass within seconds, and clients that
+    /// retry then retry soon rather than after their own back-off.
     package var response: Response {
-        json.response(status: .init(code: status))
+        var response = json.response(status: .init(code: status))
+        if status == 503 {
+            response.headers[.retryAfter] = "1"
+            response.headers[.retryAfterMilliseconds] = "1000"
+        }
+        return response
     }
 }
 

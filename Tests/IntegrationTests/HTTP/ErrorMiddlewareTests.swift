@@ -47,6 +47,8 @@ struct ErrorMiddlewareTests {
                 #expect(error["type"] as? String == type, "\(path)")
                 #expect(error["code"] as? String == code, "\(path)")
                 #expect(response.headers[.requestID]?.isEmpty == false, "\(path): an error carries the request id")
+                let retryAfter = response.headers[.retryAfter]
+                #expect(retryAfter == (status == 503 ? "1" : nil), "\(path): a 503 says when to come back")
             }
         }
     }
