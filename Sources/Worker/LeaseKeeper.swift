@@ -38,7 +38,7 @@ struct LeaseKeeper: Service {
             for task in try await queue.renewLeases(
                 workerID: workerID, running: running, lease: lease, abandonAfter: abandonAfter)
             {
-                cancellations.stop(task.id, because: task.abandoned ? .abandoned : .cancelled)
+                cancellations.stop(task.id, because: task.lost ? .lost : task.abandoned ? .abandoned : .cancelled)
             }
             return true
         } catch {

@@ -9,6 +9,8 @@ enum StopReason: Sendable, Equatable {
     case abandoned
     /// The worker is shutting down and the grace period for in-flight tasks is over.
     case shutdown
+    /// Its lease ran out (an outage longer than it) and another worker has it now: this run writes nothing more.
+    case lost
 }
 
 /// The stop signals of the tasks this worker runs. The cancel NOTIFY, the lease keeper's verdicts and the

@@ -135,6 +135,10 @@ struct TaskExecutor: Sendable {
                 task, abandoned ? .abandoned : .cancelled,
                 events: opening + events.end(reason: FinishReason.cancelled.rawValue, usage: usage),
                 outcome: TaskOutcome(task: task.id, status: .cancelled, usage: usage))
+        case .lost:
+            logger.warning("task lost: its lease ran out and another worker has it", metadata: ["task": .task(task.id)])
+            await writer.discard(task.id)
+            metrics.ended(task, .lost, usage: nil)
         case .shutdown:
             do {
                 if try await queue.release(task.id, workerID: workerID, continuable: continuable) {

@@ -6,7 +6,7 @@ import Metrics
 /// its usage names. Labels are outcomes and the catalogue's model names only.
 struct TaskMetrics: Sendable {
     enum Outcome: String {
-        case succeeded, failed, cancelled, abandoned
+        case succeeded, failed, cancelled, abandoned, lost
         case handedBack = "handed_back"
     }
 

@@ -144,4 +144,16 @@ struct ContinuationRescueTests {
             #expect(text == (try await DemoModelTests().collect(task.request, cap: task.tokenCap).text))
         }
     }
+
+    /// A worker cut off longer than its lease (a failover, a partition) learns at its next renewal that the task it
+    /// still runs was given to another worker, and stops its run.
+    @Test func aWorkerThatLostItsTaskLearnsItAtItsNextRenewal() async throws {
+        try await TestDatabase.with { database in
+            let task = try await partlyStreamed(database, tokens: 2)
+            _ = try await expireAndRescue(database, continuable: demo)
+            let stops = try await TaskQueue(client: database.client, logger: database.logger).renewLeases(
+                workerID: "lost", running: [task.id], lease: .seconds(30), abandonAfter: .seconds(60))
+            #expect(stops == [LeaseStop(id: task.id, lost: true)])
+        }
+    }
 }

@@ -27,7 +27,8 @@ extension TaskQueue {
     }
 
     /// Renews the lease of every task `workerID` runs, in one statement, and returns those it should stop: the
-    /// ones somebody cancelled, and the ones no client has watched for `abandonAfter` (which this marks cancelled) —
+    /// ones it no longer holds (`lost`), the ones somebody cancelled, and the ones no client has watched for
+    /// `abandonAfter` (which this marks cancelled) —
     /// except background responses, which run on without a client by design (their owner polls or resumes later).
     /// It doubles as the fallback for a cancel NOTIFY the worker missed. A watched task's `watched_at` can be
     /// `StreamLog.watchRefresh` old, so that much is added to the grace.
@@ -51,9 +52,14 @@ extension TaskQueue {
             RETURNING id, cancel_requested_at IS NOT NULL, \(unescaped: abandoned)
             """, timeout: timeout, logger: logger)
         var stop: [LeaseStop] = []
-        for (id, cancelled, abandoned) in try rows.decode((UUID, Bool, Bool).self) where cancelled {
-            stop.append(LeaseStop(id: id, abandoned: abandoned))
+        var held: Set<UUID> = []
+        for (id, cancelled, abandoned) in try rows.decode((UUID, Bool, Bool).self) {
+            held.insert(id)
+            if cancelled { stop.append(LeaseStop(id: id, abandoned: abandoned)) }
         }
+        // Running here but no longer held: the lease ran out during an outage longer than it (a partition, a
+        // failover), and the rescue gave the task to another worker, which continues it. This run is over.
+        for id in running where !held.contains(id) { stop.append(LeaseStop(id: id, lost: true)) }
         return stop
     }
 
@@ -112,4 +118,12 @@ package struct LeaseStop: Sendable, Hashable {
     package let id: UUID
     /// Nobody watched its stream for the abandonment grace (else its owner cancelled it).
     package let abandoned: Bool
+    /// The worker no longer holds it: it ended, or was rescued by another worker.
+    package let lost: Bool
+
+    package init(id: UUID, abandoned: Bool = false, lost: Bool = false) {
+        self.id = id
+        self.abandoned = abandoned
+        self.lost = lost
+    }
 }

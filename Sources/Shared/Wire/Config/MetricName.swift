@@ -52,7 +52,8 @@ package enum MetricName: String, CaseIterable, Sendable {
         case .queueOldestAge: "Age of the oldest queued task (0 when none), sampled by each worker."
         case .queueWait: "Enqueue to claim, per claimed task."
         case .tasks:
-            "Tasks ended by this worker, by `outcome` (`succeeded`, `failed`, `cancelled`, `abandoned`, `handed_back`)."
+            "Tasks ended by this worker, by `outcome` (`succeeded`, `failed`, `cancelled`, `abandoned`, `handed_back`, "
+                + "`lost`)."
         case .tasksRescued: "Tasks whose worker was lost, by `result` (`requeued`, or `failed` with `worker_lost`)."
         case .tokens: "Tokens of ended tasks by `model` and `kind` (`prompt`, `completion`), from their usage."
         case .eventsWritten: "Stream events committed to the stream table."
