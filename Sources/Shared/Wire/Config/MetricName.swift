@@ -54,7 +54,9 @@ package enum MetricName: String, CaseIterable, Sendable {
         case .tasks:
             "Tasks ended by this worker, by `outcome` (`succeeded`, `failed`, `cancelled`, `abandoned`, `handed_back`, "
                 + "`lost`)."
-        case .tasksRescued: "Tasks whose worker was lost, by `result` (`requeued`, or `failed` with `worker_lost`)."
+        case .tasksRescued:
+            "Tasks whose worker was lost, by `result` (`requeued`: to start again, or to be continued; or `failed` with "
+                + "`worker_lost`)."
         case .tokens: "Tokens of ended tasks by `model` and `kind` (`prompt`, `completion`), from their usage."
         case .eventsWritten: "Stream events committed to the stream table."
         case .flushEvents: "Events per minibatch flush."
