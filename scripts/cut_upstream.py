@@ -13,7 +13,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import signal
+
+from stub_http import read_request, serve_until_signalled
 
 
 def event(payload: dict) -> bytes:
@@ -68,16 +69,7 @@ async def serve(
     reader: asyncio.StreamReader, writer: asyncio.StreamWriter, cut_after: int, delay: float, word: str
 ) -> None:
     try:
-        head = await reader.readuntil(b"\r\n\r\n")
-        length = next(
-            (
-                int(line.split(b":", 1)[1])
-                for line in head.split(b"\r\n")
-                if line.lower().startswith(b"content-length:")
-            ),
-            0,
-        )
-        await answer(writer, json.loads(await reader.readexactly(length)) if length else {}, cut_after, delay, word)
+        await answer(writer, await read_request(reader), cut_after, delay, word)
     except (asyncio.IncompleteReadError, ConnectionError):
         pass
     finally:
@@ -91,17 +83,9 @@ async def main() -> None:
     parser.add_argument("--delay-ms", type=float, default=20)
     parser.add_argument("--word", default=" tok")
     options = parser.parse_args()
-    server = await asyncio.start_server(
-        lambda r, w: serve(r, w, options.cut_after, options.delay_ms / 1000, options.word),
-        "127.0.0.1",
-        options.port,
-        backlog=1024,
+    await serve_until_signalled(
+        lambda r, w: serve(r, w, options.cut_after, options.delay_ms / 1000, options.word), options.port
     )
-    stop = asyncio.Event()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        asyncio.get_running_loop().add_signal_handler(signum, stop.set)
-    async with server:
-        await stop.wait()
 
 
 if __name__ == "__main__":

@@ -12,7 +12,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import signal
+
+from stub_http import read_request, serve_until_signalled
 
 WORDS = ["Once", " upon", " a", " time", ",", " a", " unicorn", " slept", "."]
 
@@ -79,16 +80,7 @@ async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> N
     cache: dict[tuple[int, str], bytes] = {}
     try:
         while True:  # keep-alive: one request after another on the connection
-            head = await reader.readuntil(b"\r\n\r\n")
-            length = next(
-                (
-                    int(line.split(b":", 1)[1])
-                    for line in head.split(b"\r\n")
-                    if line.lower().startswith(b"content-length:")
-                ),
-                0,
-            )
-            request = json.loads(await reader.readexactly(length)) if length else {}
+            request = await read_request(reader)
             key = (int(request.get("max_tokens") or 16), str(request.get("model", "fast")))
             body = cache.get(key) or cache.setdefault(key, reply(*key))
             writer.write(
@@ -108,12 +100,7 @@ async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--port", type=int, required=True)
     options = parser.parse_args()
-    server = await asyncio.start_server(serve, "127.0.0.1", options.port, backlog=1024)
-    stop = asyncio.Event()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        asyncio.get_running_loop().add_signal_handler(signum, stop.set)
-    async with server:
-        await stop.wait()
+    await serve_until_signalled(serve, options.port)
 
 
 if __name__ == "__main__":
