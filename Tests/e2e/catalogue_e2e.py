@@ -1,13 +1,18 @@
 """The model catalogue of the session's stack (conftest.py writes it to a file for HANDOFF_MODELS_FILE): `demo`, the
-real model `local` on llama-server, one model per scenario of the stub upstreams (upstream_stub.py), and the
-multi-endpoint, keyed, timed-out, capped and continued models in front of them. Also the addresses the upstreams
-listen on and llama-server's arguments and chat template, which upstreams_e2e.py starts them with."""
+real model `local` on llama-server, `local-continued` on a pair of llama-servers of its own (test_real_continuation.py
+starts them), one model per scenario of the stub upstreams (upstream_stub.py), and the multi-endpoint, keyed,
+timed-out, capped and continued models in front of them. Also the addresses the upstreams listen on and llama-server's
+arguments and chat template, which upstreams_e2e.py starts them with."""
 
 from __future__ import annotations
 
 STUB_PORTS = {"A": 18090, "B": 18091}
 LLAMA_PORT = 18092
 REFUSED_PORT = 18093  # nothing listens here: a connection is refused
+# test_real_continuation.py's own two llama-servers (A, B) of the same model, and the recording proxies the worker
+# reaches them through (`local-continued`): started by that module, not by the session.
+PAIR_LLAMA_PORTS = {"A": 18095, "B": 18096}
+PAIR_PROXY_PORTS = {"A": 18097, "B": 18098}
 STUB_API_KEY = "sk-stub-secret"
 CONTINUED_BACKOFF_MS = 300  # stub-continued-one's backoff: its continuation waits it out
 # --kv-unified: each of the two slots gets the whole 2048-token window (without it, 1024 each, and the context error
@@ -125,6 +130,23 @@ def catalogue() -> dict:
                     first_token_timeout_ms=60000,
                     between_tokens_timeout_ms=30000,
                 )
+            ],
+        },
+        # A real model on two servers that continue answers (test_real_continuation.py): A first, B continues
+        {
+            "name": "local-continued",
+            "backend": "openai",
+            "upstreams": [
+                upstream(
+                    f"http://127.0.0.1:{PAIR_PROXY_PORTS[server]}/v1",
+                    "smollm2",
+                    continuation="prefill",
+                    max_concurrent_requests=2,
+                    connect_timeout_ms=2000,
+                    first_token_timeout_ms=60000,
+                    between_tokens_timeout_ms=30000,
+                )
+                for server in ("A", "B")
             ],
         },
     ]
