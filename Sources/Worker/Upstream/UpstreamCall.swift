@@ -62,7 +62,8 @@ struct UpstreamCall {
 
     /// Sends the request and relays its stream; any failure comes out as `Failed`, with what was relayed.
     private func stream(_ body: ByteBuffer, progress: Progress, output: ReplyOutput) async throws -> ReplyEnding {
-        var relay = UpstreamRelay(events: events, promptEstimate: promptEstimate, secrets: endpoint.secrets)
+        var relay = UpstreamRelay(
+            events: events, promptEstimate: promptEstimate, secrets: endpoint.secrets, prefill: continuing?.text)
         do {
             return try await stream(body, relay: &relay, progress: progress, output: output)
         } catch let failure as UpstreamFailure {

@@ -12,6 +12,8 @@ import HandoffWire
 /// - The chunk that carries the finish reason, and the usage chunk after it, are held back: they close the stream
 ///   and commit with the task's outcome.
 /// - An error payload is a `UpstreamFailure`, before or after the first chunk; the caller tells which.
+/// - A continuation's reply that starts by repeating the prefill (`PrefillEcho`) has the repeat dropped: the client
+///   has that text already.
 /// - What each accepted payload added to the answer (`piece`: its text, and whether it held tool calls, reasoning or
 ///   logprobs) is kept for a continuation.
 struct UpstreamRelay {
@@ -27,8 +29,11 @@ struct UpstreamRelay {
     private(set) var usage: Usage?
     /// What the last accepted payload added to the answer.
     private(set) var piece = PartialAnswer()
+    private var echo: PrefillEcho
 
-    init(events: CompletionEvents, promptEstimate: Int, secrets: [String]) {
+    /// `prefill`: the answer so far, when this stream continues it.
+    init(events: CompletionEvents, promptEstimate: Int, secrets: [String], prefill: String? = nil) {
+        self.echo = PrefillEcho(prefill: prefill)
         let identity = ChatCompletionChunk.identity(id: events.id, created: events.created, model: events.model)
         // Rendered once per stream: the identity object without its closing brace, the upstream's members follow.
         self.identityPrefix = String(JSONValue.object(identity).text.dropLast())
@@ -71,11 +76,34 @@ struct UpstreamRelay {
             finishReason = reason
             closing.insert(rewrite(members), at: 0)
             if deltas.contains(where: Self.carriesOutput) { relayed += 1 }
-            return []
+            return echo.isOpen ? released(echo.release()) : []
         }
         guard deltas.contains(where: Self.carriesOutput) else { return [] }
-        relayed += 1
-        return [rewrite(members)]
+        guard echo.isOpen, !piece.text.isEmpty else {
+            relayed += 1
+            return [rewrite(members)]
+        }
+        switch echo.next(text: piece.text, chunk: rewrite(members)) {
+        case .hold:
+            piece.text = ""
+            return []
+        case .strip(let rest):
+            piece.text = rest
+            guard !rest.isEmpty else { return [] }
+            relayed += 1
+            return [events.content(rest)]
+        case .send(let held):
+            relayed += 1
+            return released(.send(held: held)) + [rewrite(members)]
+        }
+    }
+
+    /// The chunks a settled echo releases: the server's own text after all, which comes before the payload's.
+    private mutating func released(_ step: PrefillEcho.Step) -> [String] {
+        guard case .send(let held) = step else { return [] }
+        piece.text = held.map(\.text).joined() + piece.text
+        relayed += held.count
+        return held.map(\.chunk)
     }
 
     /// How the reply ended once the upstream's stream did. Without a finish reason it did not end: a truncated
