@@ -154,8 +154,13 @@ def worker_kill(plan: dict, session: Session) -> dict:
         time.sleep(1)  # its listener up before the streams start, so both workers claim some
 
         def kill() -> None:
+            # The worker holding the most running tasks: either may have claimed them all.
             time.sleep(plan["killAfter"])
-            stack.signal("worker", signal.SIGKILL).wait(timeout=10)
+            holder = stack.sql(
+                "SELECT worker_id FROM handoff_tasks WHERE status = 'running' GROUP BY 1 ORDER BY count(*) DESC LIMIT 1"
+            )
+            victim = next((name for name in ("worker", "worker-b") if f"-{stack.pid(name)}-" in holder), "worker")
+            stack.signal(victim, signal.SIGKILL).wait(timeout=10)
 
         return streams("demo", plan, during=kill)
 
