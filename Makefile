@@ -1,5 +1,5 @@
 # The two commands of the README, `make run` and `make test`, and `make bench`.
-.PHONY: run run-local test test-multihost bench fuzz lint deps test-deps build release pg-init model clean
+.PHONY: run run-local run-ha ha-deps ha-init test test-multihost bench fuzz lint deps test-deps build release pg-init model clean
 
 VENV := .venv/bin
 
@@ -9,6 +9,14 @@ run: deps release pg-init
 # The same stack with a real model as well: llama.cpp's llama-server with SmolLM2-135M as `local` (models.example.json).
 run-local: deps release pg-init model
 	HANDOFF_MODELS_FILE=$(CURDIR)/models.example.json $(VENV)/honcho start -f Procfile.local
+
+# The same stack on a highly available Postgres pair: Patroni runs pg1 and pg2 (synchronous replication), a Raft
+# witness breaks ties, and every Handoff process reaches the primary through HAProxy (docs/deploy.md, "Highly
+# available Postgres"; scripts/ha.sh status|switchover|freeze|thaw|kill while it runs).
+HA_DATABASE_URL := postgres://postgres@127.0.0.1:5440/handoff
+
+run-ha: ha-deps release ha-init
+	DATABASE_URL=$(HA_DATABASE_URL) HANDOFF_LISTEN_DATABASE_URL=$(HA_DATABASE_URL) $(VENV)/honcho start -f Procfile.ha
 
 test: test-deps build model
 	scripts/test.sh
@@ -36,6 +44,9 @@ deps:
 test-deps:
 	scripts/install-deps.sh test
 
+ha-deps:
+	scripts/install-deps.sh ha
+
 build:
 	swift build --build-tests
 
@@ -49,6 +60,10 @@ model:
 pg-init:
 	scripts/postgres.sh init
 
+ha-init:
+	scripts/ha.sh init
+
 clean:
 	scripts/postgres.sh reset
+	scripts/ha.sh reset
 	rm -rf .build .data
