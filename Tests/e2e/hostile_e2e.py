@@ -63,4 +63,13 @@ def shell_api(command: str, env: dict[str, str], log_path: Path, port: int) -> I
     finally:
         os.killpg(process.pid, 15)
         process.wait(timeout=15)
+        # The shell is gone, but the API it started may still be shutting down, and answering on `port`: the next
+        # caller's /healthz would reach it (CI: the next API's first request was then refused).
+        gone_by = time.monotonic() + 15
+        while time.monotonic() < gone_by:
+            try:
+                os.killpg(process.pid, 0)
+            except ProcessLookupError:
+                break
+            time.sleep(0.05)
         log.close()
