@@ -152,7 +152,10 @@ def answer(handler, model: str, body: dict, record: dict, rng: random.Random) ->
 
 
 def cut(wire: Wire, recorder, record: dict) -> str:
-    """Closes the connection mid-body (a FIN), noting when."""
+    """Closes the connection mid-body (a FIN), noting when. First a pause, so the events before the cut have been read
+    when it comes: a FIN that arrives with them can end the worker's read before it relays them (CI: a tool call's last
+    argument chunk went missing), and these tests compare the text up to the cut exactly."""
+    wire.pause(0.2)
     recorder.update(record, cut_at=time.time())
     wire.drop(reset=False)
     return "dropped"
