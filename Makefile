@@ -10,13 +10,16 @@ run: deps release pg-init
 run-local: deps release pg-init model
 	HANDOFF_MODELS_FILE=$(CURDIR)/models.example.json $(VENV)/honcho start -f Procfile.local
 
-# The same stack on a highly available Postgres pair: Patroni runs pg1 and pg2 (synchronous replication), a Raft
-# witness breaks ties, and every Handoff process reaches the primary through HAProxy (docs/deploy.md, "Highly
-# available Postgres"; scripts/ha.sh status|switchover|freeze|thaw|kill while it runs).
+# The same stack on a highly available Postgres pair: Patroni runs pg1 and pg2 (synchronous replication), a
+# three-member etcd holds its leader key, and every Handoff process reaches the primary through HAProxy on 5440
+# (docs/deploy.md, §6; scripts/ha.sh status|switchover|freeze|thaw|kill while it runs). The lease outlasts a failover
+# (10-15 s): until Handoff renews its leases at once after an outage, a shorter one expires during it, and the
+# worker's tasks are taken back while it still runs them.
 HA_DATABASE_URL := postgres://postgres@127.0.0.1:5440/handoff
 
 run-ha: ha-deps release ha-init
-	DATABASE_URL=$(HA_DATABASE_URL) HANDOFF_LISTEN_DATABASE_URL=$(HA_DATABASE_URL) $(VENV)/honcho start -f Procfile.ha
+	DATABASE_URL=$(HA_DATABASE_URL) HANDOFF_LISTEN_DATABASE_URL=$(HA_DATABASE_URL) \
+		HANDOFF_LEASE_SECONDS=$${HANDOFF_LEASE_SECONDS:-30} $(VENV)/honcho start -f Procfile.ha
 
 test: test-deps build model
 	scripts/test.sh

@@ -1,16 +1,16 @@
 #!/usr/bin/env bash
 # A highly available Postgres pair on this machine, for `make run-ha` (Procfile.ha) and Tests/e2e/test_ha.py: two
 # Postgres nodes, pg1 and pg2, each run by Patroni (synchronous replication, pg_rewind); an etcd cluster of three
-# members holding Patroni's leader key (etcd-pg1 beside pg1, etcd-pg2 beside pg2, and the witness); HAProxy in front,
-# forwarding to whichever node is the primary. The configurations are deploy/ha/*, rendered with this machine's
-# paths and ports into $HANDOFF_HA_HOME/conf.
+# members, etcd1, etcd2 and etcd3, holding Patroni's leader key (in production on hosts of their own, the third one
+# the witness: no Postgres there); HAProxy in front, forwarding to whichever node is the primary. The configurations
+# are deploy/ha/*, rendered with this machine's paths and ports into $HANDOFF_HA_HOME/conf.
 #
 #   scripts/ha.sh init              create the directories and render the configurations (every other command does)
 #   scripts/ha.sh run MEMBER        run one member in the foreground under a supervisor that never exits because the
 #                                   member died: it starts it again, a Postgres node (pg1, pg2) after
 #                                   HANDOFF_HA_RESTART_SECONDS (15: longer than the leader key lives, so a killed
-#                                   primary is replaced first and comes back as a replica), the others (etcd-pg1,
-#                                   etcd-pg2, witness, haproxy) after 1 s. Procfile.ha's lines: honcho stops everything
+#                                   primary is replaced first and comes back as a replica), the others (etcd1,
+#                                   etcd2, etcd3, haproxy) after 1 s. Procfile.ha's lines: honcho stops everything
 #                                   when one of its processes exits, and these do not when a node fails or freezes.
 #   scripts/ha.sh member MEMBER     run one member in the foreground, unsupervised (exec: its pid is the member's)
 #   scripts/ha.sh start             start every member in the background and wait for a primary behind HAProxy
@@ -22,18 +22,17 @@
 #                                   HAProxy reaches the primary
 #   scripts/ha.sh switchover [NODE] planned: the primary hands over to its synchronous standby, no commit lost
 #   scripts/ha.sh failover NODE     promote NODE now, whatever the primary's state
-#   scripts/ha.sh freeze NODE       fault: SIGSTOP the node's host, i.e. its Patroni, every one of its Postgres
-#                                   processes and its etcd member (a hung host: no FIN, no RST); `thaw NODE` sends
-#                                   SIGCONT
-#   scripts/ha.sh kill NODE         fault: SIGKILL the node's Patroni, Postgres and etcd member (under `run`, the
-#                                   supervisors start them again)
-#   scripts/ha.sh pids NODE         the pids of the node's Patroni, postmaster, other Postgres processes and etcd
+#   scripts/ha.sh freeze NODE       fault: SIGSTOP the node's host, i.e. its Patroni and every one of its Postgres
+#                                   processes (a hung host: no FIN, no RST); `thaw NODE` sends SIGCONT
+#   scripts/ha.sh kill NODE         fault: SIGKILL the node's Patroni and Postgres (under `run`, the supervisor
+#                                   starts it again)
+#   scripts/ha.sh pids NODE         the pids of the node's Patroni, postmaster and other Postgres processes
 #
 # Ports (all on 127.0.0.1; each overridable, Tests/e2e/test_ha.py uses its own):
 #   HANDOFF_HA_PORT      5440  HAProxy: the endpoint of every Handoff process (DATABASE_URL, HANDOFF_LISTEN_DATABASE_URL)
 #   HANDOFF_HA_PG1_PORT  5441  Postgres pg1           HANDOFF_HA_PG2_PORT  5442  Postgres pg2
 #   HANDOFF_HA_PG1_REST  8008  Patroni REST of pg1    HANDOFF_HA_PG2_REST  8009  Patroni REST of pg2
-#   HANDOFF_HA_ETCD_PORT 2379  etcd: clients and peers of etcd-pg1 on 2379/2380, etcd-pg2 2381/2382, witness 2383/2384
+#   HANDOFF_HA_ETCD_PORT 2379  etcd: clients and peers of etcd1 on 2379/2380, etcd2 on 2381/2382, etcd3 on 2383/2384
 # Data: HANDOFF_HA_HOME (default .data/ha) holds pg1/ and pg2/ (the data directories), etcd/, conf/ and run/.
 # Authentication is `trust` for every role on loopback and on the local socket: a development stack, with no
 # password anywhere (docs/deploy.md, "Highly available Postgres", says what production needs instead).
@@ -54,14 +53,14 @@ declare -A ports=(
     [PG2_PORT]=${HANDOFF_HA_PG2_PORT:-5442}
     [PG1_REST_PORT]=${HANDOFF_HA_PG1_REST:-8008}
     [PG2_REST_PORT]=${HANDOFF_HA_PG2_REST:-8009}
-    [ETCD_PG1_PORT]=$etcd_port
-    [ETCD_PG1_PEER_PORT]=$((etcd_port + 1))
-    [ETCD_PG2_PORT]=$((etcd_port + 2))
-    [ETCD_PG2_PEER_PORT]=$((etcd_port + 3))
-    [WITNESS_PORT]=$((etcd_port + 4))
-    [WITNESS_PEER_PORT]=$((etcd_port + 5))
+    [ETCD1_PORT]=$etcd_port
+    [ETCD1_PEER_PORT]=$((etcd_port + 1))
+    [ETCD2_PORT]=$((etcd_port + 2))
+    [ETCD2_PEER_PORT]=$((etcd_port + 3))
+    [ETCD3_PORT]=$((etcd_port + 4))
+    [ETCD3_PEER_PORT]=$((etcd_port + 5))
 )
-members=(etcd-pg1 etcd-pg2 witness pg1 pg2 haproxy)
+members=(etcd1 etcd2 etcd3 pg1 pg2 haproxy)
 
 if [ "$(id -u)" = 0 ]; then
     as_pg=(setpriv --reuid=postgres --regid=postgres --init-groups --)
@@ -120,11 +119,9 @@ init() {
     render "$root/deploy/ha/patroni-pg2.yml" "$home/conf/patroni-pg2.yml"
     render "$root/deploy/ha/haproxy.cfg" "$home/conf/haproxy.cfg"
     local member
-    for member in etcd-pg1 etcd-pg2 witness; do
-        local port_key=${member^^}
-        port_key=${port_key//-/_}
+    for member in etcd1 etcd2 etcd3; do
         render "$root/deploy/ha/etcd.yml" "$home/conf/$member.yml" -e "s|@ETCD_NAME@|$member|g" \
-            -e "s|@ETCD_CLIENT_PORT@|${ports[${port_key}_PORT]}|g" -e "s|@ETCD_PEER_PORT@|${ports[${port_key}_PEER_PORT]}|g"
+            -e "s|@ETCD_CLIENT_PORT@|${ports[${member^^}_PORT]}|g" -e "s|@ETCD_PEER_PORT@|${ports[${member^^}_PEER_PORT]}|g"
     done
     # Run by Patroni (as the postgres user) once, on the node that bootstraps the cluster, with a connection URL.
     printf '#!/bin/sh\nexec "%s/psql" "$1" -X -q -v ON_ERROR_STOP=1 -c "CREATE DATABASE handoff"\n' "$bin" \
@@ -149,7 +146,7 @@ member() {
             # filter is a process substitution, so the pid in run/ stays Patroni's.
             exec > >(grep --line-buffered -v ' INFO: no action\. ') 2>&1
             HOME="$home" exec "${as_pg[@]}" patroni "$(patroni_config "$1")" ;;
-        etcd-pg1 | etcd-pg2 | witness)
+        etcd1 | etcd2 | etcd3)
             exec etcd --config-file "$home/conf/$1.yml" ;;
         haproxy)
             haproxy -q -c -f "$home/conf/haproxy.cfg" >/dev/null
@@ -172,7 +169,7 @@ postmaster_pid() {  # node: the pid of its postmaster, if one runs
     if alive "$pid"; then echo "$pid"; fi
 }
 
-pids() {  # node: Patroni's pid, the postmaster's, every other Postgres process of the node, its etcd member's
+pids() {  # node: Patroni's pid, the postmaster's, every other Postgres process of the node
     local postmaster
     member_pid "$1"
     postmaster=$(postmaster_pid "$1")
@@ -180,7 +177,6 @@ pids() {  # node: Patroni's pid, the postmaster's, every other Postgres process 
         echo "$postmaster"
         pgrep -P "$postmaster" || true
     fi
-    member_pid "etcd-$1"
 }
 
 signal_node() {  # signal node
@@ -269,7 +265,7 @@ start() {
 stop() {
     resolve_home
     local name pid deadline
-    for name in haproxy pg1 pg2 witness etcd-pg1 etcd-pg2; do
+    for name in haproxy pg1 pg2 etcd1 etcd2 etcd3; do
         pid=$(member_pid "$name")
         [ -n "$pid" ] || continue
         kill -CONT "$pid" 2>/dev/null || true
