@@ -1,0 +1,246 @@
+"""test_ha.py's machinery: a Patroni pair of its own (scripts/ha.sh with the ports below, not make run-ha's), probes
+that time what the pair and HAProxy do during a failover, and a client that records every answer to its POST.
+
+The pair: pg1 and pg2 (Postgres 25451/25452, Patroni REST 18008/18009), a three-member etcd (25453-25458) and
+HAProxy on 25450, the one endpoint of the Handoff stack started on it (Caddy 24080, API 24081, replicas
+24082/24083). Its data lives under /tmp, where the postgres user can reach it (pytest's own directories are 0700).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import http.client
+import json
+import os
+import shutil
+import subprocess
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+from faults import Client
+from handoff_stack import ROOT, Ports, psql, status
+
+HA_PORT = 25450
+PG_PORTS = {"pg1": 25451, "pg2": 25452}
+REST_PORTS = {"pg1": 18008, "pg2": 18009}
+ETCD_PORT = 25453  # etcd1 25453/25454, etcd2 25455/25456, etcd3 25457/25458
+PORTS = Ports(caddy=24080, api=24081, sse=(24082, 24083))
+ADMIN_URL = f"postgres://postgres@127.0.0.1:{HA_PORT}/postgres"
+HA_SCRIPT = ROOT / "scripts" / "ha.sh"
+
+
+def other(node: str) -> str:
+    return "pg2" if node == "pg1" else "pg1"
+
+
+def rest(node: str, path: str, timeout: float = 2) -> int:
+    """What the node's Patroni answers to GET `path` (0: no answer within `timeout`)."""
+    connection = http.client.HTTPConnection("127.0.0.1", REST_PORTS[node], timeout=timeout)
+    try:
+        connection.request("GET", path)
+        response = connection.getresponse()
+        response.read()
+        return response.status
+    except (OSError, http.client.HTTPException):
+        return 0
+    finally:
+        connection.close()
+
+
+def cluster(node: str) -> dict[str, dict]:
+    """The members as `node`'s Patroni sees them, by name ({} when it does not answer)."""
+    try:
+        connection = http.client.HTTPConnection("127.0.0.1", REST_PORTS[node], timeout=2)
+        connection.request("GET", "/cluster")
+        members = json.loads(connection.getresponse().read())["members"]
+        connection.close()
+        return {member["name"]: member for member in members}
+    except (OSError, http.client.HTTPException, ValueError, KeyError):
+        return {}
+
+
+def routed_port() -> int | None:
+    """The port of the node HAProxy leads a new connection to, if it is a primary (None: no answer, or a replica)."""
+    try:
+        out = psql(
+            f"postgres://postgres@127.0.0.1:{HA_PORT}/postgres?connect_timeout=2",
+            "SELECT current_setting('port') WHERE NOT pg_is_in_recovery()",
+            timeout=4,
+        )
+    except (RuntimeError, subprocess.TimeoutExpired):
+        return None
+    return int(out) if out else None
+
+
+class Pair:
+    """The pair, run by scripts/ha.sh in the background: start, fault, stop."""
+
+    def __init__(self, keep: Path):
+        self.keep = keep  # where the members' logs are copied when the pair stops
+        self.home = Path(tempfile.mkdtemp(prefix="handoff-ha-e2e-", dir="/tmp"))
+        self.home.chmod(0o755)
+        self.env = {
+            **os.environ,
+            "HANDOFF_HA_HOME": str(self.home),
+            "HANDOFF_HA_PORT": str(HA_PORT),
+            "HANDOFF_HA_PG1_PORT": str(PG_PORTS["pg1"]),
+            "HANDOFF_HA_PG2_PORT": str(PG_PORTS["pg2"]),
+            "HANDOFF_HA_PG1_REST": str(REST_PORTS["pg1"]),
+            "HANDOFF_HA_PG2_REST": str(REST_PORTS["pg2"]),
+            "HANDOFF_HA_ETCD_PORT": str(ETCD_PORT),
+        }
+
+    def ha(self, *args: str, timeout: float = 60) -> str:
+        done = subprocess.run(
+            [str(HA_SCRIPT), *args], env=self.env, capture_output=True, text=True, timeout=timeout, check=False
+        )
+        if done.returncode != 0:
+            raise RuntimeError(f"scripts/ha.sh {' '.join(args)}: {done.stderr.strip()}\n{self.log_tails()}")
+        return done.stdout
+
+    def start(self) -> None:
+        """Starts every member that is not running and waits for a primary with a synchronous standby."""
+        self.ha("start", timeout=180)
+
+    def stop(self) -> None:
+        try:
+            self.ha("stop", timeout=120)
+        finally:
+            shutil.copytree(self.home / "run", self.keep, dirs_exist_ok=True, ignore=shutil.ignore_patterns("*.pid"))
+            shutil.rmtree(self.home, ignore_errors=True)
+
+    def primary(self) -> str:
+        """The node whose Patroni answers 200 to /primary (exactly one must)."""
+        primaries = [node for node in REST_PORTS if rest(node, "/primary") == 200]
+        assert len(primaries) == 1, f"primaries: {primaries}"
+        return primaries[0]
+
+    def pids(self, node: str) -> list[int]:
+        return [int(pid) for pid in self.ha("pids", node).split()]
+
+    def log_tails(self, lines: int = 30) -> str:
+        parts = []
+        for path in sorted((self.home / "run").glob("*.log")):
+            tail = path.read_text(errors="replace").splitlines()[-lines:]
+            parts.append(f"----- {path.name} -----\n" + "\n".join(tail))
+        return "\n".join(parts)
+
+
+def wait_for(what: str, probe, timeout: float, interval: float = 0.1) -> float:
+    """Polls `probe` until it is true; returns the time.monotonic() it first was."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if probe():
+            return time.monotonic()
+        time.sleep(interval)
+    raise AssertionError(f"{what}: not within {timeout} s")
+
+
+class Watch:
+    """Samples, every `interval` seconds, each in a thread of its own, what a failover changes: what each node's
+    Patroni answers to /primary, where HAProxy leads, and what the API's and replicas' /readyz say. Each sample is
+    (time, value)."""
+
+    def __init__(self, interval: float = 0.2):
+        self.interval = interval
+        self.primary: dict[str, list[tuple[float, int]]] = {node: [] for node in REST_PORTS}
+        self.routed: list[tuple[float, int | None]] = []
+        self.ready: list[tuple[float, tuple[int, ...]]] = []
+        self.stopping = threading.Event()
+        probes = [*REST_PORTS, "routed", "ready"]
+        self.threads = [threading.Thread(target=self.run, args=(probe,), daemon=True) for probe in probes]
+
+    def start(self) -> "Watch":
+        for thread in self.threads:
+            thread.start()
+        return self
+
+    def stop(self) -> None:
+        self.stopping.set()
+        for thread in self.threads:
+            thread.join(timeout=10)
+
+    def run(self, probe: str) -> None:
+        while not self.stopping.is_set():
+            now = time.monotonic()
+            if probe in REST_PORTS:
+                self.primary[probe].append((now, rest(probe, "/primary", timeout=0.5)))
+            elif probe == "routed":
+                self.routed.append((now, routed_port()))
+            else:
+                self.ready.append((now, tuple(readyz(port) for port in (PORTS.api, *PORTS.sse))))
+            self.stopping.wait(self.interval)
+
+    def both_primary(self) -> list[float]:
+        """The moments both nodes answered /primary 200 within one sampling interval of each other."""
+        pg1 = [at for at, code in self.primary["pg1"] if code == 200]
+        pg2 = [at for at, code in self.primary["pg2"] if code == 200]
+        return [at for at in pg1 if any(abs(at - other) < self.interval for other in pg2)]
+
+    def first(self, samples: list, after: float, test) -> float | None:
+        return next((at for at, value in samples if at >= after and test(value)), None)
+
+
+def readyz(port: int) -> int:
+    try:
+        return status(port, "/readyz")
+    except (OSError, http.client.HTTPException):
+        return 0
+
+
+@dataclasses.dataclass
+class Attempt:
+    at: float
+    status: int  # 0: no answer (connection refused, reset, timed out)
+    retry_after: str | None
+    body: bytes
+
+
+class RecordingClient(Client):
+    """A client whose POST is retried like openai-python retries (on 503 and on no answer), recording every answer."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.attempts: list[Attempt] = []
+
+    def post(self, deadline: float) -> None:
+        while True:
+            connection = http.client.HTTPConnection(self.host, self.port, timeout=10)
+            try:
+                connection.request(
+                    "POST", "/api/chat/completions", json.dumps(self.body), {"Content-Type": "application/json"}
+                )
+                response = connection.getresponse()
+                body = response.read()
+                self.attempts.append(
+                    Attempt(time.monotonic(), response.status, response.getheader("Retry-After"), body)
+                )
+                if response.status == 302:
+                    self.location = response.getheader("Location")
+                    self.task_id = json.loads(body)["task_id"]
+                    return
+                if response.status != 503:
+                    return  # the test reports it: only 302 and 503 are allowed
+            except (OSError, http.client.HTTPException) as error:
+                self.attempts.append(Attempt(time.monotonic(), 0, None, repr(error).encode()))
+            finally:
+                connection.close()
+            if time.monotonic() > deadline:
+                return
+            time.sleep(0.25)
+
+    def run(self, deadline: float | None = None) -> None:
+        deadline = deadline or time.monotonic() + 90
+        try:
+            self.post(deadline)
+            if self.location is None:
+                return
+            while time.monotonic() < deadline and not self.follow():
+                if not self.resume:
+                    return
+                self.reconnects += 1
+                time.sleep(0.1)
+        finally:
+            self.ended_at = time.monotonic()
