@@ -1,5 +1,5 @@
 # The two commands of the README, `make run` and `make test`, and `make bench`.
-.PHONY: run run-local run-ha ha-deps ha-init test test-multihost bench fuzz lint deps test-deps build release pg-init model clean
+.PHONY: run run-local run-ha ha-deps ha-init test test-ha test-multihost bench fuzz lint deps test-deps build release pg-init model clean
 
 VENV := .venv/bin
 
@@ -23,6 +23,11 @@ run-ha: ha-deps release ha-init
 
 test: test-deps build model
 	scripts/test.sh
+
+# A Patroni pair's failover (SIGSTOP or SIGKILL of the primary) under a whole stack: not yet part of `make test` or
+# CI (issue 23: Handoff's known failures across a failover mark it xfail until they are fixed).
+test-ha: ha-deps build
+	HANDOFF_BIN_DIR=$${HANDOFF_BIN_DIR:-$(CURDIR)/.build/debug} $(VENV)/pytest -q -rx Tests/e2e/ha_failover_e2e.py
 
 # The system on six hosts (network namespaces and veth pairs; needs root) with faults on the network.
 test-multihost: test-deps build

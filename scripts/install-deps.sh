@@ -6,10 +6,10 @@
 #   scripts/install-deps.sh        what `make run` and `make bench` need
 #   scripts/install-deps.sh test   and what only the tests need: Chromium and chromedriver (the chat page's test
 #                                  drives a real headless browser), Prometheus (the metrics test scrapes the stack)
-#                                  and PgBouncer (the pools go through it, the LISTEN connections around it), and
-#                                  what `ha` installs (Tests/e2e/test_ha.py runs a Patroni pair)
+#                                  and PgBouncer (the pools go through it, the LISTEN connections around it)
+#                                  (`make test-ha` adds the HA packages, with `ha`)
 #   scripts/install-deps.sh ha     and what `make run-ha` needs: Patroni 3.0.2 with python3-pysyncobj (its built-in
-#                                  Raft: no etcd) and HAProxy 2.6, from Debian
+#                                  Raft client is not used: etcd-server, python3-etcd) and HAProxy 2.6, from Debian
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 sudo=()
@@ -25,7 +25,7 @@ if [ "${1:-}" = test ]; then
     command -v prometheus >/dev/null || missing+=(prometheus)
     command -v pgbouncer >/dev/null || [ -x /usr/sbin/pgbouncer ] || missing+=(pgbouncer)
 fi
-if [ "${1:-}" = test ] || [ "${1:-}" = ha ]; then
+if [ "${1:-}" = ha ]; then
     for package in patroni python3-etcd etcd-server haproxy; do
         dpkg -s "$package" >/dev/null 2>&1 || missing+=("$package")
     done

@@ -1,4 +1,4 @@
-"""test_ha.py's judgement of one failover: what the pair (Patroni, HAProxy) must do, and what Handoff must. Each
+"""ha_failover_e2e.py's judgement of one failover: what the pair (Patroni, HAProxy) must do, and what Handoff must. Each
 broken promise is one line of a report; Handoff's carry a kind, so the test can tell the failures already reported
 to the Swift side (KNOWN_HANDOFF) from new ones."""
 
