@@ -118,6 +118,8 @@ class Client:
         deadline = deadline or time.monotonic() + 90
         try:
             self.post(deadline)
+            if self.location is None:  # a POST that got no hand-off (a subclass records why): nothing to follow
+                return
             while time.monotonic() < deadline and not self.follow():
                 if not self.resume:
                     return

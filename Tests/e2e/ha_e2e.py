@@ -230,17 +230,3 @@ class RecordingClient(Client):
             if time.monotonic() > deadline:
                 return
             time.sleep(0.25)
-
-    def run(self, deadline: float | None = None) -> None:
-        deadline = deadline or time.monotonic() + 90
-        try:
-            self.post(deadline)
-            if self.location is None:
-                return
-            while time.monotonic() < deadline and not self.follow():
-                if not self.resume:
-                    return
-                self.reconnects += 1
-                time.sleep(0.1)
-        finally:
-            self.ended_at = time.monotonic()
