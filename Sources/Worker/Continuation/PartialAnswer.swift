@@ -28,26 +28,30 @@ extension PartialAnswer {
             let choices = members.first(where: { $0.key == "choices" }).flatMap({ try? JSONText.elements($0.value) })
         else { return }
         for choice in choices {
-            if let members = try? JSONText.members(choice) { append(Self(choice: members)) }
+            if let members = try? JSONText.members(choice) { append(Self.read(choice: members).piece) }
         }
     }
 
-    /// What one choice of a chunk adds to the answer.
-    init(choice: [(key: String, value: Substring)]) {
-        self.init()
+    /// What one choice of a chunk adds to the answer, and whether it says anything beyond the role (content, tool
+    /// calls, reasoning, a refusal, logprobs...): one pass over its delta, which the relay makes for every chunk.
+    static func read(choice: [(key: String, value: Substring)]) -> (piece: PartialAnswer, carriesOutput: Bool) {
+        var piece = PartialAnswer()
         if let logprobs = choice.first(where: { $0.key == "logprobs" }) {
-            self.logprobs = !JSONText.isEmpty(logprobs.value)
+            piece.logprobs = !JSONText.isEmpty(logprobs.value)
         }
         guard let delta = choice.first(where: { $0.key == "delta" }), let fields = try? JSONText.members(delta.value)
-        else { return }
+        else { return (piece, piece.logprobs) }
+        var carriesOutput = piece.logprobs
         for (key, value) in fields where !JSONText.isEmpty(value) && value != "[]" {
+            carriesOutput = carriesOutput || key != "role"
             switch key {
-            case "content": text = JSONText.string(value) ?? ""
-            case "tool_calls", "function_call": toolCalls = true
-            case "reasoning_content", "reasoning": reasoning = true
+            case "content": piece.text = JSONText.string(value) ?? ""
+            case "tool_calls", "function_call": piece.toolCalls = true
+            case "reasoning_content", "reasoning": piece.reasoning = true
             default: break
             }
         }
+        return (piece, carriesOutput)
     }
 }
 

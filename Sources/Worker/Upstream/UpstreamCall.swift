@@ -110,11 +110,9 @@ struct UpstreamCall {
             }
             for event in events {
                 if event.data == "[DONE]" { return try relay.ending() }
-                for chunk in try relay.accept(event.data) {
-                    await output.emit(chunk)
-                    progress.relayedOne()
-                }
-                progress.streamed(relay.piece)
+                let chunks = try relay.accept(event.data)
+                for chunk in chunks { await output.emit(chunk) }
+                progress.relayed(chunks.count, adding: relay.piece)
             }
         }
         // No [DONE]: over only if the finish reason came (llama.cpp ends so after an error event, handled above).
@@ -141,27 +139,32 @@ struct UpstreamCall {
     /// Whether the server answered, and when the last chunk reached the client (or the call started): for the
     /// watchdog and for naming a failure.
     final class Progress: Sendable {
-        private let state = Mutex((last: ContinuousClock.now, relayed: 0, answered: false))
-        /// Everything accepted from the stream, also what is held back for the end (the finish chunk's text).
-        private let streamedAnswer = Mutex(PartialAnswer())
+        private struct State {
+            var last = ContinuousClock.now
+            var relayed = 0
+            var answered = false
+            /// What the client has of the answer: the text of the chunks relayed (not what is held back for the end).
+            var partial = PartialAnswer()
+        }
+
+        private let state = Mutex(State())
 
         var snapshot: (last: ContinuousClock.Instant, relayed: Int) { state.withLock { ($0.last, $0.relayed) } }
         var relayed: Int { state.withLock { $0.relayed } }
         var answered: Bool { state.withLock { $0.answered } }
-        var partial: PartialAnswer { streamedAnswer.withLock { $0 } }
-
-        func streamed(_ piece: PartialAnswer) {
-            streamedAnswer.withLock { $0.append(piece) }
-        }
+        var partial: PartialAnswer { state.withLock { $0.partial } }
 
         func answer() {
             state.withLock { $0.answered = true }
         }
 
-        func relayedOne() {
+        /// One payload's worth: `chunks` relayed to the client, adding `piece` to its answer. One lock per payload.
+        func relayed(_ chunks: Int, adding piece: PartialAnswer) {
+            guard chunks > 0 else { return }
             state.withLock { state in
                 state.last = ContinuousClock.now
-                state.relayed += 1
+                state.relayed += chunks
+                state.partial.append(piece)
             }
         }
     }

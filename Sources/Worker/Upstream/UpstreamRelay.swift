@@ -66,7 +66,9 @@ struct UpstreamRelay {
             return []
         }
         let deltas = choices.compactMap { try? JSONText.members($0) }
-        for choice in deltas { piece.append(PartialAnswer(choice: choice)) }
+        let read = deltas.map(PartialAnswer.read(choice:))
+        for choice in read { piece.append(choice.piece) }
+        let carriesOutput = read.contains { $0.carriesOutput }
         let reason = deltas.lazy.compactMap { choice in
             choice.first { $0.key == "finish_reason" }.flatMap { JSONText.string($0.value) }
         }.first
@@ -75,10 +77,10 @@ struct UpstreamRelay {
             piece = PartialAnswer()
             finishReason = reason
             closing.insert(rewrite(members), at: 0)
-            if deltas.contains(where: Self.carriesOutput) { relayed += 1 }
+            if carriesOutput { relayed += 1 }
             return echo.isOpen ? released(echo.release()) : []
         }
-        guard deltas.contains(where: Self.carriesOutput) else { return [] }
+        guard carriesOutput else { return [] }
         guard echo.isOpen, !piece.text.isEmpty else {
             relayed += 1
             return [rewrite(members)]
@@ -118,16 +120,6 @@ struct UpstreamRelay {
     /// What was streamed, when the upstream gave no count of its own: a chunk is about a token.
     var countedUsage: Usage {
         Usage(promptTokens: promptEstimate, completionTokens: relayed)
-    }
-
-    /// Whether a choice says anything beyond the role: content, tool calls, reasoning, a refusal, logprobs.
-    private static func carriesOutput(_ choice: [(key: String, value: Substring)]) -> Bool {
-        if let logprobs = choice.first(where: { $0.key == "logprobs" }), !JSONText.isEmpty(logprobs.value) {
-            return true
-        }
-        guard let delta = choice.first(where: { $0.key == "delta" }), let fields = try? JSONText.members(delta.value)
-        else { return false }
-        return fields.contains { $0.key != "role" && !JSONText.isEmpty($0.value) && $0.value != "[]" }
     }
 
     private static func usage(_ text: Substring) -> Usage? {
