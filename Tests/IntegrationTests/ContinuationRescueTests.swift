@@ -1,6 +1,7 @@
 import Foundation
 import HandoffStore
 import HandoffWire
+import Synchronization
 import Testing
 
 @testable import Worker
@@ -109,16 +110,18 @@ struct ContinuationRescueTests {
             let task = try #require(try await database.claimAll(worker: "leaving").first)
             let cancellations = TaskCancellations()
             let writer = database.writer(worker: "leaving")
+            // The reply stalls after a few tokens, so the shutdown always lands mid-answer however slow the machine.
+            let stalling = DemoModel(tokenDelay: .milliseconds(1), timer: StallingTimer(passing: 4))
             let leaving = database.executor(
-                writer: writer, worker: "leaving", tokenDelay: .milliseconds(10), cancellations: cancellations,
-                continuable: demo)
+                writer: writer, worker: "leaving", models: ModelRegistry(["demo": stalling]),
+                cancellations: cancellations, continuable: demo)
             await withThrowingTaskGroup(of: Void.self) { group in
                 group.addTask { try await writer.run() }
                 await withTaskGroup(of: Void.self) { run in
                     run.addTask { await leaving.run(task) }
                     let streamed = try? await eventually {
                         try await database.client.perform(
-                            "SELECT 1 FROM handoff_stream WHERE task_id = \(task.id) AND seq > 2",
+                            "SELECT 1 FROM handoff_stream WHERE task_id = \(task.id) AND seq >= 3",
                             timeout: .seconds(10), logger: database.logger
                         ).count > 0
                     }
@@ -155,5 +158,22 @@ struct ContinuationRescueTests {
                 workerID: "lost", running: [task.id], lease: .seconds(30), abandonAfter: .seconds(60))
             #expect(stops == [LeaseStop(id: task.id, lost: true)])
         }
+    }
+}
+
+/// Lets the first `passing` waits between tokens return at once, then waits until the caller is cancelled.
+private final class StallingTimer: TokenTimer {
+    let passing: Int
+    private let waits = Mutex(0)
+
+    init(passing: Int) { self.passing = passing }
+
+    func sleep(for delay: Duration) async throws {
+        let wait = waits.withLock { count in
+            count += 1
+            return count
+        }
+        if wait <= passing { return }
+        try await Task.sleep(for: .seconds(3600))
     }
 }
