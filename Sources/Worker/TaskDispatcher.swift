@@ -49,7 +49,8 @@ final class TaskDispatcher: Service {
                     if free > 0 {
                         do {
                             claimed = try await queue.claim(
-                                workerID: configuration.workerID, limit: free, lease: configuration.lease)
+                                workerID: configuration.workerID, limit: free, lease: configuration.lease,
+                                except: cancellations.running)
                         } catch {
                             logger.warning("claim failed", metadata: ["error": "\(String(reflecting: error))"])
                         }

@@ -148,6 +148,25 @@ struct ContinuationRescueTests {
         }
     }
 
+    /// A worker whose own task was requeued while it still ran it (its lease ran out in an outage) does not claim it
+    /// again until that run has stopped: two runs of one worker would both pass the stream's write guard.
+    @Test func aWorkerDoesNotClaimATaskItStillRuns() async throws {
+        try await TestDatabase.with { database in
+            let task = try await partlyStreamed(database, tokens: 2)
+            _ = try await expireAndRescue(database, continuable: demo)
+            let queue = TaskQueue(client: database.client, logger: database.logger)
+            let whileRunning = try await queue.claim(
+                workerID: "lost", limit: 10, lease: .seconds(30), except: [task.id])
+            #expect(whileRunning.isEmpty)
+            let stops = try await queue.renewLeases(
+                workerID: "lost", running: [task.id], lease: .seconds(30), abandonAfter: .seconds(60))
+            #expect(stops == [LeaseStop(id: task.id, lost: true)])
+            let afterwards = try await queue.claim(workerID: "lost", limit: 10, lease: .seconds(30), except: [])
+            #expect(afterwards.map(\.id) == [task.id])
+            #expect(afterwards.first?.continuesAnswer == true)
+        }
+    }
+
     /// A worker cut off longer than its lease (a failover, a partition) learns at its next renewal that the task it
     /// still runs was given to another worker, and stops its run.
     @Test func aWorkerThatLostItsTaskLearnsItAtItsNextRenewal() async throws {

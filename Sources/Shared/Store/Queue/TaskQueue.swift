@@ -68,11 +68,19 @@ package struct TaskQueue: Sendable {
     }
 
     /// Claims up to `limit` queued tasks, oldest first (and returned in that order), for `workerID` with a lease of `lease`.
-    package func claim(workerID: String, limit: Int, lease: Duration) async throws -> [ClaimedTask] {
+    ///
+    /// `running`: the tasks this worker still runs. One of them can be queued again when its lease ran out during an
+    /// outage and a rescuer (this worker's own, often) requeued it; claimed here while its first run goes on, two runs
+    /// of one worker would write one stream, both passing the write guard. It stays queued until its next renewal
+    /// tells that run it lost the task, and is claimed after that (or by another worker at once).
+    package func claim(workerID: String, limit: Int, lease: Duration, except running: [UUID] = []) async throws
+        -> [ClaimedTask]
+    {
         guard limit > 0 else { return [] }
         let rows = try await client.perform(
-            ClaimStatement(query: Self.claimQuery(workerID: workerID, limit: limit, lease: lease)), timeout: timeout,
-            logger: logger)
+            ClaimStatement(
+                query: Self.claimQuery(workerID: workerID, limit: limit, lease: lease, except: running)),
+            timeout: timeout, logger: logger)
         var claimed: [ClaimedTask] = []
         for (id, json, attempt, created, cancelled, queuedMicroseconds, tokenCap, head, continuations)
             in try rows.decode(
@@ -90,18 +98,19 @@ package struct TaskQueue: Sendable {
     }
 
     struct ClaimStatement: PreparedQuery {
-        static let sql = TaskQueue.claimQuery(workerID: "", limit: 0, lease: .zero).sql
+        static let sql = TaskQueue.claimQuery(workerID: "", limit: 0, lease: .zero, except: []).sql
         let query: PostgresQuery
     }
 
-    static func claimQuery(workerID: String, limit: Int, lease: Duration) -> PostgresQuery {
+    static func claimQuery(workerID: String, limit: Int, lease: Duration, except running: [UUID]) -> PostgresQuery {
         """
         WITH claimed AS (
             UPDATE handoff_tasks SET status = 'running', worker_id = \(workerID), attempts = attempts + 1,
                 started_at = coalesce(started_at, now()), updated_at = now(),
                 lease_expires_at = now() + \(Int(lease.components.seconds)) * interval '1 second'
             WHERE id IN (
-                SELECT id FROM handoff_tasks WHERE status = 'queued' ORDER BY created_at LIMIT \(limit)
+                SELECT id FROM handoff_tasks WHERE status = 'queued' AND id <> ALL(\(running)::uuid[])
+                ORDER BY created_at LIMIT \(limit)
                 FOR UPDATE SKIP LOCKED
             )
             RETURNING id, request::text, attempts, created_at, cancel_requested_at IS NOT NULL AS cancelled, max_tokens,
