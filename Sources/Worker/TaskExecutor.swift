@@ -47,9 +47,11 @@ struct TaskExecutor: Sendable {
         // An answer an earlier run streamed (its worker was lost) goes on in the same stream, after its events.
         let earlier: ContinuedAnswer?
         if task.continuesAnswer {
+            // Before anything is written: even the error event below follows the earlier run's events.
+            writer.resume(task.id, at: task.streamedHead)
             do {
                 earlier = ContinuedAnswer(
-                    events: try await stream.events(of: task.id), continuedBefore: task.continuations - 1)
+                    events: try await earlierEvents(of: task), continuedBefore: task.continuations - 1)
             } catch {
                 logger.error(
                     "reading the answer to continue failed",
@@ -58,7 +60,6 @@ struct TaskExecutor: Sendable {
                     task, .failed, events: [events.error(.workerLost)],
                     outcome: TaskOutcome(task: task.id, status: .failed, usage: usage(0), error: .workerLost))
             }
-            writer.resume(task.id, at: task.streamedHead)
         } else {
             earlier = nil
         }
@@ -120,6 +121,25 @@ struct TaskExecutor: Sendable {
                 ReplyFailure(error: .server("The model failed while generating this completion."), usage: nil))
         }
     }
+
+    /// The events earlier runs streamed. A task is continued most often just after an outage (its lease ran out in a
+    /// failover), when the first statements can still time out: read again a few times, a second apart, before
+    /// giving the answer up.
+    private func earlierEvents(of task: ClaimedTask) async throws -> [String] {
+        for _ in 1..<Self.earlierReads {
+            do {
+                return try await stream.events(of: task.id)
+            } catch {
+                logger.warning(
+                    "reading the answer to continue failed; reading again",
+                    metadata: ["task": .task(task.id), "error": "\(String(reflecting: error))"])
+                try await Task.sleep(for: .seconds(1))
+            }
+        }
+        return try await stream.events(of: task.id)
+    }
+
+    private static let earlierReads = 5
 
     /// `opening`: the role chunk, when the model stopped before its first output and the stream has none yet.
     private func stop(

@@ -22,6 +22,11 @@ package struct TaskQueue: Sendable {
         self.logger = logger
     }
 
+    /// Returns once Postgres answers a trivial query: whether it is reachable, for a loop that waits for it.
+    package func ping() async throws {
+        try await client.perform("SELECT 1", timeout: timeout, logger: logger)
+    }
+
     /// Queues a request built in code (not received from a client), with no owner.
     package func enqueue(id: UUID, request: ChatCompletionRequest) async throws {
         _ = try await enqueue([try TaskSubmission(id: id, request: request)])
