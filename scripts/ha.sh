@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# A highly available Postgres pair on this machine, for `make run-ha` (Procfile.ha) and Tests/e2e/ha_failover_e2e.py (`make test-ha`): two
+# A highly available Postgres pair on this machine, for `make run-ha` (Procfile.ha) and Tests/e2e/test_ha.py (in `make test`): two
 # Postgres nodes, pg1 and pg2, each run by Patroni (synchronous replication, pg_rewind); an etcd cluster of three
 # members, etcd1, etcd2 and etcd3, holding Patroni's leader key (in production on hosts of their own, the third one
 # the witness: no Postgres there); HAProxy in front, forwarding to whichever node is the primary. The configurations
@@ -28,7 +28,7 @@
 #                                   starts it again)
 #   scripts/ha.sh pids NODE         the pids of the node's Patroni, postmaster and other Postgres processes
 #
-# Ports (all on 127.0.0.1; each overridable, Tests/e2e/ha_failover_e2e.py (`make test-ha`) uses its own):
+# Ports (all on 127.0.0.1; each overridable, Tests/e2e/test_ha.py (in `make test`) uses its own):
 #   HANDOFF_HA_PORT      5440  HAProxy: the endpoint of every Handoff process (DATABASE_URL, HANDOFF_LISTEN_DATABASE_URL)
 #   HANDOFF_HA_PG1_PORT  5441  Postgres pg1           HANDOFF_HA_PG2_PORT  5442  Postgres pg2
 #   HANDOFF_HA_PG1_REST  8008  Patroni REST of pg1    HANDOFF_HA_PG2_REST  8009  Patroni REST of pg2

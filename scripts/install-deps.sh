@@ -4,12 +4,12 @@
 # again.
 #
 #   scripts/install-deps.sh        what `make run` and `make bench` need
-#   scripts/install-deps.sh test   and what only the tests need: Chromium and chromedriver (the chat page's test
-#                                  drives a real headless browser), Prometheus (the metrics test scrapes the stack)
-#                                  and PgBouncer (the pools go through it, the LISTEN connections around it)
-#                                  (`make test-ha` adds the HA packages, with `ha`)
-#   scripts/install-deps.sh ha     and what `make run-ha` needs: Patroni 3.0.2 with python3-pysyncobj (its built-in
-#                                  Raft client is not used: etcd-server, python3-etcd) and HAProxy 2.6, from Debian
+#   scripts/install-deps.sh ha     and what `make run-ha` needs: Patroni 3.0.2 with etcd (etcd-server, python3-etcd;
+#                                  not Patroni's built-in Raft, docs/deploy.md §6) and HAProxy 2.6, from Debian
+#   scripts/install-deps.sh test   and what only the tests need: the HA packages (the failover suite runs a pair),
+#                                  Chromium and chromedriver (the chat page's test drives a real headless browser),
+#                                  Prometheus (the metrics test scrapes the stack) and PgBouncer (the pools go
+#                                  through it, the LISTEN connections around it)
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 sudo=()
@@ -25,7 +25,7 @@ if [ "${1:-}" = test ]; then
     command -v prometheus >/dev/null || missing+=(prometheus)
     command -v pgbouncer >/dev/null || [ -x /usr/sbin/pgbouncer ] || missing+=(pgbouncer)
 fi
-if [ "${1:-}" = ha ]; then
+if [ "${1:-}" = ha ] || [ "${1:-}" = test ]; then
     for package in patroni python3-etcd etcd-server haproxy; do
         dpkg -s "$package" >/dev/null 2>&1 || missing+=("$package")
     done

@@ -1,6 +1,5 @@
-"""ha_failover_e2e.py's judgement of one failover: what the pair (Patroni, HAProxy) must do, and what Handoff must. Each
-broken promise is one line of a report; Handoff's carry a kind, so the test can tell the failures already reported
-to the Swift side (KNOWN_HANDOFF) from new ones."""
+"""test_ha.py's judgement of one failover: what the pair (Patroni, HAProxy) must do, and what Handoff must. Each broken
+promise is one line of a report."""
 
 from __future__ import annotations
 
@@ -14,19 +13,6 @@ from handoff_stack import Stack
 
 PROMOTION_BOUND = 30  # ttl 10 + loop_wait 2 + an etcd member's timeout and a REST check of the frozen node, with room
 REJOIN_BOUND = 60
-
-# Handoff's failures across a failover that are known and reported (the test marks itself xfail on them, and only on
-# them, until the Swift side fixes them), by kind.
-KNOWN_HANDOFF = {
-    "lost": "a task whose lease expired during the outage is rescued by its own, still running, worker the moment "
-    "Postgres answers again, and claimed again by it: two attempts then write one stream (the write guard checks the "
-    "worker, not the attempt), so the table and what clients received disagree",
-    "answers": "the same double writer: answers with tokens interleaved and repeated, longer than the undisturbed "
-    "ones, ending 'length' with nothing visible to the client",
-    "misuse": "the same requeue logs 'SWIFT TASK CONTINUATION MISUSE: reason(toStop:) leaked its continuation' once "
-    "per task",
-    "retry-after": "the API's 503 (service_unavailable) has no Retry-After: binaries older than b906295",
-}
 
 
 @dataclasses.dataclass
@@ -96,59 +82,59 @@ def pair_problems(seen: Failover) -> list[str]:
     return problems
 
 
-def handoff_problems(stack: Stack, seen: Failover, undisturbed: dict) -> list[tuple[str, str]]:
-    """What issue 23 asks of Handoff across the failover: each broken promise as (kind, line)."""
+def handoff_problems(stack: Stack, seen: Failover, undisturbed: dict) -> list[str]:
+    """What issue 23 asks of Handoff across the failover: each broken promise as a line."""
     problems = []
     for kind in ("lost", "duplicated", "hung"):
         if getattr(seen.verdict, kind):
-            problems.append((kind, f"streams: {getattr(seen.verdict, kind)} events {kind} (or streams, if hung)"))
+            problems.append(f"streams: {getattr(seen.verdict, kind)} events {kind} (or streams, if hung)")
     if seen.verdict.silently_truncated:
-        problems.append(("truncated", f"streams: {seen.verdict.silently_truncated} silently truncated"))
+        problems.append(f"streams: {seen.verdict.silently_truncated} silently truncated")
     problems += answer_problems(stack, seen.clients, undisturbed, "streams")
     # POSTs: a 302, or a 503 with Retry-After (which openai-python retries), never anything else; each ends with a
     # task whose stream is whole; no task made for a POST that was told 503.
     posts = [attempt for poster in seen.posters for attempt in poster.attempts]
     wrong = [(round(a.at - seen.fault_at, 1), a.status, a.body[:200]) for a in posts if a.status not in (302, 503)]
     if wrong:
-        problems.append(("status", f"{len(wrong)} POST answers neither 302 nor 503 (s, status, body): {wrong[:3]}"))
+        problems.append(f"{len(wrong)} POST answers neither 302 nor 503 (s, status, body): {wrong[:3]}")
     bare = [(round(a.at - seen.fault_at, 1), a.body[:200]) for a in posts if a.status == 503 and not a.retry_after]
     if bare:
-        problems.append(("retry-after", f"{len(bare)} 503s without Retry-After (s after the fault, body): {bare[:2]}"))
+        problems.append(f"{len(bare)} 503s without Retry-After (s after the fault, body): {bare[:2]}")
     if not all(p.task_id for p in seen.posters):
-        problems.append(("no task", f"{sum(1 for p in seen.posters if not p.task_id)} POSTs never got a task"))
+        problems.append(f"{sum(1 for p in seen.posters if not p.task_id)} POSTs never got a task")
     problems += answer_problems(stack, [p for p in seen.posters if p.task_id], undisturbed, "POSTed during it")
     if seen.new_tasks != len(seen.clients) + len(seen.posters):
         clients = len(seen.clients) + len(seen.posters)
-        problems.append(("tasks", f"{seen.new_tasks} tasks made for {clients} clients"))
+        problems.append(f"{seen.new_tasks} tasks made for {clients} clients")
     logs = [
         line for log in sorted(stack.log_dir.glob("*.log")) for line in log.read_text(errors="replace").splitlines()
     ]
     misuse = [line for line in logs if "CONTINUATION MISUSE" in line]
     if misuse:
-        problems.append(("misuse", f"{len(misuse)} lines of the logs say {misuse[0]!r}"))
+        problems.append(f"{len(misuse)} lines of the logs say {misuse[0]!r}")
     # Readiness: not ready while no primary answers, ready again after.
     if not [at for at, codes in seen.watch.ready if at >= seen.fault_at and codes[0] == 503]:
-        problems.append(("readyz", "the API's /readyz never answered 503 while no primary answered"))
+        problems.append("the API's /readyz never answered 503 while no primary answered")
     if not seen.watch.ready or any(code != 200 for code in seen.watch.ready[-1][1]):
-        problems.append(("readyz", f"/readyz of the API and replicas after the failover: {seen.watch.ready[-1:]}"))
+        problems.append(f"/readyz of the API and replicas after the failover: {seen.watch.ready[-1:]}")
     return problems
 
 
-def answer_problems(stack: Stack, clients: list[Client], undisturbed: dict, who: str) -> list[tuple[str, str]]:
+def answer_problems(stack: Stack, clients: list[Client], undisturbed: dict, who: str) -> list[str]:
     """A finished client has the undisturbed answer; an unfinished one (not resuming) failed visibly."""
     problems = []
     invisible = [c for c in clients if not (c.done or c.error is not None or c.visible_failure)]
     if invisible:
         first = diagnose(stack, invisible[0], undisturbed)
-        problems.append(("unfinished", f"{who}: {len(invisible)} neither finished nor failed visibly: {first}"))
+        problems.append(f"{who}: {len(invisible)} neither finished nor failed visibly: {first}")
     differ = [c for c in clients if c.done and c.error is None and c.answer != undisturbed[prompt_of(c)]]
     if differ:
         first = diagnose(stack, differ[0], undisturbed)
-        problems.append(("answers", f"{who}: {len(differ)} answers differ from the undisturbed ones; first: {first}"))
+        problems.append(f"{who}: {len(differ)} answers differ from the undisturbed ones; first: {first}")
     errors = [c for c in clients if c.error is not None]
     if errors:
         first = diagnose(stack, errors[0], undisturbed)
-        problems.append(("errors", f"{who}: {len(errors)} ended with an error event; the first: {first}"))
+        problems.append(f"{who}: {len(errors)} ended with an error event; the first: {first}")
     return problems
 
 

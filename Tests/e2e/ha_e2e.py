@@ -1,4 +1,4 @@
-"""ha_failover_e2e.py's machinery: a Patroni pair of its own (scripts/ha.sh with the ports below, not make run-ha's), probes
+"""test_ha.py's machinery: a Patroni pair of its own (scripts/ha.sh with the ports below, not make run-ha's), probes
 that time what the pair and HAProxy do during a failover, and a client that records every answer to its POST.
 
 The pair: pg1 and pg2 (Postgres 25451/25452, Patroni REST 18008/18009), a three-member etcd (25453-25458) and

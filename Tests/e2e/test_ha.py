@@ -5,10 +5,7 @@ the primary's host freezes (SIGSTOP of its Patroni and every one of its Postgres
 [DONE] and its whole answer (or a visible error, never a silent truncation, never a hang), every POST meanwhile must
 get a 302 or a 503 with Retry-After (never a 500, never a task nobody asked for), and the old primary must come back
 as the new one's synchronous standby (rewound if needed). Each scenario adds a row, with what was measured, to the
-fault table printed at the end of the session.
-
-The pair must pass. Handoff's own failures across the failover that are known and reported to the Swift side
-(ha_checks.KNOWN_HANDOFF) mark the scenario xfail, with every one of them in the reason; any other fails it."""
+fault table printed at the end of the session."""
 
 from __future__ import annotations
 
@@ -20,7 +17,7 @@ from pathlib import Path
 
 import pytest
 from faults import RESULTS, Client, judge, start_all
-from ha_checks import KNOWN_HANDOFF, REJOIN_BOUND, Failover, handoff_problems, pair_problems, tail
+from ha_checks import REJOIN_BOUND, Failover, handoff_problems, pair_problems, tail
 from ha_e2e import ADMIN_URL, PORTS, Pair, RecordingClient, Watch, cluster, other, wait_for
 from handoff_stack import ROOT, Stack
 
@@ -110,11 +107,7 @@ def failover(pair: Pair, stack: Stack, undisturbed: dict, scenario: str, fault) 
     infrastructure = pair_problems(seen)
     assert not infrastructure, f"{infrastructure}; {seen.measured()}"
     problems = handoff_problems(stack, seen, undisturbed)
-    report = "Handoff across the failover:\n- " + "\n- ".join(line for _, line in problems) + f"\n({seen.measured()})"
-    assert all(kind in KNOWN_HANDOFF for kind, _ in problems), report
-    if problems:  # only failures already reported to the Swift side: expected to fail until they are fixed
-        known = "; ".join(f"{kind}: {KNOWN_HANDOFF[kind]}" for kind in sorted({kind for kind, _ in problems}))
-        pytest.xfail(f"known Handoff failures across a failover ({known}). {report}")
+    assert not problems, "Handoff across the failover:\n- " + "\n- ".join(problems) + f"\n({seen.measured()})"
 
 
 def run(pair: Pair, stack: Stack, scenario: str, fault) -> Failover:
