@@ -28,11 +28,17 @@
 #                                   starts it again)
 #   scripts/ha.sh pids NODE         the pids of the node's Patroni, postmaster and other Postgres processes
 #
-# Ports (all on 127.0.0.1; each overridable, Tests/e2e/test_ha.py (in `make test`) uses its own):
+# Ports (each overridable, Tests/e2e/test_ha.py (in `make test`) uses its own):
 #   HANDOFF_HA_PORT      5440  HAProxy: the endpoint of every Handoff process (DATABASE_URL, HANDOFF_LISTEN_DATABASE_URL)
 #   HANDOFF_HA_PG1_PORT  5441  Postgres pg1           HANDOFF_HA_PG2_PORT  5442  Postgres pg2
 #   HANDOFF_HA_PG1_REST  8008  Patroni REST of pg1    HANDOFF_HA_PG2_REST  8009  Patroni REST of pg2
 #   HANDOFF_HA_ETCD_PORT 2379  etcd: clients and peers of etcd1 on 2379/2380, etcd2 on 2381/2382, etcd3 on 2383/2384
+# Addresses: every member listens on 127.0.0.1 unless told otherwise, which Tests/multihost does to put the members on
+# hosts of their own (network namespaces):
+#   HANDOFF_HA_HOST (HAProxy), HANDOFF_HA_PG1_HOST, HANDOFF_HA_PG2_HOST, HANDOFF_HA_ETCD1_HOST .. HANDOFF_HA_ETCD3_HOST
+#   HANDOFF_HA_TRUSTED   the network whose connections Postgres trusts (pg_hba), 127.0.0.1/32
+#   HANDOFF_HA_NETNS_<MEMBER>  (HANDOFF_HA_NETNS_PG1, ..._ETCD3, ..._HAPROXY) `start` runs that member in this network
+#                        namespace (`ip netns exec`); `status`, `wait` and `switchover` ask from HAProxy's
 # Data: HANDOFF_HA_HOME (default .data/ha) holds pg1/ and pg2/ (the data directories), etcd/, conf/ and run/.
 # Authentication is `trust` for every role on loopback and on the local socket: a development stack, with no
 # password anywhere (docs/deploy.md, "Highly available Postgres", says what production needs instead).
@@ -47,7 +53,15 @@ bin=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1)
 restart_seconds=${HANDOFF_HA_RESTART_SECONDS:-15}
 etcd_port=${HANDOFF_HA_ETCD_PORT:-2379}
 
+# The placeholders of deploy/ha/*: ports, addresses, the trusted network.
 declare -A ports=(
+    [HAPROXY_HOST]=${HANDOFF_HA_HOST:-127.0.0.1}
+    [PG1_HOST]=${HANDOFF_HA_PG1_HOST:-127.0.0.1}
+    [PG2_HOST]=${HANDOFF_HA_PG2_HOST:-127.0.0.1}
+    [ETCD1_HOST]=${HANDOFF_HA_ETCD1_HOST:-127.0.0.1}
+    [ETCD2_HOST]=${HANDOFF_HA_ETCD2_HOST:-127.0.0.1}
+    [ETCD3_HOST]=${HANDOFF_HA_ETCD3_HOST:-127.0.0.1}
+    [HA_TRUSTED]=${HANDOFF_HA_TRUSTED:-127.0.0.1/32}
     [HAPROXY_PORT]=${HANDOFF_HA_PORT:-5440}
     [PG1_PORT]=${HANDOFF_HA_PG1_PORT:-5441}
     [PG2_PORT]=${HANDOFF_HA_PG2_PORT:-5442}
@@ -67,6 +81,16 @@ if [ "$(id -u)" = 0 ]; then
 else
     as_pg=()
 fi
+
+# The network namespace a member runs in (HANDOFF_HA_NETNS_<MEMBER>), as a command prefix: none by default.
+netns() {  # member array-name
+    local variable="HANDOFF_HA_NETNS_${1^^}"
+    local -n prefix=$2
+    prefix=()
+    [ -z "${!variable:-}" ] || prefix=(ip netns exec "${!variable}")
+}
+# The checks (curl, psql, patronictl) run where HAProxy runs: that host reaches every member.
+netns haproxy probe
 
 die() { echo "ha.sh: $*" >&2; exit 1; }
 
@@ -121,6 +145,7 @@ init() {
     local member
     for member in etcd1 etcd2 etcd3; do
         render "$root/deploy/ha/etcd.yml" "$home/conf/$member.yml" -e "s|@ETCD_NAME@|$member|g" \
+            -e "s|@ETCD_HOST@|${ports[${member^^}_HOST]}|g" \
             -e "s|@ETCD_CLIENT_PORT@|${ports[${member^^}_PORT]}|g" -e "s|@ETCD_PEER_PORT@|${ports[${member^^}_PEER_PORT]}|g"
     done
     # Run by Patroni (as the postgres user) once, on the node that bootstraps the cluster, with a connection URL.
@@ -213,24 +238,29 @@ supervise() {
     done
 }
 
-rest() {  # port path: the HTTP status, or 000
-    curl -s -o /dev/null -w '%{http_code}' --max-time 2 "http://127.0.0.1:$1$2" || true
+rest() {  # node path: the HTTP status of the node's Patroni REST API, or 000
+    local url="http://${ports[${1^^}_HOST]}:${ports[${1^^}_REST_PORT]}$2"
+    "${probe[@]}" curl -s -o /dev/null -w '%{http_code}' --max-time 2 "$url" || true
+}
+
+haproxy_url() {  # database
+    echo "postgres://postgres@${ports[HAPROXY_HOST]}:${ports[HAPROXY_PORT]}/$1"
 }
 
 patronictl() {
     resolve_home
-    "${as_pg[@]}" env HOME="$home" patronictl -c "$(patroni_config pg1)" "$@"
+    "${probe[@]}" "${as_pg[@]}" env HOME="$home" patronictl -c "$(patroni_config pg1)" "$@"
 }
 
 status() {
     resolve_home
-    local node port
+    local node
     patronictl list 2>/dev/null || echo "patronictl: etcd does not answer"
     for node in pg1 pg2; do
-        [ "$node" = pg1 ] && port=${ports[PG1_REST_PORT]} || port=${ports[PG2_REST_PORT]}
-        echo "$node REST 127.0.0.1:$port: /primary $(rest "$port" /primary), /replica $(rest "$port" /replica)"
+        echo "$node REST ${ports[${node^^}_HOST]}:${ports[${node^^}_REST_PORT]}: /primary $(rest "$node" /primary)," \
+            "/replica $(rest "$node" /replica)"
     done
-    echo "HAProxy 127.0.0.1:${ports[HAPROXY_PORT]}: $(psql "postgres://postgres@127.0.0.1:${ports[HAPROXY_PORT]}/postgres" \
+    echo "HAProxy ${ports[HAPROXY_HOST]}:${ports[HAPROXY_PORT]}: $("${probe[@]}" psql "$(haproxy_url postgres)" \
         -X -tA -c "SELECT CASE WHEN pg_is_in_recovery() THEN 'a replica?!' ELSE 'the primary, port ' || current_setting('port') END" \
         2>/dev/null || echo unreachable)"
 }
@@ -239,10 +269,10 @@ wait_ready() {
     resolve_home
     local deadline=$((SECONDS + ${1:-120})) a b
     while [ $SECONDS -lt $deadline ]; do
-        a=$(rest "${ports[PG1_REST_PORT]}" /primary)$(rest "${ports[PG2_REST_PORT]}" /sync)
-        b=$(rest "${ports[PG2_REST_PORT]}" /primary)$(rest "${ports[PG1_REST_PORT]}" /sync)
+        a=$(rest pg1 /primary)$(rest pg2 /sync)
+        b=$(rest pg2 /primary)$(rest pg1 /sync)
         if { [ "$a" = 200200 ] || [ "$b" = 200200 ]; } &&
-            psql "postgres://postgres@127.0.0.1:${ports[HAPROXY_PORT]}/handoff" -X -tA -c 'SELECT 1' >/dev/null 2>&1; then
+            "${probe[@]}" psql "$(haproxy_url handoff)" -X -tA -c 'SELECT 1' >/dev/null 2>&1; then
             return 0
         fi
         sleep 0.5
@@ -253,11 +283,12 @@ wait_ready() {
 
 start() {
     init
-    local name
+    local name place
     for name in "${members[@]}"; do
         [ -z "$(member_pid "$name")" ] || continue
+        netns "$name" place
         # A session of its own: whatever signals the caller's process group (timeout, a terminal) leaves it running.
-        setsid nohup "$self" member "$name" >>"$home/run/$name.log" 2>&1 </dev/null &
+        setsid nohup "${place[@]}" "$self" member "$name" >>"$home/run/$name.log" 2>&1 </dev/null &
     done
     wait_ready 120
 }
