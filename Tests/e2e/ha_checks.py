@@ -1,14 +1,19 @@
-"""test_ha.py's judgement of one failover: what the pair (Patroni, HAProxy) must do, and what Handoff must. Each broken
-promise is one line of a report."""
+"""One failover under a whole Handoff stack, run and judged: test_ha.py's (a pair on loopback, its primary frozen or
+killed) and Tests/multihost's (the pair on hosts of their own, the primary's host cut off the network). `fail_over`
+runs it, `pair_problems` and `handoff_problems` say what the pair (Patroni, HAProxy) and Handoff did wrong, each
+broken promise one line of a report."""
 
 from __future__ import annotations
 
 import dataclasses
 import re
+import threading
+import time
 from pathlib import Path
+from typing import Callable
 
-from faults import Client, Verdict
-from ha_e2e import PG_PORTS, RecordingClient, Watch, rest
+from faults import Client, Verdict, judge, start_all
+from ha_e2e import Pair, RecordingClient, Watch, other, wait_for
 from handoff_stack import Stack
 
 PROMOTION_BOUND = 30  # ttl 10 + loop_wait 2 + an etcd member's timeout and a REST check of the frozen node, with room
@@ -36,7 +41,7 @@ class Failover:
         return self.watch.first(self.watch.primary[self.survivor], self.fault_at, lambda code: code == 200)
 
     def routed_at(self) -> float | None:
-        return self.watch.first(self.watch.routed, self.fault_at, lambda port: port == PG_PORTS[self.survivor])
+        return self.watch.first(self.watch.routed, self.fault_at, lambda node: node == self.survivor)
 
     def measured(self) -> str:
         posts = [attempt for poster in self.posters for attempt in poster.attempts]
@@ -51,6 +56,100 @@ class Failover:
             f"the old primary a synchronous standby again {rejoined} after it came back"
             f"{' (pg_rewind)' if self.rewound else ''}"
         )
+
+
+def fail_over(
+    pair: Pair,
+    stack: Stack,
+    scenario: str,
+    clients: list[Client],
+    fault: Callable[[str], None],
+    recover: Callable[[str], None],
+    poster: Callable[[int], RecordingClient],
+    posts: int,
+    post_every: float,
+    ready: list[tuple[str, int]],
+    settle: float = 1.0,
+    before: Callable[[str], None] | None = None,
+) -> Failover:
+    """One failover: the clients stream; `before(victim)` (if given), then `fault(victim)` hits the primary; `posts`
+    POSTing clients, `poster(n)`, start one every `post_every` seconds from the fault on; once every client is done,
+    `recover(victim)` brings the old primary back, and it must rejoin as the synchronous standby. `ready`: the API's
+    and the replicas' (address, port), for `Watch`."""
+    victim = pair.primary()
+    survivor = other(victim)
+    tasks_before = int(stack.sql("SELECT count(*) FROM handoff_tasks"))
+    haproxy_log = pair.home / "run" / "haproxy.log"
+    haproxy_offset = haproxy_log.stat().st_size
+    watch = Watch(pair, ready).start()
+    try:
+        start_all(clients, settle)
+        if before is not None:
+            before(victim)
+        fault_at = time.monotonic()
+        fault(victim)
+        posters = post_from(fault_at, poster, posts, post_every)
+        verdict = judge(stack, scenario, clients, fault_at)
+        for client in posters:
+            client.thread.join(timeout=max(0.0, fault_at + 120 - time.monotonic()))
+        new_tasks = int(stack.sql("SELECT count(*) FROM handoff_tasks")) - tasks_before
+        seen = Failover(victim, survivor, fault_at, clients, posters, verdict, watch, new_tasks)
+        log_path = pair.home / "run" / f"{victim}.log"
+        log_offset = log_path.stat().st_size
+        seen.back_at = time.monotonic()
+        recover(victim)
+        try:
+            seen.rejoined_at = wait_for(
+                "rejoined",
+                lambda: (
+                    (pair.cluster(survivor).get(victim) or {}).get("role") == "sync_standby"
+                    and pair.cluster(survivor)[victim].get("state") == "running"
+                ),
+                REJOIN_BOUND,
+                interval=0.2,
+            )
+        except AssertionError:
+            pass  # pair_problems reports it
+        time.sleep(2)  # a few samples of the healed pair
+    finally:
+        watch.stop()
+    seen.rewound = b"running pg_rewind" in tail(log_path, log_offset)
+    seen.haproxy = tail(haproxy_log, haproxy_offset).decode(errors="replace")
+    return seen
+
+
+def post_from(
+    start: float, poster: Callable[[int], RecordingClient], posts: int, every: float
+) -> list[RecordingClient]:
+    """Starts `posts` POSTing clients, one every `every` seconds from `start` on; returns them once all started."""
+    posters: list[RecordingClient] = []
+
+    def spawn() -> None:
+        for n in range(posts):
+            time.sleep(max(0.0, start + n * every - time.monotonic()))
+            posters.append(poster(n).start())
+
+    spawner = threading.Thread(target=spawn, daemon=True)
+    spawner.start()
+    spawner.join(timeout=posts * every + 10)
+    return posters
+
+
+def undisturbed_answers(clients: list[Client]) -> dict[str, tuple[str, list[str]]]:
+    """Each client's answer, by prompt, on a healthy stack: what the same request must get across a failover."""
+    start_all(clients, 0)
+    for client in clients:
+        client.thread.join(timeout=90)
+    assert all(c.done and c.error is None for c in clients), "the healthy stack did not serve every answer"
+    return {prompt_of(client): client.answer for client in clients}
+
+
+def assert_survived(stack: Stack, seen: Failover, undisturbed: dict) -> None:
+    """Patroni and HAProxy first (without them nothing else can hold), then Handoff."""
+    infrastructure = pair_problems(seen)
+    assert not infrastructure, f"{infrastructure}; {seen.measured()}"
+    problems = handoff_problems(stack, seen, undisturbed)
+    assert not problems, "Handoff across the failover:\n- " + "\n- ".join(problems) + f"\n({seen.measured()})"
 
 
 def tail(path: Path, offset: int) -> bytes:
@@ -70,14 +169,14 @@ def pair_problems(seen: Failover) -> list[str]:
         problems.append(f"{seen.survivor} not promoted within {PROMOTION_BOUND} s")
     if routed_at is None:
         problems.append(f"HAProxy never led to {seen.survivor}")
-    elif [at for at, port in seen.watch.routed if at >= routed_at and port == PG_PORTS[seen.victim]]:
+    elif [at for at, node in seen.watch.routed if at >= routed_at and node == seen.victim]:
         problems.append(f"HAProxy led to the old primary {seen.victim} after the failover")
     flaps = re.findall(rf"Server postgres/{seen.survivor} is DOWN.*", seen.haproxy)
     if flaps:
         problems.append(f"HAProxy marked the new primary down: {flaps}")
     if seen.rejoined_at is None:
         problems.append(f"{seen.victim} not {seen.survivor}'s synchronous standby {REJOIN_BOUND} s after it came back")
-    elif rest(seen.victim, "/replica") != 200 or rest(seen.survivor, "/primary") != 200:
+    elif seen.watch.pair.rest(seen.victim, "/replica") != 200 or seen.watch.pair.rest(seen.survivor, "/primary") != 200:
         problems.append("after the rejoin, /replica or /primary does not answer 200 where it should")
     return problems
 

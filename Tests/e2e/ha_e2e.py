@@ -1,9 +1,10 @@
-"""test_ha.py's machinery: a Patroni pair of its own (scripts/ha.sh with the ports below, not make run-ha's), probes
-that time what the pair and HAProxy do during a failover, and a client that records every answer to its POST.
+"""The failover suites' machinery: a Patroni pair of its own (scripts/ha.sh with ports of its own, not make run-ha's),
+probes that time what the pair and HAProxy do during a failover, and a client that records every answer to its POST.
 
-The pair: pg1 and pg2 (Postgres 25451/25452, Patroni REST 18008/18009), a three-member etcd (25453-25458) and
-HAProxy on 25450, the one endpoint of the Handoff stack started on it (Caddy 24080, API 24081, replicas
-24082/24083). Its data lives under /tmp, where the postgres user can reach it (pytest's own directories are 0700).
+test_ha.py's pair, on loopback: pg1 and pg2 (Postgres 25451/25452, Patroni REST 18008/18009), a three-member etcd
+(25453-25458) and HAProxy on 25450, the one endpoint of the Handoff stack started on it (Caddy 24080, API 24081,
+replicas 24082/24083). Tests/multihost places each member on a host of its own (a network namespace) instead. The
+pair's data lives under /tmp, where the postgres user can reach it (pytest's own directories are 0700).
 """
 
 from __future__ import annotations
@@ -29,15 +30,17 @@ ETCD_PORT = 25453  # etcd1 25453/25454, etcd2 25455/25456, etcd3 25457/25458
 PORTS = Ports(caddy=24080, api=24081, sse=(24082, 24083))
 ADMIN_URL = f"postgres://postgres@127.0.0.1:{HA_PORT}/postgres"
 HA_SCRIPT = ROOT / "scripts" / "ha.sh"
+LOOPBACK = "127.0.0.1"
+NODES = ("pg1", "pg2")
 
 
 def other(node: str) -> str:
     return "pg2" if node == "pg1" else "pg1"
 
 
-def rest(node: str, path: str, timeout: float = 2) -> int:
-    """What the node's Patroni answers to GET `path` (0: no answer within `timeout`)."""
-    connection = http.client.HTTPConnection("127.0.0.1", REST_PORTS[node], timeout=timeout)
+def rest_status(address: str, port: int, path: str, timeout: float = 2) -> int:
+    """What a Patroni REST API answers to GET `path` (0: no answer within `timeout`)."""
+    connection = http.client.HTTPConnection(address, port, timeout=timeout)
     try:
         connection.request("GET", path)
         response = connection.getresponse()
@@ -49,10 +52,10 @@ def rest(node: str, path: str, timeout: float = 2) -> int:
         connection.close()
 
 
-def cluster(node: str) -> dict[str, dict]:
-    """The members as `node`'s Patroni sees them, by name ({} when it does not answer)."""
+def members_seen(address: str, port: int) -> dict[str, dict]:
+    """The members as a node's Patroni sees them, by name ({} when it does not answer)."""
     try:
-        connection = http.client.HTTPConnection("127.0.0.1", REST_PORTS[node], timeout=2)
+        connection = http.client.HTTPConnection(address, port, timeout=2)
         connection.request("GET", "/cluster")
         members = json.loads(connection.getresponse().read())["members"]
         connection.close()
@@ -61,36 +64,56 @@ def cluster(node: str) -> dict[str, dict]:
         return {}
 
 
-def routed_port() -> int | None:
-    """The port of the node HAProxy leads a new connection to, if it is a primary (None: no answer, or a replica)."""
-    try:
-        out = psql(
-            f"postgres://postgres@127.0.0.1:{HA_PORT}/postgres?connect_timeout=2",
-            "SELECT current_setting('port') WHERE NOT pg_is_in_recovery()",
-            timeout=4,
-        )
-    except (RuntimeError, subprocess.TimeoutExpired):
-        return None
-    return int(out) if out else None
-
-
 class Pair:
-    """The pair, run by scripts/ha.sh in the background: start, fault, stop."""
+    """The pair, run by scripts/ha.sh in the background: start, fault, stop.
 
-    def __init__(self, keep: Path):
+    On loopback unless given `hosts` (Tests/multihost's hosts.Hosts) and `placement`, the host of each member (etcd1-3,
+    pg1, pg2, haproxy): each member then listens on its host's address and runs in its network namespace, Postgres
+    trusts the hosts' subnet, and every probe runs on a host too: a node's own REST API is asked from the node's host
+    (an isolated node is still heard), everything else from HAProxy's."""
+
+    def __init__(
+        self,
+        keep: Path,
+        ha_port: int = HA_PORT,
+        pg_ports: dict[str, int] = PG_PORTS,
+        rest_ports: dict[str, int] = REST_PORTS,
+        etcd_port: int = ETCD_PORT,
+        hosts=None,
+        placement: dict[str, str] | None = None,
+        home_prefix: str = "handoff-ha-e2e-",
+    ):
         self.keep = keep  # where the members' logs are copied when the pair stops
-        self.home = Path(tempfile.mkdtemp(prefix="handoff-ha-e2e-", dir="/tmp"))
+        self.ha_port, self.pg_ports, self.rest_ports = ha_port, pg_ports, rest_ports
+        self.hosts, self.placement = hosts, placement or {}
+        self.home = Path(tempfile.mkdtemp(prefix=home_prefix, dir="/tmp"))
         self.home.chmod(0o755)
         self.env = {
             **os.environ,
             "HANDOFF_HA_HOME": str(self.home),
-            "HANDOFF_HA_PORT": str(HA_PORT),
-            "HANDOFF_HA_PG1_PORT": str(PG_PORTS["pg1"]),
-            "HANDOFF_HA_PG2_PORT": str(PG_PORTS["pg2"]),
-            "HANDOFF_HA_PG1_REST": str(REST_PORTS["pg1"]),
-            "HANDOFF_HA_PG2_REST": str(REST_PORTS["pg2"]),
-            "HANDOFF_HA_ETCD_PORT": str(ETCD_PORT),
+            "HANDOFF_HA_PORT": str(ha_port),
+            "HANDOFF_HA_PG1_PORT": str(pg_ports["pg1"]),
+            "HANDOFF_HA_PG2_PORT": str(pg_ports["pg2"]),
+            "HANDOFF_HA_PG1_REST": str(rest_ports["pg1"]),
+            "HANDOFF_HA_PG2_REST": str(rest_ports["pg2"]),
+            "HANDOFF_HA_ETCD_PORT": str(etcd_port),
         }
+        if hosts is not None:
+            self.env["HANDOFF_HA_TRUSTED"] = f"{hosts.subnet}.0/24"
+            for member, host in self.placement.items():
+                name = "" if member == "haproxy" else f"_{member.upper()}"
+                self.env[f"HANDOFF_HA{name}_HOST"] = hosts.address(host)
+                self.env[f"HANDOFF_HA_NETNS_{member.upper()}"] = hosts.namespace(host)
+        self.admin_url = f"postgres://postgres@{self.address('haproxy')}:{ha_port}/postgres"
+
+    def address(self, member: str) -> str:
+        return LOOPBACK if self.hosts is None else self.hosts.address(self.placement[member])
+
+    def on(self, member: str, function, *args):
+        """`function(*args)` on `member`'s host (here, on loopback)."""
+        if self.hosts is None:
+            return function(*args)
+        return self.hosts.call(self.placement[member], function, *args)
 
     def ha(self, *args: str, timeout: float = 60) -> str:
         done = subprocess.run(
@@ -111,9 +134,26 @@ class Pair:
             shutil.copytree(self.home / "run", self.keep, dirs_exist_ok=True, ignore=shutil.ignore_patterns("*.pid"))
             shutil.rmtree(self.home, ignore_errors=True)
 
+    def rest(self, node: str, path: str, timeout: float = 2, seen_from: str = "haproxy") -> int:
+        """What the node's Patroni answers to GET `path`, asked from `seen_from`'s host (0: no answer)."""
+        return self.on(seen_from, rest_status, self.address(node), self.rest_ports[node], path, timeout)
+
+    def cluster(self, node: str) -> dict[str, dict]:
+        """The members as `node`'s Patroni sees them, by name ({} when it does not answer)."""
+        return self.on("haproxy", members_seen, self.address(node), self.rest_ports[node])
+
+    def routed(self) -> str | None:
+        """The node HAProxy leads a new connection to, if it is a primary (None: no answer, or a replica)."""
+        url = f"{self.admin_url}?connect_timeout=2"
+        try:
+            port = self.on("haproxy", psql, url, "SELECT current_setting('port') WHERE NOT pg_is_in_recovery()", 4)
+        except (RuntimeError, subprocess.TimeoutExpired):
+            return None
+        return next((node for node, pg_port in self.pg_ports.items() if str(pg_port) == port), None)
+
     def primary(self) -> str:
         """The node whose Patroni answers 200 to /primary (exactly one must)."""
-        primaries = [node for node in REST_PORTS if rest(node, "/primary") == 200]
+        primaries = [node for node in NODES if self.rest(node, "/primary") == 200]
         assert len(primaries) == 1, f"primaries: {primaries}"
         return primaries[0]
 
@@ -140,16 +180,18 @@ def wait_for(what: str, probe, timeout: float, interval: float = 0.1) -> float:
 
 class Watch:
     """Samples, every `interval` seconds, each in a thread of its own, what a failover changes: what each node's
-    Patroni answers to /primary, where HAProxy leads, and what the API's and replicas' /readyz say. Each sample is
-    (time, value)."""
+    Patroni answers to /primary (asked from the node's own host), where HAProxy leads, and what /readyz says at each
+    of `ready`'s (address, port): the API first, then the replicas. Each sample is (time, value)."""
 
-    def __init__(self, interval: float = 0.2):
+    def __init__(self, pair: Pair, ready: list[tuple[str, int]], interval: float = 0.2):
+        self.pair = pair
+        self.targets = ready
         self.interval = interval
-        self.primary: dict[str, list[tuple[float, int]]] = {node: [] for node in REST_PORTS}
-        self.routed: list[tuple[float, int | None]] = []
+        self.primary: dict[str, list[tuple[float, int]]] = {node: [] for node in NODES}
+        self.routed: list[tuple[float, str | None]] = []
         self.ready: list[tuple[float, tuple[int, ...]]] = []
         self.stopping = threading.Event()
-        probes = [*REST_PORTS, "routed", "ready"]
+        probes = [*NODES, "routed", "ready"]
         self.threads = [threading.Thread(target=self.run, args=(probe,), daemon=True) for probe in probes]
 
     def start(self) -> "Watch":
@@ -165,12 +207,13 @@ class Watch:
     def run(self, probe: str) -> None:
         while not self.stopping.is_set():
             now = time.monotonic()
-            if probe in REST_PORTS:
-                self.primary[probe].append((now, rest(probe, "/primary", timeout=0.5)))
+            if probe in NODES:
+                self.primary[probe].append((now, self.pair.rest(probe, "/primary", timeout=0.5, seen_from=probe)))
             elif probe == "routed":
-                self.routed.append((now, routed_port()))
+                self.routed.append((now, self.pair.routed()))
             else:
-                self.ready.append((now, tuple(readyz(port) for port in (PORTS.api, *PORTS.sse))))
+                codes = self.pair.on("haproxy", lambda: tuple(readyz(*target) for target in self.targets))
+                self.ready.append((now, codes))
             self.stopping.wait(self.interval)
 
     def both_primary(self) -> list[float]:
@@ -183,9 +226,9 @@ class Watch:
         return next((at for at, value in samples if at >= after and test(value)), None)
 
 
-def readyz(port: int) -> int:
+def readyz(address: str, port: int) -> int:
     try:
-        return status(port, "/readyz")
+        return status(port, "/readyz", host=address)
     except (OSError, http.client.HTTPException):
         return 0
 

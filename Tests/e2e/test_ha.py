@@ -11,14 +11,13 @@ from __future__ import annotations
 
 import os
 import re
-import threading
 import time
 from pathlib import Path
 
 import pytest
-from faults import RESULTS, Client, judge, start_all
-from ha_checks import REJOIN_BOUND, Failover, handoff_problems, pair_problems, tail
-from ha_e2e import ADMIN_URL, PORTS, Pair, RecordingClient, Watch, cluster, other, wait_for
+from faults import RESULTS, Client
+from ha_checks import assert_survived, fail_over, undisturbed_answers
+from ha_e2e import ADMIN_URL, LOOPBACK, PORTS, Pair, RecordingClient
 from handoff_stack import ROOT, Stack
 
 STREAMS = 30  # resuming clients (EventSource-like), mid-stream when the fault comes
@@ -74,12 +73,7 @@ def prompts() -> list[tuple[str, int, bool]]:
 @pytest.fixture(scope="module")
 def undisturbed(stack) -> dict[str, tuple[str, list[str]]]:
     """Each prompt's answer on a healthy pair: what every client must get across a failover."""
-    clients = [Client(max_tokens=tokens, prompt=prompt, port=PORTS.caddy) for prompt, tokens, _ in prompts()]
-    start_all(clients, 0)
-    for client in clients:
-        client.thread.join(timeout=90)
-    assert all(c.done and c.error is None for c in clients), "the healthy pair did not serve every answer"
-    return {prompt: client.answer for (prompt, _, _), client in zip(prompts(), clients)}
+    return undisturbed_answers([Client(max_tokens=t, prompt=p, port=PORTS.caddy) for p, t, _ in prompts()])
 
 
 def freeze(pair: Pair, node: str) -> None:
@@ -99,79 +93,35 @@ def test_2_the_primary_host_dies(pair, stack, undisturbed):
 
 
 def failover(pair: Pair, stack: Stack, undisturbed: dict, scenario: str, fault) -> None:
-    seen = run(pair, stack, scenario, fault)
-    seen.verdict.scenario = f"{scenario}: {seen.measured()}"
-    RESULTS.append(seen.verdict)
-    print(f"\n{seen.verdict.row()}")
-    # Patroni and HAProxy first: without them nothing below can hold.
-    infrastructure = pair_problems(seen)
-    assert not infrastructure, f"{infrastructure}; {seen.measured()}"
-    problems = handoff_problems(stack, seen, undisturbed)
-    assert not problems, "Handoff across the failover:\n- " + "\n- ".join(problems) + f"\n({seen.measured()})"
-
-
-def run(pair: Pair, stack: Stack, scenario: str, fault) -> Failover:
-    victim = pair.primary()
-    survivor = other(victim)
-    tasks_before = int(stack.sql("SELECT count(*) FROM handoff_tasks"))
     clients = [
         Client(max_tokens=tokens, prompt=prompt, resume=resumes, port=PORTS.caddy)
         for prompt, tokens, resumes in prompts()
         if not prompt.startswith("ha post")
     ]
-    haproxy_log = pair.home / "run" / "haproxy.log"
-    haproxy_offset = haproxy_log.stat().st_size
-    watch = Watch().start()
-    try:
-        fault_at = start_all(clients, 1.0)
-        fault(pair, victim)
-        posters = post_during_failover(fault_at)
-        verdict = judge(stack, scenario, clients, fault_at)
-        for poster in posters:
-            poster.thread.join(timeout=max(0.0, fault_at + 120 - time.monotonic()))
-        new_tasks = int(stack.sql("SELECT count(*) FROM handoff_tasks")) - tasks_before
-        seen = Failover(victim, survivor, fault_at, clients, posters, verdict, watch, new_tasks)
-        # The old primary comes back: woken, or started again (by hand here; under make run-ha, its supervisor).
-        log_path = pair.home / "run" / f"{victim}.log"
-        log_offset = log_path.stat().st_size
-        seen.back_at = time.monotonic()
+
+    def recover(victim: str) -> None:
+        """The old primary comes back: woken, or started again (by hand here; under make run-ha, its supervisor)."""
         if fault is freeze:
             pair.ha("thaw", victim)
         else:
             pair.start()
-        try:
-            seen.rejoined_at = wait_for(
-                "rejoined",
-                lambda: (
-                    (cluster(survivor).get(victim) or {}).get("role") == "sync_standby"
-                    and cluster(survivor)[victim].get("state") == "running"
-                ),
-                REJOIN_BOUND,
-                interval=0.2,
-            )
-        except AssertionError:
-            pass  # pair_problems reports it
-        time.sleep(2)  # a few samples of the healed pair
-    finally:
-        watch.stop()
-    seen.rewound = b"running pg_rewind" in tail(log_path, log_offset)
-    seen.haproxy = tail(haproxy_log, haproxy_offset).decode(errors="replace")
-    return seen
 
-
-def post_during_failover(fault_at: float) -> list[RecordingClient]:
-    """Starts a POSTing client every POST_EVERY seconds for POST_FOR seconds after the fault, in the background."""
-    posters: list[RecordingClient] = []
-
-    def spawn() -> None:
-        for n in range(int(POST_FOR / POST_EVERY)):
-            time.sleep(max(0.0, fault_at + n * POST_EVERY - time.monotonic()))
-            posters.append(RecordingClient(max_tokens=POST_TOKENS, prompt=f"ha post {n}", port=PORTS.caddy).start())
-
-    spawner = threading.Thread(target=spawn, daemon=True)
-    spawner.start()
-    spawner.join(timeout=POST_FOR + 10)
-    return posters
+    seen = fail_over(
+        pair,
+        stack,
+        scenario,
+        clients,
+        lambda victim: fault(pair, victim),
+        recover,
+        lambda n: RecordingClient(max_tokens=POST_TOKENS, prompt=f"ha post {n}", port=PORTS.caddy),
+        int(POST_FOR / POST_EVERY),
+        POST_EVERY,
+        [(LOOPBACK, port) for port in (PORTS.api, *PORTS.sse)],
+    )
+    seen.verdict.scenario = f"{scenario}: {seen.measured()}"
+    RESULTS.append(seen.verdict)
+    print(f"\n{seen.verdict.row()}")
+    assert_survived(stack, seen, undisturbed)
 
 
 def test_pg_rewind_needs_wal_log_hints():
