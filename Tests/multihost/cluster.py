@@ -51,25 +51,30 @@ NOTES: list[str] = []  # measurements printed under it
 
 
 class Cluster(Stack):
-    """The processes of the six hosts. Only Postgres runs outside `Stack.processes`: it is stopped last."""
+    """The processes of the six hosts. Only Postgres runs outside `Stack.processes`: it is stopped last.
 
-    def __init__(self, hosts: Hosts, log_dir: Path, bin_dir: Path):
+    `admin_url` names another Postgres (a Patroni pair behind HAProxy, test_postgres_failover.py); psql then runs on
+    `sql_host`, a host that reaches it."""
+
+    def __init__(self, hosts: Hosts, log_dir: Path, bin_dir: Path, admin_url: str | None = None, sql_host: str = "A"):
         self.hosts = hosts
-        self.addr = {host: hosts.address(host) for host in OCTETS}
+        self.addr = {host: hosts.address(host) for host in hosts.octets}
         super().__init__(
-            f"postgres://postgres@{self.addr['A']}:{PG_PORT}/postgres",
+            admin_url or f"postgres://postgres@{self.addr['A']}:{PG_PORT}/postgres",
             Ports(caddy=CADDY_PORT, api=API_PORT, sse=(SSE_PORT, SSE_PORT)),
             log_dir,
             bin_dir,
             prefix="handoff_multihost",
         )
-        self.pg_data = Path(tempfile.mkdtemp(prefix="hmh-pg-", dir="/tmp"))  # the postgres user cannot enter /root
+        self.sql_host = sql_host
+        self.pg_data: Path | None = None
         self.postgres: subprocess.Popen | None = None
         self.caddy_log = log_dir / "caddy.log"
 
     # Postgres on A
 
     def start_postgres(self) -> None:
+        self.pg_data = Path(tempfile.mkdtemp(prefix="hmh-pg-", dir="/tmp"))  # the postgres user cannot enter /root
         shutil.chown(self.pg_data, "postgres", "postgres")
         self.pg_data.chmod(0o700)
         as_postgres = ["setpriv", "--reuid=postgres", "--regid=postgres", "--init-groups", "--"]
@@ -137,7 +142,8 @@ class Cluster(Stack):
             except subprocess.TimeoutExpired:
                 self.postgres.kill()
                 self.postgres.wait(timeout=5)
-        shutil.rmtree(self.pg_data, ignore_errors=True)
+        if self.pg_data is not None:
+            shutil.rmtree(self.pg_data, ignore_errors=True)
 
     def check_alive(self) -> None:
         super().check_alive()
@@ -145,9 +151,9 @@ class Cluster(Stack):
             raise RuntimeError(f"postgres on A exited early ({self.postgres.returncode})")
 
     def psql(self, url: str, statement: str) -> str:
-        """psql on A, against A's address."""
+        """psql on `sql_host`."""
         return self.hosts.run(
-            "A", ["psql", url, "-v", "ON_ERROR_STOP=1", "-X", "-q", "-tA", "-c", statement]
+            self.sql_host, ["psql", url, "-v", "ON_ERROR_STOP=1", "-X", "-q", "-tA", "-c", statement]
         ).stdout.strip()
 
     def create_database(self) -> None:
@@ -165,6 +171,8 @@ class Cluster(Stack):
         self.start(name, self.hosts.argv(host, argv), env)
 
     def start_services(self, settings=None, worker_settings=None, worker=True) -> None:
+        """The API and the worker on B, the replicas on C and D, Caddy on E: SETTINGS and WORKER_SETTINGS, with
+        `settings` and `worker_settings` on top."""
         common = {
             "DATABASE_URL": self.database_url,
             "HANDOFF_SECRET": self.secret,
@@ -173,6 +181,7 @@ class Cluster(Stack):
             "HANDOFF_LOG_LEVEL": "info",
             "HANDOFF_SECRET_FILE": str(self.log_dir / "unused-secret"),
             **SETTINGS,
+            **(settings or {}),
         }
         self.start_on(
             "B",
@@ -187,6 +196,7 @@ class Cluster(Stack):
             {
                 **common,
                 **WORKER_SETTINGS,
+                **(worker_settings or {}),
                 "HANDOFF_WORKER_ID": "worker-b",
                 "HANDOFF_WORKER_HOST": self.addr["B"],
                 "HANDOFF_WORKER_PORT": str(WORKER_PORT),
