@@ -25,7 +25,8 @@ test: test-deps build model
 test-ha: test-deps build
 	HANDOFF_BIN_DIR=$${HANDOFF_BIN_DIR:-$(CURDIR)/.build/debug} $(VENV)/pytest -q Tests/e2e/test_ha.py
 
-# The system on six hosts (network namespaces and veth pairs; needs root) with faults on the network.
+# The system on several hosts (network namespaces and veth pairs; needs root) with faults on the network: a replica's
+# host and the API's (on one Postgres), then the primary's host of a Patroni pair on two hosts (a failover).
 test-multihost: test-deps build
 	HANDOFF_BIN_DIR=$${HANDOFF_BIN_DIR:-$(CURDIR)/.build/debug} $(VENV)/pytest -q Tests/multihost
 

@@ -6,10 +6,11 @@
 #   scripts/install-deps.sh        what `make run` and `make bench` need
 #   scripts/install-deps.sh ha     and what `make run-ha` needs: Patroni 3.0.2 with etcd (etcd-server, python3-etcd;
 #                                  not Patroni's built-in Raft, docs/deploy.md §6) and HAProxy 2.6, from Debian
-#   scripts/install-deps.sh test   and what only the tests need: the HA packages (the failover suite runs a pair),
+#   scripts/install-deps.sh test   and what only the tests need: the HA packages (the failover suites run a pair),
 #                                  Chromium and chromedriver (the chat page's test drives a real headless browser),
-#                                  Prometheus (the metrics test scrapes the stack) and PgBouncer (the pools go
-#                                  through it, the LISTEN connections around it)
+#                                  Prometheus (the metrics test scrapes the stack), PgBouncer (the pools go
+#                                  through it, the LISTEN connections around it) and iproute2 (`ip`: make
+#                                  test-multihost's hosts are network namespaces)
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 sudo=()
@@ -24,6 +25,7 @@ if [ "${1:-}" = test ]; then
     command -v chromedriver >/dev/null || missing+=(chromium-driver)
     command -v prometheus >/dev/null || missing+=(prometheus)
     command -v pgbouncer >/dev/null || [ -x /usr/sbin/pgbouncer ] || missing+=(pgbouncer)
+    command -v ip >/dev/null || [ -x /usr/sbin/ip ] || [ -x /sbin/ip ] || missing+=(iproute2)
 fi
 if [ "${1:-}" = ha ] || [ "${1:-}" = test ]; then
     for package in patroni python3-etcd etcd-server haproxy; do
