@@ -12,6 +12,7 @@ import statistics
 import subprocess
 import time
 from pathlib import Path
+from typing import Any, Iterator
 
 from bench_session import PORTS, Session, bench, log
 from handoff_stack import Stack, healthy, post_one_token, wait_until
@@ -44,23 +45,21 @@ def handoff_latency(plan: dict, session: Session) -> dict:
                     f"warm-up with auth {mode}: {warm['errors']} of {warm['completed'] + warm['errors']} failed"
                 )
         rounds = []
-        for rate in plan["rates"]:
-            for round_ in range(plan["auth_rounds"]):
-                for mode in ("off", "required") if round_ % 2 == 0 else ("required", "off"):
-                    log(
-                        f"scenario 1: hand-off latency at {rate} requests/s for {plan['latency_seconds']} s, "
-                        f"auth {mode} (round {round_ + 1} of {plan['auth_rounds']})"
-                    )
-                    row = bench(
-                        session.bin_dir,
-                        "handoff",
-                        *modes[mode],
-                        "--rate",
-                        str(rate),
-                        "--duration",
-                        str(plan["latency_seconds"]),
-                    )
-                    rounds.append({**row, "auth": mode, "round": round_})
+        for rate, round_, mode in abba(plan["rates"], plan["auth_rounds"], "off", "required"):
+            log(
+                f"scenario 1: hand-off latency at {rate} requests/s for {plan['latency_seconds']} s, "
+                f"auth {mode} (round {round_ + 1} of {plan['auth_rounds']})"
+            )
+            row = bench(
+                session.bin_dir,
+                "handoff",
+                *modes[mode],
+                "--rate",
+                str(rate),
+                "--duration",
+                str(plan["latency_seconds"]),
+            )
+            rounds.append({**row, "auth": mode, "round": round_})
         return {
             mode: [
                 combine([row for row in rounds if row["auth"] == mode and row["rate"] == rate])
@@ -122,6 +121,15 @@ def metrics_cost(plan: dict, session: Session) -> dict:
         } | {"rounds": rounds}
 
     return session.run(True, measure)
+
+
+def abba(rates: list, rounds: int, first: str, second: str) -> Iterator[tuple[Any, int, str]]:
+    """(rate, round, side) for each rate's `rounds` rounds, the two sides in the order first, second, second, first,
+    ... (ABBA): on a shared VM whose speed drifts over minutes, a drift then weighs on both sides alike."""
+    for rate in rates:
+        for round_ in range(rounds):
+            for side in (first, second) if round_ % 2 == 0 else (second, first):
+                yield rate, round_, side
 
 
 def switch_metrics(stack: Stack, mode: str) -> None:
@@ -218,3 +226,13 @@ def combine(rounds: list[dict]) -> dict:
             "max": max(float(s["max"]) for s in summaries),
         }
     return row
+
+
+def median_of(runs: list[dict]):
+    """One run's shape, each number the median of the runs' (a list, such as the statement profile, the first run's)."""
+    first = runs[0]
+    if isinstance(first, bool) or not isinstance(first, (int, float, dict)):
+        return first
+    if isinstance(first, dict):
+        return {key: median_of([run[key] for run in runs if key in run]) for key in first}
+    return statistics.median(runs)

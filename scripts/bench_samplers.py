@@ -124,17 +124,30 @@ class StatementProfile:
             )
 
 
+def scrape(port: int) -> dict[str, float]:
+    """One process's /metrics: each series (`name{labels}`) and its value."""
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+    try:
+        connection.request("GET", "/metrics")
+        lines = connection.getresponse().read().decode().splitlines()
+    finally:
+        connection.close()
+    return {
+        series: float(value) for series, _, value in (line.rpartition(" ") for line in lines if line[:1] not in "#")
+    }
+
+
+def metric_total(series: dict[str, float], name: str) -> float:
+    """A metric's value summed over its labels (0 when absent)."""
+    return sum(value for key, value in series.items() if key.partition("{")[0] == name)
+
+
 def flush_timing(stack: Stack) -> dict:
     """The worker's flushes so far, from its /metrics: how many, and their mean duration (tx start to return)."""
-    connection = http.client.HTTPConnection("127.0.0.1", stack.worker_ports["worker"], timeout=5)
-    connection.request("GET", "/metrics")
-    values = {}
-    for line in connection.getresponse().read().decode().splitlines():
-        for suffix in ("sum", "count"):
-            if line.startswith(f"handoff_stream_flush_duration_seconds_{suffix}"):
-                values[suffix] = float(line.rsplit(" ", 1)[1])
-    count = values.get("count", 0)
-    return {"flushes": int(count), "meanMs": 1000 * values.get("sum", 0) / count if count else None}
+    series = scrape(stack.worker_ports["worker"])
+    count = metric_total(series, "handoff_stream_flush_duration_seconds_count")
+    total = metric_total(series, "handoff_stream_flush_duration_seconds_sum")
+    return {"flushes": int(count), "meanMs": 1000 * total / count if count else None}
 
 
 def database_counters(stack: Stack) -> dict:

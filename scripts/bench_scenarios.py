@@ -5,10 +5,8 @@ upstream models in bench_upstream.py."""
 
 from __future__ import annotations
 
-import statistics
-
 from bench_continuation import continuation
-from bench_handoff import handoff_latency, metrics_cost
+from bench_handoff import handoff_latency, median_of, metrics_cost
 from bench_samplers import ConnectionSampler, CPUSampler, StatementProfile, database_counters, flush_timing
 from bench_session import PORTS, Session, bench, log, machine
 from bench_upstream import real_model, upstream_relay
@@ -161,13 +159,3 @@ def commit_latency(plan: dict, session: Session) -> list[dict]:
                 )
             rows.append({**median_of(runs), "tokensPerSecond": rate, "runs": runs})
     return rows
-
-
-def median_of(runs: list[dict]):
-    """One run's shape, each number the median of the runs' (a list, such as the statement profile, the first run's)."""
-    first = runs[0]
-    if isinstance(first, bool) or not isinstance(first, (int, float, dict)):
-        return first
-    if isinstance(first, dict):
-        return {key: median_of([run[key] for run in runs if key in run]) for key in first}
-    return statistics.median(runs)

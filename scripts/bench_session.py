@@ -68,31 +68,56 @@ class Session:
         self.log_root = log_root
         self.count = 0
 
-    def stack(self, worker: bool, worker_settings: dict[str, str], **settings: str) -> Stack:
+    def stack(
+        self,
+        worker: bool,
+        worker_settings: dict[str, str],
+        bin_dir: Path | None = None,
+        caddy: bool = True,
+        admin_url: str = ADMIN_URL,
+        ports: Ports = PORTS,
+        **settings: str,
+    ) -> Stack:
+        """A stack on a database of its own in the cluster at `admin_url`, from `bin_dir`'s binaries (this commit's
+        unless told), without Caddy when told (a Caddy on the same ports must already run)."""
         self.count += 1
         log_dir = self.log_root / f"stack-{self.count}"
         log_dir.mkdir()
-        stack = Stack(ADMIN_URL, PORTS, log_dir, self.bin_dir, prefix="handoff_bench")
+        stack = Stack(admin_url, ports, log_dir, bin_dir or self.bin_dir, prefix="handoff_bench")
         stack.create_database()
-        stack.start_services(
-            settings={"HANDOFF_LOG_LEVEL": "warning", **settings},
-            worker_settings={"HANDOFF_DEMO_TOKEN_DELAY_MS": "0", **worker_settings},
-            worker=worker,
-        )
-        stack.wait_healthy(time.monotonic() + 60)
+        try:
+            stack.start_services(
+                settings={"HANDOFF_LOG_LEVEL": "warning", **settings},
+                worker_settings={"HANDOFF_DEMO_TOKEN_DELAY_MS": "0", **worker_settings},
+                worker=worker,
+                caddy=caddy,
+            )
+            stack.wait_healthy(time.monotonic() + 60)
+        except Exception:
+            print(stack.log_tails(), file=sys.stderr)
+            stack.stop()
+            stack.drop_database()
+            raise
         time.sleep(2.5)  # Caddy's active health checks (every 2 s) must have seen both replicas
         return stack
 
-    def run(self, worker: bool, body, worker_settings: dict[str, str] | None = None, **settings: str):
-        stack = self.stack(worker, worker_settings or {}, **settings)
+    @contextlib.contextmanager
+    def running(self, worker: bool, worker_settings: dict[str, str] | None = None, **options) -> Iterator[Stack]:
+        """`stack(...)` for the time of a with block: then stopped, its database dropped, its logs' tails printed
+        if the block failed."""
+        stack = self.stack(worker, worker_settings or {}, **options)
         try:
-            return body(stack)
+            yield stack
         except Exception:
             print(stack.log_tails(), file=sys.stderr)
             raise
         finally:
             stack.stop()
             stack.drop_database()
+
+    def run(self, worker: bool, body, worker_settings: dict[str, str] | None = None, **settings: str):
+        with self.running(worker, worker_settings, **settings) as stack:
+            return body(stack)
 
 
 @contextlib.contextmanager

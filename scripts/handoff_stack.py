@@ -93,9 +93,14 @@ class Stack:
         log.close()
 
     def start_services(
-        self, settings: dict[str, str] | None = None, worker_settings: dict[str, str] | None = None, worker: bool = True
+        self,
+        settings: dict[str, str] | None = None,
+        worker_settings: dict[str, str] | None = None,
+        worker: bool = True,
+        caddy: bool = True,
     ) -> None:
-        """Starts the API server, the worker (unless told not to), every SSE replica and Caddy."""
+        """Starts the API server, the worker (unless told not to), every SSE replica and Caddy (unless told not to:
+        the bench's cost scenario keeps one Caddy in front of stacks that come and go)."""
         # Keyless unless the caller says otherwise (the API's own default is HANDOFF_AUTH=required): the tests and
         # the benchmark that want keys start keyed API servers of their own.
         common = {
@@ -111,6 +116,11 @@ class Stack:
             self.start_worker(common, worker_settings or {})
         for port in self.ports.sse:
             self.start(f"sse-{port}", [str(self.bin_dir / "handoff-sse")], {**common, "HANDOFF_SSE_PORT": str(port)})
+        if caddy:
+            self.start_caddy()
+
+    def start_caddy(self) -> None:
+        """Caddy on the stack's ports, in front of its API server and SSE replicas."""
         self.start(
             "caddy",
             [str(CADDY), "run", "--config", str(ROOT / "Caddyfile"), "--adapter", "caddyfile"],
