@@ -8,17 +8,24 @@ API key (`HANDOFF_AUTH=required`, limits never reached), to show what keys and l
 metrics scenario runs the hand-off and throughput with every process's metrics on and off (`HANDOFF_METRICS`), to
 show what Prometheus metrics cost on the hot path.
 
-`--smoke` runs each scenario for a few seconds at toy sizes and writes nothing: CI's guard against rot.
+The cost scenario (issue 24) prices a streamed token (WAL bytes, each process's CPU, bytes on disk per stored event)
+for this commit's binaries against those of BASELINE, the commit before issue 24, in alternating rounds of one run; it
+takes the baseline's release binaries from ~/.cache/handoff/bench-baseline/<BASELINE>/, which
+scripts/bench-baseline.sh (run first) builds once if missing, or from `--baseline-bin-dir`.
+
+`--smoke` runs each scenario for a few seconds at toy sizes and writes nothing: CI's guard against rot. Its cost
+scenario runs the current binaries as both old and new (CI never builds the baseline).
 
 This file holds the plans (full and smoke) and the command line; the stacks are bench_session.py's, the scenarios
-bench_scenarios.py's, bench_handoff.py's, bench_upstream.py's and bench_continuation.py's, the smoke's checks bench_smoke.py's and the
-report bench_report.py's.
+bench_scenarios.py's, bench_handoff.py's, bench_upstream.py's, bench_continuation.py's and bench_cost.py's,
+the smoke's checks bench_smoke.py's and the report bench_report.py's.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import subprocess
 import tempfile
 from pathlib import Path
 
@@ -27,6 +34,8 @@ from bench_session import Session, cluster, log
 from bench_smoke import check_smoke
 from handoff_stack import ROOT
 
+# The cost scenario's "old": the last commit before issue 24's work on the cost per token.
+BASELINE = "b814b66f680eac0cdb232b6279a58c31276633eb"
 FULL = {
     "rates": [25, 50, 100, 200, 400],
     "latency_seconds": 10,
@@ -53,6 +62,15 @@ FULL = {
         "cut": {"streams": 50, "tokens": 100, "cutAfter": 20, "delayMs": 20},
         "kill": {"streams": 50, "tokens": 100, "delayMs": 50, "killAfter": 2, "lease": 3},
     },
+    "cost": {
+        "baseline": BASELINE,
+        "streams": 1000,
+        "rates": [5, 10, 20],
+        "rounds": 2,
+        "warmup": 5,
+        "seconds": 10,
+        "tail": 2,
+    },
 }
 SMOKE = {
     "rates": [20],
@@ -68,14 +86,20 @@ SMOKE = {
         "cut": {"streams": 4, "tokens": 30, "cutAfter": 10, "delayMs": 20},
         "kill": {"streams": 6, "tokens": 60, "delayMs": 50, "killAfter": 1, "lease": 3},
     },
+    "cost": {"baseline": BASELINE, "streams": 20, "rates": [20], "rounds": 1, "warmup": 1, "seconds": 1.5, "tail": 1},
 }
-ALL = ("idle", "handoff", "commit", "throughput", "upstream", "real", "metrics", "continuation")
+ALL = ("idle", "handoff", "commit", "throughput", "upstream", "real", "metrics", "continuation", "cost")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--smoke", action="store_true", help="a few seconds per scenario; writes no report")
     parser.add_argument("--bin-dir", type=Path, default=ROOT / ".build" / "release")
+    parser.add_argument(
+        "--baseline-bin-dir",
+        type=Path,
+        help="the cost scenario's old binaries (default: BASELINE's, built once by scripts/bench-baseline.sh; smoke: --bin-dir's)",
+    )
     parser.add_argument("--out", type=Path, default=ROOT / "BENCHMARKS.md")
     parser.add_argument(
         "--only",
@@ -88,14 +112,24 @@ def main() -> None:
     if options.idle_streams:
         plan["idle"]["streams"] = options.idle_streams
     only = set(options.only.split(","))
+    baseline = options.baseline_bin_dir
+    if baseline is None and "cost" in only and not options.smoke:
+        built = subprocess.run(
+            [str(ROOT / "scripts" / "bench-baseline.sh"), plan["cost"]["baseline"]],
+            stdout=subprocess.PIPE,
+            text=True,
+            check=True,
+        )
+        baseline = Path(built.stdout.strip().splitlines()[-1])
 
     with cluster(), tempfile.TemporaryDirectory(prefix="handoff-bench-") as logs:
-        results = run_scenarios(plan, Session(options.bin_dir.resolve(), Path(logs)), only)
+        session = Session(options.bin_dir.resolve(), Path(logs), baseline.resolve() if baseline else None)
+        results = run_scenarios(plan, session, only)
 
-    if options.smoke:
+    if options.smoke and only == set(ALL):
         check_smoke(results)
         return
-    if only != set(ALL) or options.idle_streams:
+    if options.smoke or only != set(ALL) or options.idle_streams:
         print(json.dumps({k: v for k, v in results.items() if k != "plan"}, indent=2))
         return
     (ROOT / "benchmarks").mkdir(exist_ok=True)

@@ -47,12 +47,32 @@ class CPUSampler:
         self.stack = stack
 
     @staticmethod
-    def ticks(pid: int | str) -> int:
+    def ticks(pid: int | str, reaped: bool = False) -> int:
+        """The process's CPU so far, in clock ticks (all its threads); with `reaped`, its children's that it waited
+        for too."""
         try:
             fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
         except OSError:
             return 0
-        return int(fields[11]) + int(fields[12])  # utime + stime
+        # utime + stime (+ cutime + cstime)
+        return int(fields[11]) + int(fields[12]) + (int(fields[13]) + int(fields[14]) if reaped else 0)
+
+    @staticmethod
+    def cluster_ticks(postmaster: int) -> int:
+        """A Postgres cluster's CPU so far, in clock ticks: its postmaster, every process it forked that still runs
+        (backends, background workers) and those it has reaped (a backend's CPU moves to the postmaster's cutime
+        when it exits). Backends fork nothing of their own."""
+        children = 0
+        for pid in os.listdir("/proc"):
+            try:
+                if (
+                    pid.isdigit()
+                    and int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1]) == postmaster
+                ):
+                    children += CPUSampler.ticks(pid)
+            except (OSError, IndexError):
+                continue  # gone meanwhile
+        return CPUSampler.ticks(postmaster, reaped=True) + children
 
     @staticmethod
     def comm(pid: str) -> str:

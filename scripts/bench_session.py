@@ -61,11 +61,13 @@ def bench(bin_dir: Path, *args: str) -> dict:
 
 
 class Session:
-    """One fresh stack per scenario, so no scenario inherits another's memory or queue."""
+    """One fresh stack per scenario, so no scenario inherits another's memory or queue. `baseline_bin_dir` holds the
+    binaries the cost scenario compares this commit's (`bin_dir`) against."""
 
-    def __init__(self, bin_dir: Path, log_root: Path):
+    def __init__(self, bin_dir: Path, log_root: Path, baseline_bin_dir: Path | None = None):
         self.bin_dir = bin_dir
         self.log_root = log_root
+        self.baseline_bin_dir = baseline_bin_dir or bin_dir
         self.count = 0
 
     def stack(

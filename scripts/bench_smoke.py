@@ -28,6 +28,17 @@ def check_smoke(results: dict) -> None:
         )
     for kind, row in results["continuation"].items():
         assert row["whole"] == row["streams"] and row["touched"] > 0, (kind, row)
+    for row in results["cost"]["rows"]:
+        for side in ("old", "new"):
+            figures = row[side]
+            assert figures["client"]["errors"] == 0 and figures["tokens"] > 0, (side, figures)
+            assert figures["walBytesPerToken"] > 0 and figures["stackCpuMicrosecondsPerToken"] > 0, (side, figures)
+            assert figures["bytesPerStoredEvent"] > 0, (side, figures)
+    cost = results["cost"]["rows"][0]
+    print(
+        f"bench smoke: cost per token {cost['new']['walBytesPerToken']:.0f} B of WAL, "
+        f"{cost['new']['stackCpuMicrosecondsPerToken']:.0f} µs of stack CPU"
+    )
     print(
         f"bench smoke: idle {idle['streamsOpen']} streams at {idle['kibPerStream']:.1f} KiB each; "
         f"hand-off p50 {results['handoff'][0]['firstEventMilliseconds']['p50']:.1f} ms, "

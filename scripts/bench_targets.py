@@ -7,6 +7,10 @@ from __future__ import annotations
 NCHAN_KIB_PER_STREAM = 11.3  # measured on this machine with 19,000 idle SSE streams in one nginx worker
 AUTH_BUDGET_MS = 0.5  # what an API key and its limits may add to the hand-off's p50 (issue 10)
 METRICS_BUDGET = 0.05  # what metrics may cost the hand-off's p50 and the throughput, relatively (issue 12)
+COST_TARGETS = {  # new / old per delivered token, against the baseline commit in the same run (issue 24)
+    "stackCpuMicrosecondsPerToken": ("stack CPU", 0.5),
+    "walBytesPerToken": ("WAL bytes", 0.2),
+}
 
 
 def fmt(value: float, digits: int = 1) -> str:
@@ -149,7 +153,24 @@ def targets(results: dict) -> list[str]:
         f"{verdict(all(v <= 5 for v in sse_pools.values()))} |",
         *commit_targets(commit, at100),
         *continuation_targets(results.get("continuation")),
+        *cost_targets(results.get("cost")),
     ]
+
+
+def cost_targets(cost: dict | None) -> list[str]:
+    """Issue 24's: per delivered token, this commit against the baseline's binaries in the same run, at each rate."""
+    if not cost:
+        return []
+    rows = []
+    for key, (what, bound) in COST_TARGETS.items():
+        ratios = {row["tokensPerSecondPerStream"]: row["ratio"][key] for row in cost["rows"]}
+        rows.append(
+            f"| {what} per delivered token ≤ {bound} × the baseline's ({cost['baseline'][:7]}; same run, "
+            f"{cost['streams']:,} streams) | "
+            + ", ".join(f"{fmt(ratio or 0, 2)} × at {rate} tokens/s" for rate, ratio in ratios.items())
+            + f" | {by_rate({rate: ratio is not None and ratio <= bound for rate, ratio in ratios.items()})} |"
+        )
+    return rows
 
 
 def continuation_targets(continuation: dict | None) -> list[str]:
