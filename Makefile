@@ -30,7 +30,9 @@ test-ha: test-deps build
 test-multihost: test-deps build
 	HANDOFF_BIN_DIR=$${HANDOFF_BIN_DIR:-$(CURDIR)/.build/debug} $(VENV)/pytest -q Tests/multihost
 
-bench: deps release
+# Every scenario of scripts/bench.py, and BENCHMARKS.md from them. The HA scenario runs a Patroni pair of its own
+# (ha-deps); the cost scenario also runs the baseline commit's binaries, which scripts/bench-baseline.sh builds once.
+bench: ha-deps release
 	$(VENV)/python scripts/bench.py
 
 # libFuzzer over the parsers of hostile input (Tests/Fuzz): FUZZ_RUNS inputs per target (200000 unless given).

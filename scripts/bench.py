@@ -11,14 +11,17 @@ show what Prometheus metrics cost on the hot path.
 The cost scenario (issue 24) prices a streamed token (WAL bytes, each process's CPU, bytes on disk per stored event)
 for this commit's binaries against those of BASELINE, the commit before issue 24, in alternating rounds of one run; it
 takes the baseline's release binaries from ~/.cache/handoff/bench-baseline/<BASELINE>/, which
-scripts/bench-baseline.sh (run first) builds once if missing, or from `--baseline-bin-dir`.
+scripts/bench-baseline.sh (run first) builds once if missing, or from `--baseline-bin-dir`. The HA scenario (issue 23)
+runs the hand-off on a Patroni pair of its own (scripts/ha.sh: synchronous replication, through HAProxy) against
+the single node, alternating, and reads the worker's flush durations.
 
 `--smoke` runs each scenario for a few seconds at toy sizes and writes nothing: CI's guard against rot. Its cost
-scenario runs the current binaries as both old and new (CI never builds the baseline).
+scenario runs the current binaries as both old and new (CI never builds the baseline); its HA scenario starts the
+pair too, which adds about 45 s.
 
 This file holds the plans (full and smoke) and the command line; the stacks are bench_session.py's, the scenarios
-bench_scenarios.py's, bench_handoff.py's, bench_upstream.py's, bench_continuation.py's and bench_cost.py's,
-the smoke's checks bench_smoke.py's and the report bench_report.py's.
+bench_scenarios.py's, bench_handoff.py's, bench_upstream.py's, bench_continuation.py's, bench_cost.py's and
+bench_ha.py's, the smoke's checks bench_smoke.py's and the report bench_report.py's.
 """
 
 from __future__ import annotations
@@ -71,6 +74,7 @@ FULL = {
         "seconds": 10,
         "tail": 2,
     },
+    "ha": {"rates": [50, 200], "rounds": 2, "seconds": 10},
 }
 SMOKE = {
     "rates": [20],
@@ -87,8 +91,9 @@ SMOKE = {
         "kill": {"streams": 6, "tokens": 60, "delayMs": 50, "killAfter": 1, "lease": 3},
     },
     "cost": {"baseline": BASELINE, "streams": 20, "rates": [20], "rounds": 1, "warmup": 1, "seconds": 1.5, "tail": 1},
+    "ha": {"rates": [20], "rounds": 1, "seconds": 2},
 }
-ALL = ("idle", "handoff", "commit", "throughput", "upstream", "real", "metrics", "continuation", "cost")
+ALL = ("idle", "handoff", "commit", "throughput", "upstream", "real", "metrics", "continuation", "cost", "ha")
 
 
 def main() -> None:

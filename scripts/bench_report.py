@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from bench_report_cost import cost_section
+from bench_report_cost import cost_section, ha_section
 from bench_targets import (
     AUTH_BUDGET_MS,
     auth_cost,
@@ -247,9 +247,9 @@ def write_report(results: dict, out: Path, svg: Path) -> None:
     ]
     lines += upstream_section(results["upstream"], results["real"])
     lines += metrics_section(results)
-    lines += cost_section(results)
+    lines += cost_section(results) + ha_section(results)
     lines += [
-        "Reproduce: `make bench` (about thirteen minutes; the cold release build, llama-server's first build and the",
+        "Reproduce: `make bench` (about fifteen minutes; the cold release build, llama-server's first build and the",
         "baseline's release build for the cost per token come first).",
         "",
     ]

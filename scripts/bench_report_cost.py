@@ -1,5 +1,6 @@
 """BENCHMARKS.md's sections on what things cost against a reference in the same run: a streamed token against the
-baseline commit's binaries (bench_cost.py, issue 24). bench_report.py puts them in the report."""
+baseline commit's binaries (bench_cost.py, issue 24) and synchronous replication against a single node
+(bench_ha.py, issue 23). bench_report.py puts them in the report."""
 
 from __future__ import annotations
 
@@ -71,6 +72,55 @@ def cost_section(results: dict) -> list[str]:
         "",
         "Alone: `.venv/bin/python scripts/bench.py --only cost` (prints its JSON; `--baseline-bin-dir DIR` for other old",
         "binaries, else scripts/bench-baseline.sh builds the baseline's once into `~/.cache/handoff/bench-baseline/`).",
+        "",
+    ]
+    return lines
+
+
+def ha_section(results: dict) -> list[str]:
+    ha = results.get("ha")
+    if not ha:
+        return []
+    plan = results["plan"]["ha"]
+    lines = [
+        "## What synchronous replication costs",
+        "",
+        "The hand-off (as in §1: POST → 302 → first event, 16-token replies, open loop) on a stack whose Postgres is a",
+        "Patroni pair as `make run-ha` runs it (`deploy/ha/`: `synchronous_mode`, every commit waits for the standby,",
+        f"here `{ha['synchronousStandbyNames']}`; reached through HAProxy), against the same on a stack on the bench's "
+        "single node. Both",
+        f"stacks stay up; rounds of {plan['seconds']:g} s alternate between them ABBA ({plan['rounds']} per "
+        "database and rate). Hand-off figures are the",
+        "medians of the rounds'. *Flush* is the worker's minibatch statement with its commit",
+        "(`handoff_stream_flush_duration_seconds`, pooled over the rounds): the mean is exact, p50 and p99 are",
+        "interpolated within the histogram's buckets (1, 2, 5, 10, 25, 50 ms, ...).",
+        "",
+        "| requests/s | Postgres | completed | errors | 302 p50 / p99 (ms) | first event p50 / p99 (ms) | flushes | flush p50 / p99 / mean (ms) |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for row in ha["rows"]:
+        for name, label in (("single", "single node"), ("pair", "Patroni pair")):
+            r, e, f = row[name]["redirectMilliseconds"], row[name]["firstEventMilliseconds"], row[name]["flush"]
+            lines.append(
+                f"| {row['rate']} | {label} | {row[name]['completed']} | {row[name]['errors']} | "
+                f"{fmt(r['p50'], 2)} / {fmt(r['p99'], 2)} | {fmt(e['p50'], 2)} / {fmt(e['p99'], 2)} | {f['flushes']} | "
+                + " / ".join(fmt(f[key], 2) if f[key] is not None else "—" for key in ("p50Ms", "p99Ms", "meanMs"))
+                + " |"
+            )
+    lines += [
+        "",
+        "Pair ÷ single node: "
+        + "; ".join(
+            f"at {row['rate']}/s 302 p50 {times(row['ratio']['redirectMilliseconds.p50'])}, p99 "
+            f"{times(row['ratio']['redirectMilliseconds.p99'])}, first event p50 "
+            f"{times(row['ratio']['firstEventMilliseconds.p50'])}, p99 {times(row['ratio']['firstEventMilliseconds.p99'])}, "
+            f"mean flush {times(row['ratio'].get('flush.meanMs'))}"
+            for row in ha["rows"]
+        )
+        + ".",
+        "",
+        "Alone: `.venv/bin/python scripts/bench.py --only ha` (prints its JSON). What the figures mean for sizing:",
+        "docs/deploy.md, §6.",
         "",
     ]
     return lines

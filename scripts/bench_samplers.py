@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import http.client
 import os
+import re
 import threading
 import time
 from pathlib import Path
@@ -160,6 +161,32 @@ def scrape(port: int) -> dict[str, float]:
 def metric_total(series: dict[str, float], name: str) -> float:
     """A metric's value summed over its labels (0 when absent)."""
     return sum(value for key, value in series.items() if key.partition("{")[0] == name)
+
+
+def histogram(series: dict[str, float], name: str) -> dict[float, float]:
+    """A histogram's cumulative bucket counts by upper bound (+inf the last), summed over its other labels."""
+    buckets: dict[float, float] = {}
+    for key, value in series.items():
+        if key.partition("{")[0] == f"{name}_bucket" and (bound := re.search(r'le="([^"]+)"', key)):
+            le = float(bound.group(1))  # "+Inf" parses as inf
+            buckets[le] = buckets.get(le, 0) + value
+    return dict(sorted(buckets.items()))
+
+
+def quantile(buckets: dict[float, float], q: float) -> float | None:
+    """The q-quantile of cumulative `buckets`, interpolated linearly within its bucket as Prometheus's
+    histogram_quantile does (the highest finite bound when it falls in the +inf bucket); None for no observations."""
+    total = buckets.get(float("inf"), 0)
+    if not total:
+        return None
+    rank, lower, below = q * total, 0.0, 0.0
+    for le, count in buckets.items():
+        if count >= rank:
+            if le == float("inf"):
+                return lower
+            return lower + (le - lower) * ((rank - below) / (count - below) if count > below else 1)
+        lower, below = le, count
+    return lower
 
 
 def flush_timing(stack: Stack) -> dict:

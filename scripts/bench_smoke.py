@@ -34,10 +34,15 @@ def check_smoke(results: dict) -> None:
             assert figures["client"]["errors"] == 0 and figures["tokens"] > 0, (side, figures)
             assert figures["walBytesPerToken"] > 0 and figures["stackCpuMicrosecondsPerToken"] > 0, (side, figures)
             assert figures["bytesPerStoredEvent"] > 0, (side, figures)
-    cost = results["cost"]["rows"][0]
+    for row in results["ha"]["rows"]:
+        for name in ("single", "pair"):
+            assert row[name]["errors"] == 0 and row[name]["completed"] > 0 and row[name]["flush"]["flushes"] > 0, row
+    cost, ha = results["cost"]["rows"][0], results["ha"]["rows"][0]
     print(
         f"bench smoke: cost per token {cost['new']['walBytesPerToken']:.0f} B of WAL, "
-        f"{cost['new']['stackCpuMicrosecondsPerToken']:.0f} µs of stack CPU"
+        f"{cost['new']['stackCpuMicrosecondsPerToken']:.0f} µs of stack CPU; hand-off p50 "
+        f"{ha['single']['firstEventMilliseconds']['p50']:.1f} ms on one node, "
+        f"{ha['pair']['firstEventMilliseconds']['p50']:.1f} ms on the Patroni pair"
     )
     print(
         f"bench smoke: idle {idle['streamsOpen']} streams at {idle['kibPerStream']:.1f} KiB each; "

@@ -3,9 +3,10 @@
 # Debian's 2.6), honcho and the test clients from PyPI, into .venv, so the system Python stays untouched. Safe to run
 # again.
 #
-#   scripts/install-deps.sh        what `make run` and `make bench` need
-#   scripts/install-deps.sh ha     and what `make run-ha` needs: Patroni 3.0.2 with etcd (etcd-server, python3-etcd;
-#                                  not Patroni's built-in Raft, docs/deploy.md §6) and HAProxy 2.6, from Debian
+#   scripts/install-deps.sh        what `make run` needs
+#   scripts/install-deps.sh ha     and what `make run-ha` and `make bench` (its HA scenario) need: Patroni 3.0.2 with
+#                                  etcd (etcd-server, python3-etcd; not Patroni's built-in Raft, docs/deploy.md §6)
+#                                  and HAProxy 2.6, from Debian
 #   scripts/install-deps.sh test   and what only the tests need: the HA packages (the failover suites run a pair),
 #                                  Chromium and chromedriver (the chat page's test drives a real headless browser),
 #                                  Prometheus (the metrics test scrapes the stack), PgBouncer (the pools go
