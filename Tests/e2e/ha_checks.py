@@ -32,6 +32,7 @@ class Failover:
     verdict: Verdict
     watch: Watch
     new_tasks: int
+    orphans: list[str] = dataclasses.field(default_factory=list)  # tasks made meanwhile that no client holds
     back_at: float = 0.0
     rejoined_at: float | None = None
     rewound: bool = False
@@ -78,7 +79,7 @@ def fail_over(
     and the replicas' (address, port), for `Watch`."""
     victim = pair.primary()
     survivor = other(victim)
-    tasks_before = int(stack.sql("SELECT count(*) FROM handoff_tasks"))
+    tasks_before = set(stack.sql("SELECT id FROM handoff_tasks").split())
     haproxy_log = pair.home / "run" / "haproxy.log"
     haproxy_offset = haproxy_log.stat().st_size
     watch = Watch(pair, ready).start()
@@ -92,8 +93,10 @@ def fail_over(
         verdict = judge(stack, scenario, clients, fault_at)
         for client in posters:
             client.thread.join(timeout=max(0.0, fault_at + 120 - time.monotonic()))
-        new_tasks = int(stack.sql("SELECT count(*) FROM handoff_tasks")) - tasks_before
-        seen = Failover(victim, survivor, fault_at, clients, posters, verdict, watch, new_tasks)
+        new_tasks = set(stack.sql("SELECT id FROM handoff_tasks").split()) - tasks_before
+        held = {client.task_id for client in clients + posters}
+        seen = Failover(victim, survivor, fault_at, clients, posters, verdict, watch, len(new_tasks))
+        seen.orphans = sorted(new_tasks - held)
         log_path = pair.home / "run" / f"{victim}.log"
         log_offset = log_path.stat().st_size
         seen.back_at = time.monotonic()
@@ -205,6 +208,14 @@ def handoff_problems(stack: Stack, seen: Failover, undisturbed: dict) -> list[st
     if seen.new_tasks != len(seen.clients) + len(seen.posters):
         clients = len(seen.clients) + len(seen.posters)
         problems.append(f"{seen.new_tasks} tasks made for {clients} clients")
+    if seen.orphans:
+        ids = ",".join(f"'{task}'" for task in seen.orphans)
+        rows = stack.sql(
+            "SELECT row_to_json(t) FROM (SELECT id, status, created_at, started_at, finished_at, "
+            "request->'messages'->0->>'content' AS prompt FROM handoff_tasks "
+            f"WHERE id IN ({ids}) ORDER BY created_at) t"
+        ).splitlines()
+        problems.append(f"{len(seen.orphans)} tasks no client holds (a POST told 503, or never answered): {rows}")
     logs = [
         line for log in sorted(stack.log_dir.glob("*.log")) for line in log.read_text(errors="replace").splitlines()
     ]
