@@ -142,10 +142,14 @@ struct ResponsesController: Sendable {
     private func rendered(_ task: UUID, _ record: TaskQueue.ResponseRecord) async throws -> ResponseRenderer {
         var renderer = ResponseRenderer(task: task, created: record.created, settings: record.settings)
         _ = renderer.opening()
-        let catchUp = try await log.catchUp([(task, .start, false)], pageSize: Int(Int32.max))
-        for batch in catchUp.first?.batches ?? [] {
+        // Read as an opening: its header is what the stored events are rendered with.
+        guard let catchUp = try await log.catchUp([(task, .start, true)], pageSize: Int(Int32.max)).first else {
+            return renderer
+        }
+        let frame = catchUp.frame(of: task)
+        for batch in catchUp.batches {
             for event in batch.events(after: .start) {
-                _ = renderer.render(event.data, committed: batch.committedSeconds)
+                _ = renderer.render(frame.rendered(event.data), committed: batch.committedSeconds)
             }
         }
         return renderer

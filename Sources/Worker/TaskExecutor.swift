@@ -51,7 +51,8 @@ struct TaskExecutor: Sendable {
             writer.resume(task.id, at: task.streamedHead)
             do {
                 earlier = ContinuedAnswer(
-                    events: try await earlierEvents(of: task), continuedBefore: task.continuations - 1)
+                    events: try await earlierEvents(of: task).map(events.frame.rendered),
+                    continuedBefore: task.continuations - 1)
             } catch {
                 logger.error(
                     "reading the answer to continue failed",

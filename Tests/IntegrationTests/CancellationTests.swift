@@ -10,8 +10,7 @@ import Testing
 /// Stopping tasks early, against a real database: explicit cancel, abandonment, hand-back at shutdown, pruning.
 struct CancellationTests {
     func chunks(_ database: TestDatabase, _ task: UUID) async throws -> [String] {
-        try await StreamLog(client: database.client, logger: database.logger).read(task: task, after: .start).flatMap(
-            \.events)
+        try await database.renderedEvents(of: task)
     }
 
     func decode(_ event: String) throws -> ChatCompletionChunk {

@@ -47,7 +47,7 @@ struct ContinuationRescueTests {
             let again = try #require(try await database.claimAll(worker: "next").first)
             #expect(again.id == task.id)
             #expect(again.streamedHead == 5 && again.continuesAnswer && again.continuations == 1)
-            let events = try await StreamLog(client: database.client, logger: database.logger).events(of: task.id)
+            let events = try await database.renderedEvents(of: task.id)
             let answer = ContinuedAnswer(events: events, continuedBefore: 0)
             #expect(answer.outputEvents == 4)
             #expect(!answer.partial.text.isEmpty && !answer.partial.toolCalls)
@@ -88,7 +88,7 @@ struct ContinuationRescueTests {
             }
             #expect(
                 try await TaskQueue(client: database.client, logger: database.logger).status(of: task.id) == .succeeded)
-            let events = try await StreamLog(client: database.client, logger: database.logger).events(of: task.id)
+            let events = try await database.renderedEvents(of: task.id)
             let chunks = try events.map { try JSONDecoder().decode(ChatCompletionChunk.self, from: Data($0.utf8)) }
             #expect(chunks.filter { $0.choices.first?.delta.role != nil }.count == 1, "one role chunk")
             #expect(Set(chunks.map(\.id)) == [task.completionID])
@@ -141,7 +141,7 @@ struct ContinuationRescueTests {
                 group.cancelAll()
             }
             #expect(try await queue.status(of: task.id) == .succeeded)
-            let events = try await StreamLog(client: database.client, logger: database.logger).events(of: task.id)
+            let events = try await database.renderedEvents(of: task.id)
             let chunks = try events.map { try JSONDecoder().decode(ChatCompletionChunk.self, from: Data($0.utf8)) }
             let text = chunks.compactMap { $0.choices.first?.delta.content }.joined()
             #expect(text == (try await DemoModelTests().collect(task.request, cap: task.tokenCap).text))

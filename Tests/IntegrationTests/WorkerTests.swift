@@ -131,7 +131,9 @@ struct ExecutionTests {
                 #expect(batches.last?.final == true)
                 #expect(batches.dropLast().allSatisfy { !$0.final })
                 #expect(batches.count < events.count / 3, "tokens are batched, not committed one by one")
-                let chunks = try events.map { try JSONDecoder().decode(ChatCompletionChunk.self, from: Data($0.utf8)) }
+                let chunks = try await database.renderedEvents(of: task.id).map {
+                    try JSONDecoder().decode(ChatCompletionChunk.self, from: Data($0.utf8))
+                }
                 #expect(Set(chunks.map(\.id)) == [task.completionID])
                 #expect(Set(chunks.map(\.created)) == [task.created])
                 #expect(chunks.first?.choices.first?.delta.role == "assistant")
@@ -164,7 +166,7 @@ struct ExecutionTests {
                 group.cancelAll()
                 try await group.waitForAll()
             }
-            let chunks = try await log.read(task: id, after: .start).flatMap(\.events)
+            let chunks = try await database.renderedEvents(of: id)
                 .map { try JSONDecoder().decode(ChatCompletionChunk.self, from: Data($0.utf8)) }
             #expect(chunks.count == 8, "role, 5 tokens, finish, usage")
             #expect(chunks.dropLast().allSatisfy { $0.usage == .null })

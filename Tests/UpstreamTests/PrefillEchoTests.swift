@@ -18,8 +18,11 @@ struct PrefillEchoTests {
 
     /// The client's text from what the relay sends.
     func text(_ chunks: [String]) throws -> String {
-        try chunks.map { try JSONDecoder().decode(ChatCompletionChunk.self, from: Data($0.utf8)) }
-            .compactMap { $0.choices.first?.delta.content }.joined()
+        let frame = UpstreamRelayTests().events(includeUsage: false).frame
+        return try chunks.map {
+            try JSONDecoder().decode(ChatCompletionChunk.self, from: Data(frame.rendered($0).utf8))
+        }
+        .compactMap { $0.choices.first?.delta.content }.joined()
     }
 
     @Test func llamaCppsWholeEchoInItsFirstDeltaIsDropped() throws {

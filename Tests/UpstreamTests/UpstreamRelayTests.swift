@@ -17,10 +17,14 @@ struct UpstreamRelayTests {
         return CompletionEvents(task: ClaimedTask(id: id, request: request, body: body, attempt: 1, created: 42))
     }
 
+    /// What the relay makes of `payloads`, rendered from the stored form as a client receives it.
     func relay(_ payloads: [String], includeUsage: Bool) throws -> (streamed: [String], ending: ReplyEnding) {
-        var relay = UpstreamRelay(events: events(includeUsage: includeUsage), promptEstimate: 1, secrets: ["sk-secret"])
+        let events = events(includeUsage: includeUsage)
+        var relay = UpstreamRelay(events: events, promptEstimate: 1, secrets: ["sk-secret"])
         let streamed = try payloads.flatMap { try relay.accept($0) }
-        return (streamed, try relay.ending())
+        var ending = try relay.ending()
+        ending.closing = ending.closing.map(events.frame.rendered)
+        return (streamed.map(events.frame.rendered), ending)
     }
 
     /// llama.cpp's shape: role chunk with `content: null`, `timings` on the last chunk, usage when asked.
@@ -73,7 +77,18 @@ struct UpstreamRelayTests {
         ]
         let (streamed, ending) = try relay(payloads, includeUsage: false)
         #expect(streamed.count == 4)
-        #expect(streamed[1].contains(#""arguments":"{\"city\": 1.50}""#))
+        // Byte for byte what clients received before events were stored without their identity (issue 24).
+        let identity =
+            #"{"id":"chatcmpl-0000000000000000000000000000000a","object":"chat.completion.chunk","created":42,"model":"local""#
+        #expect(
+            streamed == [
+                identity
+                    + #","choices":[{"index":0,"delta":{"role":"assistant","tool_calls":[{"index":0,"id":"call_1","type":"function","function":{"name":"get_weather","arguments":""}}]}}]}"#,
+                identity
+                    + #","choices":[{"index":0,"delta":{"tool_calls":[{"index":0,"function":{"arguments":"{\"city\": 1.50}"}}]}}]}"#,
+                identity + #","choices":[{"index":0,"delta":{"reasoning_content":"hmm"}}]}"#,
+                identity + #","choices":[{"index":0,"delta":{},"logprobs":{"content":[]}}]}"#,
+            ])
         #expect(ending.usageCounted && ending.usage.completionTokens == 4)
     }
 

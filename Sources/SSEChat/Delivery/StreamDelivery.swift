@@ -21,6 +21,8 @@ final class StreamDelivery {
     private var state: StreamDeliveryState<ContinuousClock.Instant>
     /// A Responses stream's rendering, made once the first read found the task's settings.
     private var renderer: ResponseRenderer?
+    /// What the stored events are rendered with, from the task's header the first read found.
+    private var frame: ChunkFrame?
     private var cursor: StreamCursor
     /// When the client asked; its first event's delay is measured from here.
     private let opened = ContinuousClock.now
@@ -137,6 +139,7 @@ final class StreamDelivery {
         case .openResponses(let catchUp):
             openResponses(catchUp)
         case .openChat(let catchUp):
+            frame = catchUp.frame(of: task)
             if !state.collecting { writeHead() }
             write(catchUp.batches)
             wake()  // news that arrived during the read
@@ -155,6 +158,7 @@ final class StreamDelivery {
             let settings = try? ResponseSettings(stored: stored)
         else { return finish(.refused(.notFound("No such response stream."))) }
         var renderer = ResponseRenderer(task: task, created: catchUp.created, settings: settings)
+        frame = catchUp.frame(of: task)
         let opening = renderer.opening()
         self.renderer = renderer
         if streaming {
@@ -185,13 +189,15 @@ final class StreamDelivery {
 
     private func write(_ batches: [StreamBatch]) {
         guard !state.collecting else { return collect(batches) }
+        guard let frame else { return }  // not opened: nothing is written before the first read
         var buffer = context.channel.allocator.buffer(capacity: 0)
         let written: StreamEventsWritten
         if case .responses(_, let startingAfter) = form, renderer != nil {
             written = buffer.writeResponseEvents(
-                of: batches, after: &cursor, renderer: &renderer!, startingAfter: startingAfter)
+                of: batches, after: &cursor, frame: frame, renderer: &renderer!, startingAfter: startingAfter)
         } else {
-            written = buffer.writeEvents(of: batches, after: &cursor, commitStamps: environment.commitStamps)
+            written = buffer.writeEvents(
+                of: batches, after: &cursor, frame: frame, commitStamps: environment.commitStamps)
         }
         if buffer.readableBytes > 0 {
             context.write(NIOAny(HTTPServerResponsePart.body(.byteBuffer(buffer))), promise: nil)
@@ -208,12 +214,13 @@ final class StreamDelivery {
     /// Gathers the events of a non-streaming client; at the end, answers its `chat.completion` (or its error), or
     /// its Response.
     private func collect(_ batches: [StreamBatch]) {
+        guard let frame else { return }
         for batch in batches {
             for event in batch.events(after: cursor) {
                 if renderer != nil {
-                    _ = renderer?.render(event.data, committed: batch.committedSeconds)
+                    _ = renderer?.render(frame.rendered(event.data), committed: batch.committedSeconds)
                 } else {
-                    collected.append(event.data)
+                    collected.append(frame.rendered(event.data))
                 }
                 cursor = event.cursor
             }

@@ -10,17 +10,17 @@ struct StreamEventsWritten {
 }
 
 extension ByteBuffer {
-    /// Writes the Responses events that `batches` render after `cursor` and whose sequence number follows
-    /// `startingAfter`, moving the cursor. The stream ends when the stream's end was among them (no `[DONE]`:
-    /// Responses streams just end).
+    /// Writes the Responses events that `batches` render after `cursor` (their stored chunks rendered with `frame`
+    /// first) and whose sequence number follows `startingAfter`, moving the cursor. The stream ends when the
+    /// stream's end was among them (no `[DONE]`: Responses streams just end).
     mutating func writeResponseEvents(
-        of batches: [StreamBatch], after cursor: inout StreamCursor, renderer: inout ResponseRenderer,
-        startingAfter: Int
+        of batches: [StreamBatch], after cursor: inout StreamCursor, frame: ChunkFrame,
+        renderer: inout ResponseRenderer, startingAfter: Int
     ) -> StreamEventsWritten {
         var written = StreamEventsWritten()
         for batch in batches {
             for event in batch.events(after: cursor) {
-                for rendered in renderer.render(event.data, committed: batch.committedSeconds)
+                for rendered in renderer.render(frame.rendered(event.data), committed: batch.committedSeconds)
                 where rendered.sequenceNumber > startingAfter {
                     writeString(rendered.frame)
                     written.events += 1
@@ -35,11 +35,11 @@ extension ByteBuffer {
         return written
     }
 
-    /// Writes the SSE events of `batches` that follow `cursor`, moving it. The stream ends when its end was among
-    /// them (then `[DONE]` is written too).
-    mutating func writeEvents(of batches: [StreamBatch], after cursor: inout StreamCursor, commitStamps: Bool)
-        -> StreamEventsWritten
-    {
+    /// Writes the SSE events of `batches` that follow `cursor`, rendered with `frame`, moving it. The stream ends
+    /// when its end was among them (then `[DONE]` is written too).
+    mutating func writeEvents(
+        of batches: [StreamBatch], after cursor: inout StreamCursor, frame: ChunkFrame, commitStamps: Bool
+    ) -> StreamEventsWritten {
         var written = StreamEventsWritten()
         for batch in batches {
             if commitStamps, let committed = batch.committedAtMicroseconds, batch.sequence > cursor.sequence {
@@ -50,7 +50,7 @@ extension ByteBuffer {
                         received: batch.receivedAtMicroseconds ?? 0, sent: sent))
             }
             for event in batch.events(after: cursor) {
-                writeString(ServerSentEvents.event(id: event.cursor, data: event.data))
+                writeString(ServerSentEvents.event(id: event.cursor, data: frame.rendered(event.data)))
                 written.events += 1
                 cursor = event.cursor
             }

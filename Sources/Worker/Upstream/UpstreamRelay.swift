@@ -6,6 +6,8 @@ import HandoffWire
 ///
 /// - Every chunk is re-issued under the task's identity — Handoff's `id`, `created` and the public model name —
 ///   and every other member passes through byte for byte (tool calls, reasoning, logprobs, refusal, timings...).
+///   The events are the stored form (`ChunkFrame`): the upstream's members without the identity, which readers of
+///   the stream put in front.
 /// - Handoff wrote its own role chunk already: an upstream chunk that only announces the role is dropped.
 /// - `usage` reaches the client only if it asked for it; the upstream is always asked, so the task is charged
 ///   the upstream's own count, or (when none came) the chunks that were streamed.
@@ -21,7 +23,6 @@ struct UpstreamRelay {
     private let promptEstimate: Int
     /// Never to appear in an error a client sees (the upstream's API key).
     private let secrets: [String]
-    private let identityPrefix: String
     private let identityKeys: Set<String>
     private(set) var relayed = 0
     private var closing: [String] = []
@@ -34,10 +35,8 @@ struct UpstreamRelay {
     /// `prefill`: the answer so far, when this stream continues it.
     init(events: CompletionEvents, promptEstimate: Int, secrets: [String], prefill: String? = nil) {
         self.echo = PrefillEcho(prefill: prefill)
-        let identity = ChatCompletionChunk.identity(id: events.id, created: events.created, model: events.model)
-        // Rendered once per stream: the identity object without its closing brace, the upstream's members follow.
-        self.identityPrefix = String(JSONValue.object(identity).text.dropLast())
-        self.identityKeys = Set(identity.map(\.0))
+        self.identityKeys = Set(
+            ChatCompletionChunk.identity(id: events.id, created: events.created, model: events.model).map(\.0))
         self.events = events
         self.promptEstimate = promptEstimate
         self.secrets = secrets
@@ -129,9 +128,9 @@ struct UpstreamRelay {
         return usage
     }
 
-    /// The chunk under the task's identity; `usage` only when the client asked for it.
+    /// The chunk under the task's identity, stored without it; `usage` only when the client asked for it.
     private func rewrite(_ members: [(key: String, value: Substring)]) -> String {
-        var chunk = identityPrefix
+        var chunk = ""
         for (key, value) in members where !identityKeys.contains(key) {
             if key == "usage", !events.includeUsage { continue }
             chunk += ","

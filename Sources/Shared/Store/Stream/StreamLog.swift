@@ -86,11 +86,19 @@ package struct StreamLog: Sendable {
             repeating: StreamCatchUp(exists: false, streaming: true, head: 0, batches: []), count: streams.count)
         let rows = try await client.perform(
             CatchUpStatement(query: Self.catchUpQuery(streams, pageSize: pageSize)), timeout: timeout, logger: logger)
-        for (ordinal, exists, streaming, head, response, created, lapsed, task, sequence, events, final, committed)
+        for (
+            ordinal, exists, streaming, head, response, created, lapsed, model, includeUsage, task, sequence, events,
+            final, committed
+        )
             in try rows.decode(
-                (Int, Bool, Bool?, Int?, String?, Int64?, Bool, UUID?, Int?, String?, Bool?, Int64?).self)
+                (
+                    Int, Bool, Bool?, Int?, String?, Int64?, Bool, String?, Bool?, UUID?, Int?, String?, Bool?, Int64?
+                ).self)
         {
             results[ordinal - 1].ownerLapsed = lapsed
+            results[ordinal - 1].model = model ?? ""
+            results[ordinal - 1].includeUsage = ChatCompletionRequest.includesUsage(
+                streamOptionsIncludeUsage: includeUsage, stream: streaming)
             results[ordinal - 1].exists = exists
             results[ordinal - 1].streaming = streaming ?? true
             results[ordinal - 1].head = head ?? 0

@@ -70,7 +70,8 @@ extension StreamLog {
     {
         """
         SELECT r.ord::int, t.found IS NOT NULL, t.streaming, t.head, t.response, t.created, coalesce(t.lapsed, false),
-            s.task_id, s.seq, s.events, s.final, (extract(epoch FROM s.created_at) * 1000000)::bigint
+            t.model, t.include_usage, s.task_id, s.seq, s.events, s.final,
+            (extract(epoch FROM s.created_at) * 1000000)::bigint
         FROM unnest(\(streams.map(\.task))::uuid[], \(streams.map(\.cursor.sequence))::int[], \(streams.map(\.opening))::bool[])
             WITH ORDINALITY AS r (task, after, opening, ord)
         LEFT JOIN LATERAL (
@@ -79,7 +80,10 @@ extension StreamLog {
                 CASE WHEN r.opening THEN (SELECT coalesce(max(h.seq), 0) FROM handoff_stream h WHERE h.task_id = r.task) END AS head,
                 CASE WHEN r.opening THEN tasks.response::text END AS response,
                 extract(epoch FROM tasks.created_at)::bigint AS created,
-                CASE WHEN r.opening THEN \(unescaped: Self.ownerLapsed("tasks")) END AS lapsed
+                CASE WHEN r.opening THEN \(unescaped: Self.ownerLapsed("tasks")) END AS lapsed,
+                -- The header the stored events are rendered with (ChunkFrame).
+                CASE WHEN r.opening THEN tasks.request->>'model' END AS model,
+                CASE WHEN r.opening THEN (tasks.request->'stream_options'->>'include_usage')::boolean END AS include_usage
             FROM handoff_tasks tasks WHERE tasks.id = r.task
         ) t ON true
         LEFT JOIN LATERAL (

@@ -35,7 +35,15 @@ package struct ChatCompletionRequest: Codable, Sendable, Equatable {
 
     /// Whether the stream carries a usage chunk: asked for by a streaming client, and always there for a
     /// non-streaming one, whose `chat.completion` is assembled from the stream and reports usage.
-    package var includeUsage: Bool { streamOptions?.includeUsage ?? false || stream != true }
+    package var includeUsage: Bool {
+        Self.includesUsage(streamOptionsIncludeUsage: streamOptions?.includeUsage, stream: stream)
+    }
+
+    /// Whether a request with these fields gets usage: asked for in `stream_options`, or not streamed. The stream
+    /// table's readers decide it from the stored request's two fields, without decoding the whole request.
+    package static func includesUsage(streamOptionsIncludeUsage: Bool?, stream: Bool?) -> Bool {
+        streamOptionsIncludeUsage ?? false || stream != true
+    }
 
     enum CodingKeys: String, CodingKey {
         case model, messages, stream, stop, temperature, seed, n, user

@@ -75,18 +75,31 @@ package struct StreamCatchUp: Sendable, Equatable {
     /// For an opening: the key that created the task has been revoked or has expired since, so its stream is no
     /// longer served (a stream token follows its key).
     package var ownerLapsed: Bool
+    /// For an opening: the task's model as its request names it, and whether its chunks carry `usage` — with
+    /// `created`, the header its stored events are rendered with (`frame(of:)`).
+    package var model: String
+    package var includeUsage: Bool
 
     package init(
         exists: Bool, streaming: Bool, head: Int, batches: [StreamBatch], response: String? = nil, created: Int64 = 0,
-        ownerLapsed: Bool = false
+        ownerLapsed: Bool = false, model: String = "", includeUsage: Bool = false
     ) {
         self.ownerLapsed = ownerLapsed
+        self.model = model
+        self.includeUsage = includeUsage
         self.exists = exists
         self.streaming = streaming
         self.head = head
         self.batches = batches
         self.response = response
         self.created = created
+    }
+}
+
+extension StreamCatchUp {
+    /// The frame `task`'s stored events are rendered with, from an opening's header.
+    package func frame(of task: UUID) -> ChunkFrame {
+        ChunkFrame(task: task, created: created, model: model, includeUsage: includeUsage)
     }
 }
 
