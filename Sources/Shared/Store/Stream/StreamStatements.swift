@@ -44,7 +44,11 @@ extension StreamLog {
                 CROSS JOIN LATERAL (
                     SELECT FROM handoff_tasks t WHERE t.id = b.task_id AND t.worker_id = \(workerID) AND t.status = 'running' OFFSET 0
                 ) held
-                ON CONFLICT (task_id, seq) DO NOTHING
+                -- A retried flush (its commit's outcome unknown) skips the rows it did commit. Not ON CONFLICT DO
+                -- NOTHING: its speculative insertion costs a WAL record (48 bytes) for every row ever written, to
+                -- guard against a race only a retry overtaking its own first attempt could run; that retry fails on
+                -- the primary key, and the next one finds the rows.
+                WHERE NOT EXISTS (SELECT FROM handoff_stream s WHERE s.task_id = b.task_id AND s.seq = b.seq)
                 RETURNING task_id, seq, event_count, events, final
             ), finished AS (
                 UPDATE handoff_tasks t SET status = o.status, usage = nullif(o.usage, '')::jsonb,
