@@ -11,6 +11,8 @@ import PostgresNIO
 struct APIApplication {
     /// Must run beside the application: every enqueue waits for its batch.
     let batcher: EnqueueBatcher
+    /// Runs beside the batcher: withdraws the tasks of a batch that missed its deadline, should it commit after all.
+    let withdrawal: EnqueueWithdrawal
     private let completions: CompletionsController
     private let responses: ResponsesController
     private let cancellation: CancellationController
@@ -22,7 +24,8 @@ struct APIApplication {
         let catalogue = try ModelCatalogue(settings: settings)
         let authentication = Authentication(
             mode: mode, keys: APIKeyStore(client: client, timeout: timeout, logger: logger), secret: secret)
-        batcher = EnqueueBatcher(queue: queue, logger: logger)
+        withdrawal = EnqueueWithdrawal(queue: queue, logger: logger)
+        batcher = EnqueueBatcher(queue: queue, withdrawal: withdrawal, logger: logger)
         let admission = TaskAdmission(
             batcher: batcher, queue: queue, authentication: authentication,
             maxBodyBytes: try settings.int(.maxBodyBytes),

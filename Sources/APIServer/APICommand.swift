@@ -39,7 +39,7 @@ struct APICommand: AsyncParsableCommand {
                 host: host, port: try settings.int(.apiPort, override: port), operations: startup.operations,
                 logger: logger)
             // Shut down in reverse: readiness fails, the HTTP server finishes its requests, then the batcher commits theirs.
-            try await startup.run([client, api.batcher, app], probing: client)
+            try await startup.run([client, api.withdrawal, api.batcher, app], probing: client)
         }
     }
 }

@@ -13,7 +13,8 @@ import Synchronization
 /// window; while a flush is in flight, newcomers gather and go together in the next one — one statement, one
 /// coalesced NOTIFY. The database deadline bounds one statement, not a queue for pooled connections, so a
 /// burst on a busy but healthy database is not mistaken for an outage. When a flush misses the deadline,
-/// everyone waiting fails with it: Postgres is not answering, and the API says 503 at once. When Postgres
+/// everyone waiting fails with it: Postgres is not answering, and the API says 503 at once (the flush's tasks are
+/// withdrawn should it commit after all, `EnqueueWithdrawal`). When Postgres
 /// rejects the batch instead, each task is retried alone, so one bad request cannot fail its neighbours.
 final class EnqueueBatcher: Service {
     private struct Entry {
@@ -22,13 +23,16 @@ final class EnqueueBatcher: Service {
     }
 
     private let queue: TaskQueue
+    /// Where the tasks of a flush that missed its deadline go: it may still commit.
+    private let withdrawal: EnqueueWithdrawal
     private let maxBatch: Int
     private let logger: Logger
     private let pending = Mutex<[Entry]>([])
     private let doorbell = Doorbell()
 
-    init(queue: TaskQueue, maxBatch: Int = 500, logger: Logger) {
+    init(queue: TaskQueue, withdrawal: EnqueueWithdrawal, maxBatch: Int = 500, logger: Logger) {
         self.queue = queue
+        self.withdrawal = withdrawal
         self.maxBatch = maxBatch
         self.logger = logger
     }
@@ -92,6 +96,8 @@ final class EnqueueBatcher: Service {
                 logger.error(
                     "enqueue failed",
                     metadata: ["tasks": "\(batch.count + waiting.count)", "error": "\(String(reflecting: error))"])
+                // The statement may still commit (a deadline, not a refusal): its tasks are withdrawn once it can tell.
+                withdrawal.doubt(batch.map(\.submission.id))
                 for entry in batch + waiting { entry.continuation.resume(throwing: error) }
             } catch {
                 // Postgres rejected something in this batch: retry each alone, so only the culprit fails.

@@ -8,7 +8,7 @@ import ServiceLifecycle
 /// Takes back tasks whose worker stopped renewing their lease. Every worker runs one; `SKIP LOCKED` lets them
 /// run at the same time without taking the same task twice. The check is one statement on a partial index, so
 /// it runs every second: a client learns of a dead worker at most a lease and a second after it died. After an
-/// outage of its own it holds off (`RescueHold`) while the living workers renew the leases that ran out meanwhile.
+/// outage of its own it holds off (`OutageHold`) while the living workers renew the leases that ran out meanwhile.
 struct TaskRescuer: Service {
     let queue: TaskQueue
     let lease: Duration
@@ -24,13 +24,13 @@ struct TaskRescuer: Service {
     func run() async throws {
         await cancelWhenGracefulShutdown {
             let clock = ContinuousClock()
-            var hold = RescueHold<ContinuousClock.Instant>(hold: self.hold)
+            var hold = OutageHold<ContinuousClock.Instant>(hold: self.hold)
             while !Task.isCancelled {
                 try? await Task.sleep(for: min(lease / 2, .seconds(1)))
                 guard !Task.isCancelled else { return }
                 switch hold.next(at: clock.now) {
-                case .rescue:
-                    if await rescue() { hold.rescued() } else { hold.failed() }
+                case .trust:
+                    if !(await rescue()) { hold.failed() }
                 case .probe:
                     do {
                         try await queue.ping()

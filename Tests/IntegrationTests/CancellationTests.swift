@@ -103,6 +103,10 @@ struct CancellationTests {
                     watched_at = CASE WHEN id = \(ids[0]) THEN now() END,
                     cancel_requested_at = CASE WHEN id = \(ids[1]) THEN now() END
                 """, timeout: .seconds(10), logger: database.logger)
+            // Just after an outage (no abandonment judged) only the explicit cancel stops a task.
+            let afterOutage = try await queue.renewLeases(
+                workerID: "w", running: ids, lease: .seconds(10), abandonAfter: nil)
+            #expect(afterOutage == [LeaseStop(id: ids[1], abandoned: false)])
             let stop = try await queue.renewLeases(
                 workerID: "w", running: ids, lease: .seconds(10), abandonAfter: .seconds(30))
             #expect(Set(stop.map(\.id)) == [ids[1], ids[2]])

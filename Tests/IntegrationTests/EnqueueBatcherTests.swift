@@ -19,6 +19,10 @@ struct EnqueueBatcherTests {
         }
     }
 
+    func batcher(_ queue: TaskQueue, _ logger: Logger) -> EnqueueBatcher {
+        EnqueueBatcher(queue: queue, withdrawal: EnqueueWithdrawal(queue: queue, logger: logger), logger: logger)
+    }
+
     let request = ChatCompletionRequest(model: "demo", messages: [ChatMessage(role: "user", content: "hi")])
     let body = #"{"model":"demo","messages":[{"role":"user","content":"hi"}]}"#
 
@@ -30,8 +34,7 @@ struct EnqueueBatcherTests {
     /// Two hundred requests at once on a pool of two connections: all committed, in a few statements.
     @Test func aBurstIsCommittedInFewStatements() async throws {
         try await TestDatabase.with(poolSize: 2) { database in
-            let batcher = EnqueueBatcher(
-                queue: TaskQueue(client: database.client, logger: database.logger), logger: database.logger)
+            let batcher = batcher(TaskQueue(client: database.client, logger: database.logger), database.logger)
             let ids = (0..<200).map { _ in UUID() }
             try await running(batcher) {
                 try await withThrowingTaskGroup(of: Void.self) { group in
@@ -59,8 +62,7 @@ struct EnqueueBatcherTests {
     @Test func oneRejectedTaskDoesNotFailItsBatch() async throws {
         try await TestDatabase.with(poolSize: 2) { database in
             let taken = try await database.enqueue(1)[0]
-            let batcher = EnqueueBatcher(
-                queue: TaskQueue(client: database.client, logger: database.logger), logger: database.logger)
+            let batcher = batcher(TaskQueue(client: database.client, logger: database.logger), database.logger)
             let ids = (0..<40).map { _ in UUID() } + [taken]
             let failed = try await running(batcher) {
                 await withTaskGroup(of: UUID?.self) { group in
@@ -82,8 +84,9 @@ struct EnqueueBatcherTests {
             settings: Settings(environment: ["DATABASE_URL": "postgres://postgres@127.0.0.1:9/none"]))
         let client = PostgresClient(configuration: settings.clientConfiguration(applicationName: "unreachable"))
         let logger = Logger(label: "test")
-        let batcher = EnqueueBatcher(
-            queue: TaskQueue(client: client, timeout: .milliseconds(300), logger: logger), logger: logger)
+        let queue = TaskQueue(client: client, timeout: .milliseconds(300), logger: logger)
+        let withdrawal = EnqueueWithdrawal(queue: queue, logger: logger)
+        let batcher = EnqueueBatcher(queue: queue, withdrawal: withdrawal, logger: logger)
         let started = ContinuousClock.now
         await withTaskGroup(of: Void.self) { group in
             group.addTask { await client.run() }
@@ -100,5 +103,7 @@ struct EnqueueBatcherTests {
         }
         // The deadline is 300 ms; the bound leaves room for a loaded machine.
         #expect(ContinuousClock.now - started < .seconds(10))
+        // Failed for want of an answer, not refused: each may still commit, so each is to be withdrawn.
+        #expect(withdrawal.doubted.count == 5)
     }
 }

@@ -28,6 +28,7 @@ enum InProcessAPI {
             operations: Operations(readiness: Readiness(listens: false), metrics: .disabled), logger: database.logger)
         try await withThrowingTaskGroup(of: Void.self) { group in
             group.addTask { try await api.batcher.run() }
+            group.addTask { try await api.withdrawal.run() }
             defer { group.cancelAll() }
             try await app.test(.router, body)
         }

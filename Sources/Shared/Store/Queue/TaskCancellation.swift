@@ -26,6 +26,25 @@ extension TaskQueue {
         return nil
     }
 
+    /// Cancels those of `ids` that are queued or running, as their owner's cancel would; returns every one of `ids`
+    /// that exists. For tasks whose enqueue the API answered with a 503 although it may have committed.
+    package func withdraw(_ ids: [UUID]) async throws -> Set<UUID> {
+        let rows = try await client.perform(
+            """
+            WITH found AS (
+                SELECT id, status FROM handoff_tasks WHERE id = ANY(\(ids)::uuid[]) FOR UPDATE
+            ), marked AS (
+                UPDATE handoff_tasks t SET cancel_requested_at = coalesce(t.cancel_requested_at, now()), updated_at = now()
+                FROM found WHERE t.id = found.id AND found.status IN ('queued', 'running')
+                RETURNING t.id
+            )
+            SELECT found.id, (SELECT count(pg_notify(\(NotifyChannel.taskCancelled), id::text)) FROM marked) FROM found
+            """, timeout: timeout, logger: logger)
+        var found: Set<UUID> = []
+        for (id, _) in try rows.decode((UUID, Int).self) { found.insert(id) }
+        return found
+    }
+
     /// Renews the lease of every task `workerID` runs, in one statement, and returns those it should stop: the
     /// ones it no longer holds (`lost`), the ones somebody cancelled, and the ones no client has watched for
     /// `abandonAfter` (which this marks cancelled) —
@@ -36,14 +55,20 @@ extension TaskQueue {
     /// Only the tasks in `running` — the ones the worker is actually running — are renewed, not every task the table
     /// says it holds: a claim that committed after the worker gave up waiting for it (a partition healing mid-claim)
     /// leaves tasks held by a worker that never runs them, and renewing those would keep them from the rescue forever.
-    package func renewLeases(workerID: String, running: [UUID], lease: Duration, abandonAfter: Duration) async throws
+    ///
+    /// `abandonAfter` nil: judge no task abandoned (just after an outage, when no replica could mark its streams
+    /// watched; `OutageHold`).
+    package func renewLeases(workerID: String, running: [UUID], lease: Duration, abandonAfter: Duration?) async throws
         -> [LeaseStop]
     {
-        let unwatched = Int((abandonAfter + StreamLog.watchRefresh).components.seconds)
-        let abandoned = """
-            coalesce(watched_at, started_at) < now() - \(unwatched) * interval '1 second'
-                AND NOT coalesce((response->>'background')::boolean, false)
-            """
+        let abandoned =
+            abandonAfter.map { abandonAfter in
+                let unwatched = Int((abandonAfter + StreamLog.watchRefresh).components.seconds)
+                return """
+                    coalesce(watched_at, started_at) < now() - \(unwatched) * interval '1 second'
+                        AND NOT coalesce((response->>'background')::boolean, false)
+                    """
+            } ?? "false"
         let rows = try await client.perform(
             """
             UPDATE handoff_tasks SET lease_expires_at = now() + \(Int(lease.components.seconds)) * interval '1 second',

@@ -2,15 +2,15 @@ import Testing
 
 @testable import Worker
 
-/// The rescuer's hold after an outage, on a clock moved by hand.
-struct RescueHoldTests {
-    typealias Hold = RescueHold<TestInstant>
+/// The hold after an outage, on a clock moved by hand.
+struct OutageHoldTests {
+    typealias Hold = OutageHold<TestInstant>
 
-    @Test func aHealthyRescuerRescuesAtEveryCheck() {
+    @Test func withoutAnOutageItTrustsAtEveryCheck() {
         var hold = Hold(hold: .seconds(5))
-        #expect(hold.next(at: .at(0)) == .rescue)
-        hold.rescued()
-        #expect(hold.next(at: .at(1_000)) == .rescue)
+        #expect(hold.next(at: .at(0)) == .trust)
+        hold.answered(at: .at(0))
+        #expect(hold.next(at: .at(1_000)) == .trust)
     }
 
     @Test func afterAFailureItOnlyProbesUntilPostgresAnswers() {
@@ -21,15 +21,15 @@ struct RescueHoldTests {
         #expect(hold.next(at: .at(60_000)) == .probe, "an outage of any length is only probed")
     }
 
-    @Test func onceAnsweredItWaitsTheHoldThenRescues() {
+    @Test func onceAnsweredItWaitsTheHoldThenTrusts() {
         var hold = Hold(hold: .seconds(5))
         hold.failed()
         hold.answered(at: .at(10_000))
         #expect(hold.next(at: .at(10_000)) == .wait)
         #expect(hold.next(at: .at(14_999)) == .wait)
-        #expect(hold.next(at: .at(15_000)) == .rescue)
-        hold.rescued()
-        #expect(hold.next(at: .at(15_001)) == .rescue)
+        #expect(hold.next(at: .at(15_000)) == .trust)
+        hold.answered(at: .at(15_000))
+        #expect(hold.next(at: .at(15_001)) == .trust)
     }
 
     @Test func anotherAnswerDoesNotMoveTheHold() {
@@ -37,10 +37,10 @@ struct RescueHoldTests {
         hold.failed()
         hold.answered(at: .at(10_000))
         hold.answered(at: .at(12_000))
-        #expect(hold.next(at: .at(15_000)) == .rescue)
+        #expect(hold.next(at: .at(15_000)) == .trust)
     }
 
-    @Test func aFailedRescueAfterTheHoldStartsAgain() {
+    @Test func aFailureDuringTheHoldStartsItAgain() {
         var hold = Hold(hold: .seconds(5))
         hold.failed()
         hold.answered(at: .at(0))
