@@ -31,10 +31,10 @@ REST_PORTS = {"pg1": 18018, "pg2": 18019}
 ETCD_PORT = 25463
 HOME_PREFIX = "hmh-ha-"  # under /tmp; a leftover one (a killed run) is removed before a new run starts
 TOKEN_DELAY_MS = 30  # 600 tokens: 18 s of answer, longer than a failover
-# The default abandonment grace, as in Tests/e2e/test_ha.py, not cluster.py's 2 s: a task is cancelled as abandoned
-# when its watched_at is older than this plus 5 s, and no replica can refresh watched_at while no primary answers. With
-# 2 s (7 s in all), the worker's first lease renewal after a 13 s failover cancelled all 120 running streams (2026-12-07).
-ABANDON_SECONDS = 30
+# The fault suite's 2 s abandonment grace (7 s in all, with watched_at's 5 s refresh), shorter than the failover: no
+# replica can refresh watched_at while no primary answers, and the worker must not take that for abandonment (before
+# OutageHold, its first lease renewal after a 13 s failover cancelled all 120 running streams, 2026-12-07).
+ABANDON_SECONDS = 2
 
 
 def pair_on(hosts: Hosts, keep: Path) -> Pair:
