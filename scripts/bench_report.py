@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from bench_merge import caption, note, targets_note
 from bench_report_cost import cost_section, ha_section
 from bench_targets import (
     AUTH_BUDGET_MS,
@@ -27,6 +28,7 @@ def metrics_section(results: dict) -> list[str]:
     lines = [
         "## What metrics cost",
         "",
+        *note(results, "metrics"),
         "One stack; its API server, worker and SSE replicas restart with `HANDOFF_METRICS` on or off before each round",
         f"({plan['rounds']} rounds per mode, ABBA). Each round: the hand-off at {plan['rate']} requests/s, then "
         f"{plan['concurrency']} clients as fast as they go, {plan['seconds']} s each. Each figure is the median of the"
@@ -56,10 +58,12 @@ HOPS = [
 ]
 
 
-def commit_section(commit: list[dict]) -> list[str]:
+def commit_section(commit: list[dict], merged: list[str]) -> list[str]:
+    """Scenario 2's section; `merged` its opening lines if the scenario was merged (bench_merge.note)."""
     lines = [
         "## 2. Commit-to-client latency",
         "",
+        *merged,
         f"{commit[0]['streams']:,} streams at once, at several token rates per stream (the demo model's delay between",
         "tokens), read through Caddy and, at some rates, straight from the two replicas (which prices Caddy's hop). With",
         "`HANDOFF_BENCH_STAMPS=1` the SSE server writes a comment before each minibatch with the time its transaction",
@@ -151,16 +155,20 @@ def write_report(results: dict, out: Path, svg: Path) -> None:
         "",
         f"Measured by `make bench` on {where}. Every stack runs from release binaries with its own Postgres 15",
         f"cluster, Caddy {m.get('caddy', '2.6')} in front and two SSE replicas; the demo model runs with zero token delay. The figures",
-        "below are one `make bench`; `benchmarks/results.json` holds every number.",
+        "below are one `make bench`"
+        + (", but for those of scenarios measured later, as their sections say" if results.get("merged") else "")
+        + "; `benchmarks/results.json` holds every number.",
         "",
         "## Against the targets",
         "",
+        *targets_note(results),
         "| target | measured | |",
         "| --- | --- | --- |",
         *targets(results),
         "",
         "## 1. Hand-off latency (open loop)",
         "",
+        *note(results, "handoff"),
         "POST through Caddy → 302 → GET through Caddy, 16-token replies, requests sent at a fixed rate and timed from",
         "the moment each was due, each on a new connection. *302* is the API's answer (its enqueue commit included);",
         "*first byte* the stream's response head, sent once the SSE replica has read the task from Postgres; *first",
@@ -207,9 +215,10 @@ def write_report(results: dict, out: Path, svg: Path) -> None:
         "",
         f"![Hand-off latency against request rate]({svg.relative_to(out.parent)})",
         "",
-        *commit_section(commit),
+        *commit_section(commit, note(results, "commit")),
         "## 3. Idle streams on one replica",
         "",
+        *note(results, "idle"),
         f"{idle['streamsRequested']:,} tasks queued with no worker running, so every stream stays open and idle;",
         f"{idle['clientProcesses']} client processes connect straight to one replica (not through Caddy, which would",
         "spend two descriptors per stream), each from its own source address in 127.0.0.0/8.",
@@ -222,6 +231,7 @@ def write_report(results: dict, out: Path, svg: Path) -> None:
         "",
         "## 4 and 5. Throughput and Postgres footprint",
         "",
+        *note(results, "throughput"),
         f"{throughput['concurrency']} closed-loop clients through Caddy for {fmt(throughput['duration'], 0)} s, "
         f"{throughput['tokens']}-token replies.",
         "",
@@ -245,7 +255,7 @@ def write_report(results: dict, out: Path, svg: Path) -> None:
         + ".",
         "",
     ]
-    lines += upstream_section(results["upstream"], results["real"])
+    lines += upstream_section(results["upstream"], results["real"], note(results, "upstream") + real_note(results))
     lines += metrics_section(results)
     lines += cost_section(results) + ha_section(results)
     lines += [
@@ -254,15 +264,22 @@ def write_report(results: dict, out: Path, svg: Path) -> None:
         "",
     ]
     out.write_text("\n".join(lines))
-    svg.write_text(plot(handoff, where))
+    svg.write_text(plot(handoff, caption(results, where)))
 
 
-def upstream_section(upstream: dict, real: dict) -> list[str]:
+def real_note(results: dict) -> list[str]:
+    """Section 6's opening lines if the real model's scenario was merged: its figures are the section's last."""
+    return note(results, "real", "The real model's figures (the target table's last row and the last paragraph)")
+
+
+def upstream_section(upstream: dict, real: dict, merged: list[str]) -> list[str]:
+    """Section 6 (the upstream and real scenarios); `merged` its opening lines if either was merged."""
     direct, relay = upstream["direct"], upstream["relay"]
     added = upstream_added(upstream)
     lines = [
         "## 6. Relaying an upstream model",
         "",
+        *merged,
         "A zero-delay OpenAI-compatible stub (`scripts/fast_upstream.py`, OpenAI's chunk shape) as the catalogue model",
         "`fast`, against the built-in `demo` model at zero token delay, through the whole stack, open loop. *First",
         "token* is the model's first chunk at the client, timed from the POST.",

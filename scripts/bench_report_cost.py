@@ -5,6 +5,7 @@ baseline commit's binaries (bench_cost.py, issue 24) and synchronous replication
 from __future__ import annotations
 
 from bench_cost import PROCESSES
+from bench_merge import note
 from bench_targets import fmt
 
 
@@ -20,6 +21,7 @@ def cost_section(results: dict) -> list[str]:
     lines = [
         "## Cost per token",
         "",
+        *note(results, "cost"),
         "What a streamed token costs the stack: this commit's release binaries (*new*) against those of "
         f"{cost['baseline'][:7]} (*old*,",
         "the commit before issue 24), in one run on one machine. The bench's Postgres and one Caddy stay up; each round",
@@ -85,6 +87,7 @@ def ha_section(results: dict) -> list[str]:
     lines = [
         "## What synchronous replication costs",
         "",
+        *note(results, "ha"),
         "The hand-off (as in §1: POST → 302 → first event, 16-token replies, open loop) on a stack whose Postgres is a",
         "Patroni pair as `make run-ha` runs it (`deploy/ha/`: `synchronous_mode`, every commit waits for the standby,",
         f"here `{ha['synchronousStandbyNames']}`; reached through HAProxy), against the same on a stack on the bench's "
