@@ -15,13 +15,19 @@ scripts/bench-baseline.sh (run first) builds once if missing, or from `--baselin
 runs the hand-off on a Patroni pair of its own (scripts/ha.sh: synchronous replication, through HAProxy) against
 the single node, alternating, and reads the worker's flush durations.
 
+A partial run (`--only a,b`) prints its results and writes nothing; with `--merge` it puts them into the committed
+benchmarks/results.json of a full run instead (each scenario's results and plan entries replaced, or added where that
+run had none; results["merged"][scenario] records the commit, +dirty if Sources/ has changes not committed, the date
+and the machine) and writes BENCHMARKS.md and the plot again from it, each merged scenario's section opening with
+where and when it was measured: one scenario again without a full run.
+
 `--smoke` runs each scenario for a few seconds at toy sizes and writes nothing: CI's guard against rot. Its cost
 scenario runs the current binaries as both old and new (CI never builds the baseline); its HA scenario starts the
 pair too, which adds about 45 s.
 
 This file holds the plans (full and smoke) and the command line; the stacks are bench_session.py's, the scenarios
 bench_scenarios.py's, bench_handoff.py's, bench_upstream.py's, bench_continuation.py's, bench_cost.py's and
-bench_ha.py's, the smoke's checks bench_smoke.py's and the report bench_report.py's.
+bench_ha.py's, the smoke's checks bench_smoke.py's, the merge bench_merge.py's and the report bench_report.py's.
 """
 
 from __future__ import annotations
@@ -32,6 +38,7 @@ import subprocess
 import tempfile
 from pathlib import Path
 
+from bench_merge import merge, source_commit
 from bench_scenarios import run_scenarios
 from bench_session import Session, cluster, log
 from bench_smoke import check_smoke
@@ -94,6 +101,7 @@ SMOKE = {
     "ha": {"rates": [20], "rounds": 1, "seconds": 2},
 }
 ALL = ("idle", "handoff", "commit", "throughput", "upstream", "real", "metrics", "continuation", "cost", "ha")
+RESULTS = ROOT / "benchmarks" / "results.json"
 
 
 def main() -> None:
@@ -109,7 +117,12 @@ def main() -> None:
     parser.add_argument(
         "--only",
         default=",".join(ALL),
-        help="comma-separated scenarios to run; a partial run prints its results and writes no report",
+        help="comma-separated scenarios to run; a partial run prints its results and writes no report (but --merge)",
+    )
+    parser.add_argument(
+        "--merge",
+        action="store_true",
+        help="with --only: put the results into benchmarks/results.json (a full run's) and write the report again",
     )
     parser.add_argument("--idle-streams", type=int, help="streams of the idle scenario (default 19000, smoke 200)")
     options = parser.parse_args()
@@ -117,6 +130,13 @@ def main() -> None:
     if options.idle_streams:
         plan["idle"]["streams"] = options.idle_streams
     only = set(options.only.split(","))
+    if only - set(ALL):
+        parser.error(f"unknown scenarios {', '.join(sorted(only - set(ALL)))} (known: {', '.join(ALL)})")
+    if options.merge and (options.smoke or options.idle_streams or only == set(ALL)):
+        parser.error("--merge takes --only's scenarios of a full plan: not with --smoke or --idle-streams, nor all")
+    if options.merge and not RESULTS.exists():
+        parser.error(f"--merge: no {RESULTS.relative_to(ROOT)} of a full run to merge into")
+    commit = source_commit() if options.merge else ""
     baseline = options.baseline_bin_dir
     if baseline is None and "cost" in only and not options.smoke:
         built = subprocess.run(
@@ -134,15 +154,18 @@ def main() -> None:
     if options.smoke and only == set(ALL):
         check_smoke(results)
         return
-    if options.smoke or only != set(ALL) or options.idle_streams:
+    if options.merge:
+        results = merge(json.loads(RESULTS.read_text()), results, [name for name in ALL if name in only], commit)
+    elif options.smoke or only != set(ALL) or options.idle_streams:
         print(json.dumps({k: v for k, v in results.items() if k != "plan"}, indent=2))
         return
-    (ROOT / "benchmarks").mkdir(exist_ok=True)
-    (ROOT / "benchmarks" / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+    RESULTS.parent.mkdir(exist_ok=True)
+    RESULTS.write_text(json.dumps(results, indent=2) + "\n")
     from bench_report import write_report
 
-    write_report(results, options.out, ROOT / "benchmarks" / "latency.svg")
-    log(f"wrote {options.out.relative_to(ROOT)}, benchmarks/latency.svg and benchmarks/results.json")
+    write_report(results, options.out, RESULTS.parent / "latency.svg")
+    merged = f" ({', '.join(sorted(only))} merged into the full run's)" if options.merge else ""
+    log(f"wrote {options.out.relative_to(ROOT)}, benchmarks/latency.svg and benchmarks/results.json{merged}")
 
 
 if __name__ == "__main__":
