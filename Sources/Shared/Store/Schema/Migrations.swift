@@ -160,5 +160,18 @@ package enum Migrations {
                 // HANDOFF_MAX_CONTINUATIONS, and the next worker continues the answer from it.
                 "ALTER TABLE handoff_tasks ADD COLUMN continuations integer NOT NULL DEFAULT 0"
             ]),
+        Migration(
+            version: 8, name: "lease renewals in place",
+            statements: [
+                // Each running task's lease is renewed every third of a lease, and the replicas refresh watched_at
+                // every 5 s. Renewals changed an indexed column (lease_expires_at), and both found no room on full
+                // pages, so each wrote a new row version plus an entry in every index of the table. Indexing the
+                // running tasks by id instead, and leaving a page room for new versions, makes both updates HOT
+                // (heap-only: in place, no index entries). The rescue then reads every running task's lease: a few
+                // thousand rows at most, once a second.
+                "DROP INDEX handoff_tasks_leases",
+                "CREATE INDEX handoff_tasks_running ON handoff_tasks (id) WHERE status = 'running'",
+                "ALTER TABLE handoff_tasks SET (fillfactor = 70)",
+            ]),
     ]
 }
