@@ -51,7 +51,6 @@ final class EnqueueWithdrawal: Service, Sendable {
                     self.logger.debug(
                         "withdrawal failed; trying again", metadata: ["error": "\(String(reflecting: error))"])
                 }
-                try? await Task.sleep(for: .seconds(1))
             }
         }
     }

@@ -19,12 +19,12 @@ struct TaskRescuer: Service {
 
     /// Half a lease: a living worker's keeper, retrying each second, renews long before that once Postgres answers,
     /// and a dead worker's tasks wait no more than that longer for their rescue.
-    private var hold: Duration { lease / 2 }
+    private var holdAfterOutage: Duration { lease / 2 }
 
     func run() async throws {
         await cancelWhenGracefulShutdown {
             let clock = ContinuousClock()
-            var hold = OutageHold<ContinuousClock.Instant>(hold: self.hold)
+            var hold = OutageHold<ContinuousClock.Instant>(hold: holdAfterOutage)
             while !Task.isCancelled {
                 try? await Task.sleep(for: min(lease / 2, .seconds(1)))
                 guard !Task.isCancelled else { return }
@@ -37,7 +37,7 @@ struct TaskRescuer: Service {
                         hold.answered(at: clock.now)
                         logger.notice(
                             "Postgres answers again; rescuing expired leases after a hold",
-                            metadata: ["hold": "\(self.hold)"])
+                            metadata: ["hold": "\(holdAfterOutage)"])
                     } catch {
                         hold.failed()
                     }

@@ -9,39 +9,34 @@ extension TaskQueue {
     /// Asks for `id` to be cancelled and wakes the worker running it. Returns the task's status when asked (`nil`:
     /// no such task); only a queued or running task is marked.
     package func requestCancel(_ id: UUID) async throws -> TaskStatus? {
-        let rows = try await client.perform(
-            """
-            WITH target AS (
-                SELECT id, status FROM handoff_tasks WHERE id = \(id) FOR UPDATE
-            ), marked AS (
-                UPDATE handoff_tasks t SET cancel_requested_at = coalesce(t.cancel_requested_at, now()), updated_at = now()
-                FROM target WHERE t.id = target.id AND target.status IN ('queued', 'running')
-                RETURNING t.id
-            )
-            SELECT target.status, (SELECT count(pg_notify(\(NotifyChannel.taskCancelled), id::text)) FROM marked) FROM target
-            """, timeout: timeout, logger: logger)
-        for (status, _) in try rows.decode((String, Int).self) {
-            return TaskStatus(rawValue: status)
-        }
-        return nil
+        try await cancel([id]).first?.status
     }
 
     /// Cancels those of `ids` that are queued or running, as their owner's cancel would; returns every one of `ids`
     /// that exists. For tasks whose enqueue the API answered with a 503 although it may have committed.
     package func withdraw(_ ids: [UUID]) async throws -> Set<UUID> {
+        Set(try await cancel(ids).map(\.id))
+    }
+
+    /// Marks those of `ids` that are queued or running cancelled and wakes the workers running them, in one
+    /// statement; returns each existing task with its status when asked.
+    private func cancel(_ ids: [UUID]) async throws -> [(id: UUID, status: TaskStatus?)] {
         let rows = try await client.perform(
             """
-            WITH found AS (
+            WITH target AS (
                 SELECT id, status FROM handoff_tasks WHERE id = ANY(\(ids)::uuid[]) FOR UPDATE
             ), marked AS (
                 UPDATE handoff_tasks t SET cancel_requested_at = coalesce(t.cancel_requested_at, now()), updated_at = now()
-                FROM found WHERE t.id = found.id AND found.status IN ('queued', 'running')
+                FROM target WHERE t.id = target.id AND target.status IN ('queued', 'running')
                 RETURNING t.id
             )
-            SELECT found.id, (SELECT count(pg_notify(\(NotifyChannel.taskCancelled), id::text)) FROM marked) FROM found
+            SELECT target.id, target.status, (SELECT count(pg_notify(\(NotifyChannel.taskCancelled), id::text)) FROM marked)
+            FROM target
             """, timeout: timeout, logger: logger)
-        var found: Set<UUID> = []
-        for (id, _) in try rows.decode((UUID, Int).self) { found.insert(id) }
+        var found: [(id: UUID, status: TaskStatus?)] = []
+        for (id, status, _) in try rows.decode((UUID, String, Int).self) {
+            found.append((id, TaskStatus(rawValue: status)))
+        }
         return found
     }
 
