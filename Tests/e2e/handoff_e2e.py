@@ -13,6 +13,7 @@ import hashlib
 import hmac
 import http.client
 import json
+import signal
 import time
 from typing import Any, Callable, ContextManager
 
@@ -192,3 +193,22 @@ def wait_started(stack, routed: bool = True, timeout: float = 60) -> None:
             stack.wait_routed(time.monotonic() + timeout)
     except (RuntimeError, OSError) as error:
         raise pytest.fail.Exception(f"the stack did not start: {error}\n{stack.log_tails()}", pytrace=False) from None
+
+
+def start_with_workers(
+    stack, settings: dict[str, str], worker_settings: dict[str, str], names: tuple[str, ...]
+) -> None:
+    """Starts `stack` with one worker per name, each with `worker_settings`, in place of its own: a test kills the one
+    running its task (`kill_holder`) and another continues it."""
+    stack.start_services(settings=settings, worker=False)
+    for name in names:
+        stack.start_worker(stack.commands["api"][1], worker_settings, name=name)
+    wait_started(stack)
+
+
+def kill_holder(stack, names: tuple[str, ...], task) -> str:
+    """SIGKILLs whichever of the workers `names` holds `task`; returns its name."""
+    holder = stack.sql(f"SELECT worker_id FROM handoff_tasks WHERE id = '{task}'")
+    [victim] = [name for name in names if f"-{stack.pid(name)}-" in holder]
+    stack.signal(victim, signal.SIGKILL).wait(timeout=5)
+    return victim

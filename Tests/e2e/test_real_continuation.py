@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import signal
 import subprocess
 import time
 import uuid
@@ -21,7 +20,7 @@ import uuid
 import openai
 import pytest
 from catalogue_e2e import PAIR_PROXY_PORTS
-from handoff_e2e import CADDY_PORT, wait_started
+from handoff_e2e import CADDY_PORT, kill_holder, start_with_workers
 from handoff_stack import Ports, Stack
 from llama_pair_e2e import Forwarded, LlamaPair
 from upstream_e2e import marker, sub
@@ -203,16 +202,12 @@ def lost_stack(cluster, pair, tmp_path_factory) -> Stack:
     catalogue.write_text(json.dumps({"models": models}))
     stack.create_database()
     try:
-        stack.start_services(
-            settings={"HANDOFF_KEEPALIVE_SECONDS": "1", "HANDOFF_MODELS_FILE": str(catalogue)}, worker=False
+        start_with_workers(
+            stack,
+            {"HANDOFF_KEEPALIVE_SECONDS": "1", "HANDOFF_MODELS_FILE": str(catalogue)},
+            {"HANDOFF_LEASE_SECONDS": str(LEASE_SECONDS), "HANDOFF_DEMO_TOKEN_DELAY_MS": "20"},
+            LOST_WORKERS,
         )
-        for name in LOST_WORKERS:
-            stack.start_worker(
-                stack.commands["api"][1],
-                {"HANDOFF_LEASE_SECONDS": str(LEASE_SECONDS), "HANDOFF_DEMO_TOKEN_DELAY_MS": "20"},
-                name=name,
-            )
-        wait_started(stack)
         yield stack
     finally:
         stack.stop()
@@ -225,9 +220,7 @@ def test_a_worker_killed_mid_answer_is_continued_by_the_other(pair, lost_stack):
 
     def kill_the_worker_running_it(completion_id: str) -> None:
         task = uuid.UUID(hex=completion_id.removeprefix("chatcmpl-"))
-        holder = lost_stack.sql(f"SELECT worker_id FROM handoff_tasks WHERE id = '{task}'")
-        [victim] = [name for name in LOST_WORKERS if f"-{lost_stack.pid(name)}-" in holder]
-        lost_stack.signal(victim, signal.SIGKILL).wait(timeout=5)
+        kill_holder(lost_stack, LOST_WORKERS, task)
         killed.append(task)
 
     answer = stream_with_a_fault(sdk(LOST.caddy), "local", tag, kill_the_worker_running_it)

@@ -11,7 +11,7 @@ import time
 import openai
 import pytest
 from faults import restart_and_wait
-from handoff_e2e import CADDY_PORT, GOLDEN, SSE_PORTS, request, wait_started
+from handoff_e2e import CADDY_PORT, GOLDEN, SSE_PORTS, kill_holder, request, start_with_workers
 from handoff_stack import Ports, Stack
 from keys_e2e import CADDY as KEYED_CADDY
 from responses_e2e import (
@@ -274,18 +274,16 @@ def lost_stack(cluster, tmp_path_factory) -> Stack:
     )
     stack.create_database()
     try:
-        stack.start_services(settings={"HANDOFF_KEEPALIVE_SECONDS": "1"}, worker=False)
-        for name in LOST_WORKERS:
-            stack.start_worker(
-                stack.commands["api"][1],
-                {
-                    "HANDOFF_LEASE_SECONDS": str(LEASE_SECONDS),
-                    "HANDOFF_ABANDON_SECONDS": str(ABANDON_SECONDS),
-                    "HANDOFF_DEMO_TOKEN_DELAY_MS": "20",
-                },
-                name=name,
-            )
-        wait_started(stack)
+        start_with_workers(
+            stack,
+            {"HANDOFF_KEEPALIVE_SECONDS": "1"},
+            {
+                "HANDOFF_LEASE_SECONDS": str(LEASE_SECONDS),
+                "HANDOFF_ABANDON_SECONDS": str(ABANDON_SECONDS),
+                "HANDOFF_DEMO_TOKEN_DELAY_MS": "20",
+            },
+            LOST_WORKERS,
+        )
         yield stack
     finally:
         stack.stop()
@@ -299,9 +297,7 @@ def test_a_worker_killed_mid_response_continues_it(lost_stack):
     stream = client.responses.create(model="demo", input=LONG, background=True, stream=True, max_output_tokens=300)
     events = take(stream, stop=lambda events: deltas(events) >= 10)
     response_id = events[0]["response"]["id"]
-    holder = lost_stack.sql(f"SELECT worker_id FROM handoff_tasks WHERE id = '{task_of(response_id)}'")
-    [victim] = [name for name in LOST_WORKERS if f"-{lost_stack.pid(name)}-" in holder]
-    lost_stack.signal(victim, signal.SIGKILL).wait(timeout=5)
+    victim = kill_holder(lost_stack, LOST_WORKERS, task_of(response_id))
     try:
         events += take(stream, deadline=LEASE_SECONDS + 30)
     finally:
