@@ -72,7 +72,7 @@ final class EnqueueBatcher: Service {
 
     private static func meansUnavailable(_ error: any Error) -> Bool {
         switch error {
-        case is DeadlineExceeded, is CancellationError: true
+        case is DeadlineExceeded, is CancellationError, is EnqueueMissedDeadline: true
         case let error as PSQLError: error.meansDatabaseUnavailable
         default: false
         }
@@ -96,8 +96,9 @@ final class EnqueueBatcher: Service {
                 logger.error(
                     "enqueue failed",
                     metadata: ["tasks": "\(batch.count + waiting.count)", "error": "\(String(reflecting: error))"])
-                // The statement may still commit (a deadline, not a refusal): its tasks are withdrawn once it can tell.
-                withdrawal.doubt(batch.map(\.submission.id))
+                // Unless Postgres itself found the deadline passed, the statement may still commit (a deadline, not a
+                // refusal): its tasks are withdrawn once it can tell.
+                if !(error is EnqueueMissedDeadline) { withdrawal.doubt(batch.map(\.submission.id)) }
                 for entry in batch + waiting { entry.continuation.resume(throwing: error) }
             } catch {
                 // Postgres rejected something in this batch: retry each alone, so only the culprit fails.

@@ -78,6 +78,25 @@ struct EnqueueBatcherTests {
         }
     }
 
+    /// A statement Postgres runs once its deadline has passed (held up before it ran, as by a connection still
+    /// opening to a new primary) queues none of its batch, and says so: its callers were told 503, and no task is
+    /// made behind their back.
+    @Test func anEnqueueRunAfterItsDeadlineQueuesNothing() async throws {
+        try await TestDatabase.with { database in
+            let queue = TaskQueue(client: database.client, logger: database.logger)
+            let ids = [UUID(), UUID()]
+            await #expect(throws: EnqueueMissedDeadline.self) {
+                try await queue.enqueue(ids.map(submission), before: Date.now.addingTimeInterval(-0.001))
+            }
+            let rows = try await database.client.perform(
+                "SELECT count(*) FROM handoff_tasks", timeout: .seconds(10), logger: database.logger)
+            #expect(try rows.decode(Int.self).map(\.self) == [0])
+            // In time, the same batch is queued whole.
+            let admissions = try await queue.enqueue(ids.map(submission), before: Date.now.addingTimeInterval(60))
+            #expect(admissions.count == 2)
+        }
+    }
+
     /// Postgres that does not answer (here: nothing listens on the port) fails callers within the deadline.
     @Test func anUnreachableDatabaseFailsFast() async throws {
         let settings = try DatabaseSettings(

@@ -9,7 +9,7 @@ extension OpenAIError {
         switch error {
         case let error as OpenAIError:
             self = error
-        case is DeadlineExceeded:
+        case is DeadlineExceeded, is EnqueueMissedDeadline:
             self = .databaseUnavailable
         case let error as PSQLError where error.meansDatabaseUnavailable:
             self = .databaseUnavailable

@@ -37,20 +37,38 @@ package struct TaskQueue: Sendable {
     /// presented key and its limits and reserves the admitted tasks' tokens in the same transaction, so the
     /// hand-off pays no extra round trip for it. `body` is the client's JSON as sent: an upstream model gets every
     /// field of it, including those Handoff does not read (`tools`, `response_format`, ...).
+    ///
+    /// The statement inserts nothing once its deadline has passed (`EnqueueMissedDeadline`): the caller has told
+    /// its clients 503 by then, and a task made anyway would run for nobody. A statement held up before it ran (a
+    /// connection still opening to a new primary) did exactly that in the HA test. The deadline is this queue's
+    /// `timeout` less `clockAllowance`, for the two hosts' clocks.
     package func enqueue(_ submissions: [TaskSubmission]) async throws -> [Admission] {
+        let allowance = min(Self.clockAllowance, timeout / 4)
+        return try await enqueue(
+            submissions, before: Date.now.addingTimeInterval(Double((timeout - allowance).wholeMilliseconds) / 1000))
+    }
+
+    /// How far the API's and Postgres's clocks may disagree (NTP keeps them within milliseconds).
+    static let clockAllowance = Duration.milliseconds(250)
+
+    /// `enqueue`, refused by Postgres once its clock has passed `deadline`.
+    package func enqueue(_ submissions: [TaskSubmission], before deadline: Date) async throws -> [Admission] {
         guard !submissions.isEmpty else { return [] }
         let rows = try await client.perform(
-            EnqueueStatement(query: Self.enqueueQuery(submissions, maxQueued: maxQueued)), timeout: timeout,
-            logger: logger)
+            EnqueueStatement(query: Self.enqueueQuery(submissions, maxQueued: maxQueued, before: deadline)),
+            timeout: timeout, logger: logger)
+        // Every request gets a row unless the deadline had passed, which empties the whole batch at once.
+        guard !rows.isEmpty else { throw EnqueueMissedDeadline() }
         return try Admission.assemble(rows.map { try AdmissionRow($0.makeRandomAccess()) }, count: submissions.count)
     }
 
     struct EnqueueStatement: PreparedQuery {
-        static let sql = TaskQueue.enqueueQuery([], maxQueued: 0).sql
+        static let sql = TaskQueue.enqueueQuery([], maxQueued: 0, before: Date()).sql
         let query: PostgresQuery
     }
 
-    static func enqueueQuery(_ submissions: [TaskSubmission], maxQueued: Int) -> PostgresQuery {
+    /// `before` is checked once for the whole batch (an uncorrelated subquery), so a batch is queued whole or not at all.
+    static func enqueueQuery(_ submissions: [TaskSubmission], maxQueued: Int, before deadline: Date) -> PostgresQuery {
         """
         WITH \(unescaped: RateLimitLedger.clock), requests AS (
             SELECT r.*, \(maxQueued)::int AS max_queued FROM unnest(\(submissions.map(\.id))::uuid[],
@@ -59,6 +77,7 @@ package struct TaskQueue: Sendable {
                 \(submissions.map { $0.request.tokenLimit ?? 0 })::int[], \(submissions.map { $0.tokenCap ?? 0 })::int[],
                 \(submissions.map { $0.response ?? "" })::text[])
                 WITH ORDINALITY AS r (id, model, body, digest, estimate, prompt_tokens, max_tokens, cap, response, ord)
+            WHERE (SELECT clock_timestamp() < \(deadline)::timestamptz)
         ), \(unescaped: RateLimitLedger.admission), queued AS (
             INSERT INTO handoff_tasks (id, model, request, key_id, reserved_tokens, prompt_tokens, response, max_tokens)
             SELECT id, model, body::jsonb, key_id, reservation, prompt_tokens, nullif(response, '')::jsonb, token_cap
