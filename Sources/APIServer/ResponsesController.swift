@@ -111,9 +111,6 @@ struct ResponsesController: Sendable {
 
     func delete(_ request: Request, id: String) async throws -> Response {
         let (task, _, standing) = try await owned(request, id: id)
-        // A running task's worker is told to stop first: once the row is gone it could no longer write, but would
-        // otherwise go on generating for nobody.
-        _ = try await queue.requestCancel(task)
         guard try await queue.delete(task) else { throw Self.notFound(id) }
         var response = JSONValue.object([
             ("id", .string(ResponseID.response(for: task))), ("object", .string("response")), ("deleted", .bool(true)),

@@ -177,6 +177,43 @@ struct CancellationTests {
         }
     }
 
+    /// Deleting a response erases its stream at once. A queued one goes; a running one's row stays, hidden and
+    /// cancelled, because its worker may be flushing (stream rows have no foreign key): the worker ends it, and
+    /// what it wrote meanwhile goes with the row when it is pruned.
+    @Test func deletingARunningResponseHidesAndCancelsIt() async throws {
+        try await TestDatabase.with { database in
+            let running = try await database.runningTasks(1, worker: "w")[0]
+            let queued = try await database.enqueue(1)[0]
+            try await database.client.perform(
+                "UPDATE handoff_tasks SET response = '{}'::jsonb", timeout: .seconds(10), logger: database.logger)
+            let log = StreamLog(client: database.client, logger: database.logger)
+            try await log.append(
+                [StreamBatch(task: running, sequence: 1, events: ["x"], final: false)], outcomes: [], workerID: "w")
+            let queue = queue(database)
+            #expect(try await queue.delete(running))
+            #expect(try await queue.delete(queued))
+            #expect(try await queue.status(of: queued) == nil)
+            #expect(try await queue.responseRecord(running) == nil, "gone from the Responses API")
+            #expect(try await queue.delete(running) == false)
+            let marked = try await database.client.perform(
+                "SELECT 1 FROM handoff_tasks WHERE id = \(running) AND cancel_requested_at IS NOT NULL",
+                timeout: .seconds(10), logger: database.logger)
+            #expect(marked.count == 1, "its worker is told to stop")
+            #expect(try await log.read(task: running, after: .start).isEmpty, "its stream is erased")
+            // The worker, still flushing, ends it; its last rows go when the task is pruned.
+            try await log.append(
+                [StreamBatch(task: running, sequence: 2, events: ["y"], final: true)],
+                outcomes: [TaskOutcome(task: running, status: .cancelled)], workerID: "w")
+            try await database.client.perform(
+                "UPDATE handoff_tasks SET finished_at = now() - interval '2 hours'", timeout: .seconds(10),
+                logger: database.logger)
+            #expect(try await queue.prune(retention: .seconds(3600)) == 1)
+            let rows = try await database.client.perform(
+                "SELECT count(*) FROM handoff_stream", timeout: .seconds(10), logger: database.logger)
+            #expect(try rows.decode(Int.self).map(\.self) == [0])
+        }
+    }
+
     @Test func pruningDeletesOnlyTasksFinishedBeforeTheRetention() async throws {
         try await TestDatabase.with { database in
             let ids = try await database.runningTasks(3, worker: "w")

@@ -122,7 +122,9 @@ extension TaskQueue {
                 WHERE finished_at < now() - \(Int(retention.components.seconds)) * interval '1 second'
                 ORDER BY finished_at LIMIT \(limit) FOR UPDATE SKIP LOCKED
             ), deleted AS (
-                DELETE FROM handoff_tasks t USING doomed WHERE t.id = doomed.id RETURNING 1
+                DELETE FROM handoff_tasks t USING doomed WHERE t.id = doomed.id RETURNING t.id
+            ), erased AS (
+                DELETE FROM handoff_stream WHERE task_id = ANY(ARRAY(SELECT id FROM deleted))
             )
             SELECT count(*) FROM deleted
             """, timeout: timeout, logger: logger)

@@ -173,5 +173,16 @@ package enum Migrations {
                 "CREATE INDEX handoff_tasks_running ON handoff_tasks (id) WHERE status = 'running'",
                 "ALTER TABLE handoff_tasks SET (fillfactor = 70)",
             ]),
+        Migration(
+            version: 9, name: "stream rows without a foreign key",
+            statements: [
+                // The foreign key checked every stream row against its task by locking the task's row (FOR KEY
+                // SHARE): a WAL record per row, about a fifth of a streamed token's WAL, and a query per row. The
+                // flush already writes only for a task its worker holds running. Nothing deletes a task a flush may
+                // still write for: the pruner takes finished ones and their stream rows together
+                // (`TaskQueue.prune`), and deleting a running response hides it until it is pruned
+                // (`TaskQueue.delete`).
+                "ALTER TABLE handoff_stream DROP CONSTRAINT handoff_stream_task_id_fkey"
+            ]),
     ]
 }
