@@ -61,6 +61,8 @@ let package = Package(
             dependencies: [
                 "HandoffWire", "HandoffRuntime", "HandoffStore",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "PostgresNIO", package: "postgres-nio"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ],
@@ -138,7 +140,8 @@ let package = Package(
         .testTarget(
             name: "IntegrationTests",
             dependencies: [
-                "HandoffWire", "HandoffRuntime", "HandoffStore", "HandoffProcess", "HandoffHTTP", "APIServer", "SSEChat",
+                "HandoffWire", "HandoffRuntime", "HandoffStore", "HandoffProcess", "HandoffHTTP", "APIServer",
+                "SSEChat",
                 "Worker", "Bench",
                 .product(name: "PostgresNIO", package: "postgres-nio"),
                 .product(name: "Hummingbird", package: "hummingbird"),

@@ -15,6 +15,11 @@ struct APICommand: AsyncParsableCommand {
         subcommands: [Serve.self, MigrateCommand.self, KeysCommand.self, TasksCommand.self, QueueCommand.self],
         defaultSubcommand: Serve.self)
 
+    static func main() async {
+        ConcurrencyPool.useEventLoops()
+        await main(nil)
+    }
+
     struct Serve: AsyncParsableCommand {
         static let configuration = CommandConfiguration(abstract: "Run the API server (default).")
 

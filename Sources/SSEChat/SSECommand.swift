@@ -14,6 +14,11 @@ struct SSECommand: AsyncParsableCommand {
         subcommands: [Serve.self, MigrateCommand.self],
         defaultSubcommand: Serve.self)
 
+    static func main() async {
+        ConcurrencyPool.useEventLoops()
+        await main(nil)
+    }
+
     struct Serve: AsyncParsableCommand {
         static let configuration = CommandConfiguration(abstract: "Run an SSE server replica (default).")
 

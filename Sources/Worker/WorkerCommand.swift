@@ -16,6 +16,11 @@ struct WorkerCommand: AsyncParsableCommand {
         subcommands: [Serve.self, MigrateCommand.self],
         defaultSubcommand: Serve.self)
 
+    static func main() async {
+        ConcurrencyPool.useEventLoops()
+        await main(nil)
+    }
+
     struct Serve: AsyncParsableCommand {
         static let configuration = CommandConfiguration(abstract: "Run the worker (default).")
 
