@@ -48,6 +48,7 @@ struct WorkerCommand: AsyncParsableCommand {
             let writer = StreamWriter(
                 configuration: .init(
                     window: try settings.milliseconds(.flushWindowMilliseconds),
+                    rowsPerSecond: max(1, try settings.int(.flushRowsPerSecond)),
                     maxPendingEvents: max(1, try settings.int(.flushMaxEvents)), workerID: workerID),
                 log: log, logger: logger)
             let tokenDelay = Duration.milliseconds(

@@ -111,7 +111,8 @@ struct ExecutionTests {
             #expect(claimed.count == 20)
             let log = StreamLog(client: database.client, logger: database.logger)
             let writer = StreamWriter(
-                configuration: .init(window: .milliseconds(10), maxPendingEvents: 256, workerID: "w1"), log: log,
+                configuration: .init(
+                    window: .milliseconds(10), rowsPerSecond: 20_000, maxPendingEvents: 256, workerID: "w1"), log: log,
                 logger: database.logger)
             let executor = database.executor(writer: writer, worker: "w1", tokenDelay: .milliseconds(1))
             try await withThrowingTaskGroup(of: Void.self) { group in
@@ -157,7 +158,8 @@ struct ExecutionTests {
             let task = try #require(try await database.claimAll(worker: "w").first)
             let log = StreamLog(client: database.client, logger: database.logger)
             let writer = StreamWriter(
-                configuration: .init(window: .milliseconds(5), maxPendingEvents: 64, workerID: "w"), log: log,
+                configuration: .init(
+                    window: .milliseconds(5), rowsPerSecond: 20_000, maxPendingEvents: 64, workerID: "w"), log: log,
                 logger: database.logger)
             let executor = database.executor(writer: writer, worker: "w")
             try await withThrowingTaskGroup(of: Void.self) { group in
@@ -182,7 +184,8 @@ struct ExecutionTests {
             let task = try #require(try await database.claimAll(worker: "w").first)
             let log = StreamLog(client: database.client, logger: database.logger)
             let writer = StreamWriter(
-                configuration: .init(window: .milliseconds(5), maxPendingEvents: 64, workerID: "w"), log: log,
+                configuration: .init(
+                    window: .milliseconds(5), rowsPerSecond: 20_000, maxPendingEvents: 64, workerID: "w"), log: log,
                 logger: database.logger)
             let executor = database.executor(writer: writer, worker: "w", models: ModelRegistry([:]))
             try await withThrowingTaskGroup(of: Void.self) { group in
@@ -214,7 +217,8 @@ extension TestDatabase {
 
     func writer(worker: String) -> StreamWriter {
         StreamWriter(
-            configuration: .init(window: .milliseconds(5), maxPendingEvents: 64, workerID: worker),
+            configuration: .init(
+                window: .milliseconds(5), rowsPerSecond: 20_000, maxPendingEvents: 64, workerID: worker),
             log: StreamLog(client: client, logger: logger), logger: logger)
     }
 }

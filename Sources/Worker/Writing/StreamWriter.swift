@@ -16,6 +16,7 @@ import Synchronization
 final class StreamWriter: Service {
     struct Configuration: Sendable {
         var window: Duration
+        var rowsPerSecond: Int
         var maxPendingEvents: Int
         var workerID: String
         var drainTimeout: Duration = .seconds(10)
@@ -95,7 +96,8 @@ final class StreamWriter: Service {
     func run() async throws {
         let clock = ContinuousClock()
         await withGracefulShutdownHandler {
-            var schedule = FlushSchedule<ContinuousClock.Instant>(window: configuration.window)
+            var schedule = FlushSchedule<ContinuousClock.Instant>(
+                window: configuration.window, rowsPerSecond: configuration.rowsPerSecond)
             while !Task.isCancelled, !Task.isShuttingDownGracefully {
                 await work.wait()
                 if case .rest(let until) = schedule.next(at: clock.now) { try? await Task.sleep(until: until) }
@@ -103,8 +105,7 @@ final class StreamWriter: Service {
                     await urgent.wait(timeout: clock.now.duration(to: until))
                 }
                 let start = clock.now
-                await flush()
-                schedule.flushed(from: start, to: clock.now)
+                schedule.flushed(rows: await flush(), startedAt: start)
             }
             let deadline = clock.now + configuration.drainTimeout
             while !Task.isCancelled, hasPendingEvents, clock.now < deadline {
@@ -133,10 +134,12 @@ final class StreamWriter: Service {
         state.withLock { $0.pending.count > 0 }
     }
 
-    /// Commits everything pending. On failure the events stay pending and are retried on the next round.
-    func flush() async {
+    /// Commits everything pending; returns how many stream rows that took. On failure the events stay pending and
+    /// are retried on the next round.
+    @discardableResult
+    func flush() async -> Int {
         let (batches, outcomes) = state.withLock { $0.pending.batches() }
-        guard !batches.isEmpty else { return }
+        guard !batches.isEmpty else { return 0 }
         let start = ContinuousClock.now
         do {
             try await log.append(batches, outcomes: outcomes, workerID: configuration.workerID)
@@ -150,7 +153,7 @@ final class StreamWriter: Service {
                 metadata: ["batches": "\(batches.count)", "error": "\(String(reflecting: error))"])
             try? await Task.sleep(for: configuration.window)
             work.ring()
-            return
+            return batches.count
         }
         let resumed = state.withLock { state -> [CheckedContinuation<Void, Never>] in
             var resumed = state.pending.committed(batches).compactMap { state.finishWaiters.removeValue(forKey: $0) }
@@ -161,5 +164,6 @@ final class StreamWriter: Service {
             return resumed
         }
         for continuation in resumed { continuation.resume() }
+        return batches.count
     }
 }

@@ -36,6 +36,7 @@ package enum ConfigKey: String, CaseIterable, Sendable {
     case workerPollMilliseconds = "HANDOFF_WORKER_POLL_MS"
     case flushWindowMilliseconds = "HANDOFF_FLUSH_MS"
     case flushMaxEvents = "HANDOFF_FLUSH_MAX_EVENTS"
+    case flushRowsPerSecond = "HANDOFF_FLUSH_ROWS_PER_SECOND"
     case leaseSeconds = "HANDOFF_LEASE_SECONDS"
     case maxAttempts = "HANDOFF_MAX_ATTEMPTS"
     case maxContinuations = "HANDOFF_MAX_CONTINUATIONS"
@@ -89,6 +90,7 @@ package enum ConfigKey: String, CaseIterable, Sendable {
         case .workerPollMilliseconds: "1000"
         case .flushWindowMilliseconds: "5"
         case .flushMaxEvents: "4096"
+        case .flushRowsPerSecond: "10000"
         case .leaseSeconds: "10"
         case .maxAttempts: "3"
         case .maxContinuations: "2"
@@ -152,8 +154,10 @@ package enum ConfigKey: String, CaseIterable, Sendable {
         case .workerConcurrency: "Tasks a worker runs at once (flag --concurrency)."
         case .workerPollMilliseconds: "Poll fallback of the worker's claim loop."
         case .flushWindowMilliseconds:
-            "Minibatch window: pending tokens of all tasks are committed together at most this often (under load the writer also rests twice as long as a flush overran it)."
+            "Minibatch window: pending tokens of all tasks are committed together at most this often."
         case .flushMaxEvents: "Pending events that force a flush before the window ends."
+        case .flushRowsPerSecond:
+            "Stream rows a worker writes a second at most, on average: past it the writer flushes less often and each row carries more of its stream's events."
         case .leaseSeconds: "Lease on a running task; renewed every third of it, rescued when it expires."
         case .maxAttempts: "Claims of one task before an expired lease fails it instead of requeueing it."
         case .maxContinuations:
