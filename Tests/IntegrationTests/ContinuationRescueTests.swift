@@ -187,7 +187,7 @@ private final class StallingTimer: TokenTimer {
 
     init(passing: Int) { self.passing = passing }
 
-    func sleep(for delay: Duration) async throws {
+    func sleep(until deadline: ContinuousClock.Instant) async throws {
         let wait = waits.withLock { count in
             count += 1
             return count

@@ -25,7 +25,7 @@ struct DemoClockTests {
                 for delay in delays {
                     group.addTask {
                         let start = ContinuousClock.now
-                        try await clock.sleep(for: delay)
+                        try await clock.sleep(until: .now + delay)
                         return (delay, ContinuousClock.now - start)
                     }
                 }
@@ -39,9 +39,9 @@ struct DemoClockTests {
     @Test func aCancelledSleeperWakesAtOnceAndTheOthersStillSleepTheirTime() async throws {
         let clock = DemoClock()
         try await running(clock) {
-            let long = Task { try await clock.sleep(for: .seconds(60)) }
+            let long = Task { try await clock.sleep(until: .now + .seconds(60)) }
             let start = ContinuousClock.now
-            async let short: Void = clock.sleep(for: .milliseconds(20))
+            async let short: Void = clock.sleep(until: .now + .milliseconds(20))
             long.cancel()
             await #expect(throws: CancellationError.self) { try await long.value }
             try await short
@@ -52,12 +52,12 @@ struct DemoClockTests {
     @Test func stoppingTheClockWakesWhoeverIsLeft() async throws {
         let clock = DemoClock()
         let ticking = Task { await clock.run() }
-        let sleeper = Task { try await clock.sleep(for: .seconds(60)) }
+        let sleeper = Task { try await clock.sleep(until: .now + .seconds(60)) }
         // Registered before the stop, or refused by the stopped clock: either way it ends with CancellationError.
         try await Task.sleep(for: .milliseconds(50))
         ticking.cancel()
         await ticking.value
         await #expect(throws: CancellationError.self) { try await sleeper.value }
-        await #expect(throws: CancellationError.self) { try await clock.sleep(for: .milliseconds(1)) }
+        await #expect(throws: CancellationError.self) { try await clock.sleep(until: .now + .milliseconds(1)) }
     }
 }
