@@ -90,7 +90,7 @@ package enum ConfigKey: String, CaseIterable, Sendable {
         case .workerPollMilliseconds: "1000"
         case .flushWindowMilliseconds: "5"
         case .flushMaxEvents: "4096"
-        case .flushRowsPerSecond: "10000"
+        case .flushRowsPerSecond: "15000"
         case .leaseSeconds: "10"
         case .maxAttempts: "3"
         case .maxContinuations: "2"
