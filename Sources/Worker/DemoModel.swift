@@ -69,7 +69,7 @@ struct DemoReply: AsyncSequence, Sendable {
     func makeAsyncIterator() -> Iterator {
         Iterator(
             request: request, cap: cap, tokenDelay: tokenDelay, timer: timer, words: StoryWords(request: request),
-            skip: streamed.utf8.count)
+            pace: TokenPace(delay: tokenDelay), skip: streamed.utf8.count)
     }
 
     struct Iterator: AsyncIteratorProtocol {
@@ -78,11 +78,10 @@ struct DemoReply: AsyncSequence, Sendable {
         let tokenDelay: Duration
         let timer: any TokenTimer
         var words: StoryWords
+        var pace: TokenPace<ContinuousClock.Instant>
         /// Bytes of text still to generate unsent.
         var skip: Int
         var generated = 0
-        /// When the last token was due.
-        var due: ContinuousClock.Instant?
         var held = ""
         var ending: [DemoDelta] = []
         var done = false
@@ -91,13 +90,7 @@ struct DemoReply: AsyncSequence, Sendable {
             while !done {
                 if !ending.isEmpty { return ending.removeFirst() }
                 if tokenDelay > .zero, skip == 0 {
-                    // A token every `tokenDelay`, as a model server paces its output: a late wake-up does not push
-                    // the rest of the reply back (at 1,000 replies × 20 tokens/s the worker's lag cut the rate it
-                    // offered by 6%), and a reply that fell a whole token behind does not burst to catch up.
-                    let now = ContinuousClock.now
-                    let deadline = Swift.max((due ?? now) + tokenDelay, now)
-                    due = deadline
-                    try await timer.sleep(until: deadline)
+                    try await timer.sleep(until: pace.next(at: .now))
                 } else {
                     try Task.checkCancellation()
                 }

@@ -2,7 +2,6 @@ import Foundation
 import HandoffStore
 import HandoffWire
 import Logging
-import Synchronization
 import Testing
 
 @testable import Worker
@@ -100,39 +99,6 @@ struct DemoModelTests {
         try await Task.sleep(for: .milliseconds(120))
         task.cancel()
         await #expect(throws: CancellationError.self) { try await task.value }
-    }
-
-    /// Tokens come a delay apart from when the last was due, not from when its wait ended: wake-ups a little late
-    /// do not slow the reply, and one a whole token late is followed at once, not by a burst.
-    @Test func theReplyKeepsItsPaceWhenWakeUpsAreLate() async throws {
-        let timer = LateTimer(lateness: [.milliseconds(3), .milliseconds(3), .milliseconds(25), .zero, .zero])
-        var model = DemoModel(tokenDelay: .milliseconds(10))
-        model.timer = timer
-        var iterator = model.deltas(for: seed).makeAsyncIterator()
-        for _ in 0..<5 { _ = try await iterator.next() }
-        let deadlines = timer.deadlines
-        let gaps = zip(deadlines, deadlines.dropFirst()).map { $0.duration(to: $1) }
-        #expect(gaps[0] == .milliseconds(10) && gaps[1] == .milliseconds(10), "3 ms late is caught up")
-        #expect(gaps[2] >= .milliseconds(25), "25 ms late: the next token is due when the wait ends")
-        #expect(gaps[3] == .milliseconds(10))
-    }
-}
-
-/// Returns each wait `lateness[n]` after its deadline, and records the deadlines.
-private final class LateTimer: TokenTimer {
-    private let lateness: [Duration]
-    private let recorded = Mutex<[ContinuousClock.Instant]>([])
-
-    init(lateness: [Duration]) { self.lateness = lateness }
-
-    var deadlines: [ContinuousClock.Instant] { recorded.withLock { $0 } }
-
-    func sleep(until deadline: ContinuousClock.Instant) async throws {
-        let wait = recorded.withLock { deadlines in
-            deadlines.append(deadline)
-            return deadlines.count - 1
-        }
-        try await Task.sleep(until: deadline + lateness[min(wait, lateness.count - 1)])
     }
 }
 
