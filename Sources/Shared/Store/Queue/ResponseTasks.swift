@@ -32,26 +32,26 @@ extension TaskQueue {
 
     /// Deletes a Responses task and its stream; `false` when there was none.
     ///
-    /// A running one's worker may be flushing as this runs, and stream rows have no foreign key to stop it writing
-    /// for a task that is gone. So a running task's row stays: hidden from the Responses API (`response` cleared)
-    /// and cancelled, so its worker stops and settles what it used, and the pruner takes it later with any rows
-    /// written meanwhile. A queued task has no writer (a claim would hold its row lock), nor has an ended one.
+    /// Its worker is told to stop first, as by its owner's cancel (`requestCancel`). A running one may still be
+    /// flushing as this runs, and stream rows have no foreign key to stop it writing for a task that is gone. So a
+    /// running task's row stays, hidden from the Responses API (`response` cleared): its worker ends it and settles
+    /// what it used, and the pruner takes it later with any rows written meanwhile. A queued task has no writer (a
+    /// claim would hold its row lock), nor has an ended one.
     package func delete(_ id: UUID) async throws -> Bool {
-        try await client.perform(
+        _ = try await requestCancel(id)
+        return try await client.perform(
             """
             WITH target AS (
                 SELECT id, status FROM handoff_tasks WHERE id = \(id) AND response IS NOT NULL FOR UPDATE
             ), hidden AS (
-                UPDATE handoff_tasks t SET response = NULL, cancel_requested_at = coalesce(t.cancel_requested_at, now()),
-                    updated_at = now()
+                UPDATE handoff_tasks t SET response = NULL, updated_at = now()
                 FROM target WHERE t.id = target.id AND target.status = 'running'
-                RETURNING t.id
             ), removed AS (
                 DELETE FROM handoff_tasks t USING target WHERE t.id = target.id AND target.status <> 'running'
             ), erased AS (
                 DELETE FROM handoff_stream WHERE task_id = (SELECT id FROM target)
             )
-            SELECT (SELECT count(pg_notify(\(NotifyChannel.taskCancelled), id::text)) FROM hidden) FROM target
+            SELECT 1 FROM target
             """, timeout: timeout, logger: logger
         ).count > 0
     }
