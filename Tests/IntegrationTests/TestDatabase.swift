@@ -97,15 +97,16 @@ struct TestDatabase: Sendable {
         return ids
     }
 
-    /// Marks every queued task as claimed by `worker`.
     /// `task`'s events as every client receives them: read from the table, each once, and rendered with the header a
     /// replica reads with them (the stored events leave out what every chunk shares, `ChunkFrame`).
     func renderedEvents(of task: UUID) async throws -> [String] {
         let log = StreamLog(client: client, logger: logger)
-        guard let header = try await log.catchUp([(task, .start, true)], pageSize: 1).first else { return [] }
+        let header = try await log.catchUp([(task, .start, true)], pageSize: 1)[0]
+        guard header.exists else { return [] }
         return try await log.events(of: task).map(header.frame(of: task).rendered)
     }
 
+    /// Marks every queued task as claimed by `worker`.
     func claimAll(worker: String) async throws -> [ClaimedTask] {
         try await TaskQueue(client: client, logger: logger).claim(workerID: worker, limit: 100_000, lease: .seconds(60))
     }

@@ -104,10 +104,7 @@ def fail_over(
         try:
             seen.rejoined_at = wait_for(
                 "rejoined",
-                lambda: (
-                    (pair.cluster(survivor).get(victim) or {}).get("role") == "sync_standby"
-                    and pair.cluster(survivor)[victim].get("state") == "running"
-                ),
+                lambda: rejoined(pair.cluster(survivor).get(victim) or {}),
                 REJOIN_BOUND,
                 interval=0.2,
             )
@@ -272,3 +269,8 @@ def diagnose(stack: Stack, client: Client, undisturbed: dict) -> str:
 
 def seconds(later: float | None, earlier: float | None) -> str:
     return "never" if later is None or earlier is None else f"{later - earlier:.1f} s"
+
+
+def rejoined(member: dict) -> bool:
+    """The old primary, as the survivor's Patroni lists it, is back as the running synchronous standby (one read)."""
+    return member.get("role") == "sync_standby" and member.get("state") == "running"
