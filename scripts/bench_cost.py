@@ -28,8 +28,10 @@ from bench_samplers import CPUSampler, metric_total, scrape
 from bench_session import ADMIN_URL, PORTS, Session, bench, log
 from handoff_stack import Stack, psql
 
-SERVICES = ("api", "worker", *(f"sse-{port}" for port in PORTS.sse))
+# Every process whose CPU a round counts, in the report's column order; SERVICES, those of them each round starts
+# (Caddy is the front's, which stays up; Postgres is the cluster's).
 PROCESSES = ("postgres", "worker", *(f"sse-{port}" for port in PORTS.sse), "caddy", "api")
+SERVICES = tuple(name for name in PROCESSES if name not in ("postgres", "caddy"))
 
 
 def cost(plan: dict, session: Session) -> dict:

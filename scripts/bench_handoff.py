@@ -78,37 +78,34 @@ def metrics_cost(plan: dict, session: Session) -> dict:
 
     def measure(stack: Stack) -> dict:
         rounds = []
-        for round_ in range(plan["rounds"]):
-            for mode in ("on", "off") if round_ % 2 == 0 else ("off", "on"):
-                switch_metrics(stack, mode)
-                bench(
-                    session.bin_dir, "handoff", "--port", str(PORTS.caddy), "--rate", "50", "--duration", "1"
-                )  # warm-up
-                log(
-                    f"scenario 6: metrics {mode}, round {round_ + 1} of {plan['rounds']}: hand-off at {plan['rate']}/s, "
-                    f"then {plan['concurrency']} clients, {plan['seconds']} s each"
-                )
-                handoff = bench(
-                    session.bin_dir,
-                    "handoff",
-                    "--port",
-                    str(PORTS.caddy),
-                    "--rate",
-                    str(plan["rate"]),
-                    "--duration",
-                    str(plan["seconds"]),
-                )
-                throughput = bench(
-                    session.bin_dir,
-                    "throughput",
-                    "--port",
-                    str(PORTS.caddy),
-                    "--concurrency",
-                    str(plan["concurrency"]),
-                    "--duration",
-                    str(plan["seconds"]),
-                )
-                rounds.append({"metrics": mode, "round": round_, "handoff": handoff, "throughput": throughput})
+        for rate, round_, mode in abba([plan["rate"]], plan["rounds"], "on", "off"):
+            switch_metrics(stack, mode)
+            bench(session.bin_dir, "handoff", "--port", str(PORTS.caddy), "--rate", "50", "--duration", "1")  # warm-up
+            log(
+                f"scenario 6: metrics {mode}, round {round_ + 1} of {plan['rounds']}: hand-off at {rate}/s, "
+                f"then {plan['concurrency']} clients, {plan['seconds']} s each"
+            )
+            handoff = bench(
+                session.bin_dir,
+                "handoff",
+                "--port",
+                str(PORTS.caddy),
+                "--rate",
+                str(rate),
+                "--duration",
+                str(plan["seconds"]),
+            )
+            throughput = bench(
+                session.bin_dir,
+                "throughput",
+                "--port",
+                str(PORTS.caddy),
+                "--concurrency",
+                str(plan["concurrency"]),
+                "--duration",
+                str(plan["seconds"]),
+            )
+            rounds.append({"metrics": mode, "round": round_, "handoff": handoff, "throughput": throughput})
         return {
             mode: {
                 "handoff": combine([r["handoff"] for r in rounds if r["metrics"] == mode]),

@@ -45,12 +45,14 @@ def merge(full: dict, partial: dict, scenarios: list[str], commit: str) -> dict:
     return full
 
 
+def hardware(machine: dict) -> str:
+    """A machine's cores, memory and kernel, as the report's first line and the plot's caption name them."""
+    return f"{machine['cores']} cores ({machine['cpu']}), {machine['memory_gib']} GiB, Linux {machine['kernel']}"
+
+
 def describe(machine: dict) -> str:
     """A machine as the report's first line names it, with its Caddy."""
-    return (
-        f"{machine['cores']} cores ({machine['cpu']}), {machine['memory_gib']} GiB, Linux {machine['kernel']}, "
-        f"Caddy {machine.get('caddy', '?')}"
-    )
+    return f"{hardware(machine)}, Caddy {machine.get('caddy', '?')}"
 
 
 def when(results: dict, scenario: str) -> str | None:
@@ -90,8 +92,4 @@ def caption(results: dict, where: str) -> str:
     entry = results.get("merged", {}).get("handoff")
     if not entry:
         return where
-    m = entry["machine"]
-    return (
-        f"{m['cores']} cores ({m['cpu']}), {m['memory_gib']} GiB, Linux {m['kernel']}; commit {entry['commit']}, "
-        f"{entry['date']}, after the full run"
-    )
+    return f"{hardware(entry['machine'])}; commit {entry['commit']}, {entry['date']}, after the full run"

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from bench_merge import caption, note, targets_note
+from bench_merge import caption, hardware, note, targets_note
 from bench_report_cost import cost_section, ha_section
 from bench_targets import (
     AUTH_BUDGET_MS,
@@ -141,10 +141,7 @@ def commit_section(commit: list[dict], merged: list[str]) -> list[str]:
 
 def write_report(results: dict, out: Path, svg: Path) -> None:
     m = results["machine"]
-    where = (
-        f"{m['cores']} cores ({m['cpu']}), {m['memory_gib']} GiB, Linux {m['kernel']}; "
-        f"commit {m['commit']}, {m['date']}"
-    )
+    where = f"{hardware(m)}; commit {m['commit']}, {m['date']}"
     idle, handoff, throughput, commit = results["idle"], results["handoff"], results["throughput"][0], results["commit"]
     pg = throughput["postgres"]
     cost = auth_cost(results)
