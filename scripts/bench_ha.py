@@ -12,53 +12,38 @@ histogram's buckets (0.5, 1, 2, 5, 10, 25, 50, 100, 500 ms) over a set's rounds 
 from __future__ import annotations
 
 import contextlib
-import os
-import shutil
-import subprocess
 import sys
-import tempfile
-from pathlib import Path
 from typing import Iterator
 
 from bench_handoff import abba, combine
-from bench_samplers import histogram, metric_total, quantile, scrape
+from bench_samplers import flush_histogram, quantile
 from bench_session import Session, bench, log
-from handoff_stack import ROOT, Ports, Stack, psql
+from handoff_stack import Ports, psql
+from patroni_pair import PatroniPair
 
-HA_PORT = 26450
-HA_ENV = {
-    "HANDOFF_HA_PORT": str(HA_PORT),
-    "HANDOFF_HA_PG1_PORT": "26451",
-    "HANDOFF_HA_PG2_PORT": "26452",
-    "HANDOFF_HA_ETCD_PORT": "26453",  # etcd1 26453/26454, etcd2 26455/26456, etcd3 26457/26458
-    "HANDOFF_HA_PG1_REST": "28008",
-    "HANDOFF_HA_PG2_REST": "28009",
-}
 HA_STACK_PORTS = Ports(caddy=28180, api=28181, sse=(28182, 28183))
-FLUSH = "handoff_stream_flush_duration_seconds"
 
 
 @contextlib.contextmanager
 def patroni_pair() -> Iterator[str]:
-    """The bench's pair, started until a primary with a synchronous standby answers through HAProxy, then stopped
-    and deleted; yields HAProxy's admin URL. Its home is under /tmp, where the postgres user can reach it."""
-    home = Path(tempfile.mkdtemp(prefix="handoff-bench-ha-", dir="/tmp"))
-    home.chmod(0o755)
-    env = {**os.environ, **HA_ENV, "HANDOFF_HA_HOME": str(home)}
-
-    def ha(command: str, timeout: float) -> None:
-        subprocess.run([str(ROOT / "scripts" / "ha.sh"), command], env=env, check=True, timeout=timeout)
-
+    """The bench's pair (patroni_pair.PatroniPair), started until a primary with a synchronous standby answers through
+    HAProxy, then stopped and deleted; yields HAProxy's admin URL. Its home is under /tmp, where the postgres user can
+    reach it."""
+    pair = PatroniPair(
+        ha_port=26450,
+        pg_ports={"pg1": 26451, "pg2": 26452},
+        rest_ports={"pg1": 28008, "pg2": 28009},
+        etcd_port=26453,  # etcd1 26453/26454, etcd2 26455/26456, etcd3 26457/26458
+        home_prefix="handoff-bench-ha-",
+    )
     try:
-        ha("start", 180)
-        yield f"postgres://postgres@127.0.0.1:{HA_PORT}/postgres"
+        pair.start()
+        yield pair.admin_url
     except Exception:
-        for path in sorted((home / "run").glob("*.log")):
-            print(f"----- {path.name} -----\n" + path.read_text(errors="replace")[-3000:], file=sys.stderr)
+        print(pair.log_tails(), file=sys.stderr)
         raise
     finally:
-        ha("stop", 120)
-        shutil.rmtree(home, ignore_errors=True)
+        pair.stop()
 
 
 def replication_cost(plan: dict, session: Session) -> dict:
@@ -80,14 +65,14 @@ def replication_cost(plan: dict, session: Session) -> dict:
                 f"synchronous replication: hand-off at {rate} requests/s for {plan['seconds']} s on the "
                 f"{'single node' if name == 'single' else 'Patroni pair'} (round {round_ + 1} of {plan['rounds']})"
             )
-            before = flushes(stacks[name])
+            before = flush_histogram(stacks[name])
             row = bench(
                 session.bin_dir,
                 "handoff",
                 *("--port", str(stacks[name].ports.caddy), "--rate", str(rate)),
                 *("--duration", str(plan["seconds"])),
             )
-            after = flushes(stacks[name])
+            after = flush_histogram(stacks[name])
             flush = {
                 "count": after["count"] - before["count"],
                 "seconds": after["seconds"] - before["seconds"],
@@ -116,16 +101,6 @@ def replication_cost(plan: dict, session: Session) -> dict:
         }
         rows.append(row)
     return {"synchronousStandbyNames": standby, "rows": rows, "rounds": rounds}
-
-
-def flushes(stack: Stack) -> dict:
-    """The worker's flush histogram so far: count, total seconds and cumulative buckets (by their `le` label)."""
-    series = scrape(stack.worker_ports["worker"])
-    return {
-        "count": metric_total(series, f"{FLUSH}_count"),
-        "seconds": metric_total(series, f"{FLUSH}_sum"),
-        "buckets": {"+Inf" if le == float("inf") else f"{le:g}": n for le, n in histogram(series, FLUSH).items()},
-    }
 
 
 def pooled(rounds: list[dict]) -> dict:

@@ -189,11 +189,24 @@ def quantile(buckets: dict[float, float], q: float) -> float | None:
     return lower
 
 
-def flush_timing(stack: Stack) -> dict:
-    """The worker's flushes so far, from its /metrics: how many, and their mean duration (tx start to return)."""
+FLUSH = "handoff_stream_flush_duration_seconds"
+
+
+def flush_histogram(stack: Stack) -> dict:
+    """The worker's flush histogram so far, from its /metrics: count, total seconds (tx start to return) and
+    cumulative buckets (by their `le` label)."""
     series = scrape(stack.worker_ports["worker"])
-    count = metric_total(series, "handoff_stream_flush_duration_seconds_count")
-    total = metric_total(series, "handoff_stream_flush_duration_seconds_sum")
+    return {
+        "count": metric_total(series, f"{FLUSH}_count"),
+        "seconds": metric_total(series, f"{FLUSH}_sum"),
+        "buckets": {"+Inf" if le == float("inf") else f"{le:g}": n for le, n in histogram(series, FLUSH).items()},
+    }
+
+
+def flush_timing(stack: Stack) -> dict:
+    """The worker's flushes so far: how many, and their mean duration (tx start to return)."""
+    flushes = flush_histogram(stack)
+    count, total = flushes["count"], flushes["seconds"]
     return {"flushes": int(count), "meanMs": 1000 * total / count if count else None}
 
 

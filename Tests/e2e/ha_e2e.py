@@ -12,16 +12,14 @@ from __future__ import annotations
 import dataclasses
 import http.client
 import json
-import os
-import shutil
 import subprocess
-import tempfile
 import threading
 import time
 from pathlib import Path
 
 from faults import Client
-from handoff_stack import ROOT, Ports, psql, status
+from handoff_stack import Ports, psql, status
+from patroni_pair import LOOPBACK, PatroniPair
 
 HA_PORT = 25450
 PG_PORTS = {"pg1": 25451, "pg2": 25452}
@@ -29,8 +27,6 @@ REST_PORTS = {"pg1": 18008, "pg2": 18009}
 ETCD_PORT = 25453  # etcd1 25453/25454, etcd2 25455/25456, etcd3 25457/25458
 PORTS = Ports(caddy=24080, api=24081, sse=(24082, 24083))
 ADMIN_URL = f"postgres://postgres@127.0.0.1:{HA_PORT}/postgres"
-HA_SCRIPT = ROOT / "scripts" / "ha.sh"
-LOOPBACK = "127.0.0.1"
 NODES = ("pg1", "pg2")
 
 
@@ -64,8 +60,8 @@ def members_seen(address: str, port: int) -> dict[str, dict]:
         return {}
 
 
-class Pair:
-    """The pair, run by scripts/ha.sh in the background: start, fault, stop.
+class Pair(PatroniPair):
+    """The pair, run by scripts/ha.sh in the background (patroni_pair.PatroniPair): start, fault, stop.
 
     On loopback unless given `hosts` (Tests/multihost's hosts.Hosts) and `placement`, the host of each member (etcd1-3,
     pg1, pg2, haproxy): each member then listens on its host's address and runs in its network namespace, Postgres
@@ -83,28 +79,24 @@ class Pair:
         placement: dict[str, str] | None = None,
         home_prefix: str = "handoff-ha-e2e-",
     ):
-        self.keep = keep  # where the members' logs are copied when the pair stops
-        self.ha_port, self.pg_ports, self.rest_ports = ha_port, pg_ports, rest_ports
         self.hosts, self.placement = hosts, placement or {}
-        self.home = Path(tempfile.mkdtemp(prefix=home_prefix, dir="/tmp"))
-        self.home.chmod(0o755)
-        self.env = {
-            **os.environ,
-            "HANDOFF_HA_HOME": str(self.home),
-            "HANDOFF_HA_PORT": str(ha_port),
-            "HANDOFF_HA_PG1_PORT": str(pg_ports["pg1"]),
-            "HANDOFF_HA_PG2_PORT": str(pg_ports["pg2"]),
-            "HANDOFF_HA_PG1_REST": str(rest_ports["pg1"]),
-            "HANDOFF_HA_PG2_REST": str(rest_ports["pg2"]),
-            "HANDOFF_HA_ETCD_PORT": str(etcd_port),
-        }
+        settings = {}
         if hosts is not None:
-            self.env["HANDOFF_HA_TRUSTED"] = f"{hosts.subnet}.0/24"
+            settings["HANDOFF_HA_TRUSTED"] = f"{hosts.subnet}.0/24"
             for member, host in self.placement.items():
                 name = "" if member == "haproxy" else f"_{member.upper()}"
-                self.env[f"HANDOFF_HA{name}_HOST"] = hosts.address(host)
-                self.env[f"HANDOFF_HA_NETNS_{member.upper()}"] = hosts.namespace(host)
-        self.admin_url = f"postgres://postgres@{self.address('haproxy')}:{ha_port}/postgres"
+                settings[f"HANDOFF_HA{name}_HOST"] = hosts.address(host)
+                settings[f"HANDOFF_HA_NETNS_{member.upper()}"] = hosts.namespace(host)
+        super().__init__(
+            ha_port,
+            pg_ports,
+            rest_ports,
+            etcd_port,
+            home_prefix,
+            keep=keep,  # where the members' logs are copied when the pair stops
+            settings=settings,
+            ha_address=self.address("haproxy"),
+        )
 
     def address(self, member: str) -> str:
         return LOOPBACK if self.hosts is None else self.hosts.address(self.placement[member])
@@ -114,25 +106,6 @@ class Pair:
         if self.hosts is None:
             return function(*args)
         return self.hosts.call(self.placement[member], function, *args)
-
-    def ha(self, *args: str, timeout: float = 60) -> str:
-        done = subprocess.run(
-            [str(HA_SCRIPT), *args], env=self.env, capture_output=True, text=True, timeout=timeout, check=False
-        )
-        if done.returncode != 0:
-            raise RuntimeError(f"scripts/ha.sh {' '.join(args)}: {done.stderr.strip()}\n{self.log_tails()}")
-        return done.stdout
-
-    def start(self) -> None:
-        """Starts every member that is not running and waits for a primary with a synchronous standby."""
-        self.ha("start", timeout=180)
-
-    def stop(self) -> None:
-        try:
-            self.ha("stop", timeout=120)
-        finally:
-            shutil.copytree(self.home / "run", self.keep, dirs_exist_ok=True, ignore=shutil.ignore_patterns("*.pid"))
-            shutil.rmtree(self.home, ignore_errors=True)
 
     def rest(self, node: str, path: str, timeout: float = 2, seen_from: str = "haproxy") -> int:
         """What the node's Patroni answers to GET `path`, asked from `seen_from`'s host (0: no answer)."""
@@ -159,13 +132,6 @@ class Pair:
 
     def pids(self, node: str) -> list[int]:
         return [int(pid) for pid in self.ha("pids", node).split()]
-
-    def log_tails(self, lines: int = 30) -> str:
-        parts = []
-        for path in sorted((self.home / "run").glob("*.log")):
-            tail = path.read_text(errors="replace").splitlines()[-lines:]
-            parts.append(f"----- {path.name} -----\n" + "\n".join(tail))
-        return "\n".join(parts)
 
 
 def wait_for(what: str, probe, timeout: float, interval: float = 0.1) -> float:
