@@ -18,8 +18,8 @@ struct LoadCapTests {
     }
 
     /// 30 requests of one key in 18 statements at once over two replicas, alone and in batches, against a cap of 7:
-    /// exactly 7 in; once two of them end, exactly two more. (Statements of one key wait for each other, each within
-    /// the test connections' 1.5 s statement timeout: on a loaded CI machine many more would run out of it.)
+    /// exactly 7 in; once two of them end, exactly two more. (Statements of one key wait for each other: on a loaded CI
+    /// machine many more would run out of even the tests' statement timeout.)
     @Test func concurrentTasksOfAKeyNeverOvershootAcrossReplicas() async throws {
         try await TestDatabase.with(poolSize: 4) { database in
             let store = APIKeyStore(client: database.client, logger: database.logger)

@@ -178,8 +178,7 @@ struct StreamNotifierTests {
     /// One flush of a thousand tasks, with events of every size up to past what a NOTIFY may carry: Postgres
     /// accepts every payload (it refuses one of 8,000 bytes and more), and every row reaches the cache exactly.
     @Test func aFlushOfEverySizeIsAnnouncedWithinThePayloadLimit() async throws {
-        // A flush of 1,000 rows and about 2 MB: CI once took longer than the processes' 1.5 s statement timeout.
-        try await TestDatabase.with(statementTimeout: .seconds(10)) { database in
+        try await TestDatabase.with { database in
             try await withSubscribedNotifier(database, listener: "sizes-listener", tasks: 1000) { notifier, tasks, _ in
                 let batches = tasks.enumerated().map { index, task in
                     StreamBatch(
