@@ -32,13 +32,15 @@ let package = Package(
             dependencies: [.product(name: "Crypto", package: "swift-crypto")],
             path: "Sources/Shared/Wire"
         ),
-        // Runtime: what every process runs on — concurrency, deadlines, logging, metrics, readiness.
+        // Runtime: what every process runs on — concurrency, deadlines and timers, logging, metrics, readiness.
         .target(
             name: "HandoffRuntime",
             dependencies: [
                 "HandoffWire",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Metrics", package: "swift-metrics"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "Prometheus", package: "swift-prometheus"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ],

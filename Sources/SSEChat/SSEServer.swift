@@ -1,3 +1,4 @@
+import HandoffRuntime
 import Logging
 import NIOCore
 import NIOHTTP1
@@ -74,14 +75,14 @@ final class SSEServer: Service {
             metadata: ["connections": "\(open.count)", "streams": "\(environment.notifier.subscriberCount)"])
         for channel in open { channel.pipeline.fireUserInboundEventTriggered(DrainEvent.started) }
         while clock.now < deadline, !connections.withLock({ $0.isEmpty }), !Task.isCancelled {
-            try? await Task.sleep(for: .milliseconds(50))
+            try? await LoopTimer.sleep(for: .milliseconds(50))
         }
         let left = connections.withLock { Array($0.values) }
         guard !left.isEmpty else { return }
         logger.notice("drain time over; interrupting streams", metadata: ["connections": "\(left.count)"])
         for channel in left { channel.pipeline.fireUserInboundEventTriggered(DrainEvent.timeIsUp) }
         // The interruptions are written and their connections closed; anything that stalls is closed regardless.
-        try? await Task.sleep(for: .milliseconds(200))
+        try? await LoopTimer.sleep(for: .milliseconds(200))
         for channel in connections.withLock({ Array($0.values) }) { channel.close(promise: nil) }
     }
 }

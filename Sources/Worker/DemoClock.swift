@@ -58,7 +58,7 @@ final class DemoClock: Service, TokenTimer {
                     next = .now
                 }
                 next += self.resolution
-                try? await Task.sleep(until: next)
+                try? await LoopTimer.sleep(until: next)
                 self.wake(upTo: self.tick(at: .now, .down))
             }
         }

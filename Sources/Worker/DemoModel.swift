@@ -12,7 +12,7 @@ struct DemoModel: ChatModel {
     static let naturalSentences = 3
 
     let tokenDelay: Duration
-    var timer: any TokenTimer = TaskSleepTimer()
+    var timer: any TokenTimer = LoopSleepTimer()
 
     func reply(to task: ClaimedTask, events: CompletionEvents, output: ReplyOutput, continuing: ContinuedAnswer?)
         async throws -> ReplyEnding

@@ -1,3 +1,4 @@
+import HandoffRuntime
 import HandoffStore
 import Logging
 import ServiceLifecycle
@@ -28,7 +29,7 @@ struct LeaseKeeper: Service {
             var hold = OutageHold<ContinuousClock.Instant>(hold: StreamLog.watchRefresh)
             var wait = lease / 3
             while !Task.isCancelled {
-                try? await Task.sleep(for: wait)
+                try? await LoopTimer.sleep(for: wait)
                 guard !Task.isCancelled else { return }
                 if await renew(judgingAbandonment: hold.next(at: clock.now) == .trust) {
                     hold.answered(at: clock.now)

@@ -74,7 +74,7 @@ final class TaskDispatcher: Service {
             }
             let deadline = ContinuousClock.now + configuration.grace
             while self.running.load(ordering: .relaxed) > 0, ContinuousClock.now < deadline, !Task.isCancelled {
-                try? await Task.sleep(for: .milliseconds(50))
+                try? await LoopTimer.sleep(for: .milliseconds(50))
             }
             let left = self.running.load(ordering: .relaxed)
             if left > 0 {

@@ -134,7 +134,7 @@ struct TaskExecutor: Sendable {
                 logger.warning(
                     "reading the answer to continue failed; reading again",
                     metadata: ["task": .task(task.id), "error": "\(String(reflecting: error))"])
-                try await Task.sleep(for: .seconds(1))
+                try await LoopTimer.sleep(for: .seconds(1))
             }
         }
         return try await stream.events(of: task.id)

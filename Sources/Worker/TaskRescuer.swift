@@ -26,7 +26,7 @@ struct TaskRescuer: Service {
             let clock = ContinuousClock()
             var hold = OutageHold<ContinuousClock.Instant>(hold: holdAfterOutage)
             while !Task.isCancelled {
-                try? await Task.sleep(for: min(lease / 2, .seconds(1)))
+                try? await LoopTimer.sleep(for: min(lease / 2, .seconds(1)))
                 guard !Task.isCancelled else { return }
                 switch hold.next(at: clock.now) {
                 case .trust:

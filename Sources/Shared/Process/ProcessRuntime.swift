@@ -42,7 +42,7 @@ package enum ProcessRuntime {
             } catch {
                 guard ContinuousClock.now < deadline else { throw error }
                 logger.notice("waiting for Postgres", metadata: ["error": "\(String(reflecting: error))"])
-                try await Task.sleep(for: .milliseconds(500))
+                try await LoopTimer.sleep(for: .milliseconds(500))
             }
         }
     }

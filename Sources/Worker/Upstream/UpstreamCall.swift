@@ -1,5 +1,6 @@
 import AsyncHTTPClient
 import Foundation
+import HandoffRuntime
 import HandoffWire
 import NIOCore
 import NIOHTTP1
@@ -130,7 +131,7 @@ struct UpstreamCall {
             let due = last + (relayed == 0 ? firstToken : betweenTokens)
             let now = ContinuousClock.now
             guard now < due else { throw WatchdogExpired() }
-            try await Task.sleep(until: min(due, now + betweenTokens / 4), clock: .continuous)
+            try await LoopTimer.sleep(until: min(due, now + betweenTokens / 4))
         }
     }
 

@@ -1,3 +1,4 @@
+import HandoffRuntime
 import HandoffWire
 import Logging
 import Metrics
@@ -166,7 +167,7 @@ struct UpstreamModel: ChatModel {
                 }
             if let endpoint = ranked.first(where: { $0.0.acquire() })?.0 { return endpoint }
             guard ContinuousClock.now < deadline else { return nil }
-            try await Task.sleep(for: Self.slotPoll)
+            try await LoopTimer.sleep(for: Self.slotPoll)
         }
     }
 

@@ -100,7 +100,7 @@ final class StreamWriter: Service {
                 window: configuration.window, rowsPerSecond: configuration.rowsPerSecond)
             while !Task.isCancelled, !Task.isShuttingDownGracefully {
                 await work.wait()
-                if case .rest(let until) = schedule.next(at: clock.now) { try? await Task.sleep(until: until) }
+                if case .rest(let until) = schedule.next(at: clock.now) { try? await LoopTimer.sleep(until: until) }
                 if case .gather(let until) = schedule.next(at: clock.now) {
                     await urgent.wait(timeout: clock.now.duration(to: until))
                 }
@@ -110,7 +110,7 @@ final class StreamWriter: Service {
             let deadline = clock.now + configuration.drainTimeout
             while !Task.isCancelled, hasPendingEvents, clock.now < deadline {
                 await flush()
-                if hasPendingEvents { try? await Task.sleep(for: configuration.window) }
+                if hasPendingEvents { try? await LoopTimer.sleep(for: configuration.window) }
             }
         } onGracefulShutdown: {
             self.work.ring()
@@ -151,7 +151,7 @@ final class StreamWriter: Service {
             logger.error(
                 "flush failed; will retry",
                 metadata: ["batches": "\(batches.count)", "error": "\(String(reflecting: error))"])
-            try? await Task.sleep(for: configuration.window)
+            try? await LoopTimer.sleep(for: configuration.window)
             work.ring()
             return batches.count
         }

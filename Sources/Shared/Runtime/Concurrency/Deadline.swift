@@ -17,8 +17,7 @@ package func withDeadline<Value: Sendable>(
         let result = await Result { try await operation() }
         outcome.resolve(result)
     }
-    let timer = Task {
-        try await Task.sleep(for: duration)
+    let timer = LoopTimer.schedule(after: duration) {
         outcome.resolve(.failure(DeadlineExceeded(duration: duration)))
         work.cancel()
     }

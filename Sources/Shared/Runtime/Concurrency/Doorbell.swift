@@ -43,13 +43,11 @@ package final class Doorbell: Sendable {
         }
     }
 
-    /// Like `wait()`, but returns after `timeout` at the latest: the poll fallback of every waiting loop.
+    /// Like `wait()`, but returns after `timeout` at the latest: the poll fallback of every waiting loop. The timeout
+    /// rings the bell; should it ring just as a real ring ends the wait, the next wait returns at once, harmlessly.
     package func wait(timeout: Duration) async {
-        await withTaskGroup(of: Void.self) { group in
-            group.addTask { await self.wait() }
-            group.addTask { try? await Task.sleep(for: timeout) }
-            await group.next()
-            group.cancelAll()
-        }
+        let timer = LoopTimer.schedule(after: timeout) { self.ring() }
+        defer { timer.cancel() }
+        await wait()
     }
 }

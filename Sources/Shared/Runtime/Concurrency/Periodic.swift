@@ -4,7 +4,7 @@ import ServiceLifecycle
 package func repeatEvery(_ interval: Duration, _ body: @escaping @Sendable () async -> Void) async {
     await cancelWhenGracefulShutdown {
         while !Task.isCancelled {
-            try? await Task.sleep(for: interval)
+            try? await LoopTimer.sleep(for: interval)
             guard !Task.isCancelled else { return }
             await body()
         }

@@ -76,7 +76,7 @@ package struct PostgresListener: Service {
                         "listener connection lost; reconnecting",
                         metadata: ["error": "\(String(reflecting: cause))", "retry_in": "\(delay)"])
                 }
-                try? await Task.sleep(for: delay)
+                try? await LoopTimer.sleep(for: delay)
                 delay = min(delay * 2, backoff.maximum)
             }
         }
