@@ -58,13 +58,22 @@ struct StreamLogTests {
     }
 
     /// A flush retried after an unknown commit outcome re-sends the same positions: readers see no duplicate.
+    /// A retried flush collides with what its first attempt wrote and runs again skipping it: the rest of the flush
+    /// (another task's batch, an outcome) still lands.
     @Test func retriedAndOverlappingBatchesAreHarmless() async throws {
         try await TestDatabase.with { database in
-            let task = try await database.runningTasks(1)[0]
+            let tasks = try await database.runningTasks(2)
+            let task = tasks[0]
             let log = StreamLog(client: database.client, logger: database.logger)
             let first = StreamBatch(task: task, sequence: 2, events: ["a", "b"], final: false)
             try await log.append([first], outcomes: [], workerID: "w")
-            try await log.append([first], outcomes: [], workerID: "w")
+            try await log.append(
+                [first, StreamBatch(task: tasks[1], sequence: 1, events: ["z"], final: true)],
+                outcomes: [TaskOutcome(task: tasks[1], status: .succeeded)], workerID: "w")
+            let other = try await log.read(task: tasks[1], after: .start).map(\.encodedEvents)
+            #expect(other == ["z"])
+            let status = try await TaskQueue(client: database.client, logger: database.logger).status(of: tasks[1])
+            #expect(status == .succeeded)
             try await log.append(
                 [StreamBatch(task: task, sequence: 4, events: ["a", "b", "c", "d"], final: true)], outcomes: [],
                 workerID: "w")

@@ -27,14 +27,28 @@ package struct StreamLog: Sendable {
     /// positional, so a retried batch either collides on its key and is skipped, or covers a superset of the
     /// same positions with the same events, which readers filter by cursor; an outcome already recorded no
     /// longer finds its task running.
+    ///
+    /// A flush first inserts without looking for its rows: only a retry, or a run continuing a task another worker
+    /// was still flushing for, can find one written. A collision fails the whole statement, which then runs
+    /// again skipping what is there (`skippingWritten`). Looking first cost every row a primary-key probe: a third
+    /// of the statement's buffer reads (1,089 of 3,636 for a flush of 363 rows, auto_explain).
     package func append(_ batches: [StreamBatch], outcomes: [TaskOutcome], workerID: String) async throws {
         guard !batches.isEmpty || !outcomes.isEmpty else { return }
         // Not prepared: a generic plan, made from a young table's statistics and then kept, probed each batch's task
         // through the partial index of running tasks (measured: 169 ms for 1,000 batches, against 3 ms planned
         // for the real arrays). Postgres plans this one for every flush.
-        try await client.perform(
-            Self.appendQuery(batches, outcomes: outcomes, workerID: workerID), timeout: timeout, logger: logger)
+        do {
+            try await client.perform(
+                Self.appendQuery(batches, outcomes: outcomes, workerID: workerID, skippingWritten: false),
+                timeout: timeout, logger: logger)
+        } catch let error as PSQLError where error.serverInfo?[.sqlState] == Self.uniqueViolation {
+            try await client.perform(
+                Self.appendQuery(batches, outcomes: outcomes, workerID: workerID, skippingWritten: true),
+                timeout: timeout, logger: logger)
+        }
     }
+
+    static let uniqueViolation = "23505"
 
     /// The batches at exactly these keys — the rows a NOTIFY named — in one primary-key lookup, so a process
     /// serving many streams reads each new batch once instead of once per client.

@@ -22,7 +22,9 @@ extension StreamLog {
 
     /// `append`'s statement (its documentation says what it does). Only a flush that ends tasks pays for the
     /// settlement's CTEs.
-    static func appendQuery(_ batches: [StreamBatch], outcomes: [TaskOutcome], workerID: String) -> PostgresQuery {
+    static func appendQuery(_ batches: [StreamBatch], outcomes: [TaskOutcome], workerID: String, skippingWritten: Bool)
+        -> PostgresQuery
+    {
         let usages = outcomes.map { $0.usage?.json.text ?? "" }
         let errors = outcomes.map { $0.error?.json.text ?? "" }
         let settlement =
@@ -44,11 +46,7 @@ extension StreamLog {
                 CROSS JOIN LATERAL (
                     SELECT FROM handoff_tasks t WHERE t.id = b.task_id AND t.worker_id = \(workerID) AND t.status = 'running' OFFSET 0
                 ) held
-                -- A retried flush (its commit's outcome unknown) skips the rows it did commit. Not ON CONFLICT DO
-                -- NOTHING: its speculative insertion costs a WAL record (48 bytes) for every row ever written, to
-                -- guard against a race only a retry overtaking its own first attempt could run; that retry fails on
-                -- the primary key, and the next one finds the rows.
-                WHERE NOT EXISTS (SELECT FROM handoff_stream s WHERE s.task_id = b.task_id AND s.seq = b.seq)
+                \(unescaped: skippingWritten ? Self.skipWritten : "")
                 RETURNING task_id, seq, event_count, events, final
             ), finished AS (
                 UPDATE handoff_tasks t SET status = o.status, usage = nullif(o.usage, '')::jsonb,
@@ -61,6 +59,13 @@ extension StreamLog {
             \(unescaped: StreamAppendPayload.notify(from: "appended"))
             """
     }
+
+    /// A flush run again after colliding with rows already written skips them. Not ON CONFLICT DO NOTHING: its
+    /// speculative insertion costs a WAL record (48 bytes) for every row ever written, to guard against a race only
+    /// a retry overtaking its own first attempt could run; that retry fails on the primary key, and the next one
+    /// finds the rows.
+    static let skipWritten =
+        "WHERE NOT EXISTS (SELECT FROM handoff_stream s WHERE s.task_id = b.task_id AND s.seq = b.seq)"
 
     static func batchesQuery(at keys: [(task: UUID, sequence: Int)]) -> PostgresQuery {
         """
