@@ -26,6 +26,6 @@ package struct IdempotencyKey: Sendable, Equatable {
         type: "invalid_request_error", code: "idempotency_key_reused")
 
     private static func hex(_ digest: SHA256.Digest) -> String {
-        digest.map { String(format: "%02x", $0) }.joined()
+        Hex.encode(digest)
     }
 }

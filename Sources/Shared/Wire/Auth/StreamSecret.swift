@@ -27,8 +27,7 @@ package struct StreamSecret: Sendable {
     static func loadOrCreate(path: String) throws -> StreamSecret {
         let url = URL(fileURLWithPath: path)
         try FileManager.default.createDirectory(at: url.deletingLastPathComponent(), withIntermediateDirectories: true)
-        let fresh = SymmetricKey(size: .bits256).withUnsafeBytes { Data($0) }.map { String(format: "%02x", $0) }
-            .joined()
+        let fresh = SymmetricKey(size: .bits256).withUnsafeBytes { Hex.encode($0) }
         let fd = open(path, O_WRONLY | O_CREAT | O_EXCL, 0o600)
         if fd >= 0 {
             let written = fresh.withCString { write(fd, $0, strlen($0)) }

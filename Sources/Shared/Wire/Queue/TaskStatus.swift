@@ -58,7 +58,7 @@ package struct ClaimedTask: Sendable {
     package var completionID: String { Self.completionID(for: id) }
 
     package static func completionID(for id: UUID) -> String {
-        "chatcmpl-" + id.uuidString.lowercased().replacingOccurrences(of: "-", with: "")
+        "chatcmpl-" + id.compactHex
     }
 
     /// The task a completion id names: `chatcmpl-<32 hex>` as `completionID` makes it, or the task's UUID itself.

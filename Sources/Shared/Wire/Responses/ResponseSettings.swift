@@ -46,20 +46,16 @@ package struct ResponseSettings: Codable, Sendable, Equatable {
 /// The ids of a Response and its one message, derived from the task id, so every process names them alike.
 package enum ResponseID {
     package static func response(for task: UUID) -> String {
-        "resp_" + hex(task)
+        "resp_" + task.compactHex
     }
 
     package static func message(for task: UUID) -> String {
-        "msg_" + hex(task)
+        "msg_" + task.compactHex
     }
 
     /// The task of `resp_<hex>`, or of a bare task id.
     package static func task(from id: String) -> UUID? {
         let hex = id.hasPrefix("resp_") ? String(id.dropFirst(5)) : id
         return ClaimedTask.taskID(fromCompletionID: "chatcmpl-" + hex) ?? UUID(uuidString: id)
-    }
-
-    private static func hex(_ task: UUID) -> String {
-        task.uuidString.lowercased().replacingOccurrences(of: "-", with: "")
     }
 }

@@ -68,7 +68,7 @@ package enum StreamAppendPayload {
             guard let first = lines.next(), let committed = integer(first) else { return announcement }
             while let header = lines.next() {
                 let fields = header.split(separator: UInt8(ascii: " "))
-                guard fields.count == 4, let task = UUID(uuidString: String(decoding: fields[0], as: UTF8.self)),
+                guard fields.count == 4, let task = UUID(canonical: fields[0]),
                     let sequence = integer(fields[1]), let count = integer(fields[3]), count <= sequence
                 else { return announcement }
                 guard wanted(task) else {
