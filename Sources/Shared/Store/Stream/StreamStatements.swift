@@ -60,12 +60,10 @@ extension StreamLog {
             """
     }
 
-    /// A flush run again after colliding with rows already written skips them. Not ON CONFLICT DO NOTHING: its
-    /// speculative insertion costs a WAL record (48 bytes) for every row ever written, to guard against a race only
-    /// a retry overtaking its own first attempt could run; that retry fails on the primary key, and the next one
-    /// finds the rows.
-    static let skipWritten =
-        "WHERE NOT EXISTS (SELECT FROM handoff_stream s WHERE s.task_id = b.task_id AND s.seq = b.seq)"
+    /// A flush run again after colliding with rows already written skips them, waiting for those still being written
+    /// (a continued task's previous worker may be mid-flush). The speculative insertion costs a WAL record (48 bytes)
+    /// per row, paid only by these rare reruns.
+    static let skipWritten = "ON CONFLICT (task_id, seq) DO NOTHING"
 
     static func batchesQuery(at keys: [(task: UUID, sequence: Int)]) -> PostgresQuery {
         """
