@@ -71,4 +71,9 @@ extension PSQLError {
     package var meansInvalidValue: Bool {
         serverInfo?[.sqlState]?.hasPrefix("22") == true
     }
+
+    /// A row the statement inserted has a key already taken (23505, unique violation).
+    package var meansDuplicateKey: Bool {
+        serverInfo?[.sqlState] == "23505"
+    }
 }

@@ -41,14 +41,12 @@ package struct StreamLog: Sendable {
             try await client.perform(
                 Self.appendQuery(batches, outcomes: outcomes, workerID: workerID, skippingWritten: false),
                 timeout: timeout, logger: logger)
-        } catch let error as PSQLError where error.serverInfo?[.sqlState] == Self.uniqueViolation {
+        } catch let error as PSQLError where error.meansDuplicateKey {
             try await client.perform(
                 Self.appendQuery(batches, outcomes: outcomes, workerID: workerID, skippingWritten: true),
                 timeout: timeout, logger: logger)
         }
     }
-
-    static let uniqueViolation = "23505"
 
     /// The batches at exactly these keys — the rows a NOTIFY named — in one primary-key lookup, so a process
     /// serving many streams reads each new batch once instead of once per client.
