@@ -44,7 +44,10 @@ struct WorkerCommand: AsyncParsableCommand {
             let nonce = String(UInt32.random(in: .min ... .max), radix: 16)
             let workerID = "\(settings.string(.workerID) ?? ProcessInfo.processInfo.hostName)-\(getpid())-\(nonce)"
             let client = database.makeClient(applicationName: "handoff-worker")
-            let log = StreamLog(client: client, timeout: database.timeout, logger: logger)
+            // The writer flushes one statement at a time; its second connection serves a continuation's read of
+            // the answer it goes on from.
+            let writerClient = database.makeWriterClient(applicationName: "handoff-worker-writer", connections: 2)
+            let log = StreamLog(client: writerClient, timeout: database.timeout, logger: logger)
             let writer = StreamWriter(
                 configuration: .init(
                     window: try settings.milliseconds(.flushWindowMilliseconds),
@@ -108,7 +111,8 @@ struct WorkerCommand: AsyncParsableCommand {
             // then drain the writer, then stop the demo model's clock, close the upstream clients and Postgres.
             try await startup.run(
                 [
-                    client, operationsServer, sampler, backends, clock, listener, pruner, rescuer, leaseKeeper, writer,
+                    client, writerClient, operationsServer, sampler, backends, clock, listener, pruner, rescuer,
+                    leaseKeeper, writer,
                     dispatcher,
                 ],
                 probing: client)

@@ -36,9 +36,20 @@ package struct DatabaseSettings: Sendable {
         return PostgresClient(configuration: clientConfiguration(applicationName: applicationName))
     }
 
+    /// The worker's stream writer's own pool, beside the process's: `connections` of them, whose prepared
+    /// statements Postgres plans afresh on every call (`plan_cache_mode`), so the flush — whose generic plan is
+    /// unsound (`StreamLog.append`) — is parsed once per connection yet planned for each flush's real arrays.
+    package func makeWriterClient(applicationName: String, connections: Int) -> PostgresClient {
+        var configuration = clientConfiguration(applicationName: applicationName, customPlansOnly: true)
+        configuration.options.maximumConnections = connections
+        return PostgresClient(configuration: configuration)
+    }
+
     /// A pool for queries. `applicationName` shows in `pg_stat_activity`, which is how tests and operators
     /// count a process's connections.
-    package func clientConfiguration(applicationName: String) -> PostgresClient.Configuration {
+    package func clientConfiguration(applicationName: String, customPlansOnly: Bool = false)
+        -> PostgresClient.Configuration
+    {
         var configuration = PostgresClient.Configuration(
             host: address.host, port: address.port, username: address.username, password: address.password,
             database: address.database, tls: .disable)
@@ -47,8 +58,9 @@ package struct DatabaseSettings: Sendable {
         // The server enforces the deadline too: a statement cut off by it is rolled back, not left to commit
         // after the caller has already answered 503.
         let milliseconds = timeout.wholeMilliseconds
+        let planning = customPlansOnly ? " -c plan_cache_mode=force_custom_plan" : ""
         configuration.options.additionalStartupParameters = [
-            ("application_name", applicationName), ("options", "-c statement_timeout=\(milliseconds)"),
+            ("application_name", applicationName), ("options", "-c statement_timeout=\(milliseconds)\(planning)"),
         ]
         return configuration
     }

@@ -20,6 +20,20 @@ extension StreamLog {
         let query: PostgresQuery
     }
 
+    /// `append`'s statement for a flush that ends no task, and for one that does: prepared, but for the worker's
+    /// writer planned afresh each time (`DatabaseSettings.makeWriterClient`).
+    struct FlushStatement: PreparedQuery {
+        static let sql = StreamLog.appendQuery([], outcomes: [], workerID: "", skippingWritten: false).sql
+        let query: PostgresQuery
+    }
+
+    struct SettlingFlushStatement: PreparedQuery {
+        static let sql = StreamLog.appendQuery(
+            [], outcomes: [TaskOutcome(task: UUID(), status: .succeeded)], workerID: "", skippingWritten: false
+        ).sql
+        let query: PostgresQuery
+    }
+
     /// `append`'s statement (its documentation says what it does). Only a flush that ends tasks pays for the
     /// settlement's CTEs.
     static func appendQuery(_ batches: [StreamBatch], outcomes: [TaskOutcome], workerID: String, skippingWritten: Bool)
