@@ -13,7 +13,11 @@ for this commit's binaries against those of BASELINE, the commit before issue 24
 takes the baseline's release binaries from ~/.cache/handoff/bench-baseline/<BASELINE>/, which
 scripts/bench-baseline.sh (run first) builds once if missing, or from `--baseline-bin-dir`. The HA scenario (issue 23)
 runs the hand-off on a Patroni pair of its own (scripts/ha.sh: synchronous replication, through HAProxy) against
-the single node, alternating, and reads the worker's flush durations.
+the single node, alternating, and reads the worker's flush durations. The relay scenario (issue 24) prices relaying a
+zero-delay upstream stub with BASELINE's binaries against this commit's, alternating: the first token's overhead over
+reading the stub directly, and the stack's CPU per completion under 16 openai-python clients; then the same clients
+through LiteLLM's proxy (scripts/bench-litellm.sh installs it once into ~/.cache/handoff/; reported unavailable if
+it cannot be installed or started).
 
 A partial run (`--only a,b`) prints its results and writes nothing; with `--merge` it puts them into the committed
 benchmarks/results.json of a full run instead (each scenario's results and plan entries replaced, or added where that
@@ -21,13 +25,14 @@ run had none; results["merged"][scenario] records the commit, +dirty if Sources/
 and the machine) and writes BENCHMARKS.md and the plot again from it, each merged scenario's section opening with
 where and when it was measured: one scenario again without a full run.
 
-`--smoke` runs each scenario for a few seconds at toy sizes and writes nothing: CI's guard against rot. Its cost
-scenario runs the current binaries as both old and new (CI never builds the baseline); its HA scenario starts the
-pair too, which adds about 45 s.
+`--smoke` runs each scenario for a few seconds at toy sizes and writes nothing: CI's guard against rot. Its cost and
+relay scenarios run the current binaries as both old and new (CI never builds the baseline), and its relay scenario
+skips LiteLLM; its HA scenario starts the pair too, which adds about 45 s.
 
 This file holds the plans (full and smoke) and the command line; the stacks are bench_session.py's, the scenarios
-bench_scenarios.py's, bench_handoff.py's, bench_upstream.py's, bench_continuation.py's, bench_cost.py's and
-bench_ha.py's, the smoke's checks bench_smoke.py's, the merge bench_merge.py's and the report bench_report.py's.
+bench_scenarios.py's, bench_handoff.py's, bench_upstream.py's, bench_continuation.py's, bench_cost.py's, bench_ha.py's
+and bench_relay.py's, the smoke's checks bench_smoke.py's, the merge bench_merge.py's
+and the report bench_report.py's (with bench_report_cost.py and bench_report_relay.py).
 """
 
 from __future__ import annotations
@@ -44,7 +49,7 @@ from bench_session import Session, cluster, log
 from bench_smoke import check_smoke
 from handoff_stack import ROOT
 
-# The cost scenario's "old": the last commit before issue 24's work on the cost per token.
+# The "old" of the cost and relay scenarios: the last commit before issue 24's work on the cost per token.
 BASELINE = "b814b66f680eac0cdb232b6279a58c31276633eb"
 FULL = {
     "rates": [25, 50, 100, 200, 400],
@@ -82,6 +87,19 @@ FULL = {
         "tail": 2,
     },
     "ha": {"rates": [50, 200], "rounds": 2, "seconds": 10},
+    "relay": {
+        "baseline": BASELINE,
+        "rounds": 4,
+        "direct": 200,
+        "rate": 5,
+        "seconds": 20,
+        "warmup": 2,
+        "clients": 16,
+        "tokens": 10,
+        "loadSeconds": 15,
+        "tail": 1,
+        "litellm": {"version": "1.108.7", "rounds": 3},
+    },
 }
 SMOKE = {
     "rates": [20],
@@ -99,8 +117,21 @@ SMOKE = {
     },
     "cost": {"baseline": BASELINE, "streams": 20, "rates": [20], "rounds": 1, "warmup": 1, "seconds": 1.5, "tail": 1},
     "ha": {"rates": [20], "rounds": 1, "seconds": 2},
+    "relay": {
+        "baseline": BASELINE,
+        "rounds": 1,
+        "direct": 20,
+        "rate": 5,
+        "seconds": 2,
+        "warmup": 1,
+        "clients": 4,
+        "tokens": 10,
+        "loadSeconds": 2,
+        "tail": 0.5,
+        "litellm": None,
+    },
 }
-ALL = ("idle", "handoff", "commit", "throughput", "upstream", "real", "metrics", "continuation", "cost", "ha")
+ALL = ("idle", "handoff", "commit", "throughput", "upstream", "real", "metrics", "continuation", "cost", "ha", "relay")
 RESULTS = ROOT / "benchmarks" / "results.json"
 
 
@@ -111,7 +142,7 @@ def main() -> None:
     parser.add_argument(
         "--baseline-bin-dir",
         type=Path,
-        help="the cost scenario's old binaries (default: BASELINE's, built once by scripts/bench-baseline.sh; smoke: --bin-dir's)",
+        help="the old binaries of the cost and relay scenarios (default: BASELINE's, built once by scripts/bench-baseline.sh; smoke: --bin-dir's)",
     )
     parser.add_argument("--out", type=Path, default=ROOT / "BENCHMARKS.md")
     parser.add_argument(
@@ -138,7 +169,7 @@ def main() -> None:
         parser.error(f"--merge: no {RESULTS.relative_to(ROOT)} of a full run to merge into")
     commit = source_commit() if options.merge else ""
     baseline = options.baseline_bin_dir
-    if baseline is None and "cost" in only and not options.smoke:
+    if baseline is None and only & {"cost", "relay"} and not options.smoke:
         built = subprocess.run(
             [str(ROOT / "scripts" / "bench-baseline.sh"), plan["cost"]["baseline"]],
             stdout=subprocess.PIPE,

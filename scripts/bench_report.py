@@ -7,6 +7,7 @@ from pathlib import Path
 
 from bench_merge import caption, hardware, note, targets_note
 from bench_report_cost import cost_section, ha_section
+from bench_report_relay import relay_section
 from bench_targets import (
     AUTH_BUDGET_MS,
     auth_cost,
@@ -254,10 +255,10 @@ def write_report(results: dict, out: Path, svg: Path) -> None:
     ]
     lines += upstream_section(results["upstream"], results["real"], note(results, "upstream") + real_note(results))
     lines += metrics_section(results)
-    lines += cost_section(results) + ha_section(results)
+    lines += cost_section(results) + ha_section(results) + relay_section(results)
     lines += [
-        "Reproduce: `make bench` (about fifteen minutes; the cold release build, llama-server's first build and the",
-        "baseline's release build for the cost per token come first).",
+        "Reproduce: `make bench` (about fifteen minutes; the cold release build, llama-server's first build, the",
+        "baseline's release build for the cost per token and LiteLLM's install for the relay come first).",
         "",
     ]
     out.write_text("\n".join(lines))

@@ -6,11 +6,7 @@ from __future__ import annotations
 
 from bench_cost import PROCESSES
 from bench_merge import note
-from bench_targets import fmt
-
-
-def times(ratio: float | None) -> str:
-    return f"{ratio:.2f} ×" if ratio is not None else "—"
+from bench_targets import fmt, times
 
 
 def cost_section(results: dict) -> list[str]:

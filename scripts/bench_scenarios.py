@@ -2,7 +2,7 @@
 collects their results. Here too the scenarios within the stack: idle streams on one replica (3), commit-to-client
 latency (2), throughput and Postgres's footprint (4 and 5); the hand-off comparisons are in bench_handoff.py, the
 upstream models in bench_upstream.py, the cost per token against a baseline commit in bench_cost.py, synchronous
-replication's cost in bench_ha.py."""
+replication's cost in bench_ha.py, relaying an upstream against a baseline commit and LiteLLM in bench_relay.py."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from bench_continuation import continuation
 from bench_cost import cost
 from bench_ha import replication_cost
 from bench_handoff import handoff_latency, median_of, metrics_cost
+from bench_relay import relay
 from bench_samplers import ConnectionSampler, CPUSampler, StatementProfile, database_counters, flush_timing
 from bench_session import PORTS, Session, bench, log, machine
 from bench_upstream import real_model, upstream_relay
@@ -44,6 +45,8 @@ def run_scenarios(plan: dict, session: Session, only: set[str]) -> dict:
         results["cost"] = cost(plan["cost"], session)
     if "ha" in only:
         results["ha"] = replication_cost(plan["ha"], session)
+    if "relay" in only:
+        results["relay"] = relay(plan["relay"], session)
     return results
 
 

@@ -37,12 +37,20 @@ def check_smoke(results: dict) -> None:
     for row in results["ha"]["rows"]:
         for name in ("single", "pair"):
             assert row[name]["errors"] == 0 and row[name]["completed"] > 0 and row[name]["flush"]["flushes"] > 0, row
+    relay = results["relay"]
+    for side in ("old", "new"):
+        figures = relay[side]
+        assert figures["clients"]["errors"] == 0 and figures["clients"]["completed"] > 0, (side, figures)
+        assert figures["relayedRequests"] > 0 and figures["stackCpuMicrosecondsPerCompletion"] > 0, (side, figures)
+        assert figures["clients"]["contentTokensPerCompletion"] == results["plan"]["relay"]["tokens"], (side, figures)
     cost, ha = results["cost"]["rows"][0], results["ha"]["rows"][0]
     print(
         f"bench smoke: cost per token {cost['new']['walBytesPerToken']:.0f} B of WAL, "
         f"{cost['new']['stackCpuMicrosecondsPerToken']:.0f} µs of stack CPU; hand-off p50 "
         f"{ha['single']['firstEventMilliseconds']['p50']:.1f} ms on one node, "
-        f"{ha['pair']['firstEventMilliseconds']['p50']:.1f} ms on the Patroni pair"
+        f"{ha['pair']['firstEventMilliseconds']['p50']:.1f} ms on the Patroni pair; relayed first token "
+        f"{relay['new']['firstTokenOverheadMilliseconds']:+.1f} ms over the stub's, "
+        f"{relay['new']['stackCpuMicrosecondsPerCompletion']:.0f} µs of stack CPU per completion"
     )
     print(
         f"bench smoke: idle {idle['streamsOpen']} streams at {idle['kibPerStream']:.1f} KiB each; "

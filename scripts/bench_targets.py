@@ -11,10 +11,16 @@ COST_TARGETS = {  # new / old per delivered token, against the baseline commit i
     "stackCpuMicrosecondsPerToken": ("stack CPU", 0.5),
     "walBytesPerToken": ("WAL bytes", 0.2),
 }
+# Issue 24's relay bounds: new / old of the first token's overhead and of the CPU per completion, new / LiteLLM's CPU.
+RELAY_TARGETS = {"firstTokenOverheadMilliseconds": 0.5, "stackCpuMicrosecondsPerCompletion": 0.5, "litellm": 0.25}
 
 
 def fmt(value: float, digits: int = 1) -> str:
     return f"{value:.{digits}f}"
+
+
+def times(ratio: float | None) -> str:
+    return f"{ratio:.2f} ×" if ratio is not None else "—"
 
 
 def verdict(ok: bool) -> str:
@@ -154,6 +160,7 @@ def targets(results: dict) -> list[str]:
         *commit_targets(commit, at100),
         *continuation_targets(results.get("continuation")),
         *cost_targets(results.get("cost")),
+        *(relay_targets(results["relay"]) if results.get("relay") else []),
     ]
 
 
@@ -170,6 +177,34 @@ def cost_targets(cost: dict | None) -> list[str]:
             + ", ".join(f"{fmt(ratio or 0, 2)} × at {rate} tokens/s" for rate, ratio in ratios.items())
             + f" | {by_rate({rate: ratio is not None and ratio <= bound for rate, ratio in ratios.items()})} |"
         )
+    return rows
+
+
+def relay_targets(relay: dict) -> list[str]:
+    """The rows of the section's target table; LiteLLM's says so when it was unavailable."""
+    old, new, ratio = relay["old"], relay["new"], relay["ratio"]
+    peer = relay["litellm"]
+
+    def met(key: str) -> str:
+        return verdict(ratio[key] is not None and ratio[key] <= RELAY_TARGETS[key])
+
+    rows = [
+        f"| first token's overhead over the stub read directly ≤ {RELAY_TARGETS['firstTokenOverheadMilliseconds']} × "
+        f"the baseline's (p50, one client) | {fmt(new['firstTokenOverheadMilliseconds'], 2)} ms against "
+        f"{fmt(old['firstTokenOverheadMilliseconds'], 2)} ms: {times(ratio['firstTokenOverheadMilliseconds'])} | "
+        f"{met('firstTokenOverheadMilliseconds')} |",
+        f"| stack CPU per relayed completion ≤ {RELAY_TARGETS['stackCpuMicrosecondsPerCompletion']} × the baseline's | "
+        f"{fmt(new['stackCpuMicrosecondsPerCompletion'], 0)} µs against {fmt(old['stackCpuMicrosecondsPerCompletion'], 0)} "
+        f"µs: {times(ratio['stackCpuMicrosecondsPerCompletion'])} | {met('stackCpuMicrosecondsPerCompletion')} |",
+    ]
+    target = f"| stack CPU per relayed completion ≤ {RELAY_TARGETS['litellm']} × LiteLLM's proxy's"
+    if peer["available"]:
+        rows.append(
+            f"{target} ({peer['version']}, 1 worker) | {fmt(new['stackCpuMicrosecondsPerCompletion'], 0)} µs against "
+            f"{fmt(peer['cpuMicrosecondsPerCompletion'], 0)} µs: {times(ratio['litellm'])} | {met('litellm')} |"
+        )
+    else:
+        rows.append(f"{target} | LiteLLM unavailable in this run ({peer.get('reason', '?')}) | — |")
     return rows
 
 
