@@ -35,6 +35,8 @@ final class StreamDelivery {
     /// A chat client that asked for no stream (`state.collecting`): its events, gathered until the end, answer as
     /// one `chat.completion`.
     private var collected: [String] = []
+    /// How the events go out once the head is written: as chunks below the HTTP encoder, or (HTTP/1.0) through it.
+    private var chunks: ChunkedBodyWriter?
 
     init(
         _ request: Request, version: HTTPVersion, context: ChannelHandlerContext, environment: StreamEnvironment,
@@ -184,6 +186,7 @@ final class StreamDelivery {
         context.write(
             NIOAny(HTTPServerResponsePart.head(HTTPResponseHead(version: version, status: .ok, headers: headers))),
             promise: nil)
+        chunks = ChunkedBodyWriter(pipeline: context.pipeline, version: version)
         state.wrote(at: .now)
     }
 
@@ -191,6 +194,7 @@ final class StreamDelivery {
         guard !state.collecting else { return collect(batches) }
         guard let frame else { return }  // not opened: nothing is written before the first read
         var buffer = context.channel.allocator.buffer(capacity: 0)
+        chunks?.begin(&buffer)
         let written: StreamEventsWritten
         if case .responses(_, let startingAfter) = form, renderer != nil {
             written = buffer.writeResponseEvents(
@@ -199,7 +203,9 @@ final class StreamDelivery {
             written = buffer.writeEvents(
                 of: batches, after: &cursor, frame: frame, commitStamps: environment.commitStamps)
         }
-        if buffer.readableBytes > 0 {
+        if let chunks {
+            if chunks.write(&buffer) { state.wrote(at: .now) }
+        } else if buffer.readableBytes > 0 {
             context.write(NIOAny(HTTPServerResponsePart.body(.byteBuffer(buffer))), promise: nil)
             state.wrote(at: .now)
         }

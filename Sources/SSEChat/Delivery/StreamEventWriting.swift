@@ -50,7 +50,7 @@ extension ByteBuffer {
                         received: batch.receivedAtMicroseconds ?? 0, sent: sent))
             }
             for event in batch.events(after: cursor) {
-                writeString(ServerSentEvents.event(id: event.cursor, data: frame.rendered(event.data)))
+                writeEvent(id: event.cursor, stored: event.data, frame: frame)
                 written.events += 1
                 cursor = event.cursor
             }
@@ -61,5 +61,18 @@ extension ByteBuffer {
             }
         }
         return written
+    }
+
+    /// `ServerSentEvents.event(id:data:)` of the stored event rendered with `frame`, written piece by piece: the
+    /// hot path builds no string per event (a replica writes every event of every stream it serves).
+    mutating func writeEvent(id: StreamCursor, stored: String, frame: ChunkFrame) {
+        let (prefix, suffix) = frame.framing(of: stored)
+        writeString(ServerSentEvents.idLine)
+        writeString(String(id.sequence))
+        writeString(ServerSentEvents.dataLine)
+        writeString(prefix)
+        writeString(stored)
+        writeString(suffix)
+        writeString(ServerSentEvents.eventEnd)
     }
 }

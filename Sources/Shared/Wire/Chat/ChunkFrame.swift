@@ -51,10 +51,17 @@ package struct ChunkFrame: Sendable {
 
     /// The event a stored form stands for, as clients receive it.
     package func rendered(_ stored: String) -> String {
+        let (prefix, suffix) = framing(of: stored)
+        return prefix + stored + suffix
+    }
+
+    /// What goes before and after a stored form to render it: a replica writes the three into its buffer, where
+    /// `rendered` would first build the event as a string of its own.
+    package func framing(of stored: String) -> (prefix: String, suffix: String) {
         switch stored.utf8.first {
-        case UInt8(ascii: "\""): contentPrefix + stored + contentSuffix
-        case UInt8(ascii: ","), UInt8(ascii: "}"): identityPrefix + stored
-        default: stored
+        case UInt8(ascii: "\""): (contentPrefix, contentSuffix)
+        case UInt8(ascii: ","), UInt8(ascii: "}"): (identityPrefix, "")
+        default: ("", "")
         }
     }
 }

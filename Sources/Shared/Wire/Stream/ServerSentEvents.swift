@@ -8,8 +8,14 @@ package enum ServerSentEvents {
     package static let keepalive = ": ping\n"
     package static let done = "data: [DONE]\n\n"
 
+    /// An event's text around its id and its data, `id: <sequence>\ndata: <data>\n\n`: the replicas write the
+    /// pieces straight into their buffers, `event(id:data:)` joins them (the form their tests compare against).
+    package static let idLine = "id: "
+    package static let dataLine = "\ndata: "
+    package static let eventEnd = "\n\n"
+
     package static func event(id: StreamCursor, data: String) -> String {
-        "id: \(id.sequence)\ndata: \(data)\n\n"
+        idLine + String(id.sequence) + dataLine + data + eventEnd
     }
 
     /// An event without an id: a reconnecting client's `Last-Event-ID` still names the last event it had.
