@@ -15,9 +15,9 @@ scripts/bench-baseline.sh (run first) builds once if missing, or from `--baselin
 runs the hand-off on a Patroni pair of its own (scripts/ha.sh: synchronous replication, through HAProxy) against
 the single node, alternating, and reads the worker's flush durations. The relay scenario (issue 24) prices relaying a
 zero-delay upstream stub with BASELINE's binaries against this commit's, alternating: the first token's overhead over
-reading the stub directly, and the stack's CPU per completion under 16 openai-python clients; then the same clients
-through LiteLLM's proxy (scripts/bench-litellm.sh installs it once into ~/.cache/handoff/; reported unavailable if
-it cannot be installed or started).
+reading the stub directly, the stack's CPU per completion under 16 openai-python clients and the API server's CPU
+per POST; then the same clients through LiteLLM's proxy (scripts/bench-litellm.sh installs it once into
+~/.cache/handoff/; reported unavailable if it cannot be installed or started).
 
 A partial run (`--only a,b`) prints its results and writes nothing; with `--merge` it puts them into the committed
 benchmarks/results.json of a full run instead (each scenario's results and plan entries replaced, or added where that
@@ -31,8 +31,8 @@ skips LiteLLM; its HA scenario starts the pair too, which adds about 45 s.
 
 This file holds the plans (full and smoke) and the command line; the stacks are bench_session.py's, the scenarios
 bench_scenarios.py's, bench_handoff.py's, bench_upstream.py's, bench_continuation.py's, bench_cost.py's, bench_ha.py's
-and bench_relay.py's, the smoke's checks bench_smoke.py's, the merge bench_merge.py's
-and the report bench_report.py's (with bench_report_cost.py and bench_report_relay.py).
+and bench_relay.py's (with bench_litellm.py's clients and peer), the smoke's checks bench_smoke.py's, the merge
+bench_merge.py's and the report bench_report.py's (with bench_report_cost.py and bench_report_relay.py).
 """
 
 from __future__ import annotations
@@ -98,6 +98,8 @@ FULL = {
         "tokens": 10,
         "loadSeconds": 15,
         "tail": 1,
+        "postRate": 100,
+        "postSeconds": 15,
         "litellm": {"version": "1.108.7", "rounds": 3},
     },
 }
@@ -128,6 +130,8 @@ SMOKE = {
         "tokens": 10,
         "loadSeconds": 2,
         "tail": 0.5,
+        "postRate": 20,
+        "postSeconds": 2,
         "litellm": None,
     },
 }

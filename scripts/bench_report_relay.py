@@ -1,6 +1,7 @@
-"""BENCHMARKS.md's section on what relaying an upstream costs (bench_relay.py, issue 24): the first token's overhead
-and the stack's CPU per completion, this commit's binaries against the baseline commit's in the same run, and the CPU
-per completion against LiteLLM's proxy in front of the same stub. bench_report.py puts it in the report."""
+"""BENCHMARKS.md's section on what relaying an upstream costs (bench_relay.py, issue 24): the first token's overhead,
+the stack's CPU per completion and the API server's CPU per POST, this commit's binaries against the baseline commit's
+in the same run, and the CPU per completion against LiteLLM's proxy in front of the same stub. bench_report.py puts
+it in the report."""
 
 from __future__ import annotations
 
@@ -37,6 +38,14 @@ def relay_section(results: dict) -> list[str]:
         f"postmaster with every process it forked or reaped), from before the clients start to {plan['tail']:g} s after "
         "the last completion,",
         "÷ the completions that ended with their usage chunk. The clients' own CPU is not counted.",
+        "*CPU per POST*: `handoff-bench handoff` (the demo model, 1-token completions) through Caddy at "
+        f"{plan['postRate']} requests/s",
+        f"for {plan['postSeconds']:g} s after a warm-up of the same; it is utime + stime of the API server alone over "
+        "that run, ÷ the POSTs",
+        "completed: the hand-off itself, without the generation (the worker's) or the stream (a replica's).",
+        "The floor is read by a Python client on a fresh connection per request, the relayed figure by `handoff-bench`",
+        "over Caddy's kept-alive ones: the overhead is the difference of two methods, so the relayed p50s' own ratio is",
+        "shown too.",
         "",
         "| | old | new | new ÷ old |",
         "| --- | --- | --- | --- |",
@@ -49,6 +58,7 @@ def relay_section(results: dict) -> list[str]:
         (f"completions/s, {plan['clients']} clients", ("clients", "completionsPerSecond")),
         ("stack CPU per completion (µs)", ("stackCpuMicrosecondsPerCompletion",)),
         *((f"— {name} (µs)", ("cpuMicrosecondsPerCompletion", name)) for name in PROCESSES),
+        ("hand-off CPU per POST, the API server's (µs)", ("apiCpuMicrosecondsPerPost",)),
     ):
         a, b = dig(old, key), dig(new, key)
         digits = 2 if key[0].endswith("Milliseconds") else 0

@@ -2,7 +2,7 @@
 collects their results. Here too the scenarios within the stack: idle streams on one replica (3), commit-to-client
 latency (2), throughput and Postgres's footprint (4 and 5); the hand-off comparisons are in bench_handoff.py, the
 upstream models in bench_upstream.py, the cost per token against a baseline commit in bench_cost.py, synchronous
-replication's cost in bench_ha.py, relaying an upstream against a baseline commit and LiteLLM in bench_relay.py."""
+replication's cost in bench_ha.py, relaying an upstream against a baseline commit and LiteLLM in bench_relay.py and bench_litellm.py."""
 
 from __future__ import annotations
 

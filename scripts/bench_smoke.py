@@ -43,6 +43,7 @@ def check_smoke(results: dict) -> None:
         assert figures["clients"]["errors"] == 0 and figures["clients"]["completed"] > 0, (side, figures)
         assert figures["relayedRequests"] > 0 and figures["stackCpuMicrosecondsPerCompletion"] > 0, (side, figures)
         assert figures["clients"]["contentTokensPerCompletion"] == results["plan"]["relay"]["tokens"], (side, figures)
+        assert figures["posts"] > 0 and figures["apiCpuMicrosecondsPerPost"] > 0, (side, figures)
     cost, ha = results["cost"]["rows"][0], results["ha"]["rows"][0]
     print(
         f"bench smoke: cost per token {cost['new']['walBytesPerToken']:.0f} B of WAL, "
@@ -50,7 +51,8 @@ def check_smoke(results: dict) -> None:
         f"{ha['single']['firstEventMilliseconds']['p50']:.1f} ms on one node, "
         f"{ha['pair']['firstEventMilliseconds']['p50']:.1f} ms on the Patroni pair; relayed first token "
         f"{relay['new']['firstTokenOverheadMilliseconds']:+.1f} ms over the stub's, "
-        f"{relay['new']['stackCpuMicrosecondsPerCompletion']:.0f} µs of stack CPU per completion"
+        f"{relay['new']['stackCpuMicrosecondsPerCompletion']:.0f} µs of stack CPU per completion, "
+        f"{relay['new']['apiCpuMicrosecondsPerPost']:.0f} µs of the API server's per POST"
     )
     print(
         f"bench smoke: idle {idle['streamsOpen']} streams at {idle['kibPerStream']:.1f} KiB each; "
