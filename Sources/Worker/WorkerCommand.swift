@@ -44,8 +44,8 @@ struct WorkerCommand: AsyncParsableCommand {
             let nonce = String(UInt32.random(in: .min ... .max), radix: 16)
             let workerID = "\(settings.string(.workerID) ?? ProcessInfo.processInfo.hostName)-\(getpid())-\(nonce)"
             let client = database.makeClient(applicationName: "handoff-worker")
-            // The writer flushes one statement at a time; its second connection serves a continuation's read of
-            // the answer it goes on from.
+            // The writer flushes one statement at a time; a second connection lets a flush start while the pool
+            // replaces a connection that broke.
             let writerClient = database.makeWriterClient(applicationName: "handoff-worker-writer", connections: 2)
             let log = StreamLog(client: writerClient, timeout: database.timeout, logger: logger)
             let writer = StreamWriter(
@@ -66,8 +66,11 @@ struct WorkerCommand: AsyncParsableCommand {
                 continuation: continuation, logger: logger)
             let continuable = TaskQueue.Continuable(
                 models: catalogue.continuableModels, max: continuation.maxContinuations)
+            // A continued answer's earlier events are read on the process's pool: after an outage many tasks are
+            // continued at once, and their reads must not queue ahead of the writer's flushes.
             let executor = TaskExecutor(
-                models: backends.registry, writer: writer, queue: queue, stream: log, continuable: continuable,
+                models: backends.registry, writer: writer, queue: queue,
+                stream: StreamLog(client: client, timeout: database.timeout, logger: logger), continuable: continuable,
                 cancellations: cancellations, workerID: workerID, logger: logger)
             let doorbell = Doorbell()
             let listener = PostgresListener(

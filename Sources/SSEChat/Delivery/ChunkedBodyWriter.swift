@@ -12,7 +12,8 @@ struct ChunkedBodyWriter {
     private let encoder: ChannelHandlerContext
 
     /// Nil where the encoder does not frame bodies as chunks (an HTTP/1.0 response is unframed and closes its
-    /// connection), or is not in the pipeline: the caller writes through the encoder then.
+    /// connection), or is not in the pipeline: the caller writes through the encoder then. A stream answers GET and
+    /// POST only (`StreamRequest`), never HEAD, whose body the encoder would suppress and this writer would not.
     init?(pipeline: ChannelPipeline, version: HTTPVersion) {
         guard version.major == 1, version.minor >= 1,
             let encoder = try? pipeline.syncOperations.context(handlerType: HTTPResponseEncoder.self)

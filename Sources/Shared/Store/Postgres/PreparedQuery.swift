@@ -41,10 +41,22 @@ extension PostgresClient {
         guard PreparedQueries.enabled.load(ordering: .relaxed) else {
             return try await perform(statement.query, timeout: timeout, logger: logger)
         }
-        return try await measured(timeout: timeout) {
-            var rows: [PostgresRow] = []
-            for try await row in try await self.execute(statement, logger: logger) { rows.append(row) }
-            return rows
+        do {
+            return try await measured(timeout: timeout) {
+                var rows: [PostgresRow] = []
+                for try await row in try await self.execute(statement, logger: logger) { rows.append(row) }
+                return rows
+            }
+        } catch let error as PSQLError where error.mayPassIfAskedAgain {
+            // PostgresNIO (1.33) keeps a statement whose preparation failed as failed on its connection for good:
+            // every later call there gets that error without asking Postgres. A preparation cut off for a passing
+            // reason (its statement timeout, while a migration of a rolling deploy held the table's lock) would fail
+            // that statement on that connection until the connection closed. So a call the server refused runs once
+            // more, unnamed: the server rolled the refused one back, and a poisoned connection still serves.
+            logger.debug(
+                "prepared statement refused; running it unnamed",
+                metadata: ["statement": "\(type(of: statement))", "error": "\(String(reflecting: error))"])
+            return try await perform(statement.query, timeout: timeout, logger: logger)
         }
     }
 }

@@ -76,4 +76,11 @@ extension PSQLError {
     package var meansDuplicateKey: Bool {
         serverInfo?[.sqlState] == "23505"
     }
+
+    /// The server refused the statement for a reason other than its data (classes 22, data exception, and 23,
+    /// integrity violation, would refuse it again): a timeout, a lock, a cancelled backend.
+    var mayPassIfAskedAgain: Bool {
+        guard code == .server, let state = serverInfo?[.sqlState] else { return false }
+        return !state.hasPrefix("22") && !state.hasPrefix("23")
+    }
 }

@@ -115,7 +115,8 @@ package enum ConfigKey: String, CaseIterable, Sendable {
         case .databaseURL: "Postgres URL (postgres://user[:password]@host[:port]/database)."
         case .listenDatabaseURL:
             "The LISTEN connection's Postgres URL (default: DATABASE_URL): a direct one when DATABASE_URL goes through a transaction-mode PgBouncer."
-        case .databasePoolSize: "Most pooled Postgres connections a process holds (the listener has its own one)."
+        case .databasePoolSize:
+            "Most pooled Postgres connections a process holds (the listener has its own one, a worker's stream writer two more)."
         case .databasePrepare:
             "on: the hot statements are prepared once per pooled connection; off: behind a transaction-mode PgBouncer older than 1.21."
         case .databaseTimeoutMilliseconds: "How long the API waits for Postgres before answering 503."

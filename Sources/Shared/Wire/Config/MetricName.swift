@@ -42,7 +42,8 @@ package enum MetricName: String, CaseIterable, Sendable {
         case .httpRequests: "Requests answered, by `route` (the route's pattern), `method` and `status`."
         case .ready: "1 while `/readyz` answers 200, else 0."
         case .connectionsInUse: "Pooled Postgres connections running a statement now."
-        case .poolSize: "Most pooled Postgres connections this process may open (`HANDOFF_DB_POOL_SIZE`)."
+        case .poolSize:
+            "Most pooled Postgres connections this process may open (`HANDOFF_DB_POOL_SIZE`; a worker's stream writer has two more)."
         case .deadlineMisses: "Statements that got no answer within their deadline (`HANDOFF_DB_TIMEOUT_MS`)."
         case .listenerConnected: "1 while the LISTEN connection listens, else 0 (worker and SSE replicas)."
         case .listenerReconnects: "LISTEN connections lost and reconnected."
