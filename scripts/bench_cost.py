@@ -118,7 +118,7 @@ def reading(stack: Stack, front: Stack, postmaster: int, cpu_last: bool) -> dict
         return {
             **ticks,
             "caddy": CPUSampler.ticks(front.pid("caddy")),
-            "postgres": CPUSampler.cluster_ticks(postmaster),
+            "postgres": CPUSampler.tree_ticks(postmaster),
         }
 
     shot = {} if cpu_last else {"cpu": cpu(), "at": time.monotonic()}

@@ -112,13 +112,13 @@ def litellm(plan: dict, session: Session) -> dict:
         relayed = direct_first_tokens(LITELLM_PORT, "fast", plan["direct"])
         windows = []
         for _ in range(peer["rounds"]):
-            before = tree_ticks(server.pid)
+            before = CPUSampler.tree_ticks(server.pid)
             clients = load(base_url, plan, plan["loadSeconds"])
             time.sleep(plan["tail"])
             windows.append(
                 {
                     "clients": clients,
-                    "cpuMicrosecondsPerCompletion": per_completion(tree_ticks(server.pid) - before, clients),
+                    "cpuMicrosecondsPerCompletion": per_completion(CPUSampler.tree_ticks(server.pid) - before, clients),
                 }
             )
         if server.poll() is not None:
@@ -151,21 +151,3 @@ def started(server: subprocess.Popen, deadline: float) -> bool:
         except RuntimeError:
             continue
     return False
-
-
-def tree_ticks(root: int) -> int:
-    """The CPU so far, in clock ticks, of a process and every descendant that runs, with the children each has
-    reaped."""
-    parents: dict[int, list[int]] = {}
-    for pid in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            parent = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
-        except (OSError, IndexError):
-            continue  # gone meanwhile
-        parents.setdefault(parent, []).append(int(pid))
-    total, pending = 0, [root]
-    while pending:
-        pid = pending.pop()
-        total += CPUSampler.ticks(pid, reaped=True)
-        pending += parents.get(pid, [])
-    return total

@@ -117,7 +117,7 @@ def handoff_round(plan: dict, stack: Stack, postmaster: int, session: Session) -
 
     def ticks() -> dict[str, int]:
         return {
-            name: CPUSampler.cluster_ticks(postmaster) if name == "postgres" else CPUSampler.ticks(stack.pid(name))
+            name: CPUSampler.tree_ticks(postmaster) if name == "postgres" else CPUSampler.ticks(stack.pid(name))
             for name in PROCESSES
         }
 

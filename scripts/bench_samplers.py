@@ -59,21 +59,23 @@ class CPUSampler:
         return int(fields[11]) + int(fields[12]) + (int(fields[13]) + int(fields[14]) if reaped else 0)
 
     @staticmethod
-    def cluster_ticks(postmaster: int) -> int:
-        """A Postgres cluster's CPU so far, in clock ticks: its postmaster, every process it forked that still runs
-        (backends, background workers) and those it has reaped (a backend's CPU moves to the postmaster's cutime
-        when it exits). Backends fork nothing of their own."""
-        children = 0
-        for pid in os.listdir("/proc"):
+    def tree_ticks(root: int) -> int:
+        """The CPU so far, in clock ticks, of a process and every descendant that still runs, each with the children
+        it has reaped (an exited child's CPU moves to its parent's cutime): a Postgres cluster from its postmaster
+        (backends, background workers), LiteLLM from its launcher."""
+        parents: dict[int, list[int]] = {}
+        for pid in filter(str.isdigit, os.listdir("/proc")):
             try:
-                if (
-                    pid.isdigit()
-                    and int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1]) == postmaster
-                ):
-                    children += CPUSampler.ticks(pid)
+                parent = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
             except (OSError, IndexError):
                 continue  # gone meanwhile
-        return CPUSampler.ticks(postmaster, reaped=True) + children
+            parents.setdefault(parent, []).append(int(pid))
+        total, pending = 0, [root]
+        while pending:
+            pid = pending.pop()
+            total += CPUSampler.ticks(pid, reaped=True)
+            pending += parents.get(pid, [])
+        return total
 
     @staticmethod
     def comm(pid: str) -> str:

@@ -115,8 +115,7 @@ struct WorkerCommand: AsyncParsableCommand {
             try await startup.run(
                 [
                     client, writerClient, operationsServer, sampler, backends, clock, listener, pruner, rescuer,
-                    leaseKeeper, writer,
-                    dispatcher,
+                    leaseKeeper, writer, dispatcher,
                 ],
                 probing: client)
         }

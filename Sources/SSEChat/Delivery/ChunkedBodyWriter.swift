@@ -1,3 +1,4 @@
+import HandoffWire
 import NIOCore
 import NIOHTTP1
 
@@ -31,14 +32,8 @@ struct ChunkedBodyWriter {
         let size = buffer.readableBytes - Self.sizeLineRoom
         guard size > 0 else { return false }
         precondition(size <= 0xFFFF_FFFF, "a chunk's size fits its eight hex digits")
-        let digits: StaticString = "0123456789abcdef"
-        let start = buffer.readerIndex
-        for place in 0..<8 {
-            let nibble = (size >> (4 * (7 - place))) & 0xF
-            buffer.setInteger(digits.withUTF8Buffer { $0[nibble] }, at: start + place)
-        }
-        buffer.setInteger(UInt8(ascii: "\r"), at: start + 8)
-        buffer.setInteger(UInt8(ascii: "\n"), at: start + 9)
+        let sizeLine = withUnsafeBytes(of: UInt32(size).bigEndian) { Hex.encode($0) } + "\r\n"
+        buffer.setString(sizeLine, at: buffer.readerIndex)
         buffer.writeStaticString("\r\n")
         encoder.write(NIOAny(IOData.byteBuffer(buffer)), promise: nil)
         return true

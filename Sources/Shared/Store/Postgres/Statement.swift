@@ -80,7 +80,6 @@ extension PSQLError {
     /// The server refused the statement for a reason other than its data (classes 22, data exception, and 23,
     /// integrity violation, would refuse it again): a timeout, a lock, a cancelled backend.
     var mayPassIfAskedAgain: Bool {
-        guard code == .server, let state = serverInfo?[.sqlState] else { return false }
-        return !state.hasPrefix("22") && !state.hasPrefix("23")
+        code == .server && !meansInvalidValue && serverInfo?[.sqlState]?.hasPrefix("23") == false
     }
 }

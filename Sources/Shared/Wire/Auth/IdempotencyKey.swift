@@ -17,15 +17,11 @@ package struct IdempotencyKey: Sendable, Equatable {
                 "The Idempotency-Key header must be 1 to 255 visible ASCII characters.", param: nil,
                 code: "invalid_idempotency_key")
         }
-        scope = Self.hex(SHA256.hash(data: Data("\(authorization ?? "")\n\(value)".utf8)))
+        scope = Hex.encode(SHA256.hash(data: Data("\(authorization ?? "")\n\(value)".utf8)))
     }
 
     package static let reused = OpenAIError(
         status: 422,
         message: "This Idempotency-Key was already used for a different request. Use a new key for a new request.",
         type: "invalid_request_error", code: "idempotency_key_reused")
-
-    private static func hex(_ digest: SHA256.Digest) -> String {
-        Hex.encode(digest)
-    }
 }
